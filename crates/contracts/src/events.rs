@@ -1,0 +1,89 @@
+//! The events kassa services publish, one struct per type, each with its schema version.
+//!
+//! Amounts travel as integer minor units with their currency code, never as floats.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A payload that can travel in an [`crate::Envelope`].
+pub trait Event: Serialize {
+    /// The CloudEvents `type` and the broker routing key.
+    const TYPE: &'static str;
+    /// The payload schema version; bump it when a field changes meaning or goes away.
+    const VERSION: u32;
+}
+
+macro_rules! event {
+    ($name:ident, $type:literal, $version:literal) => {
+        impl Event for $name {
+            const TYPE: &'static str = $type;
+            const VERSION: u32 = $version;
+        }
+    };
+}
+
+/// An order was stored PENDING and waits for its payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderCreated {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+event!(OrderCreated, "order.created", 1);
+
+/// A customer cancelled an order; its payment is to be cancelled or refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+}
+event!(OrderCancelled, "order.cancelled", 1);
+
+/// An order's payment was approved and the order is PAID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderPaid {
+    pub order_id: Uuid,
+    pub payment_id: Uuid,
+}
+event!(OrderPaid, "order.paid", 1);
+
+/// An order's payment did not go through and the order is FAILED.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderFailed {
+    pub order_id: Uuid,
+    pub reason: String,
+}
+event!(OrderFailed, "order.failed", 1);
+
+/// What every payment outcome event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PaymentOutcome {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// Why the provider said no, for declined and failed payments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+macro_rules! payment_event {
+    ($name:ident, $type:literal) => {
+        #[doc = concat!("`", $type, "`: see [`PaymentOutcome`].")]
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub PaymentOutcome);
+        event!($name, $type, 1);
+    };
+}
+
+payment_event!(PaymentApproved, "payment.approved");
+payment_event!(PaymentDeclined, "payment.declined");
+payment_event!(PaymentFailed, "payment.failed");
+payment_event!(PaymentCancelled, "payment.cancelled");
+payment_event!(PaymentRefunded, "payment.refunded");

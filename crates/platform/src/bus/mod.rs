@@ -1,0 +1,179 @@
+//! The event bus port: publish a message and be told when the bus has taken responsibility for
+//! it; subscribe a consumer whose failures are retried with backoff and, after the last attempt,
+//! dead-lettered.
+//!
+//! Two adapters: [`memory::MemoryBus`] for the embedded mode and [`rabbit::RabbitBus`] for the
+//! distributed one.
+
+pub mod memory;
+pub mod rabbit;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use kassa_contracts::Envelope;
+use uuid::Uuid;
+
+use crate::db::Db;
+
+/// A message as the outbox stores it and the bus carries it: the body is an [`Envelope`] in JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: Uuid,
+    pub topic: String,
+    pub body: Vec<u8>,
+}
+
+/// Why the bus could not take or deliver a message.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The broker could not be reached or dropped the connection.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused the message (a negative publisher confirm).
+    #[error("broker refused the message")]
+    Refused,
+    /// A dead letter could not be stored.
+    #[error("dead letter not stored: {0}")]
+    DeadLetter(String),
+}
+
+/// A consumer's failure to handle one event. Every failure is retried; the last one sends the
+/// message to the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl HandlerError {
+    pub fn new(e: impl std::fmt::Display) -> Self {
+        HandlerError(e.to_string())
+    }
+}
+
+impl From<crate::db::DbError> for HandlerError {
+    fn from(e: crate::db::DbError) -> Self {
+        HandlerError(e.to_string())
+    }
+}
+
+impl From<kassa_contracts::envelope::DecodeError> for HandlerError {
+    fn from(e: kassa_contracts::envelope::DecodeError) -> Self {
+        HandlerError(e.to_string())
+    }
+}
+
+/// What a consumer does with each event it subscribed to.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+/// How often and how patiently a failed delivery is tried again.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; after the last the message is dead-lettered.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; each later wait doubles.
+    pub base_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(200) }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (1-based).
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        self.base_delay.saturating_mul(2_u32.saturating_pow(attempt.saturating_sub(1)))
+    }
+}
+
+/// One consumer: its name (its queue), the event types it wants and its handler.
+#[derive(Clone)]
+pub struct Subscription {
+    pub consumer: String,
+    pub topics: Vec<String>,
+    pub handler: Arc<dyn Handler>,
+    /// The consumer's database, where the embedded bus keeps its dead letters.
+    pub db: Db,
+}
+
+/// A dead-lettered message, as `kassa dlq list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub queue: String,
+    pub id: Option<Uuid>,
+    pub topic: String,
+    pub error: String,
+    pub attempts: u32,
+    pub body: String,
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Resolves once the bus is responsible for `message`: confirmed by the broker, or handled
+    /// (or dead-lettered) by every in-process subscriber.
+    async fn publish(&self, message: &Message) -> Result<(), BusError>;
+
+    /// Starts delivering matching messages to the subscription until shutdown.
+    async fn subscribe(&self, subscription: Subscription) -> Result<(), BusError>;
+
+    /// Answers whether the bus can take messages now.
+    async fn ready(&self) -> Result<(), BusError>;
+
+    /// Waits until every delivery in progress has finished (after shutdown was asked for).
+    async fn drain(&self);
+}
+
+/// Decodes a message and hands it to `handler`.
+pub(crate) async fn deliver(handler: &dyn Handler, body: &[u8]) -> Result<(), HandlerError> {
+    let envelope = Envelope::from_bytes(body).map_err(|e| HandlerError(format!("malformed envelope: {e}")))?;
+    let span = tracing::info_span!(
+        "event",
+        event_id = %envelope.id,
+        event_type = %envelope.event_type,
+        correlation_id = %envelope.correlationid,
+    );
+    tracing::Instrument::instrument(handler.handle(&envelope), span).await
+}
+
+/// True when `topic` matches the binding `pattern` (`*` is one word, `#` any number of words).
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    fn go(p: &[&str], t: &[&str]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let t: Vec<&str> = topic.split('.').collect();
+    go(&p, &t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_match_like_rabbitmq_bindings() {
+        assert!(topic_matches("order.created", "order.created"));
+        assert!(!topic_matches("order.created", "order.cancelled"));
+        assert!(topic_matches("payment.*", "payment.approved"));
+        assert!(!topic_matches("payment.*", "payment.approved.v2"));
+        assert!(topic_matches("#", "payment.approved"));
+        assert!(topic_matches("payment.#", "payment"));
+    }
+
+    #[test]
+    fn backoff_doubles() {
+        let p = RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(100) };
+        assert_eq!(p.delay_after(1), Duration::from_millis(100));
+        assert_eq!(p.delay_after(2), Duration::from_millis(200));
+        assert_eq!(p.delay_after(4), Duration::from_millis(800));
+    }
+}

@@ -1,0 +1,435 @@
+//! The database port: one handle over PostgreSQL or SQLite, so a service writes each query once.
+//!
+//! Queries use `$1` placeholders, which both backends accept. Arguments are bound as [`Arg`]s and
+//! rows read through [`Row::get`], which only accepts types both drivers can decode. The little
+//! that differs between dialects (row locking, how a write transaction starts) lives here.
+
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::{
+    Connection, Decode, Postgres, Sqlite, Type,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// A database failure. Constraint violations keep the constraint's name so callers can map them
+/// to a 4xx.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database answered with an error, or could not be reached.
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// A unique or foreign-key constraint refused the write.
+    #[error("constraint {0} violated")]
+    Constraint(String),
+    /// A column held something the caller did not expect.
+    #[error("column {column}: {message}")]
+    Column { column: String, message: String },
+    /// A migration could not be applied.
+    #[error("migration {component}/{version} failed: {source}")]
+    Migration { component: String, version: i64, source: sqlx::Error },
+}
+
+impl DbError {
+    fn classify(e: sqlx::Error) -> DbError {
+        if let sqlx::Error::Database(db) = &e
+            && (db.is_unique_violation() || db.is_foreign_key_violation())
+        {
+            let name = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
+            return DbError::Constraint(name);
+        }
+        DbError::Sqlx(e)
+    }
+
+    /// True when the error says the database could not be reached rather than refused a query.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sqlx(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+        )
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Which backend a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A service's database: a connection pool and the signal that wakes its outbox relay.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    outbox_written: Arc<Notify>,
+}
+
+/// Where a service's database lives.
+#[derive(Debug, Clone)]
+pub enum DbLocation {
+    /// A PostgreSQL database; created on the server if it does not exist yet.
+    Postgres { url: String, max_connections: u32 },
+    /// An SQLite file, created with its folder if missing.
+    Sqlite { path: std::path::PathBuf },
+}
+
+impl Db {
+    /// Opens (and if needed creates) the database.
+    pub async fn connect(location: &DbLocation) -> DbResult<Db> {
+        let pool = match location {
+            DbLocation::Postgres { url, max_connections } => {
+                let options = PgConnectOptions::from_str(url)?;
+                create_pg_database_if_missing(&options).await?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await?;
+                Pool::Pg(pool)
+            }
+            DbLocation::Sqlite { path } => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .min_connections(1)
+                    .connect_with(options)
+                    .await?;
+                Pool::Sqlite(pool)
+            }
+        };
+        Ok(Db { pool, outbox_written: Arc::new(Notify::new()) })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Pg(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` where the backend has row locks; SQLite has one writer at a time
+    /// and needs none.
+    pub fn skip_locked(&self) -> &'static str {
+        match self.pool {
+            Pool::Pg(_) => " FOR UPDATE SKIP LOCKED",
+            Pool::Sqlite(_) => "",
+        }
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
+    /// so two transactions never deadlock upgrading a read lock.
+    pub async fn begin(&self) -> DbResult<Tx> {
+        let inner = match &self.pool {
+            Pool::Pg(p) => TxInner::Pg(p.begin().await?),
+            Pool::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+        };
+        Ok(Tx { inner, wrote_outbox: false, outbox_written: self.outbox_written.clone() })
+    }
+
+    /// Answers whether the database takes queries.
+    pub async fn ping(&self) -> DbResult<()> {
+        sql("SELECT 1").execute(self).await.map(|_| ())
+    }
+
+    /// Resolves when a committed transaction wrote to the outbox.
+    pub(crate) async fn outbox_written(&self) {
+        self.outbox_written.notified().await
+    }
+
+    /// Runs SQL that may hold several statements (migrations).
+    pub(crate) async fn run_script(&self, tx: &mut Tx, script: &str) -> Result<(), sqlx::Error> {
+        match &mut tx.inner {
+            TxInner::Pg(t) => sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_owned())).execute(&mut **t).await.map(|_| ()),
+            TxInner::Sqlite(t) => sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_owned())).execute(&mut **t).await.map(|_| ()),
+        }
+    }
+
+    /// Holds a PostgreSQL advisory lock for the life of `tx`, so that replicas starting at once
+    /// migrate one after the other. SQLite's write lock already does this.
+    pub(crate) async fn lock_for_migrations(&self, tx: &mut Tx) -> DbResult<()> {
+        if let TxInner::Pg(_) = tx.inner {
+            sql("SELECT pg_advisory_xact_lock(4242424242)").execute(tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Pg(p) => p.close().await,
+            Pool::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+async fn create_pg_database_if_missing(options: &PgConnectOptions) -> DbResult<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else { return Ok(()) };
+    let admin = options.clone().database("postgres");
+    let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"))).execute(&mut conn).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another replica created it at the same moment.
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+enum TxInner {
+    Pg(sqlx::Transaction<'static, Postgres>),
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+}
+
+/// A database transaction. Committing one that wrote outbox rows wakes the relay.
+pub struct Tx {
+    inner: TxInner,
+    wrote_outbox: bool,
+    outbox_written: Arc<Notify>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> DbResult<()> {
+        match self.inner {
+            TxInner::Pg(t) => t.commit().await?,
+            TxInner::Sqlite(t) => t.commit().await?,
+        }
+        if self.wrote_outbox {
+            self.outbox_written.notify_one();
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> DbResult<()> {
+        match self.inner {
+            TxInner::Pg(t) => t.rollback().await?,
+            TxInner::Sqlite(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mark_outbox_written(&mut self) {
+        self.wrote_outbox = true;
+    }
+}
+
+/// One bound argument. `None` binds a typed NULL.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Uuid(Option<Uuid>),
+    I64(Option<i64>),
+    Text(Option<String>),
+    Time(Option<DateTime<Utc>>),
+    Bool(Option<bool>),
+    Bytes(Option<Vec<u8>>),
+}
+
+macro_rules! arg_from {
+    ($variant:ident, $t:ty) => {
+        impl From<$t> for Arg {
+            fn from(v: $t) -> Arg {
+                Arg::$variant(Some(v.into()))
+            }
+        }
+        impl From<Option<$t>> for Arg {
+            fn from(v: Option<$t>) -> Arg {
+                Arg::$variant(v.map(Into::into))
+            }
+        }
+    };
+}
+arg_from!(Uuid, Uuid);
+arg_from!(I64, i64);
+arg_from!(I64, i32);
+arg_from!(I64, u32);
+arg_from!(Text, String);
+arg_from!(Text, &str);
+arg_from!(Time, DateTime<Utc>);
+arg_from!(Bool, bool);
+arg_from!(Bytes, Vec<u8>);
+
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(Some(v.clone()))
+    }
+}
+
+/// Times are stored in SQLite as fixed-width RFC 3339 text, so that comparing them as text
+/// compares them as times.
+fn sqlite_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A query text with its arguments, run against a [`Db`] or inside a [`Tx`].
+#[derive(Debug, Clone)]
+pub struct Query {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+/// Starts a query.
+pub fn sql(text: impl Into<String>) -> Query {
+    Query { sql: text.into(), args: Vec::new() }
+}
+
+/// Where a query runs.
+pub enum Target<'a> {
+    Db(&'a Db),
+    Tx(&'a mut Tx),
+}
+
+impl<'a> From<&'a Db> for Target<'a> {
+    fn from(db: &'a Db) -> Self {
+        Target::Db(db)
+    }
+}
+
+impl<'a> From<&'a mut Tx> for Target<'a> {
+    fn from(tx: &'a mut Tx) -> Self {
+        Target::Tx(tx)
+    }
+}
+
+macro_rules! bind_all {
+    ($q:expr, $args:expr, $time:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::Uuid(v) => q.bind(v),
+                Arg::I64(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::Time(v) => q.bind(v.map($time)),
+                Arg::Bool(v) => q.bind(v),
+                Arg::Bytes(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+/// Runs `$op` on whichever backend `$target` is.
+macro_rules! dispatch {
+    ($self:ident, $target:ident, |$q:ident, $ex:ident| $body:expr, |$pg:ident| $pgmap:expr, |$lite:ident| $litemap:expr) => {{
+        let args = $self.args;
+        let text = $self.sql;
+        match $target.into() {
+            Target::Db(db) => match &db.pool {
+                Pool::Pg(p) => {
+                    let $q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(text.clone())), args, |t: DateTime<Utc>| t);
+                    let $ex = p;
+                    let $pg = $body.await.map_err(DbError::classify)?;
+                    Ok($pgmap)
+                }
+                Pool::Sqlite(p) => {
+                    let $q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(text.clone())), args, sqlite_time);
+                    let $ex = p;
+                    let $lite = $body.await.map_err(DbError::classify)?;
+                    Ok($litemap)
+                }
+            },
+            Target::Tx(tx) => match &mut tx.inner {
+                TxInner::Pg(t) => {
+                    let $q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(text.clone())), args, |t: DateTime<Utc>| t);
+                    let $ex = &mut **t;
+                    let $pg = $body.await.map_err(DbError::classify)?;
+                    Ok($pgmap)
+                }
+                TxInner::Sqlite(t) => {
+                    let $q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(text.clone())), args, sqlite_time);
+                    let $ex = &mut **t;
+                    let $lite = $body.await.map_err(DbError::classify)?;
+                    Ok($litemap)
+                }
+            },
+        }
+    }};
+}
+
+impl Query {
+    pub fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Runs the statement and returns the number of rows it changed.
+    pub async fn execute<'a>(self, target: impl Into<Target<'a>>) -> DbResult<u64> {
+        dispatch!(self, target, |q, ex| q.execute(ex), |r| r.rows_affected(), |r| r.rows_affected())
+    }
+
+    pub async fn fetch_all<'a>(self, target: impl Into<Target<'a>>) -> DbResult<Vec<Row>> {
+        dispatch!(
+            self,
+            target,
+            |q, ex| q.fetch_all(ex),
+            |rows| rows.into_iter().map(Row::Pg).collect(),
+            |rows| rows.into_iter().map(Row::Sqlite).collect()
+        )
+    }
+
+    pub async fn fetch_optional<'a>(self, target: impl Into<Target<'a>>) -> DbResult<Option<Row>> {
+        dispatch!(self, target, |q, ex| q.fetch_optional(ex), |r| r.map(Row::Pg), |r| r.map(Row::Sqlite))
+    }
+
+    pub async fn fetch_one<'a>(self, target: impl Into<Target<'a>>) -> DbResult<Row> {
+        dispatch!(self, target, |q, ex| q.fetch_one(ex), |r| Row::Pg(r), |r| Row::Sqlite(r))
+    }
+}
+
+/// One result row from either backend.
+pub enum Row {
+    Pg(PgRow),
+    Sqlite(SqliteRow),
+}
+
+/// A value both drivers can read.
+pub trait Column:
+    for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+impl<T> Column for T where
+    T: for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+impl Row {
+    pub fn get<T: Column>(&self, column: &str) -> DbResult<T> {
+        use sqlx::Row as _;
+        let result = match self {
+            Row::Pg(r) => r.try_get(column),
+            Row::Sqlite(r) => r.try_get(column),
+        };
+        result.map_err(|e| DbError::Column { column: column.into(), message: e.to_string() })
+    }
+}
+
+/// The folder and file name of an embedded service database.
+pub fn sqlite_path(data_dir: &Path, service: &str) -> std::path::PathBuf {
+    data_dir.join(format!("{service}.db"))
+}

@@ -1,0 +1,177 @@
+//! Request extractors that turn bad input into a problem naming the field at fault.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{StatusCode, header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::problem::ApiError;
+
+/// A JSON body; malformed JSON, a wrong type, a missing or unknown field, the wrong content type
+/// or an oversized body each get their own 4xx.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "The body must be JSON, sent with Content-Type: application/json.",
+            )
+            .with_param("Content-Type"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is larger than this endpoint accepts.")
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Deserialises `bytes`, saying which field is wrong when it fails.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let field = backticked(&message).filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"));
+        let param = match (field, path.as_str()) {
+            (Some(f), "." | "") => f.to_owned(),
+            (Some(f), p) => format!("{p}.{f}"),
+            (None, p) => p.trim_start_matches('.').to_owned(),
+        };
+        let code = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed_json",
+            _ if message.starts_with("unknown field") => "unknown_field",
+            _ if message.starts_with("missing field") => "missing_field",
+            _ => "invalid_field",
+        };
+        let sentence = strip_position(&message);
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, code, match code {
+            "malformed_json" => format!("The body is not valid JSON: {sentence}."),
+            _ if param.is_empty() => format!("The body is not what this endpoint accepts: {sentence}."),
+            _ => format!("Field `{param}`: {sentence}."),
+        });
+        if !param.is_empty() && code != "malformed_json" {
+            err = err.with_param(param);
+        }
+        err
+    })
+}
+
+fn backticked(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+fn strip_position(message: &str) -> &str {
+    message.find(" at line ").map(|i| &message[..i]).unwrap_or(message)
+}
+
+/// Parses a path or body value that must be a UUID.
+pub fn parse_uuid(param: &str, value: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(value).map_err(|_| ApiError::invalid(param, "invalid_uuid", format!("`{param}` must be a UUID such as 476f5730-aa83-4ff0-ab9f-d6e19836e195.")))
+}
+
+/// `?page=&limit=` with page ≥ 1 (default 1) and 1 ≤ limit ≤ 100 (default 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pagination {
+    pub page: u32,
+    pub limit: u32,
+}
+
+pub const MAX_LIMIT: u32 = 100;
+
+impl Pagination {
+    pub fn offset(&self) -> i64 {
+        (self.page as i64 - 1) * self.limit as i64
+    }
+
+    pub fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut page = 1;
+        let mut limit = 10;
+        for (key, value) in form_pairs(query.unwrap_or("")) {
+            match key.as_str() {
+                "page" => page = parse_bounded("page", &value, 1, 1_000_000)?,
+                "limit" => limit = parse_bounded("limit", &value, 1, MAX_LIMIT)?,
+                _ => {}
+            }
+        }
+        Ok(Pagination { page, limit })
+    }
+}
+
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default()
+}
+
+fn parse_bounded(param: &str, value: &str, min: u32, max: u32) -> Result<u32, ApiError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n >= min as u64 && n <= max as u64 => Ok(n as u32),
+        _ => Err(ApiError::invalid(param, "invalid_pagination", format!("`{param}` must be a whole number from {min} to {max}."))),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Pagination {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Pagination::from_query(parts.uri.query())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Body {
+        user_id: String,
+        total: u32,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<Body>(br#"{"userId": "a", "total": "x"}"#).unwrap_err();
+        assert_eq!((e.code, e.param.as_deref()), ("invalid_field", Some("total")));
+        let e = parse_json::<Body>(br#"{"userId": "a"}"#).unwrap_err();
+        assert_eq!((e.code, e.param.as_deref()), ("missing_field", Some("total")));
+        let e = parse_json::<Body>(br#"{"userId": "a", "total": 1, "hack": true}"#).unwrap_err();
+        assert_eq!((e.code, e.param.as_deref()), ("unknown_field", Some("hack")));
+        let e = parse_json::<Body>(br#"{"userId": "#).unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+    }
+
+    #[test]
+    fn pagination_is_bounded() {
+        assert_eq!(Pagination::from_query(None).unwrap(), Pagination { page: 1, limit: 10 });
+        assert_eq!(Pagination::from_query(Some("page=3&limit=100")).unwrap(), Pagination { page: 3, limit: 100 });
+        assert_eq!(Pagination::from_query(Some("page=0")).unwrap_err().param.as_deref(), Some("page"));
+        assert_eq!(Pagination::from_query(Some("limit=10000")).unwrap_err().param.as_deref(), Some("limit"));
+        assert_eq!(Pagination::from_query(Some("limit=abc")).unwrap_err().code, "invalid_pagination");
+        assert_eq!(Pagination::from_query(Some("page=2&limit=5")).unwrap().offset(), 5);
+    }
+}

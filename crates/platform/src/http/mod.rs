@@ -1,0 +1,199 @@
+//! HTTP plumbing every service gets: request and correlation ids, structured request logs,
+//! timeouts, body limits, problem+json errors, health, Prometheus metrics, OpenAPI and Swagger UI.
+
+pub mod extract;
+pub mod problem;
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Extension, Json, Router,
+    extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
+    http::{HeaderName, HeaderValue, StatusCode, request::Parts},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use kassa_contracts::EventContext;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub use extract::{ApiJson, Pagination, parse_uuid};
+pub use problem::{ApiError, ApiResult};
+
+use crate::{bus::EventBus, cache::Cache, db::Db, shutdown::Shutdown};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// Limits every service's HTTP server applies.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub request_timeout: Duration,
+    pub body_limit: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings { request_timeout: Duration::from_secs(30), body_limit: 64 * 1024 }
+    }
+}
+
+/// The ids a request carries through the system: its own, and the correlation id of the flow it
+/// belongs to (taken from `X-Correlation-Id`, else the request id).
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    pub request_id: String,
+    pub correlation_id: String,
+}
+
+impl RequestIds {
+    /// The context of the events this request causes.
+    pub fn event_context(&self) -> EventContext {
+        EventContext::new(self.correlation_id.clone())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<RequestIds>().cloned().unwrap_or_else(|| {
+            let id = Uuid::now_v7().to_string();
+            RequestIds { request_id: id.clone(), correlation_id: id }
+        }))
+    }
+}
+
+fn header_id(req: &Request, name: &HeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+}
+
+/// Gives the request its ids, logs it, times it, and echoes the ids in the response.
+async fn request_context(Extension(service): Extension<ServiceName>, mut req: Request, next: Next) -> Response {
+    let request_id = header_id(&req, &REQUEST_ID).unwrap_or_else(|| Uuid::now_v7().to_string());
+    let correlation_id = header_id(&req, &CORRELATION_ID).unwrap_or_else(|| request_id.clone());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    req.extensions_mut().insert(RequestIds { request_id: request_id.clone(), correlation_id: correlation_id.clone() });
+    let span = tracing::info_span!("request", service = service.0, %method, path = %req.uri().path(), %request_id, %correlation_id);
+    let started = Instant::now();
+    let mut response = problem::REQUEST_ID.scope(request_id.clone(), next.run(req)).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, latency_ms = elapsed.as_secs_f64() * 1e3, "request failed");
+        } else {
+            tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
+        }
+    });
+    let labels = [("service", service.0.to_owned()), ("method", method.to_string()), ("route", route), ("status", status.to_string())];
+    metrics::counter!("kassa_http_requests_total", &labels).increment(1);
+    metrics::histogram!("kassa_http_request_duration_seconds", &labels[..3]).record(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_ID, v);
+    }
+    response
+}
+
+#[derive(Clone, Copy)]
+struct ServiceName(&'static str);
+
+/// What `/health/ready` checks.
+#[derive(Clone)]
+pub struct Readiness {
+    pub db: Option<Db>,
+    pub bus: Option<Arc<dyn EventBus>>,
+    pub cache: Option<Arc<dyn Cache>>,
+    pub shutdown: Shutdown,
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "status": "live" }))
+}
+
+async fn ready(State(r): State<Readiness>) -> Response {
+    let mut ok = !r.shutdown.is_triggered();
+    let mut checks = serde_json::Map::new();
+    if let Some(db) = &r.db {
+        let result = tokio::time::timeout(Duration::from_secs(2), db.ping()).await;
+        let up = matches!(result, Ok(Ok(())));
+        ok &= up;
+        checks.insert("database".into(), json!(if up { "up" } else { "down" }));
+    }
+    if let Some(bus) = &r.bus {
+        let result = tokio::time::timeout(Duration::from_secs(2), bus.ready()).await;
+        let up = matches!(result, Ok(Ok(())));
+        ok &= up;
+        checks.insert("broker".into(), json!(if up { "up" } else { "down" }));
+    }
+    if let Some(cache) = &r.cache {
+        // Informational: without the cache the service reads its database.
+        let up = cache.ping().await.is_ok();
+        checks.insert("cache".into(), json!(if up { "up" } else { "down (reads go to the database)" }));
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "status": if ok { "ready" } else { "not ready" }, "checks": checks }))).into_response()
+}
+
+/// The process-wide Prometheus recorder.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; the handle still renders ours.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+async fn render_metrics() -> Response {
+    let body = prometheus().render();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("route_not_found", "No such endpoint; see /swagger for the ones this service has.")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This endpoint does not accept that HTTP method.")
+}
+
+/// Wraps a service's API routes with everything a kassa service serves.
+pub fn service_app(name: &'static str, api: Router, openapi: utoipa::openapi::OpenApi, readiness: Readiness, settings: &HttpSettings) -> Router {
+    prometheus();
+    let swagger: Router = utoipa_swagger_ui::SwaggerUi::new("/swagger").url("/openapi.json", openapi).into();
+    Router::new()
+        .merge(api)
+        .merge(swagger)
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready).with_state(readiness))
+        .route("/metrics", get(render_metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
+        .layer(middleware::from_fn(request_context))
+        .layer(Extension(ServiceName(name)))
+}
+
+/// Serves `app` on `listener` until `shutdown`; requests in flight then are finished.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await
+}

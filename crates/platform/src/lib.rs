@@ -1,0 +1,16 @@
+//! The platform every kassa service is built on: ports (database, event bus, cache) with their
+//! adapters, the messaging guarantees (outbox, inbox, retries, dead letters), idempotency keys,
+//! HTTP plumbing and telemetry.
+
+pub mod bus;
+pub mod cache;
+pub mod db;
+pub mod http;
+pub mod idempotency;
+pub mod inbox;
+pub mod migrate;
+pub mod outbox;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use db::{Db, Tx, sql};

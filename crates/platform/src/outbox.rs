@@ -1,0 +1,214 @@
+//! Transactional outbox: events are written in the transaction of the change that causes them,
+//! and a relay hands them to the bus, deleting each row only once the bus has confirmed it.
+//!
+//! Rows are claimed with a lease (`locked_until`), so several replicas can relay from one
+//! database without publishing the same row twice at once, and a row claimed by a process that
+//! died is published again once its lease runs out.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use kassa_contracts::Envelope;
+use uuid::Uuid;
+
+use crate::{
+    bus::{EventBus, Message},
+    db::{Backend, Db, DbResult, Tx, sql},
+    shutdown::Shutdown,
+};
+
+/// Adds `event` to the outbox inside `tx`; it is published after `tx` commits.
+pub async fn add(tx: &mut Tx, event: &Envelope) -> DbResult<()> {
+    sql("INSERT INTO outbox (id, topic, body, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(event.id)
+        .bind(event.event_type.as_str())
+        .bind(event.to_bytes())
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+    tx.mark_outbox_written();
+    Ok(())
+}
+
+/// Adds a message as it is (used to redrive dead letters, whose body may not even parse).
+pub async fn add_raw(tx: &mut Tx, id: Uuid, topic: &str, body: &[u8]) -> DbResult<()> {
+    sql("INSERT INTO outbox (id, topic, body, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(topic)
+        .bind(body.to_vec())
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+    tx.mark_outbox_written();
+    Ok(())
+}
+
+/// How many events wait in the outbox.
+pub async fn pending(db: &Db) -> DbResult<i64> {
+    sql("SELECT COUNT(*) AS n FROM outbox").fetch_one(db).await?.get("n")
+}
+
+/// How the relay paces itself.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Rows claimed per query.
+    pub batch: usize,
+    /// Messages handed to the bus and not yet confirmed, at most.
+    pub max_in_flight: usize,
+    /// How long a claim holds before another relay may take the row.
+    pub lease: Duration,
+    /// How often to look for rows nobody announced (other replicas, expired leases).
+    pub poll: Duration,
+    /// How long a row waits after the bus refused it.
+    pub retry_after: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            batch: 512,
+            max_in_flight: 4096,
+            lease: Duration::from_secs(10),
+            poll: Duration::from_millis(250),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Claimed {
+    seq: i64,
+    message: Message,
+}
+
+async fn claim(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<Claimed>> {
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10));
+    let text = format!(
+        "UPDATE outbox SET locked_until = $1, attempts = attempts + 1 WHERE seq IN (
+            SELECT seq FROM outbox WHERE locked_until IS NULL OR locked_until < $2
+            ORDER BY seq LIMIT $3{}) RETURNING seq, id, topic, body",
+        db.skip_locked()
+    );
+    let rows = sql(text).bind(until).bind(now).bind(limit as i64).fetch_all(db).await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        claimed.push(Claimed {
+            seq: row.get("seq")?,
+            message: Message { id: row.get("id")?, topic: row.get("topic")?, body: row.get("body")? },
+        });
+    }
+    claimed.sort_by_key(|c| c.seq);
+    Ok(claimed)
+}
+
+fn in_list(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
+    for chunk in seqs.chunks(500) {
+        let mut q = sql(format!("DELETE FROM outbox WHERE seq IN ({})", in_list(1, chunk.len())));
+        for seq in chunk {
+            q = q.bind(*seq);
+        }
+        q.execute(db).await?;
+    }
+    Ok(())
+}
+
+async fn postpone(db: &Db, seq: i64, after: Duration) -> DbResult<()> {
+    let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::seconds(1));
+    sql("UPDATE outbox SET locked_until = $1 WHERE seq = $2").bind(at).bind(seq).execute(db).await?;
+    Ok(())
+}
+
+/// Publishes the outbox of `db` to `bus` until `shutdown`; rows still pending then stay for the
+/// next start.
+pub async fn relay(db: Db, bus: Arc<dyn EventBus>, settings: RelaySettings, shutdown: Shutdown) {
+    if db.backend() == Backend::Sqlite {
+        // One process owns an SQLite file: leases left by a previous run belong to nobody now.
+        if let Err(e) = sql("UPDATE outbox SET locked_until = NULL").execute(&db).await {
+            tracing::warn!(error = %e, "could not clear outbox leases");
+        }
+    }
+    let mut in_flight = FuturesUnordered::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shutdown.is_triggered() {
+            break;
+        }
+        let room = settings.max_in_flight.saturating_sub(in_flight.len());
+        let mut claimed_any = false;
+        if room > 0 {
+            match claim(&db, room.min(settings.batch), settings.lease).await {
+                Ok(rows) => {
+                    backoff = Duration::from_millis(100);
+                    claimed_any = !rows.is_empty();
+                    for row in rows {
+                        let bus = bus.clone();
+                        in_flight.push(async move {
+                            let result = bus.publish(&row.message).await;
+                            (row.seq, row.message.id, result)
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox claim failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                let mut done = vec![first];
+                while let Some(Some(more)) = futures_util::FutureExt::now_or_never(in_flight.next()) {
+                    done.push(more);
+                }
+                settle(&db, done, &settings).await;
+            }
+            _ = db.outbox_written() => {}
+            _ = tokio::time::sleep(settings.poll), if !claimed_any => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+    // Let what was handed to the bus finish, so it is confirmed and deleted, not sent twice.
+    let mut rest = Vec::new();
+    let drain = async {
+        while let Some(r) = in_flight.next().await {
+            rest.push(r);
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        tracing::warn!("outbox relay stopped with messages unconfirmed; they stay in the outbox");
+    }
+    settle(&db, rest, &settings).await;
+}
+
+async fn settle(db: &Db, done: Vec<(i64, Uuid, Result<(), crate::bus::BusError>)>, settings: &RelaySettings) {
+    let mut published = Vec::with_capacity(done.len());
+    for (seq, id, result) in done {
+        match result {
+            Ok(()) => published.push(seq),
+            Err(e) => {
+                tracing::warn!(event_id = %id, error = %e, "publish failed; will retry");
+                if let Err(e) = postpone(db, seq, settings.retry_after).await {
+                    tracing::warn!(error = %e, "could not postpone outbox row; its lease will expire");
+                }
+            }
+        }
+    }
+    if published.is_empty() {
+        return;
+    }
+    metrics::counter!("kassa_outbox_published_total").increment(published.len() as u64);
+    if let Err(e) = delete(db, &published).await {
+        // The rows will be published again when their lease ends; the inbox makes that harmless.
+        tracing::warn!(error = %e, "could not delete published outbox rows");
+    }
+}
