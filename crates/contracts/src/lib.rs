@@ -4,6 +4,7 @@
 
 pub mod envelope;
 pub mod events;
+pub mod json;
 pub mod money;
 
 pub use envelope::{Envelope, EventContext};

@@ -137,6 +137,15 @@ impl Db {
         }
     }
 
+    /// `FOR UPDATE` where the backend has row locks; in SQLite the transaction already holds the
+    /// database's write lock.
+    pub fn for_update(&self) -> &'static str {
+        match self.pool {
+            Pool::Pg(_) => " FOR UPDATE",
+            Pool::Sqlite(_) => "",
+        }
+    }
+
     /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
     /// so two transactions never deadlock upgrading a read lock.
     pub async fn begin(&self) -> DbResult<Tx> {

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod migrate;
 pub mod outbox;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 

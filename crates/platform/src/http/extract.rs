@@ -57,6 +57,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let field = backticked(&message).filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"));
         let param = match (field, path.as_str()) {
             (Some(f), "." | "") => f.to_owned(),
+            (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => p.to_owned(),
             (Some(f), p) => format!("{p}.{f}"),
             (None, p) => p.trim_start_matches('.').to_owned(),
         };
@@ -173,5 +174,29 @@ mod tests {
         assert_eq!(Pagination::from_query(Some("limit=10000")).unwrap_err().param.as_deref(), Some("limit"));
         assert_eq!(Pagination::from_query(Some("limit=abc")).unwrap_err().code, "invalid_pagination");
         assert_eq!(Pagination::from_query(Some("page=2&limit=5")).unwrap().offset(), 5);
+    }
+}
+
+/// `meta` of a paginated list, as seed 003 shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageMeta {
+    pub page: u32,
+    pub limit: u32,
+    pub total: i64,
+    pub total_pages: i64,
+}
+
+/// A page of a list: `{data, meta}`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub meta: PageMeta,
+}
+
+impl<T> Page<T> {
+    pub fn new(data: Vec<T>, pagination: Pagination, total: i64) -> Self {
+        let limit = pagination.limit.max(1) as i64;
+        Page { data, meta: PageMeta { page: pagination.page, limit: pagination.limit, total, total_pages: (total + limit - 1) / limit } }
     }
 }

@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
-pub use extract::{ApiJson, Pagination, parse_uuid};
+pub use extract::{ApiJson, Page, PageMeta, Pagination, parse_json, parse_uuid};
 pub use problem::{ApiError, ApiResult};
 
 use crate::{bus::EventBus, cache::Cache, db::Db, shutdown::Shutdown};
@@ -196,4 +196,18 @@ pub fn service_app(name: &'static str, api: Router, openapi: utoipa::openapi::Op
 /// Serves `app` on `listener` until `shutdown`; requests in flight then are finished.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await
+}
+
+/// Parses a JSON number field holding money, exactly (see [`kassa_contracts::Money::parse`]).
+pub fn parse_amount(param: &str, raw: &serde_json::value::RawValue, currency: kassa_contracts::Currency) -> Result<kassa_contracts::Money, ApiError> {
+    let text = raw.get().trim();
+    if !text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        return Err(ApiError::invalid(param, "invalid_amount", format!("`{param}` must be a JSON number such as 150.50.")));
+    }
+    kassa_contracts::Money::parse(text, currency).map_err(|e| ApiError::invalid(param, "invalid_amount", format!("`{param}` {e}.")))
+}
+
+/// Parses an ISO 4217 currency code field.
+pub fn parse_currency(param: &str, code: &str) -> Result<kassa_contracts::Currency, ApiError> {
+    kassa_contracts::Currency::parse(code).map_err(|_| ApiError::invalid(param, "invalid_currency", format!("`{param}` must be an ISO 4217 currency code kassa supports, such as USD.")))
 }

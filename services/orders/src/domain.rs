@@ -1,0 +1,137 @@
+//! Orders and their life: PENDING until the payment says otherwise, then PAID or FAILED;
+//! CANCELLED when the customer asks. Free of HTTP and SQL.
+
+use chrono::{DateTime, Utc};
+use kassa_contracts::Money;
+use uuid::Uuid;
+
+/// Where an order stands. Emitted in upper case as seed 003 shows; read in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Paid,
+    Failed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Paid => "PAID",
+            OrderStatus::Failed => "FAILED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "PENDING" => Some(OrderStatus::Pending),
+            "PAID" => Some(OrderStatus::Paid),
+            "FAILED" => Some(OrderStatus::Failed),
+            "CANCELLED" | "CANCELED" => Some(OrderStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// What an event or a request does to an order in a given status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Move to this status.
+    To(OrderStatus),
+    /// Nothing to do: already there, or overtaken by a later decision.
+    Ignore,
+    /// Not allowed from the current status.
+    Refuse,
+}
+
+impl OrderStatus {
+    /// The payment was approved.
+    pub fn on_payment_approved(self) -> Transition {
+        match self {
+            OrderStatus::Pending => Transition::To(OrderStatus::Paid),
+            OrderStatus::Paid => Transition::Ignore,
+            // Payments refunds or voids the charge of a cancelled order on its own.
+            OrderStatus::Cancelled => Transition::Ignore,
+            // One payment per order: an approval after a failure is a contradiction; keep FAILED.
+            OrderStatus::Failed => Transition::Refuse,
+        }
+    }
+
+    /// The payment was declined or failed.
+    pub fn on_payment_unsuccessful(self) -> Transition {
+        match self {
+            OrderStatus::Pending => Transition::To(OrderStatus::Failed),
+            OrderStatus::Failed | OrderStatus::Cancelled => Transition::Ignore,
+            // A paid order is never failed by a late event.
+            OrderStatus::Paid => Transition::Refuse,
+        }
+    }
+
+    /// The customer asked to cancel.
+    pub fn on_cancel_requested(self) -> Transition {
+        match self {
+            OrderStatus::Pending | OrderStatus::Paid => Transition::To(OrderStatus::Cancelled),
+            OrderStatus::Cancelled => Transition::Ignore,
+            OrderStatus::Failed => Transition::Refuse,
+        }
+    }
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub total: Money,
+    pub status: OrderStatus,
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// A new order waiting for its payment.
+    pub fn place(user_id: Uuid, total: Money) -> Self {
+        let now = Utc::now();
+        Order { id: Uuid::now_v7(), user_id, total, status: OrderStatus::Pending, failure_reason: None, created_at: now, updated_at: now }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{OrderStatus::*, Transition::*};
+
+    #[test]
+    fn a_paid_order_is_not_failed_by_a_late_event() {
+        assert_eq!(Paid.on_payment_unsuccessful(), Refuse);
+        assert_eq!(Pending.on_payment_unsuccessful(), To(Failed));
+        assert_eq!(Failed.on_payment_unsuccessful(), Ignore);
+    }
+
+    #[test]
+    fn approval_pays_only_a_pending_order() {
+        assert_eq!(Pending.on_payment_approved(), To(Paid));
+        assert_eq!(Paid.on_payment_approved(), Ignore);
+        assert_eq!(Cancelled.on_payment_approved(), Ignore);
+        assert_eq!(Failed.on_payment_approved(), Refuse);
+    }
+
+    #[test]
+    fn cancelling() {
+        assert_eq!(Pending.on_cancel_requested(), To(Cancelled));
+        assert_eq!(Paid.on_cancel_requested(), To(Cancelled));
+        assert_eq!(Cancelled.on_cancel_requested(), Ignore);
+        assert_eq!(Failed.on_cancel_requested(), Refuse);
+    }
+
+    #[test]
+    fn statuses_read_in_any_case() {
+        for s in [Pending, Paid, Failed, Cancelled] {
+            assert_eq!(super::OrderStatus::parse(&s.as_str().to_lowercase()), Some(s));
+        }
+        assert_eq!(super::OrderStatus::parse("Canceled"), Some(Cancelled));
+        assert_eq!(super::OrderStatus::parse("SHIPPED"), None);
+    }
+}

@@ -1,0 +1,165 @@
+//! The payments HTTP API of seed 003: list, read, find by order, and totals per status.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use kassa_contracts::json::timestamp;
+use kassa_platform::{
+    cache::Cache,
+    db::Db,
+    http::{ApiError, ApiResult, Page, Pagination, parse_uuid},
+};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    domain::{Payment, PaymentStatus},
+    store,
+};
+
+/// How long a settled payment stays cached.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub cache: Arc<dyn Cache>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/payments", get(list_payments))
+        .route("/api/payments/stats", get(payment_stats))
+        .route("/api/payments/order/{order_id}", get(payment_by_order))
+        .route("/api/payments/{id}", get(get_payment))
+        .with_state(state)
+}
+
+pub fn cache_key(id: Uuid) -> String {
+    format!("payment:{id}")
+}
+
+/// A payment as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentView {
+    id: Uuid,
+    order_id: Uuid,
+    #[schema(value_type = f64, example = 999)]
+    amount: Box<RawValue>,
+    currency: String,
+    #[schema(example = "APPROVED")]
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Payment> for PaymentView {
+    fn from(p: Payment) -> Self {
+        PaymentView {
+            id: p.id,
+            order_id: p.order_id,
+            amount: p.amount.to_json_number(),
+            currency: p.amount.currency().code().to_owned(),
+            status: p.status.as_str(),
+            reason: p.reason,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// Count and sum of the payments in one status (and currency).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusStats {
+    #[schema(example = "APPROVED")]
+    status: &'static str,
+    count: i64,
+    #[schema(value_type = f64, example = 1998)]
+    total_amount: Box<RawValue>,
+    currency: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentStats {
+    by_status: Vec<StatusStats>,
+}
+
+/// List payments, newest first.
+#[utoipa::path(get, path = "/api/payments", tag = "payments",
+    params(("page" = Option<u32>, Query, description = "1-based page, default 1"), ("limit" = Option<u32>, Query, description = "1 to 100, default 10")),
+    responses((status = 200, body = Page<PaymentView>), (status = 400, description = "Invalid page or limit")))]
+pub async fn list_payments(State(state): State<AppState>, pagination: Pagination) -> ApiResult<Json<Page<PaymentView>>> {
+    let (payments, total) = store::page(&state.db, pagination.limit, pagination.offset()).await?;
+    Ok(Json(Page::new(payments.into_iter().map(PaymentView::from).collect(), pagination, total)))
+}
+
+/// Read one payment. Payments that can no longer change are served from the cache.
+#[utoipa::path(get, path = "/api/payments/{id}", tag = "payments", params(("id" = String, Path, format = Uuid)),
+    responses((status = 200, body = PaymentView), (status = 400, description = "Not a UUID"), (status = 404, description = "No such payment")))]
+pub async fn get_payment(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_uuid("id", &id)?;
+    let key = cache_key(id);
+    if let Some(bytes) = state.cache.get(&key).await {
+        return Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response());
+    }
+    let payment = store::find(&state.db, id).await?.ok_or_else(payment_not_found)?;
+    let settled_for_good = matches!(payment.status, PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Cancelled | PaymentStatus::Refunded);
+    let body = serde_json::to_vec(&PaymentView::from(payment)).map_err(|_| ApiError::internal())?;
+    if settled_for_good {
+        state.cache.set(&key, body.clone(), CACHE_TTL).await;
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The payment of an order.
+#[utoipa::path(get, path = "/api/payments/order/{orderId}", tag = "payments", params(("orderId" = String, Path, format = Uuid)),
+    responses((status = 200, body = PaymentView), (status = 400, description = "Not a UUID"), (status = 404, description = "The order has no payment (yet)")))]
+pub async fn payment_by_order(State(state): State<AppState>, Path(order_id): Path<String>) -> ApiResult<Json<PaymentView>> {
+    let order_id = parse_uuid("orderId", &order_id)?;
+    let payment = store::find_by_order(&state.db, order_id).await?.ok_or_else(|| ApiError::not_found("payment_not_found", "This order has no payment (yet)."))?;
+    Ok(Json(payment.into()))
+}
+
+/// Count and total amount of payments per status.
+#[utoipa::path(get, path = "/api/payments/stats", tag = "payments", responses((status = 200, body = PaymentStats)))]
+pub async fn payment_stats(State(state): State<AppState>) -> ApiResult<Json<PaymentStats>> {
+    let totals = store::totals_by_status(&state.db).await?;
+    let by_status = totals
+        .into_iter()
+        .map(|t| StatusStats {
+            status: t.status.as_str(),
+            count: t.count,
+            total_amount: kassa_contracts::money::raw_number(t.total_minor, t.currency.exponent()),
+            currency: t.currency.code().to_owned(),
+        })
+        .collect();
+    Ok(Json(PaymentStats { by_status }))
+}
+
+fn payment_not_found() -> ApiError {
+    ApiError::not_found("payment_not_found", "No payment has this id.")
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "kassa payments", description = "Payments of seed 003: PROCESSING, then APPROVED, DECLINED or FAILED; CANCELLED or REFUNDED with their order."),
+    paths(list_payments, get_payment, payment_by_order, payment_stats),
+    components(schemas(PaymentView, PaymentStats, StatusStats))
+)]
+pub struct PaymentsApi;

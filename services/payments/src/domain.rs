@@ -1,0 +1,147 @@
+//! Payments and their life: PROCESSING while the provider decides, then APPROVED, DECLINED or
+//! FAILED; CANCELLED or REFUNDED when the order is cancelled. Free of HTTP and SQL.
+
+use chrono::{DateTime, Utc};
+use kassa_contracts::Money;
+use uuid::Uuid;
+
+/// Where a payment stands, as seed 003 names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentStatus {
+    Processing,
+    Approved,
+    Declined,
+    Failed,
+    Cancelled,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 6] = [
+        PaymentStatus::Processing,
+        PaymentStatus::Approved,
+        PaymentStatus::Declined,
+        PaymentStatus::Failed,
+        PaymentStatus::Cancelled,
+        PaymentStatus::Refunded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Processing => "PROCESSING",
+            PaymentStatus::Approved => "APPROVED",
+            PaymentStatus::Declined => "DECLINED",
+            PaymentStatus::Failed => "FAILED",
+            PaymentStatus::Cancelled => "CANCELLED",
+            PaymentStatus::Refunded => "REFUNDED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let upper = text.trim().to_ascii_uppercase();
+        PaymentStatus::ALL.into_iter().find(|s| s.as_str() == upper)
+    }
+}
+
+/// What the provider said about a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Approved { reference: String },
+    Declined { reason: String },
+    /// The provider could not process the charge (an error on its side).
+    Failed { reason: String },
+}
+
+/// What cancelling the order does to its payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOrderCancelled {
+    /// Stop the charge in progress: CANCELLED.
+    Cancel,
+    /// Give the money back: REFUNDED.
+    Refund,
+    /// Nothing was taken, or it was already given back.
+    Nothing,
+}
+
+impl PaymentStatus {
+    /// The status a provider outcome moves a PROCESSING payment to; `None` when the payment is no
+    /// longer PROCESSING (it was cancelled meanwhile, or already settled).
+    pub fn settle(self, outcome: &ChargeOutcome) -> Option<PaymentStatus> {
+        match self {
+            PaymentStatus::Processing => Some(match outcome {
+                ChargeOutcome::Approved { .. } => PaymentStatus::Approved,
+                ChargeOutcome::Declined { .. } => PaymentStatus::Declined,
+                ChargeOutcome::Failed { .. } => PaymentStatus::Failed,
+            }),
+            PaymentStatus::Approved | PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Cancelled | PaymentStatus::Refunded => None,
+        }
+    }
+
+    pub fn on_order_cancelled(self) -> OnOrderCancelled {
+        match self {
+            PaymentStatus::Processing => OnOrderCancelled::Cancel,
+            PaymentStatus::Approved => OnOrderCancelled::Refund,
+            PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Cancelled | PaymentStatus::Refunded => OnOrderCancelled::Nothing,
+        }
+    }
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub amount: Money,
+    pub status: PaymentStatus,
+    pub reason: Option<String>,
+    pub provider_reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Payment {
+    /// A payment for an order, in `status` (PROCESSING, or CANCELLED when the order was
+    /// cancelled before its payment started).
+    pub fn for_order(order_id: Uuid, user_id: Uuid, amount: Money, status: PaymentStatus) -> Self {
+        let now = Utc::now();
+        Payment {
+            id: Uuid::now_v7(),
+            order_id,
+            user_id: Some(user_id),
+            amount,
+            status,
+            reason: None,
+            provider_reference: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ChargeOutcome, OnOrderCancelled, PaymentStatus::*};
+
+    #[test]
+    fn only_a_processing_payment_is_settled() {
+        let ok = ChargeOutcome::Approved { reference: "r".into() };
+        let no = ChargeOutcome::Declined { reason: "x".into() };
+        let err = ChargeOutcome::Failed { reason: "x".into() };
+        assert_eq!(Processing.settle(&ok), Some(Approved));
+        assert_eq!(Processing.settle(&no), Some(Declined));
+        assert_eq!(Processing.settle(&err), Some(Failed));
+        for s in [Approved, Declined, Failed, Cancelled, Refunded] {
+            assert_eq!(s.settle(&ok), None);
+        }
+    }
+
+    #[test]
+    fn cancelling_the_order_cancels_or_refunds() {
+        assert_eq!(Processing.on_order_cancelled(), OnOrderCancelled::Cancel);
+        assert_eq!(Approved.on_order_cancelled(), OnOrderCancelled::Refund);
+        for s in [Declined, Failed, Cancelled, Refunded] {
+            assert_eq!(s.on_order_cancelled(), OnOrderCancelled::Nothing);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Payments in the payments database.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kassa_contracts::{Currency, EventContext, Money};
+use kassa_platform::db::{Db, DbError, DbResult, Row, Tx, sql};
+use uuid::Uuid;
+
+use crate::domain::{Payment, PaymentStatus};
+
+const COLUMNS: &str = "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, created_at, updated_at";
+
+fn corrupt(column: &str, message: impl Into<String>) -> DbError {
+    DbError::Column { column: column.into(), message: message.into() }
+}
+
+fn payment_from(row: &Row) -> DbResult<Payment> {
+    let currency: String = row.get("currency")?;
+    let currency = Currency::parse(&currency).map_err(|e| corrupt("currency", e.to_string()))?;
+    let status: String = row.get("status")?;
+    Ok(Payment {
+        id: row.get("id")?,
+        order_id: row.get("order_id")?,
+        user_id: row.get("user_id")?,
+        amount: Money::from_minor(row.get("amount_minor")?, currency).map_err(|e| corrupt("amount_minor", e.to_string()))?,
+        status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
+        reason: row.get("reason")?,
+        provider_reference: row.get("provider_reference")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+fn later(lease: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
+}
+
+/// Inserts `payment` unless its order has one already; true if inserted. A PROCESSING payment is
+/// leased to this process for `lease`.
+pub async fn insert(tx: &mut Tx, payment: &Payment, context: &EventContext, lease: Duration) -> DbResult<bool> {
+    let locked_until = (payment.status == PaymentStatus::Processing).then(|| later(lease));
+    let inserted = sql(format!(
+        "INSERT INTO payments ({COLUMNS}, locked_until, correlation_id, causation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (order_id) DO NOTHING"
+    ))
+        .bind(payment.id)
+        .bind(payment.order_id)
+        .bind(payment.user_id)
+        .bind(payment.amount.minor())
+        .bind(payment.amount.currency().code())
+        .bind(payment.status.as_str())
+        .bind(payment.reason.clone())
+        .bind(payment.provider_reference.clone())
+        .bind(payment.created_at)
+        .bind(payment.updated_at)
+        .bind(locked_until)
+        .bind(context.correlation_id.as_str())
+        .bind(context.causation_id)
+        .execute(tx)
+        .await?;
+    Ok(inserted == 1)
+}
+
+pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Payment>> {
+    let row = sql(format!("SELECT {COLUMNS} FROM payments WHERE id = $1")).bind(id).fetch_optional(db).await?;
+    row.as_ref().map(payment_from).transpose()
+}
+
+pub async fn find_by_order(db: &Db, order_id: Uuid) -> DbResult<Option<Payment>> {
+    let row = sql(format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1")).bind(order_id).fetch_optional(db).await?;
+    row.as_ref().map(payment_from).transpose()
+}
+
+/// Reads an order's payment and locks it for the rest of `tx`.
+pub async fn find_by_order_for_update(db: &Db, tx: &mut Tx, order_id: Uuid) -> DbResult<Option<Payment>> {
+    let row = sql(format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1{}", db.for_update()))
+        .bind(order_id)
+        .fetch_optional(tx)
+        .await?;
+    row.as_ref().map(payment_from).transpose()
+}
+
+/// One page, newest first, and the number of payments in all.
+pub async fn page(db: &Db, limit: u32, offset: i64) -> DbResult<(Vec<Payment>, i64)> {
+    let rows = sql(format!("SELECT {COLUMNS} FROM payments ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"))
+        .bind(limit as i64)
+        .bind(offset)
+        .fetch_all(db)
+        .await?;
+    let total: i64 = sql("SELECT COUNT(*) AS n FROM payments").fetch_one(db).await?.get("n")?;
+    Ok((rows.iter().map(payment_from).collect::<DbResult<_>>()?, total))
+}
+
+/// Count and sum of payments per status and currency.
+pub struct StatusTotal {
+    pub status: PaymentStatus,
+    pub currency: Currency,
+    pub count: i64,
+    pub total_minor: i64,
+}
+
+pub async fn totals_by_status(db: &Db) -> DbResult<Vec<StatusTotal>> {
+    let rows = sql("SELECT status, currency, COUNT(*) AS n, CAST(SUM(amount_minor) AS BIGINT) AS total FROM payments GROUP BY status, currency ORDER BY status, currency")
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let status: String = row.get("status")?;
+            let currency: String = row.get("currency")?;
+            Ok(StatusTotal {
+                status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
+                currency: Currency::parse(&currency).map_err(|e| corrupt("currency", e.to_string()))?,
+                count: row.get("n")?,
+                total_minor: row.get("total")?,
+            })
+        })
+        .collect()
+}
+
+/// Moves a payment from `from` to `to`; false if it was no longer in `from`.
+pub async fn transition(tx: &mut Tx, id: Uuid, from: PaymentStatus, to: PaymentStatus, reason: Option<&str>, reference: Option<&str>) -> DbResult<bool> {
+    let changed = sql(
+        "UPDATE payments SET status = $1, reason = COALESCE($2, reason), provider_reference = COALESCE($3, provider_reference),
+         locked_until = NULL, updated_at = $4 WHERE id = $5 AND status = $6",
+    )
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(reference)
+    .bind(Utc::now())
+    .bind(id)
+    .bind(from.as_str())
+    .execute(tx)
+    .await?;
+    Ok(changed == 1)
+}
+
+/// Takes over PROCESSING payments whose lease ran out (their process died or gave up) and
+/// leases them to this process; returns their ids with the flow each belongs to.
+pub async fn claim_stalled(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<(Uuid, EventContext)>> {
+    let text = format!(
+        "UPDATE payments SET locked_until = $1 WHERE id IN (
+            SELECT id FROM payments WHERE status = 'PROCESSING' AND (locked_until IS NULL OR locked_until < $2)
+            ORDER BY locked_until LIMIT $3{}) RETURNING id, correlation_id, causation_id",
+        db.skip_locked()
+    );
+    let rows = sql(text).bind(later(lease)).bind(Utc::now()).bind(limit as i64).fetch_all(db).await?;
+    rows.iter()
+        .map(|r| Ok((r.get("id")?, EventContext { correlation_id: r.get("correlation_id")?, causation_id: r.get("causation_id")? })))
+        .collect()
+}
+
+/// Records that an order exists (and, with `cancelled`, that it was cancelled), and returns
+/// whether it is cancelled. The upsert locks the order's row, so the created and cancelled events
+/// of one order are handled one after the other even on different replicas.
+pub async fn note_order(tx: &mut Tx, order_id: Uuid, cancelled: bool) -> DbResult<bool> {
+    let row = sql(
+        "INSERT INTO orders_seen (order_id, cancelled, seen_at) VALUES ($1, $2, $3)
+         ON CONFLICT (order_id) DO UPDATE SET cancelled = (orders_seen.cancelled OR excluded.cancelled), seen_at = excluded.seen_at
+         RETURNING cancelled",
+    )
+    .bind(order_id)
+    .bind(cancelled)
+    .bind(Utc::now())
+    .fetch_one(tx)
+    .await?;
+    row.get("cancelled")
+}
