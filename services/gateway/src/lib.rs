@@ -1,1 +1,128 @@
+//! The API gateway: one entry point (port 3000) that routes `/api/orders…` to orders and
+//! `/api/payments…` to payments, in this process when they run here, over HTTP when they run
+//! elsewhere. Its Swagger UI shows every service's API.
 
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::any,
+};
+use kassa_platform::http::{ApiError, CORRELATION_ID, REQUEST_ID, RequestIds};
+use tower::ServiceExt;
+
+pub const SERVICE: &str = "gateway";
+pub const DEFAULT_PORT: u16 = 3000;
+
+/// Where a service's API is reached from the gateway.
+#[derive(Clone)]
+pub enum Upstream {
+    /// The service runs in this process: call its router directly.
+    InProcess(Router),
+    /// The service runs elsewhere: forward over HTTP to this base URL.
+    Http { base: String, client: reqwest::Client },
+}
+
+impl Upstream {
+    /// An HTTP upstream with a pooled client and a deadline per request.
+    pub fn http(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(256).build()?;
+        Ok(Upstream::Http { base: base.trim_end_matches('/').to_owned(), client })
+    }
+}
+
+/// The gateway's upstreams, one per routed service.
+pub struct Upstreams {
+    pub orders: Upstream,
+    pub payments: Upstream,
+}
+
+pub fn router(upstreams: Upstreams, body_limit: usize) -> Router {
+    let orders = Arc::new(Route { name: "orders", upstream: upstreams.orders, body_limit });
+    let payments = Arc::new(Route { name: "payments", upstream: upstreams.payments, body_limit });
+    Router::new()
+        .route("/api/orders", any(forward).with_state(orders.clone()))
+        .route("/api/orders/{*rest}", any(forward).with_state(orders))
+        .route("/api/payments", any(forward).with_state(payments.clone()))
+        .route("/api/payments/{*rest}", any(forward).with_state(payments))
+}
+
+struct Route {
+    name: &'static str,
+    upstream: Upstream,
+    body_limit: usize,
+}
+
+/// Headers that describe one hop, not the message.
+const HOP_BY_HOP: [HeaderName; 4] = [header::CONNECTION, header::HOST, header::TRANSFER_ENCODING, header::CONTENT_LENGTH];
+
+async fn forward(State(route): State<Arc<Route>>, ids: RequestIds, mut req: Request) -> Response {
+    // The service logs and publishes under the ids the gateway gave the request.
+    if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
+        req.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ids.correlation_id) {
+        req.headers_mut().insert(CORRELATION_ID, v);
+    }
+    match &route.upstream {
+        Upstream::InProcess(router) => match router.clone().oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Upstream::Http { base, client } => over_http(&route, base, client, req).await.unwrap_or_else(IntoResponse::into_response),
+    }
+}
+
+async fn over_http(route: &Route, base: &str, client: &reqwest::Client, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, route.body_limit)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is larger than this endpoint accepts."))?;
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut upstream = client.request(parts.method, format!("{base}{path}")).body(body);
+    for (name, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(name) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let answer = upstream.send().await.map_err(|e| {
+        tracing::warn!(service = route.name, error = %e, "upstream unreachable");
+        if e.is_timeout() {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("The {} service did not answer in time.", route.name))
+        } else {
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("The {} service is unreachable; try again shortly.", route.name))
+        }
+    })?;
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if !HOP_BY_HOP.contains(name) {
+            response = response.header(name, value);
+        }
+    }
+    let bytes = answer
+        .bytes()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("The {} service broke off its answer.", route.name)))?;
+    response.body(Body::from(bytes)).map_err(|_| ApiError::internal())
+}
+
+/// The gateway's OpenAPI document: the routed services' documents in one.
+pub fn openapi(parts: Vec<utoipa::openapi::OpenApi>) -> utoipa::openapi::OpenApi {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("kassa gateway")
+                .description(Some("Every kassa API behind one entry point."))
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .build();
+    for part in parts {
+        doc.merge(part);
+    }
+    doc
+}

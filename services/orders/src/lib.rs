@@ -61,3 +61,8 @@ pub fn build(infra: &Infra, config: Config) -> ServiceParts {
         background: Vec::new(),
     }
 }
+
+/// The service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api::OrdersApi::openapi()
+}

@@ -76,3 +76,8 @@ pub fn build(infra: &Infra, config: Config) -> ServiceParts {
         background: vec![Box::pin(processor_loop.run(shutdown))],
     }
 }
+
+/// The service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api::PaymentsApi::openapi()
+}

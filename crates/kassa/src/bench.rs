@@ -1,0 +1,237 @@
+//! `kassa bench`: drives checkouts against a running kassa through its gateway, as clients
+//! would, and reports how fast orders are accepted and settled.
+//!
+//! Create→terminal latency is measured on the server's clock (an order's `updatedAt` minus its
+//! `createdAt`), so polling for the outcome does not inflate it.
+
+use std::{collections::BTreeMap, sync::Arc, time::{Duration, Instant}};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, stream};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The gateway's base URL.
+    pub url: String,
+    pub orders: usize,
+    pub concurrency: usize,
+    /// Orders per second to offer; as fast as possible when `None`.
+    pub rate: Option<f64>,
+    /// The amount of each order (decimal text).
+    pub amount: String,
+    /// How long to wait for the last order to settle.
+    pub settle_timeout: Duration,
+    pub progress: bool,
+    /// A PostgreSQL URL to measure pgbench's single-row insert TPS on, for a ratio.
+    pub pgbench: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub orders: usize,
+    pub concurrency: usize,
+    pub offered_rate: Option<f64>,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub accepted_per_sec: f64,
+    pub terminal: usize,
+    pub terminal_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub outcomes: BTreeMap<String, usize>,
+    pub not_terminal: usize,
+    pub pgbench_insert_tps: Option<f64>,
+    /// Terminal orders per second divided by pgbench's single-row inserts per second.
+    pub ratio_to_pgbench: Option<f64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    order_id: Uuid,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderView {
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn bar(len: usize, label: &str, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(label.to_owned());
+    pb
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    let base = options.url.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(options.concurrency.max(1)).timeout(Duration::from_secs(30)).build()?;
+    client.get(format!("{base}/health/live")).send().await.with_context(|| format!("no kassa answers at {base}"))?;
+    let body = format!(r#"{{"userId":"{}","total":{}}}"#, Uuid::new_v4(), options.amount);
+
+    let pgbench_tps = match &options.pgbench {
+        Some(url) => Some(pgbench_insert_tps(url, options.concurrency.min(32)).await?),
+        None => None,
+    };
+
+    // Phase 1: place the orders.
+    let created = bar(options.orders, "placing", options.progress);
+    let started = Instant::now();
+    let interval = options.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+    let body = Arc::new(body);
+    let results: Vec<Option<Uuid>> = stream::iter(0..options.orders)
+        .map(|i| {
+            let (client, base, body, created) = (client.clone(), base.clone(), body.clone(), created.clone());
+            async move {
+                if let Some(interval) = interval {
+                    let due = started + interval * i as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let response = client.post(format!("{base}/api/orders")).header("content-type", "application/json").body(body.as_str().to_owned()).send().await;
+                created.inc(1);
+                match response {
+                    Ok(r) if r.status().as_u16() == 202 => r.json::<Accepted>().await.ok().map(|a| a.order_id),
+                    _ => None,
+                }
+            }
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+    let placing = started.elapsed();
+    created.finish_and_clear();
+    let ids: Vec<Uuid> = results.iter().flatten().copied().collect();
+    let accepted = ids.len();
+
+    // Phase 2: wait for each order's outcome.
+    let settling = bar(accepted, "settling", options.progress);
+    let deadline = Instant::now() + options.settle_timeout;
+    let mut pending = ids;
+    let mut settled: Vec<OrderView> = Vec::with_capacity(accepted);
+    while !pending.is_empty() && Instant::now() < deadline {
+        let round: Vec<(Uuid, Option<OrderView>)> = stream::iter(pending.iter().copied())
+            .map(|id| {
+                let (client, base) = (client.clone(), base.clone());
+                async move {
+                    let view = match client.get(format!("{base}/api/orders/{id}")).send().await {
+                        Ok(r) if r.status().is_success() => r.json::<OrderView>().await.ok(),
+                        _ => None,
+                    };
+                    (id, view)
+                }
+            })
+            .buffer_unordered(options.concurrency.max(1))
+            .collect()
+            .await;
+        pending.clear();
+        for (id, view) in round {
+            match view {
+                Some(v) if matches!(v.status.as_str(), "PAID" | "FAILED" | "CANCELLED") => {
+                    settled.push(v);
+                    settling.inc(1);
+                }
+                _ => pending.push(id),
+            }
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    settling.finish_and_clear();
+
+    let mut latencies: Vec<f64> = settled.iter().map(|v| (v.updated_at - v.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
+    latencies.sort_by(f64::total_cmp);
+    let mut outcomes = BTreeMap::new();
+    for v in &settled {
+        *outcomes.entry(v.status.clone()).or_insert(0) += 1;
+    }
+    let span = match (settled.iter().map(|v| v.created_at).min(), settled.iter().map(|v| v.updated_at).max()) {
+        (Some(first), Some(last)) => (last - first).num_microseconds().unwrap_or(1).max(1) as f64 / 1e6,
+        _ => 1.0,
+    };
+    let terminal_per_sec = settled.len() as f64 / span;
+    Ok(BenchReport {
+        orders: options.orders,
+        concurrency: options.concurrency,
+        offered_rate: options.rate,
+        accepted,
+        rejected: options.orders - accepted,
+        accepted_per_sec: accepted as f64 / placing.as_secs_f64().max(1e-9),
+        terminal: settled.len(),
+        terminal_per_sec,
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+        outcomes,
+        not_terminal: pending.len(),
+        pgbench_insert_tps: pgbench_tps,
+        ratio_to_pgbench: pgbench_tps.map(|tps| terminal_per_sec / tps),
+    })
+}
+
+/// Single-row insert transactions per second that pgbench reaches on the same server, for 10 s
+/// with `clients` connections.
+async fn pgbench_insert_tps(url: &str, clients: usize) -> anyhow::Result<f64> {
+    let script = std::env::temp_dir().join(format!("kassa-pgbench-{}.sql", std::process::id()));
+    std::fs::write(&script, "INSERT INTO kassa_pgbench_insert (payload) VALUES ('checkout');\n")?;
+    let setup = tokio::process::Command::new("psql")
+        .args([url, "-q", "-c", "CREATE TABLE IF NOT EXISTS kassa_pgbench_insert (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)"])
+        .status()
+        .await
+        .context("running psql (is the PostgreSQL client installed?)")?;
+    if !setup.success() {
+        bail!("psql could not create the pgbench table");
+    }
+    let clients = clients.max(1).to_string();
+    let out = tokio::process::Command::new("pgbench")
+        .args(["-n", "-c", &clients, "-j", "2", "-T", "10", "-f"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .await
+        .context("running pgbench")?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("tps ="))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| format!("pgbench printed no tps: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(tps)
+}
+
+impl BenchReport {
+    pub fn print(&self) {
+        println!("orders        {} at concurrency {}{}", self.orders, self.concurrency, self.offered_rate.map(|r| format!(", offered {r:.0}/s")).unwrap_or_default());
+        println!("accepted      {} ({:.0}/s), rejected {}", self.accepted, self.accepted_per_sec, self.rejected);
+        println!("terminal      {} ({:.0}/s), not terminal {}", self.terminal, self.terminal_per_sec, self.not_terminal);
+        println!("create→terminal p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", self.p50_ms, self.p99_ms, self.max_ms);
+        let outcomes: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("outcomes      {}", outcomes.join(", "));
+        if let (Some(tps), Some(ratio)) = (self.pgbench_insert_tps, self.ratio_to_pgbench) {
+            println!("pgbench       {tps:.0} single-row inserts/s; kassa terminal orders/s ÷ that = {ratio:.3}");
+        }
+    }
+}
