@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use kassa_gateway::{Upstream, Upstreams};
 use kassa_platform::{
-    bus::{EventBus, memory::MemoryBus, rabbit::RabbitBus},
+    bus::{EventBus, memory::MemoryBus, rabbit::{QueueSpec, RabbitBus}},
     cache::{Cache, MemoryCache, RedisCache},
     db::Db,
     http::{Readiness, service_app},
@@ -107,13 +107,19 @@ fn describe(location: &kassa_platform::db::DbLocation) -> String {
     }
 }
 
+/// The consumer queues of every service, whether it runs in this process or not.
+pub fn all_queues() -> Vec<QueueSpec> {
+    let spec = |consumer: &str, topics: &[&str]| QueueSpec { consumer: consumer.into(), topics: topics.iter().map(|t| t.to_string()).collect() };
+    vec![spec(kassa_orders::SERVICE, &kassa_orders::events::TOPICS), spec(kassa_payments::SERVICE, &kassa_payments::events::TOPICS)]
+}
+
 /// Starts `services` in this process.
 pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Running> {
     let (trigger, shutdown) = shutdown::channel();
     let (bus, cache): (Arc<dyn EventBus>, Arc<dyn Cache>) = match &settings.infrastructure {
         Infrastructure::Embedded { .. } => (Arc::new(MemoryBus::new(settings.retry, shutdown.clone())), Arc::new(MemoryCache::new(100_000))),
         Infrastructure::Distributed { amqp_url, redis_url, prefetch, .. } => (
-            Arc::new(RabbitBus::new(amqp_url, &settings.namespace, settings.retry, *prefetch, shutdown.clone())),
+            Arc::new(RabbitBus::new(amqp_url, &settings.namespace, all_queues(), settings.retry, *prefetch, shutdown.clone())),
             Arc::new(RedisCache::new(redis_url, &settings.namespace).map_err(|e| anyhow::anyhow!("KASSA_REDIS_URL: {e}"))?),
         ),
     };

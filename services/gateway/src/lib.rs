@@ -69,12 +69,24 @@ async fn forward(State(route): State<Arc<Route>>, ids: RequestIds, mut req: Requ
         req.headers_mut().insert(CORRELATION_ID, v);
     }
     match &route.upstream {
-        Upstream::InProcess(router) => match router.clone().oneshot(req).await {
+        Upstream::InProcess(router) => match router.clone().oneshot(fresh(req)).await {
             Ok(response) => response,
             Err(never) => match never {},
         },
         Upstream::Http { base, client } => over_http(&route, base, client, req).await.unwrap_or_else(IntoResponse::into_response),
     }
+}
+
+/// The same request without the gateway's own extensions (its matched route and path
+/// parameters), as the service would receive it over the network.
+fn fresh(req: Request) -> Request {
+    let (parts, body) = req.into_parts();
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = parts.uri;
+    *out.version_mut() = parts.version;
+    *out.headers_mut() = parts.headers;
+    out
 }
 
 async fn over_http(route: &Route, base: &str, client: &reqwest::Client, req: Request) -> Result<Response, ApiError> {

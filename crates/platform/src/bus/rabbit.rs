@@ -191,8 +191,18 @@ struct Publisher {
     channel: Channel,
 }
 
+/// A consumer's queue and the event types bound to it.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub consumer: String,
+    pub topics: Vec<String>,
+}
+
 struct Inner {
     url: String,
+    /// Every consumer of the system, declared before anything is published, so that no event
+    /// is published while the queue meant to receive it does not exist yet.
+    queues: Vec<QueueSpec>,
     topology: Topology,
     policy: RetryPolicy,
     prefetch: u16,
@@ -209,11 +219,13 @@ pub struct RabbitBus {
 
 impl RabbitBus {
     /// A bus on `url`; it connects on first use, so a broker that is down delays work and does
-    /// not stop the service from starting.
-    pub fn new(url: &str, namespace: &str, policy: RetryPolicy, prefetch: u16, shutdown: Shutdown) -> Self {
+    /// not stop the service from starting. `queues` lists every consumer in the system (not only
+    /// those in this process): their queues are declared whenever the publisher connects.
+    pub fn new(url: &str, namespace: &str, queues: Vec<QueueSpec>, policy: RetryPolicy, prefetch: u16, shutdown: Shutdown) -> Self {
         RabbitBus {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
+                queues,
                 topology: Topology::new(namespace),
                 policy,
                 prefetch,
@@ -235,6 +247,9 @@ impl RabbitBus {
         let conn = connect(&self.inner.url, "kassa-publisher").await?;
         let channel = confirm_channel(&conn).await?;
         declare_exchanges(&channel, &self.inner.topology).await?;
+        for q in &self.inner.queues {
+            declare_consumer(&channel, &self.inner.topology, &q.consumer, &q.topics, &self.inner.policy).await?;
+        }
         *guard = Some(Publisher { conn, channel: channel.clone() });
         Ok(channel)
     }

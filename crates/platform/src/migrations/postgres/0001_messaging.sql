@@ -6,7 +6,7 @@ CREATE TABLE outbox (
     body BYTEA NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     locked_until TIMESTAMPTZ,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts BIGINT NOT NULL DEFAULT 0
 );
 
 -- Events a consumer has handled, written in the transaction of their effect.
@@ -24,7 +24,7 @@ CREATE TABLE dead_letters (
     topic TEXT NOT NULL,
     body BYTEA NOT NULL,
     error TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
+    attempts BIGINT NOT NULL,
     failed_at TIMESTAMPTZ NOT NULL
 );
 
@@ -33,7 +33,7 @@ CREATE TABLE idempotency_keys (
     scope TEXT NOT NULL,
     key TEXT NOT NULL,
     request_hash TEXT NOT NULL,
-    status_code INTEGER,
+    status_code BIGINT,
     response BYTEA,
     created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (scope, key)

@@ -1,0 +1,238 @@
+//! The test harness: starts kassa in this process on free ports against real infrastructure,
+//! either embedded (SQLite files in a fresh folder) or distributed (PostgreSQL, RabbitMQ and
+//! Redis on this machine, under a namespace of its own), and cleans up after itself.
+
+#![allow(dead_code)]
+
+use std::{path::PathBuf, time::Duration};
+
+use kassa::{Infrastructure, Running, ServiceName, Settings};
+use kassa_platform::bus::RetryPolicy;
+use serde_json::{Value, json};
+
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Distributed,
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Settings for a test: free ports, fast retries, a namespace and folder of its own.
+pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
+    let data_dir = std::env::temp_dir().join(format!("kassa-test-{namespace}"));
+    let mut s = Settings::embedded(data_dir);
+    s.namespace = namespace.to_owned();
+    for port in s.ports.values_mut() {
+        *port = 0;
+    }
+    s.retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(20) };
+    s.relay.poll = Duration::from_millis(50);
+    if backend == Backend::Distributed {
+        s.infrastructure = Infrastructure::Distributed {
+            database_url: PG_URL.into(),
+            database_overrides: Default::default(),
+            amqp_url: AMQP_URL.into(),
+            redis_url: REDIS_URL.into(),
+            max_connections: 8,
+            prefetch: 64,
+        };
+    }
+    s
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub namespace: String,
+    pub gateway: String,
+    pub orders: String,
+    pub payments: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    running: Option<Running>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let namespace = unique("t");
+    let mut settings = test_settings(backend, &namespace);
+    adjust(&mut settings);
+    let running = kassa::start(settings.clone(), &ServiceName::ALL).await.expect("kassa starts");
+    let url = |s: ServiceName| format!("http://{}", running.addrs[&s]);
+    TestApp {
+        backend,
+        gateway: url(ServiceName::Gateway),
+        orders: url(ServiceName::Orders),
+        payments: url(ServiceName::Payments),
+        namespace,
+        client: reqwest::Client::new(),
+        settings,
+        running: Some(running),
+    }
+}
+
+pub const USER: &str = "d55fa6d6-63c2-4633-aeaf-ecf0c80fb48f";
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.gateway)).header("content-type", "application/json").body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn place_order(&self, total: &str) -> String {
+        let (status, body) = self.post_json("/api/orders", &format!(r#"{{"userId":"{USER}","total":{total}}}"#), &[]).await;
+        assert_eq!(status, 202, "{body}");
+        body["orderId"].as_str().expect("orderId").to_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_from(&self.gateway, path).await
+    }
+
+    pub async fn get_from(&self, base: &str, path: &str) -> (u16, Value) {
+        let r = self.client.get(format!("{base}{path}")).send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn patch(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.patch(format!("{}{path}", self.gateway));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Waits until the order's status is one of `wanted`, and returns the order.
+    pub async fn order_reaches(&self, id: &str, wanted: &[&str]) -> Value {
+        self.wait_for(&format!("/api/orders/{id}"), |v| wanted.contains(&v["status"].as_str().unwrap_or(""))).await
+    }
+
+    pub async fn payment_of(&self, order_id: &str, wanted: &[&str]) -> Value {
+        self.wait_for(&format!("/api/payments/order/{order_id}"), |v| wanted.contains(&v["status"].as_str().unwrap_or(""))).await
+    }
+
+    /// Polls `path` until `done` holds (10 s at most).
+    pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = json!(null);
+        while std::time::Instant::now() < deadline {
+            let (status, body) = self.get(path).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            last = json!({ "status": status, "body": body });
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{path} never got there; last answer {last}");
+    }
+
+    pub async fn count_orders(&self) -> i64 {
+        self.get("/api/orders?limit=1").await.1["meta"]["total"].as_i64().expect("total")
+    }
+
+    pub async fn count_payments(&self) -> i64 {
+        self.get("/api/payments?limit=1").await.1["meta"]["total"].as_i64().expect("total")
+    }
+
+    /// Stops kassa and removes what the test created.
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        cleanup(self.backend, &self.namespace, &self.settings).await;
+    }
+}
+
+/// Drops a namespace's databases and queues, or its data folder.
+pub async fn cleanup(backend: Backend, namespace: &str, settings: &Settings) {
+    match backend {
+        Backend::Embedded => {
+            if let Infrastructure::Embedded { data_dir } = &settings.infrastructure {
+                let _ = std::fs::remove_dir_all(data_dir);
+            }
+        }
+        Backend::Distributed => {
+            drop_databases(namespace).await;
+            delete_queues(namespace, &settings.retry).await;
+        }
+    }
+}
+
+pub async fn drop_databases(namespace: &str) {
+    let admin = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres { url: PG_URL.into(), max_connections: 1 })
+        .await
+        .expect("postgres reachable");
+    for service in ["orders", "payments"] {
+        let _ = kassa_platform::sql(format!("DROP DATABASE IF EXISTS \"{namespace}_{service}\" WITH (FORCE)")).execute(&admin).await;
+    }
+    admin.close().await;
+}
+
+pub async fn delete_queues(namespace: &str, retry: &RetryPolicy) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(conn) = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await else { return };
+    let Ok(ch) = conn.create_channel().await else { return };
+    for consumer in ["orders", "payments"] {
+        let mut queues = vec![format!("{namespace}.{consumer}"), format!("{namespace}.{consumer}.dlq")];
+        for attempt in 1..retry.max_attempts {
+            queues.push(format!("{namespace}.{consumer}.retry.{}ms", retry.delay_after(attempt).as_millis()));
+        }
+        for q in queues {
+            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+    }
+    for ex in ["events", "dead"] {
+        let _ = ch.exchange_delete(format!("{namespace}.{ex}").as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Generates one test per backend for each scenario `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Backend::Embedded).await
+                }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Backend::Distributed).await
+                }
+            )*
+        }
+    };
+}
+
+pub fn data_dir_of(settings: &Settings) -> Option<PathBuf> {
+    match &settings.infrastructure {
+        Infrastructure::Embedded { data_dir } => Some(data_dir.clone()),
+        _ => None,
+    }
+}
