@@ -40,12 +40,18 @@ pub struct EventContext {
 impl EventContext {
     /// A context that starts a flow, as an HTTP request does.
     pub fn new(correlation_id: impl Into<String>) -> Self {
-        EventContext { correlation_id: correlation_id.into(), causation_id: None }
+        EventContext {
+            correlation_id: correlation_id.into(),
+            causation_id: None,
+        }
     }
 
     /// The context of whatever `cause` leads to.
     pub fn caused_by(cause: &Envelope) -> Self {
-        EventContext { correlation_id: cause.correlationid.clone(), causation_id: Some(cause.id) }
+        EventContext {
+            correlation_id: cause.correlationid.clone(),
+            causation_id: Some(cause.id),
+        }
     }
 }
 
@@ -53,16 +59,27 @@ impl EventContext {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("expected event type {expected}, got {actual}")]
-    WrongType { expected: &'static str, actual: String },
+    WrongType {
+        expected: &'static str,
+        actual: String,
+    },
     #[error("unsupported {event_type} payload version {version}")]
     UnsupportedVersion { event_type: String, version: u32 },
     #[error("malformed {event_type} payload: {source}")]
-    Malformed { event_type: String, source: serde_json::Error },
+    Malformed {
+        event_type: String,
+        source: serde_json::Error,
+    },
 }
 
 impl Envelope {
     /// Wraps `event` about `subject` from service `source`, in the flow `ctx`.
-    pub fn new<E: Event>(source: &str, subject: impl ToString, event: &E, ctx: &EventContext) -> Self {
+    pub fn new<E: Event>(
+        source: &str,
+        subject: impl ToString,
+        event: &E,
+        ctx: &EventContext,
+    ) -> Self {
         Envelope {
             specversion: "1.0".into(),
             id: Uuid::now_v7(),
@@ -82,7 +99,10 @@ impl Envelope {
     /// Reads the payload as `E`, checking type and version first.
     pub fn decode<E: Event + DeserializeOwned>(&self) -> Result<E, DecodeError> {
         if self.event_type != E::TYPE {
-            return Err(DecodeError::WrongType { expected: E::TYPE, actual: self.event_type.clone() });
+            return Err(DecodeError::WrongType {
+                expected: E::TYPE,
+                actual: self.event_type.clone(),
+            });
         }
         if self.dataversion != E::VERSION {
             return Err(DecodeError::UnsupportedVersion {
@@ -90,8 +110,10 @@ impl Envelope {
                 version: self.dataversion,
             });
         }
-        serde_json::from_value(self.data.clone())
-            .map_err(|source| DecodeError::Malformed { event_type: self.event_type.clone(), source })
+        serde_json::from_value(self.data.clone()).map_err(|source| DecodeError::Malformed {
+            event_type: self.event_type.clone(),
+            source,
+        })
     }
 
     /// The envelope as bytes for a broker or an outbox row.
@@ -125,7 +147,10 @@ mod tests {
 
         let mut wrong = env.clone();
         wrong.dataversion = 9;
-        assert!(matches!(wrong.decode::<OrderCancelled>(), Err(DecodeError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            wrong.decode::<OrderCancelled>(),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
         let caused = EventContext::caused_by(&env);
         assert_eq!(caused.causation_id, Some(env.id));
         assert_eq!(caused.correlation_id, "corr-1");

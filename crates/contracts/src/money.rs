@@ -54,7 +54,10 @@ const CURRENCIES: &[(&str, u8)] = &[
 ];
 
 impl Currency {
-    pub const USD: Currency = Currency { code: *b"USD", exponent: 2 };
+    pub const USD: Currency = Currency {
+        code: *b"USD",
+        exponent: 2,
+    };
 
     /// Looks a currency up by its code, in any letter case.
     pub fn parse(code: &str) -> Result<Self, MoneyError> {
@@ -64,7 +67,10 @@ impl Currency {
             .find(|(c, _)| *c == upper)
             .map(|(c, exponent)| {
                 let b = c.as_bytes();
-                Currency { code: [b[0], b[1], b[2]], exponent: *exponent }
+                Currency {
+                    code: [b[0], b[1], b[2]],
+                    exponent: *exponent,
+                }
             })
             .ok_or(MoneyError::UnknownCurrency)
     }

@@ -8,7 +8,11 @@ use anyhow::Context;
 use axum::Router;
 use kassa_gateway::{Upstream, Upstreams};
 use kassa_platform::{
-    bus::{EventBus, memory::MemoryBus, rabbit::{QueueSpec, RabbitBus}},
+    bus::{
+        EventBus,
+        memory::MemoryBus,
+        rabbit::{QueueSpec, RabbitBus},
+    },
     cache::{Cache, MemoryCache, RedisCache},
     db::Db,
     http::{Readiness, service_app},
@@ -51,8 +55,13 @@ impl Running {
             while self.tasks.join_next().await.is_some() {}
             bus.drain().await;
         };
-        if tokio::time::timeout(Duration::from_secs(15), rest).await.is_err() {
-            tracing::warn!("background work did not finish in time; unsent events stay in the outbox");
+        if tokio::time::timeout(Duration::from_secs(15), rest)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "background work did not finish in time; unsent events stay in the outbox"
+            );
         }
         for db in &self.dbs {
             db.close().await;
@@ -86,13 +95,21 @@ impl Running {
 /// Opens a service's database and brings its schema up to date.
 pub async fn open_database(settings: &Settings, service: ServiceName) -> anyhow::Result<Db> {
     let location = settings.database(service)?;
-    let db = Db::connect(&location).await.with_context(|| format!("opening the {} database ({})", service.as_str(), describe(&location)))?;
+    let db = Db::connect(&location).await.with_context(|| {
+        format!(
+            "opening the {} database ({})",
+            service.as_str(),
+            describe(&location)
+        )
+    })?;
     let migrations = match service {
         ServiceName::Orders => &kassa_orders::MIGRATIONS,
         ServiceName::Payments => &kassa_payments::MIGRATIONS,
         ServiceName::Gateway => return Ok(db),
     };
-    migrate::run(&db, &[&migrate::PLATFORM, migrations]).await.with_context(|| format!("migrating the {} database", service.as_str()))?;
+    migrate::run(&db, &[&migrate::PLATFORM, migrations])
+        .await
+        .with_context(|| format!("migrating the {} database", service.as_str()))?;
     Ok(db)
 }
 
@@ -109,21 +126,52 @@ fn describe(location: &kassa_platform::db::DbLocation) -> String {
 
 /// The consumer queues of every service, whether it runs in this process or not.
 pub fn all_queues() -> Vec<QueueSpec> {
-    let spec = |consumer: &str, topics: &[&str]| QueueSpec { consumer: consumer.into(), topics: topics.iter().map(|t| t.to_string()).collect() };
-    vec![spec(kassa_orders::SERVICE, &kassa_orders::events::TOPICS), spec(kassa_payments::SERVICE, &kassa_payments::events::TOPICS)]
+    let spec = |consumer: &str, topics: &[&str]| QueueSpec {
+        consumer: consumer.into(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+    };
+    vec![
+        spec(kassa_orders::SERVICE, &kassa_orders::events::TOPICS),
+        spec(kassa_payments::SERVICE, &kassa_payments::events::TOPICS),
+    ]
 }
 
 /// Starts `services` in this process.
 pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Running> {
     let (trigger, shutdown) = shutdown::channel();
     let (bus, cache): (Arc<dyn EventBus>, Arc<dyn Cache>) = match &settings.infrastructure {
-        Infrastructure::Embedded { .. } => (Arc::new(MemoryBus::new(settings.retry, shutdown.clone())), Arc::new(MemoryCache::new(100_000))),
-        Infrastructure::Distributed { amqp_url, redis_url, prefetch, .. } => (
-            Arc::new(RabbitBus::new(amqp_url, &settings.namespace, all_queues(), settings.retry, *prefetch, shutdown.clone())),
-            Arc::new(RedisCache::new(redis_url, &settings.namespace).map_err(|e| anyhow::anyhow!("KASSA_REDIS_URL: {e}"))?),
+        Infrastructure::Embedded { .. } => (
+            Arc::new(MemoryBus::new(settings.retry, shutdown.clone())),
+            Arc::new(MemoryCache::new(100_000)),
+        ),
+        Infrastructure::Distributed {
+            amqp_url,
+            redis_url,
+            prefetch,
+            ..
+        } => (
+            Arc::new(RabbitBus::new(
+                amqp_url,
+                &settings.namespace,
+                all_queues(),
+                settings.retry,
+                *prefetch,
+                shutdown.clone(),
+            )),
+            Arc::new(
+                RedisCache::new(redis_url, &settings.namespace)
+                    .map_err(|e| anyhow::anyhow!("KASSA_REDIS_URL: {e}"))?,
+            ),
         ),
     };
-    let mut running = Running { addrs: BTreeMap::new(), trigger, servers: JoinSet::new(), tasks: JoinSet::new(), bus: bus.clone(), dbs: Vec::new() };
+    let mut running = Running {
+        addrs: BTreeMap::new(),
+        trigger,
+        servers: JoinSet::new(),
+        tasks: JoinSet::new(),
+        bus: bus.clone(),
+        dbs: Vec::new(),
+    };
     let mut apps: BTreeMap<ServiceName, Router> = BTreeMap::new();
     let mut docs = Vec::new();
 
@@ -132,7 +180,12 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             continue;
         }
         let db = open_database(&settings, service).await?;
-        let infra = Infra { db: db.clone(), bus: bus.clone(), cache: cache.clone(), shutdown: shutdown.clone() };
+        let infra = Infra {
+            db: db.clone(),
+            bus: bus.clone(),
+            cache: cache.clone(),
+            shutdown: shutdown.clone(),
+        };
         let parts: ServiceParts = match service {
             ServiceName::Orders => kassa_orders::build(&infra, settings.orders.clone()),
             ServiceName::Payments => kassa_payments::build(&infra, settings.payments.clone()),
@@ -144,10 +197,29 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         for task in parts.background {
             running.tasks.spawn(task);
         }
-        running.tasks.spawn(kassa_platform::outbox::relay(db.clone(), bus.clone(), settings.relay.clone(), shutdown.clone()));
+        running.tasks.spawn(kassa_platform::outbox::relay(
+            db.clone(),
+            bus.clone(),
+            settings.relay.clone(),
+            shutdown.clone(),
+        ));
         docs.push(parts.openapi.clone());
-        let readiness = Readiness { db: Some(db.clone()), bus: Some(bus.clone()), cache: Some(cache.clone()), shutdown: shutdown.clone() };
-        apps.insert(service, service_app(service.as_str(), parts.api, parts.openapi, readiness, &settings.http));
+        let readiness = Readiness {
+            db: Some(db.clone()),
+            bus: Some(bus.clone()),
+            cache: Some(cache.clone()),
+            shutdown: shutdown.clone(),
+        };
+        apps.insert(
+            service,
+            service_app(
+                service.as_str(),
+                parts.api,
+                parts.openapi,
+                readiness,
+                &settings.http,
+            ),
+        );
         running.dbs.push(db);
     }
 
@@ -156,26 +228,49 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             match apps.get(&service) {
                 Some(app) => Ok(Upstream::InProcess(app.clone())),
                 None => {
-                    let url = settings.upstream_urls.get(&service).cloned().unwrap_or_else(|| format!("http://127.0.0.1:{}", service.default_port()));
-                    Upstream::http(&url, settings.http.request_timeout).context("building the gateway's HTTP client")
+                    let url = settings
+                        .upstream_urls
+                        .get(&service)
+                        .cloned()
+                        .unwrap_or_else(|| format!("http://127.0.0.1:{}", service.default_port()));
+                    Upstream::http(&url, settings.http.request_timeout)
+                        .context("building the gateway's HTTP client")
                 }
             }
         };
-        let upstreams = Upstreams { orders: upstream(ServiceName::Orders)?, payments: upstream(ServiceName::Payments)? };
+        let upstreams = Upstreams {
+            orders: upstream(ServiceName::Orders)?,
+            payments: upstream(ServiceName::Payments)?,
+        };
         if docs.is_empty() {
             docs = vec![kassa_orders::openapi(), kassa_payments::openapi()];
         }
-        let readiness = Readiness { db: None, bus: None, cache: None, shutdown: shutdown.clone() };
-        let app = service_app(kassa_gateway::SERVICE, kassa_gateway::router(upstreams, settings.http.body_limit), kassa_gateway::openapi(docs), readiness, &settings.http);
+        let readiness = Readiness {
+            db: None,
+            bus: None,
+            cache: None,
+            shutdown: shutdown.clone(),
+        };
+        let app = service_app(
+            kassa_gateway::SERVICE,
+            kassa_gateway::router(upstreams, settings.http.body_limit),
+            kassa_gateway::openapi(docs),
+            readiness,
+            &settings.http,
+        );
         apps.insert(ServiceName::Gateway, app);
     }
 
     for (service, app) in apps {
         let addr = SocketAddr::new(settings.host, settings.port(service));
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {} to {addr}", service.as_str()))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {} to {addr}", service.as_str()))?;
         let bound = listener.local_addr()?;
         running.addrs.insert(service, bound);
-        running.servers.spawn(kassa_platform::http::serve(listener, app, shutdown.clone()));
+        running
+            .servers
+            .spawn(kassa_platform::http::serve(listener, app, shutdown.clone()));
     }
     Ok(running)
 }

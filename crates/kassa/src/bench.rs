@@ -4,7 +4,11 @@
 //! Create→terminal latency is measured on the server's clock (an order's `updatedAt` minus its
 //! `createdAt`), so polling for the outcome does not inflate it.
 
-use std::{collections::BTreeMap, sync::Arc, time::{Duration, Instant}};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -69,7 +73,9 @@ fn bar(len: usize, label: &str, show: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_prefix(label.to_owned());
@@ -86,9 +92,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let base = options.url.trim_end_matches('/').to_owned();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(options.concurrency.max(1)).timeout(Duration::from_secs(30)).build()?;
-    client.get(format!("{base}/health/live")).send().await.with_context(|| format!("no kassa answers at {base}"))?;
-    let body = format!(r#"{{"userId":"{}","total":{}}}"#, Uuid::new_v4(), options.amount);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency.max(1))
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    client
+        .get(format!("{base}/health/live"))
+        .send()
+        .await
+        .with_context(|| format!("no kassa answers at {base}"))?;
+    let body = format!(
+        r#"{{"userId":"{}","total":{}}}"#,
+        Uuid::new_v4(),
+        options.amount
+    );
 
     let pgbench_tps = match &options.pgbench {
         Some(url) => Some(pgbench_insert_tps(url, options.concurrency.min(32)).await?),
@@ -98,20 +115,31 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     // Phase 1: place the orders.
     let created = bar(options.orders, "placing", options.progress);
     let started = Instant::now();
-    let interval = options.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+    let interval = options
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
     let body = Arc::new(body);
     let results: Vec<Option<Uuid>> = stream::iter(0..options.orders)
         .map(|i| {
-            let (client, base, body, created) = (client.clone(), base.clone(), body.clone(), created.clone());
+            let (client, base, body, created) =
+                (client.clone(), base.clone(), body.clone(), created.clone());
             async move {
                 if let Some(interval) = interval {
                     let due = started + interval * i as u32;
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let response = client.post(format!("{base}/api/orders")).header("content-type", "application/json").body(body.as_str().to_owned()).send().await;
+                let response = client
+                    .post(format!("{base}/api/orders"))
+                    .header("content-type", "application/json")
+                    .body(body.as_str().to_owned())
+                    .send()
+                    .await;
                 created.inc(1);
                 match response {
-                    Ok(r) if r.status().as_u16() == 202 => r.json::<Accepted>().await.ok().map(|a| a.order_id),
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        r.json::<Accepted>().await.ok().map(|a| a.order_id)
+                    }
                     _ => None,
                 }
             }
@@ -160,14 +188,27 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     settling.finish_and_clear();
 
-    let mut latencies: Vec<f64> = settled.iter().map(|v| (v.updated_at - v.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0).collect();
+    let mut latencies: Vec<f64> = settled
+        .iter()
+        .map(|v| {
+            (v.updated_at - v.created_at)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1000.0
+        })
+        .collect();
     latencies.sort_by(f64::total_cmp);
     let mut outcomes = BTreeMap::new();
     for v in &settled {
         *outcomes.entry(v.status.clone()).or_insert(0) += 1;
     }
-    let span = match (settled.iter().map(|v| v.created_at).min(), settled.iter().map(|v| v.updated_at).max()) {
-        (Some(first), Some(last)) => (last - first).num_microseconds().unwrap_or(1).max(1) as f64 / 1e6,
+    let span = match (
+        settled.iter().map(|v| v.created_at).min(),
+        settled.iter().map(|v| v.updated_at).max(),
+    ) {
+        (Some(first), Some(last)) => {
+            (last - first).num_microseconds().unwrap_or(1).max(1) as f64 / 1e6
+        }
         _ => 1.0,
     };
     let terminal_per_sec = settled.len() as f64 / span;
@@ -194,7 +235,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 /// with `clients` connections.
 async fn pgbench_insert_tps(url: &str, clients: usize) -> anyhow::Result<f64> {
     let script = std::env::temp_dir().join(format!("kassa-pgbench-{}.sql", std::process::id()));
-    std::fs::write(&script, "INSERT INTO kassa_pgbench_insert (payload) VALUES ('checkout');\n")?;
+    std::fs::write(
+        &script,
+        "INSERT INTO kassa_pgbench_insert (payload) VALUES ('checkout');\n",
+    )?;
     let setup = tokio::process::Command::new("psql")
         .args([url, "-q", "-c", "CREATE TABLE IF NOT EXISTS kassa_pgbench_insert (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)"])
         .status()
@@ -218,20 +262,47 @@ async fn pgbench_insert_tps(url: &str, clients: usize) -> anyhow::Result<f64> {
         .find(|l| l.trim_start().starts_with("tps ="))
         .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|n| n.parse::<f64>().ok())
-        .with_context(|| format!("pgbench printed no tps: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+        .with_context(|| {
+            format!(
+                "pgbench printed no tps: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
     Ok(tps)
 }
 
 impl BenchReport {
     pub fn print(&self) {
-        println!("orders        {} at concurrency {}{}", self.orders, self.concurrency, self.offered_rate.map(|r| format!(", offered {r:.0}/s")).unwrap_or_default());
-        println!("accepted      {} ({:.0}/s), rejected {}", self.accepted, self.accepted_per_sec, self.rejected);
-        println!("terminal      {} ({:.0}/s), not terminal {}", self.terminal, self.terminal_per_sec, self.not_terminal);
-        println!("create→terminal p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", self.p50_ms, self.p99_ms, self.max_ms);
-        let outcomes: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "orders        {} at concurrency {}{}",
+            self.orders,
+            self.concurrency,
+            self.offered_rate
+                .map(|r| format!(", offered {r:.0}/s"))
+                .unwrap_or_default()
+        );
+        println!(
+            "accepted      {} ({:.0}/s), rejected {}",
+            self.accepted, self.accepted_per_sec, self.rejected
+        );
+        println!(
+            "terminal      {} ({:.0}/s), not terminal {}",
+            self.terminal, self.terminal_per_sec, self.not_terminal
+        );
+        println!(
+            "create→terminal p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.p50_ms, self.p99_ms, self.max_ms
+        );
+        let outcomes: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         println!("outcomes      {}", outcomes.join(", "));
         if let (Some(tps), Some(ratio)) = (self.pgbench_insert_tps, self.ratio_to_pgbench) {
-            println!("pgbench       {tps:.0} single-row inserts/s; kassa terminal orders/s ÷ that = {ratio:.3}");
+            println!(
+                "pgbench       {tps:.0} single-row inserts/s; kassa terminal orders/s ÷ that = {ratio:.3}"
+            );
         }
     }
 }

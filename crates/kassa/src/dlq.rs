@@ -9,7 +9,10 @@ use crate::{
 };
 
 /// Every dead letter of the given consumers.
-pub async fn list(settings: &Settings, consumers: &[ServiceName]) -> anyhow::Result<Vec<DeadLetter>> {
+pub async fn list(
+    settings: &Settings,
+    consumers: &[ServiceName],
+) -> anyhow::Result<Vec<DeadLetter>> {
     match &settings.infrastructure {
         Infrastructure::Embedded { .. } => {
             let mut all = Vec::new();
@@ -39,7 +42,10 @@ pub async fn redrive(settings: &Settings, consumers: &[ServiceName]) -> anyhow::
                 db.close().await;
                 n
             }
-            Infrastructure::Distributed { amqp_url, .. } => rabbit::redrive_dead_letters(amqp_url, &settings.namespace, service.as_str()).await?,
+            Infrastructure::Distributed { amqp_url, .. } => {
+                rabbit::redrive_dead_letters(amqp_url, &settings.namespace, service.as_str())
+                    .await?
+            }
         };
     }
     Ok(moved)

@@ -133,44 +133,99 @@ struct Common {
     /// Address to listen on.
     #[arg(long, env = "KASSA_HOST", default_value = "127.0.0.1", global = true)]
     host: IpAddr,
-    #[arg(long, env = "KASSA_GATEWAY_PORT", default_value_t = 3000, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_GATEWAY_PORT",
+        default_value_t = 3000,
+        global = true
+    )]
     gateway_port: u16,
     #[arg(long, env = "KASSA_ORDERS_PORT", default_value_t = 5001, global = true)]
     orders_port: u16,
-    #[arg(long, env = "KASSA_PAYMENTS_PORT", default_value_t = 5019, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_PAYMENTS_PORT",
+        default_value_t = 5019,
+        global = true
+    )]
     payments_port: u16,
     /// Where the gateway reaches orders when orders runs in another process.
-    #[arg(long, env = "KASSA_ORDERS_URL", default_value = "http://127.0.0.1:5001", global = true)]
+    #[arg(
+        long,
+        env = "KASSA_ORDERS_URL",
+        default_value = "http://127.0.0.1:5001",
+        global = true
+    )]
     orders_url: String,
     /// Where the gateway reaches payments when payments runs in another process.
-    #[arg(long, env = "KASSA_PAYMENTS_URL", default_value = "http://127.0.0.1:5019", global = true)]
+    #[arg(
+        long,
+        env = "KASSA_PAYMENTS_URL",
+        default_value = "http://127.0.0.1:5019",
+        global = true
+    )]
     payments_url: String,
     /// Attempts to handle an event before it is dead-lettered.
     #[arg(long, env = "KASSA_MAX_ATTEMPTS", default_value_t = 5, global = true)]
     max_attempts: u32,
     /// Wait before the second attempt, in milliseconds; it doubles for each later one.
-    #[arg(long, env = "KASSA_RETRY_BASE_MS", default_value_t = 200, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_RETRY_BASE_MS",
+        default_value_t = 200,
+        global = true
+    )]
     retry_base_ms: u64,
     /// Simulated payment provider latency per charge, in milliseconds.
-    #[arg(long, env = "KASSA_PROVIDER_LATENCY_MS", default_value_t = 0, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_PROVIDER_LATENCY_MS",
+        default_value_t = 0,
+        global = true
+    )]
     provider_latency_ms: u64,
     /// Share of otherwise approved charges the simulated provider declines (0 to 1).
-    #[arg(long, env = "KASSA_PROVIDER_DECLINE_RATE", default_value_t = 0.0, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_PROVIDER_DECLINE_RATE",
+        default_value_t = 0.0,
+        global = true
+    )]
     provider_decline_rate: f64,
     /// Charges waiting on the provider at once, at most.
-    #[arg(long, env = "KASSA_PAYMENTS_IN_FLIGHT", default_value_t = 10_000, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_PAYMENTS_IN_FLIGHT",
+        default_value_t = 10_000,
+        global = true
+    )]
     payments_in_flight: usize,
     /// Seconds a process owns a PROCESSING payment before another may take it over.
-    #[arg(long, env = "KASSA_PAYMENT_LEASE_SECS", default_value_t = 30, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_PAYMENT_LEASE_SECS",
+        default_value_t = 30,
+        global = true
+    )]
     payment_lease_secs: u64,
     /// Seconds an outbox row stays claimed by one relay.
-    #[arg(long, env = "KASSA_OUTBOX_LEASE_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_OUTBOX_LEASE_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     outbox_lease_secs: u64,
     /// Currency of orders that name none.
     #[arg(long, env = "KASSA_CURRENCY", default_value = "USD", global = true)]
     currency: String,
     /// Seconds before a request is answered 503.
-    #[arg(long, env = "KASSA_REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    #[arg(
+        long,
+        env = "KASSA_REQUEST_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
     request_timeout_secs: u64,
     /// Log format: text or json.
     #[arg(long, env = "KASSA_LOG_FORMAT", default_value = "text", global = true)]
@@ -221,14 +276,26 @@ impl Distributed {
         if let Some(url) = &self.database_url {
             return Ok(Some(url.clone()));
         }
-        env("ConnectionStrings__PostgreSQL").map(|cs| settings::postgres_url_from_connection_string(&cs).context("ConnectionStrings__PostgreSQL")).transpose()
+        env("ConnectionStrings__PostgreSQL")
+            .map(|cs| {
+                settings::postgres_url_from_connection_string(&cs)
+                    .context("ConnectionStrings__PostgreSQL")
+            })
+            .transpose()
     }
 
     fn infrastructure(&self) -> anyhow::Result<Infrastructure> {
-        let database_url = self.database_url()?.unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let database_url = self
+            .database_url()?
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let amqp_url = match (&self.amqp_url, env("RabbitMQ__HostName")) {
             (Some(url), _) => url.clone(),
-            (None, Some(host)) => settings::amqp_url_from_host(&host, env("RabbitMQ__UserName").as_deref(), env("RabbitMQ__Password").as_deref(), env("RabbitMQ__Port").as_deref())?,
+            (None, Some(host)) => settings::amqp_url_from_host(
+                &host,
+                env("RabbitMQ__UserName").as_deref(),
+                env("RabbitMQ__Password").as_deref(),
+                env("RabbitMQ__Port").as_deref(),
+            )?,
             (None, None) => "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
         };
         let redis_url = match (&self.redis_url, env("ConnectionStrings__Redis")) {
@@ -238,9 +305,22 @@ impl Distributed {
         };
         let database_overrides = ServiceName::WITH_STORAGE
             .iter()
-            .filter_map(|s| env(&format!("KASSA_{}_DATABASE_URL", s.as_str().to_ascii_uppercase())).map(|url| (*s, url)))
+            .filter_map(|s| {
+                env(&format!(
+                    "KASSA_{}_DATABASE_URL",
+                    s.as_str().to_ascii_uppercase()
+                ))
+                .map(|url| (*s, url))
+            })
             .collect();
-        Ok(Infrastructure::Distributed { database_url, database_overrides, amqp_url, redis_url, max_connections: self.db_max_connections, prefetch: self.prefetch })
+        Ok(Infrastructure::Distributed {
+            database_url,
+            database_overrides,
+            amqp_url,
+            redis_url,
+            max_connections: self.db_max_connections,
+            prefetch: self.prefetch,
+        })
     }
 }
 
@@ -249,7 +329,9 @@ impl Target {
         if self.distributed.database_url()?.is_some() {
             self.distributed.infrastructure()
         } else {
-            Ok(Infrastructure::Embedded { data_dir: self.embedded.data_dir.clone() })
+            Ok(Infrastructure::Embedded {
+                data_dir: self.embedded.data_dir.clone(),
+            })
         }
     }
 }
@@ -257,21 +339,49 @@ impl Target {
 impl Common {
     fn settings(&self, infrastructure: Infrastructure) -> anyhow::Result<Settings> {
         anyhow::ensure!(self.max_attempts >= 1, "--max-attempts must be at least 1");
-        anyhow::ensure!((0.0..=1.0).contains(&self.provider_decline_rate), "--provider-decline-rate must be between 0 and 1");
-        anyhow::ensure!(self.payments_in_flight >= 1, "--payments-in-flight must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.provider_decline_rate),
+            "--provider-decline-rate must be between 0 and 1"
+        );
+        anyhow::ensure!(
+            self.payments_in_flight >= 1,
+            "--payments-in-flight must be at least 1"
+        );
         let mut s = Settings::embedded(PathBuf::from("./data"));
         s.infrastructure = infrastructure;
         s.namespace = self.namespace.clone();
         s.host = self.host;
-        s.ports = HashMap::from([(ServiceName::Gateway, self.gateway_port), (ServiceName::Orders, self.orders_port), (ServiceName::Payments, self.payments_port)]);
-        s.upstream_urls = HashMap::from([(ServiceName::Orders, self.orders_url.clone()), (ServiceName::Payments, self.payments_url.clone())]);
-        s.retry = RetryPolicy { max_attempts: self.max_attempts, base_delay: Duration::from_millis(self.retry_base_ms) };
+        s.ports = HashMap::from([
+            (ServiceName::Gateway, self.gateway_port),
+            (ServiceName::Orders, self.orders_port),
+            (ServiceName::Payments, self.payments_port),
+        ]);
+        s.upstream_urls = HashMap::from([
+            (ServiceName::Orders, self.orders_url.clone()),
+            (ServiceName::Payments, self.payments_url.clone()),
+        ]);
+        s.retry = RetryPolicy {
+            max_attempts: self.max_attempts,
+            base_delay: Duration::from_millis(self.retry_base_ms),
+        };
         s.relay.lease = Duration::from_secs(self.outbox_lease_secs.max(1));
         s.http.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
-        s.orders.default_currency = Currency::parse(&self.currency).map_err(|_| anyhow::anyhow!("--currency {} is not a supported ISO 4217 code", self.currency))?;
+        s.orders.default_currency = Currency::parse(&self.currency).map_err(|_| {
+            anyhow::anyhow!(
+                "--currency {} is not a supported ISO 4217 code",
+                self.currency
+            )
+        })?;
         s.payments = kassa_payments::Config {
-            provider: Arc::new(SimulatedGateway::new(SimulatedSettings { latency: Duration::from_millis(self.provider_latency_ms), decline_rate: self.provider_decline_rate })),
-            processor: ProcessorSettings { max_in_flight: self.payments_in_flight, lease: Duration::from_secs(self.payment_lease_secs.max(1)), ..ProcessorSettings::default() },
+            provider: Arc::new(SimulatedGateway::new(SimulatedSettings {
+                latency: Duration::from_millis(self.provider_latency_ms),
+                decline_rate: self.provider_decline_rate,
+            })),
+            processor: ProcessorSettings {
+                max_in_flight: self.payments_in_flight,
+                lease: Duration::from_secs(self.payment_lease_secs.max(1)),
+                ..ProcessorSettings::default()
+            },
         };
         Ok(s)
     }
@@ -283,7 +393,10 @@ impl Common {
 
 fn print_addresses(running: &kassa::Running) {
     for (service, addr) in &running.addrs {
-        println!("{:<9} http://{addr}  (Swagger UI: http://{addr}/swagger)", service.as_str());
+        println!(
+            "{:<9} http://{addr}  (Swagger UI: http://{addr}/swagger)",
+            service.as_str()
+        );
     }
 }
 
@@ -300,13 +413,22 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { common, embedded } => {
             common.init_logs();
-            let settings = common.settings(Infrastructure::Embedded { data_dir: embedded.data_dir.clone() })?;
+            let settings = common.settings(Infrastructure::Embedded {
+                data_dir: embedded.data_dir.clone(),
+            })?;
             let running = kassa::start(settings, &ServiceName::ALL).await?;
-            println!("kassa is up (embedded: data in {}). Ctrl-C stops it.", embedded.data_dir.display());
+            println!(
+                "kassa is up (embedded: data in {}). Ctrl-C stops it.",
+                embedded.data_dir.display()
+            );
             print_addresses(&running);
             running.until_signalled().await;
         }
-        Command::Serve { mut services, common, distributed } => {
+        Command::Serve {
+            mut services,
+            common,
+            distributed,
+        } => {
             common.init_logs();
             services.sort();
             services.dedup();
@@ -325,7 +447,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Dlq { action } => match action {
-            DlqAction::List { common, target, consumer, json } => {
+            DlqAction::List {
+                common,
+                target,
+                consumer,
+                json,
+            } => {
                 common.init_logs();
                 let settings = common.settings(target.infrastructure()?)?;
                 let letters = dlq::list(&settings, &consumers(consumer)).await?;
@@ -335,19 +462,39 @@ async fn main() -> anyhow::Result<()> {
                     println!("no dead letters");
                 } else {
                     for l in &letters {
-                        println!("{}  {}  {}  attempts={}  error={}", l.queue, l.id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()), l.topic, l.attempts, l.error);
+                        println!(
+                            "{}  {}  {}  attempts={}  error={}",
+                            l.queue,
+                            l.id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                            l.topic,
+                            l.attempts,
+                            l.error
+                        );
                         println!("    {}", l.body);
                     }
                 }
             }
-            DlqAction::Redrive { common, target, consumer } => {
+            DlqAction::Redrive {
+                common,
+                target,
+                consumer,
+            } => {
                 common.init_logs();
                 let settings = common.settings(target.infrastructure()?)?;
                 let moved = dlq::redrive(&settings, &consumers(consumer)).await?;
                 println!("redrove {moved} message(s)");
             }
         },
-        Command::Bench { url, orders, concurrency, rate, amount, settle_timeout, pgbench, json } => {
+        Command::Bench {
+            url,
+            orders,
+            concurrency,
+            rate,
+            amount,
+            settle_timeout,
+            pgbench,
+            json,
+        } => {
             let report = bench::run(BenchOptions {
                 url,
                 orders,

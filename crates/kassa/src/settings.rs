@@ -16,7 +16,11 @@ pub enum ServiceName {
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 3] = [ServiceName::Gateway, ServiceName::Orders, ServiceName::Payments];
+    pub const ALL: [ServiceName; 3] = [
+        ServiceName::Gateway,
+        ServiceName::Orders,
+        ServiceName::Payments,
+    ];
     /// Services with a database and a queue of their own.
     pub const WITH_STORAGE: [ServiceName; 2] = [ServiceName::Orders, ServiceName::Payments];
 
@@ -79,8 +83,14 @@ impl Settings {
             infrastructure: Infrastructure::Embedded { data_dir },
             namespace: "kassa".into(),
             host: IpAddr::from([127, 0, 0, 1]),
-            ports: ServiceName::ALL.iter().map(|s| (*s, s.default_port())).collect(),
-            upstream_urls: ServiceName::WITH_STORAGE.iter().map(|s| (*s, format!("http://127.0.0.1:{}", s.default_port()))).collect(),
+            ports: ServiceName::ALL
+                .iter()
+                .map(|s| (*s, s.default_port()))
+                .collect(),
+            upstream_urls: ServiceName::WITH_STORAGE
+                .iter()
+                .map(|s| (*s, format!("http://127.0.0.1:{}", s.default_port())))
+                .collect(),
             retry: RetryPolicy::default(),
             relay: RelaySettings::default(),
             http: HttpSettings::default(),
@@ -96,19 +106,35 @@ impl Settings {
     /// Where `service` keeps its data.
     pub fn database(&self, service: ServiceName) -> anyhow::Result<DbLocation> {
         match &self.infrastructure {
-            Infrastructure::Embedded { data_dir } => Ok(DbLocation::Sqlite { path: kassa_platform::db::sqlite_path(data_dir, service.as_str()) }),
-            Infrastructure::Distributed { database_url, database_overrides, max_connections, .. } => {
+            Infrastructure::Embedded { data_dir } => Ok(DbLocation::Sqlite {
+                path: kassa_platform::db::sqlite_path(data_dir, service.as_str()),
+            }),
+            Infrastructure::Distributed {
+                database_url,
+                database_overrides,
+                max_connections,
+                ..
+            } => {
                 let url = match database_overrides.get(&service) {
                     Some(url) => url.clone(),
-                    None => with_database(database_url, &format!("{}_{}", self.namespace, service.as_str()))?,
+                    None => with_database(
+                        database_url,
+                        &format!("{}_{}", self.namespace, service.as_str()),
+                    )?,
                 };
-                Ok(DbLocation::Postgres { url, max_connections: *max_connections })
+                Ok(DbLocation::Postgres {
+                    url,
+                    max_connections: *max_connections,
+                })
             }
         }
     }
 
     pub fn port(&self, service: ServiceName) -> u16 {
-        self.ports.get(&service).copied().unwrap_or(service.default_port())
+        self.ports
+            .get(&service)
+            .copied()
+            .unwrap_or(service.default_port())
     }
 }
 
@@ -118,8 +144,14 @@ pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
     };
-    let scheme_end = base.find("://").context("a PostgreSQL URL starts with postgres://")? + 3;
-    let authority_end = base[scheme_end..].find('/').map(|i| i + scheme_end).unwrap_or(base.len());
+    let scheme_end = base
+        .find("://")
+        .context("a PostgreSQL URL starts with postgres://")?
+        + 3;
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
     let mut out = format!("{}/{database}", &base[..authority_end]);
     if let Some(q) = query {
         out.push('?');
@@ -133,14 +165,28 @@ pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
 pub fn postgres_url_from_connection_string(text: &str) -> anyhow::Result<String> {
     let mut fields = HashMap::new();
     for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').with_context(|| format!("`{part}` is not key=value"))?;
-        fields.insert(k.trim().to_ascii_lowercase().replace(' ', ""), v.trim().to_owned());
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("`{part}` is not key=value"))?;
+        fields.insert(
+            k.trim().to_ascii_lowercase().replace(' ', ""),
+            v.trim().to_owned(),
+        );
     }
-    let host = fields.get("host").or(fields.get("server")).context("the connection string names no Host")?;
+    let host = fields
+        .get("host")
+        .or(fields.get("server"))
+        .context("the connection string names no Host")?;
     let port = fields.get("port").map(String::as_str).unwrap_or("5432");
-    let user = fields.get("username").or(fields.get("userid")).or(fields.get("user"));
+    let user = fields
+        .get("username")
+        .or(fields.get("userid"))
+        .or(fields.get("user"));
     let password = fields.get("password");
-    let database = fields.get("database").map(String::as_str).unwrap_or("postgres");
+    let database = fields
+        .get("database")
+        .map(String::as_str)
+        .unwrap_or("postgres");
     let auth = match (user, password) {
         (Some(u), Some(p)) => format!("{}:{}@", encode(u), encode(p)),
         (Some(u), None) => format!("{}@", encode(u)),
@@ -152,9 +198,19 @@ pub fn postgres_url_from_connection_string(text: &str) -> anyhow::Result<String>
 /// Reads `host:port` (or `host:port,password=…`, StackExchange.Redis style) as a Redis URL.
 pub fn redis_url_from_connection_string(text: &str) -> anyhow::Result<String> {
     let mut parts = text.split(',').map(str::trim);
-    let endpoint = parts.next().filter(|e| !e.is_empty()).context("the Redis connection string names no host")?;
-    let password = parts.filter_map(|p| p.split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case("password")).map(|(_, v)| v.trim());
-    let endpoint = if endpoint.contains(':') { endpoint.to_owned() } else { format!("{endpoint}:6379") };
+    let endpoint = parts
+        .next()
+        .filter(|e| !e.is_empty())
+        .context("the Redis connection string names no host")?;
+    let password = parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("password"))
+        .map(|(_, v)| v.trim());
+    let endpoint = if endpoint.contains(':') {
+        endpoint.to_owned()
+    } else {
+        format!("{endpoint}:6379")
+    };
     Ok(match password {
         Some(p) => format!("redis://:{}@{endpoint}/", encode(p)),
         None => format!("redis://{endpoint}/"),
@@ -162,7 +218,12 @@ pub fn redis_url_from_connection_string(text: &str) -> anyhow::Result<String> {
 }
 
 /// An AMQP URL for a RabbitMQ host name, with the seeds' optional user, password and port.
-pub fn amqp_url_from_host(host: &str, user: Option<&str>, password: Option<&str>, port: Option<&str>) -> anyhow::Result<String> {
+pub fn amqp_url_from_host(
+    host: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+    port: Option<&str>,
+) -> anyhow::Result<String> {
     if host.trim().is_empty() {
         bail!("RabbitMQ__HostName is empty");
     }
@@ -178,7 +239,9 @@ pub fn amqp_url_from_host(host: &str, user: Option<&str>, password: Option<&str>
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -196,19 +259,40 @@ mod tests {
     #[test]
     fn reads_the_seeds_connection_strings() {
         assert_eq!(
-            postgres_url_from_connection_string("Host=db;Database=payments;Username=app;Password=p@ss").unwrap(),
+            postgres_url_from_connection_string(
+                "Host=db;Database=payments;Username=app;Password=p@ss"
+            )
+            .unwrap(),
             "postgres://app:p%40ss@db:5432/payments"
         );
-        assert_eq!(redis_url_from_connection_string("localhost:6379").unwrap(), "redis://localhost:6379/");
-        assert_eq!(redis_url_from_connection_string("cache,password=x").unwrap(), "redis://:x@cache:6379/");
-        assert_eq!(amqp_url_from_host("rabbitmq", None, None, None).unwrap(), "amqp://guest:guest@rabbitmq:5672/%2f");
+        assert_eq!(
+            redis_url_from_connection_string("localhost:6379").unwrap(),
+            "redis://localhost:6379/"
+        );
+        assert_eq!(
+            redis_url_from_connection_string("cache,password=x").unwrap(),
+            "redis://:x@cache:6379/"
+        );
+        assert_eq!(
+            amqp_url_from_host("rabbitmq", None, None, None).unwrap(),
+            "amqp://guest:guest@rabbitmq:5672/%2f"
+        );
         assert!(postgres_url_from_connection_string("Database=x").is_err());
     }
 
     #[test]
     fn each_service_gets_its_own_database() {
-        assert_eq!(with_database("postgres://u@h:5432/postgres", "kassa_orders").unwrap(), "postgres://u@h:5432/kassa_orders");
-        assert_eq!(with_database("postgres://h", "x").unwrap(), "postgres://h/x");
-        assert_eq!(with_database("postgres://h/db?sslmode=disable", "x").unwrap(), "postgres://h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "kassa_orders").unwrap(),
+            "postgres://u@h:5432/kassa_orders"
+        );
+        assert_eq!(
+            with_database("postgres://h", "x").unwrap(),
+            "postgres://h/x"
+        );
+        assert_eq!(
+            with_database("postgres://h/db?sslmode=disable", "x").unwrap(),
+            "postgres://h/x?sslmode=disable"
+        );
     }
 }

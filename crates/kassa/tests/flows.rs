@@ -5,7 +5,7 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{Backend, TestApp, USER, spawn_app, spawn_app_with};
 
 on_both_backends!(
@@ -25,7 +25,13 @@ on_both_backends!(
 
 async fn an_approved_order_is_paid(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (status, body) = app.post_json("/api/orders", &format!(r#"{{"userId":"{USER}","total":999}}"#), &[]).await;
+    let (status, body) = app
+        .post_json(
+            "/api/orders",
+            &format!(r#"{{"userId":"{USER}","total":999}}"#),
+            &[],
+        )
+        .await;
     assert_eq!(status, 202);
     assert_eq!(body["message"], "Order creation request accepted");
     assert_eq!(body["status"], "PENDING_PAYMENT");
@@ -36,7 +42,12 @@ async fn an_approved_order_is_paid(backend: Backend) {
     assert!(order["createdAt"].as_str().unwrap().ends_with('Z'));
     let payment = app.payment_of(&id, &["APPROVED"]).await;
     assert_eq!(payment["amount"], json!(999));
-    let (status, by_id) = app.get(&format!("/api/payments/{}", payment["id"].as_str().unwrap())).await;
+    let (status, by_id) = app
+        .get(&format!(
+            "/api/payments/{}",
+            payment["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(by_id["orderId"], id.as_str());
     app.stop().await;
@@ -47,7 +58,12 @@ async fn declined_and_failed_payments_fail_the_order(backend: Backend) {
     let declined = app.place_order("10.01").await;
     let failed = app.place_order("10.02").await;
     let order = app.order_reaches(&declined, &["FAILED"]).await;
-    assert!(order["failureReason"].as_str().unwrap().contains("declined"));
+    assert!(
+        order["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("declined")
+    );
     app.payment_of(&declined, &["DECLINED"]).await;
     app.order_reaches(&failed, &["FAILED"]).await;
     app.payment_of(&failed, &["FAILED"]).await;
@@ -57,10 +73,12 @@ async fn declined_and_failed_payments_fail_the_order(backend: Backend) {
 /// A slow provider keeps the payment PROCESSING long enough to cancel it.
 async fn slow_provider_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| {
-        s.payments.provider = Arc::new(kassa_payments::SimulatedGateway::new(kassa_payments::SimulatedSettings {
-            latency: Duration::from_millis(1500),
-            decline_rate: 0.0,
-        }));
+        s.payments.provider = Arc::new(kassa_payments::SimulatedGateway::new(
+            kassa_payments::SimulatedSettings {
+                latency: Duration::from_millis(1500),
+                decline_rate: 0.0,
+            },
+        ));
     })
     .await
 }
@@ -69,14 +87,25 @@ async fn cancelling_a_processing_payment_cancels_it(backend: Backend) {
     let app = slow_provider_app(backend).await;
     let id = app.place_order("25").await;
     app.payment_of(&id, &["PROCESSING"]).await;
-    let (status, body) = app.patch(&format!("/api/orders/{id}"), Some(json!({"status": "cancelled"}))).await;
+    let (status, body) = app
+        .patch(
+            &format!("/api/orders/{id}"),
+            Some(json!({"status": "cancelled"})),
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["message"], "Order cancellation request accepted");
     app.payment_of(&id, &["CANCELLED"]).await;
     // The provider's late approval neither revives the payment nor pays the order.
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    assert_eq!(app.get(&format!("/api/orders/{id}")).await.1["status"], "CANCELLED");
-    assert_eq!(app.get(&format!("/api/payments/order/{id}")).await.1["status"], "CANCELLED");
+    assert_eq!(
+        app.get(&format!("/api/orders/{id}")).await.1["status"],
+        "CANCELLED"
+    );
+    assert_eq!(
+        app.get(&format!("/api/payments/order/{id}")).await.1["status"],
+        "CANCELLED"
+    );
     app.stop().await;
 }
 
@@ -87,38 +116,76 @@ async fn cancelling_a_paid_order_refunds_it(backend: Backend) {
     let (status, _) = app.patch(&format!("/api/orders/{id}/cancel"), None).await;
     assert_eq!(status, 202);
     app.payment_of(&id, &["REFUNDED"]).await;
-    assert_eq!(app.get(&format!("/api/orders/{id}")).await.1["status"], "CANCELLED");
+    assert_eq!(
+        app.get(&format!("/api/orders/{id}")).await.1["status"],
+        "CANCELLED"
+    );
     app.stop().await;
 }
 
 async fn cancel_rules(backend: Backend) {
     let app = spawn_app(backend).await;
     let missing = uuid::Uuid::new_v4();
-    let (status, body) = app.patch(&format!("/api/orders/{missing}/cancel"), None).await;
+    let (status, body) = app
+        .patch(&format!("/api/orders/{missing}/cancel"), None)
+        .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["code"], "order_not_found");
-    let (status, _) = app.patch(&format!("/api/orders/{missing}"), Some(json!({"status": "CANCELLED"}))).await;
+    let (status, _) = app
+        .patch(
+            &format!("/api/orders/{missing}"),
+            Some(json!({"status": "CANCELLED"})),
+        )
+        .await;
     assert_eq!(status, 404);
 
     let failed = app.place_order("3.01").await;
     app.order_reaches(&failed, &["FAILED"]).await;
-    let (status, body) = app.patch(&format!("/api/orders/{failed}/cancel"), None).await;
+    let (status, body) = app
+        .patch(&format!("/api/orders/{failed}/cancel"), None)
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "order_not_cancellable");
 
     let paid = app.place_order("3").await;
     app.order_reaches(&paid, &["PAID"]).await;
-    let (status, body) = app.patch(&format!("/api/orders/{paid}"), Some(json!({"status": "FAILED"}))).await;
+    let (status, body) = app
+        .patch(
+            &format!("/api/orders/{paid}"),
+            Some(json!({"status": "FAILED"})),
+        )
+        .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["param"], "status");
-    let (status, body) = app.patch(&format!("/api/orders/{paid}"), Some(json!({"status": "SHIPPED"}))).await;
+    let (status, body) = app
+        .patch(
+            &format!("/api/orders/{paid}"),
+            Some(json!({"status": "SHIPPED"})),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(app.get(&format!("/api/orders/{paid}")).await.1["status"], "PAID");
+    assert_eq!(
+        app.get(&format!("/api/orders/{paid}")).await.1["status"],
+        "PAID"
+    );
     // Cancelling twice is accepted once and changes nothing the second time.
-    assert_eq!(app.patch(&format!("/api/orders/{paid}/cancel"), None).await.0, 202);
+    assert_eq!(
+        app.patch(&format!("/api/orders/{paid}/cancel"), None)
+            .await
+            .0,
+        202
+    );
     app.payment_of(&paid, &["REFUNDED"]).await;
-    assert_eq!(app.patch(&format!("/api/orders/{paid}/cancel"), None).await.0, 202);
-    assert_eq!(app.get(&format!("/api/payments/order/{paid}")).await.1["status"], "REFUNDED");
+    assert_eq!(
+        app.patch(&format!("/api/orders/{paid}/cancel"), None)
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        app.get(&format!("/api/payments/order/{paid}")).await.1["status"],
+        "REFUNDED"
+    );
     app.stop().await;
 }
 
@@ -133,16 +200,25 @@ async fn stats_and_pagination(backend: Backend) {
     }
     let (_, stats) = app.get("/api/payments/stats").await;
     let by_status = stats["byStatus"].as_array().unwrap();
-    let approved = by_status.iter().find(|s| s["status"] == "APPROVED").unwrap();
+    let approved = by_status
+        .iter()
+        .find(|s| s["status"] == "APPROVED")
+        .unwrap();
     assert_eq!(approved["count"], 2);
     assert_eq!(approved["totalAmount"], json!(30.5));
-    let declined = by_status.iter().find(|s| s["status"] == "DECLINED").unwrap();
+    let declined = by_status
+        .iter()
+        .find(|s| s["status"] == "DECLINED")
+        .unwrap();
     assert_eq!(declined["count"], 1);
     assert_eq!(declined["totalAmount"], json!(10.01));
 
     let (status, page) = app.get("/api/orders?page=2&limit=2").await;
     assert_eq!(status, 200);
-    assert_eq!(page["meta"], json!({"page": 2, "limit": 2, "total": 3, "totalPages": 2}));
+    assert_eq!(
+        page["meta"],
+        json!({"page": 2, "limit": 2, "total": 3, "totalPages": 2})
+    );
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
     // Newest first: the first order placed is the last one listed.
     assert_eq!(page["data"][0]["id"], ids[0].as_str());
@@ -153,14 +229,33 @@ async fn stats_and_pagination(backend: Backend) {
 
 async fn money_round_trips_exactly(backend: Backend) {
     let app = spawn_app(backend).await;
-    for (sent, shown) in [("0.3", "0.3"), ("150.50", "150.5"), ("1e2", "100"), ("999999999.99", "999999999.99")] {
+    for (sent, shown) in [
+        ("0.3", "0.3"),
+        ("150.50", "150.5"),
+        ("1e2", "100"),
+        ("999999999.99", "999999999.99"),
+    ] {
         let id = app.place_order(sent).await;
         let order = app.order_reaches(&id, &["PAID"]).await;
         assert_eq!(order["total"].to_string(), shown);
-        let raw = app.client.get(format!("{}/api/orders/{id}", app.gateway)).send().await.unwrap().text().await.unwrap();
+        let raw = app
+            .client
+            .get(format!("{}/api/orders/{id}", app.gateway))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(raw.contains(&format!("\"total\":{shown},")), "{raw}");
     }
-    let (status, body) = app.post_json("/api/orders", &format!(r#"{{"userId":"{USER}","total":500,"currency":"jpy"}}"#), &[]).await;
+    let (status, body) = app
+        .post_json(
+            "/api/orders",
+            &format!(r#"{{"userId":"{USER}","total":500,"currency":"jpy"}}"#),
+            &[],
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     app.stop().await;
 }
@@ -170,18 +265,78 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     let before = app.count_orders().await;
     let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
         ("{\"userId\": ".into(), 400, "malformed_json", None),
-        (format!(r#"{{"userId":"{USER}","total":"999"}}"#), 400, "invalid_amount", Some("total")),
-        (format!(r#"{{"userId":"{USER}","total":true}}"#), 400, "invalid_amount", Some("total")),
-        (format!(r#"{{"userId":"{USER}"}}"#), 400, "missing_field", Some("total")),
-        (format!(r#"{{"userId":"{USER}","total":5,"admin":true}}"#), 400, "unknown_field", Some("admin")),
-        (r#"{"userId":"not-a-uuid","total":5}"#.into(), 400, "invalid_uuid", Some("userId")),
-        (r#"{"userId":42,"total":5}"#.into(), 400, "invalid_field", Some("userId")),
-        (format!(r#"{{"userId":"{USER}","total":0.001}}"#), 400, "invalid_amount", Some("total")),
-        (format!(r#"{{"userId":"{USER}","total":0.30000000000000004}}"#), 400, "invalid_amount", Some("total")),
-        (format!(r#"{{"userId":"{USER}","total":-5}}"#), 400, "invalid_amount", Some("total")),
-        (format!(r#"{{"userId":"{USER}","total":0}}"#), 400, "invalid_amount", Some("total")),
-        (format!(r#"{{"userId":"{USER}","total":1e300}}"#), 400, "invalid_amount", Some("total")),
-        (format!(r#"{{"userId":"{USER}","total":5,"currency":"XYZ"}}"#), 400, "invalid_currency", Some("currency")),
+        (
+            format!(r#"{{"userId":"{USER}","total":"999"}}"#),
+            400,
+            "invalid_amount",
+            Some("total"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":true}}"#),
+            400,
+            "invalid_amount",
+            Some("total"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}"}}"#),
+            400,
+            "missing_field",
+            Some("total"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":5,"admin":true}}"#),
+            400,
+            "unknown_field",
+            Some("admin"),
+        ),
+        (
+            r#"{"userId":"not-a-uuid","total":5}"#.into(),
+            400,
+            "invalid_uuid",
+            Some("userId"),
+        ),
+        (
+            r#"{"userId":42,"total":5}"#.into(),
+            400,
+            "invalid_field",
+            Some("userId"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":0.001}}"#),
+            400,
+            "invalid_amount",
+            Some("total"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":0.30000000000000004}}"#),
+            400,
+            "invalid_amount",
+            Some("total"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":-5}}"#),
+            400,
+            "invalid_amount",
+            Some("total"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":0}}"#),
+            400,
+            "invalid_amount",
+            Some("total"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":1e300}}"#),
+            400,
+            "invalid_amount",
+            Some("total"),
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":5,"currency":"XYZ"}}"#),
+            400,
+            "invalid_currency",
+            Some("currency"),
+        ),
         ("[]".into(), 400, "invalid_field", None),
     ];
     for (body, status, code, param) in &cases {
@@ -194,12 +349,22 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         assert!(problem["requestId"].is_string(), "{problem}");
     }
     // Wrong content type, oversized body.
-    let r = app.client.post(format!("{}/api/orders", app.gateway)).body("userId=x").send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/api/orders", app.gateway))
+        .body("userId=x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 415);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     // An oversized body is refused once the limit is passed, without reading the rest: speak raw
     // HTTP and stop writing there, so the test sees the answer rather than a reset connection.
-    let head = format!("POST /api/orders HTTP/1.1\r\nhost: kassa\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"pad\":\"{}", 2 * 1024 * 1024, "x".repeat(100 * 1024));
+    let head = format!(
+        "POST /api/orders HTTP/1.1\r\nhost: kassa\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"pad\":\"{}",
+        2 * 1024 * 1024,
+        "x".repeat(100 * 1024)
+    );
     let answer = raw_http(&app.gateway, head.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("body_too_large"), "{answer}");
@@ -217,12 +382,30 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         assert_eq!(status, 400, "{path} → {problem}");
         assert_eq!(problem["param"], param, "{path} → {problem}");
     }
-    let (status, problem) = app.get(&format!("/api/orders/{}", uuid::Uuid::new_v4())).await;
-    assert_eq!((status, problem["code"].as_str()), (404, Some("order_not_found")));
+    let (status, problem) = app
+        .get(&format!("/api/orders/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("order_not_found"))
+    );
     let bad_key = "x".repeat(300);
-    let (status, problem) = app.post_json("/api/orders", &format!(r#"{{"userId":"{USER}","total":5}}"#), &[("Idempotency-Key", bad_key.as_str())]).await;
-    assert_eq!((status, problem["param"].as_str()), (400, Some("Idempotency-Key")));
-    assert_eq!(app.count_orders().await, before, "refused requests must change nothing");
+    let (status, problem) = app
+        .post_json(
+            "/api/orders",
+            &format!(r#"{{"userId":"{USER}","total":5}}"#),
+            &[("Idempotency-Key", bad_key.as_str())],
+        )
+        .await;
+    assert_eq!(
+        (status, problem["param"].as_str()),
+        (400, Some("Idempotency-Key"))
+    );
+    assert_eq!(
+        app.count_orders().await,
+        before,
+        "refused requests must change nothing"
+    );
     assert_eq!(app.count_payments().await, 0);
     app.stop().await;
 }
@@ -249,7 +432,10 @@ async fn concurrent_duplicates_create_one_order(backend: Backend) {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (app, body) = (app.clone(), body.clone());
-        tasks.push(tokio::spawn(async move { app.post_json("/api/orders", &body, &[("Idempotency-Key", "same-key")]).await }));
+        tasks.push(tokio::spawn(async move {
+            app.post_json("/api/orders", &body, &[("Idempotency-Key", "same-key")])
+                .await
+        }));
     }
     let mut ids = std::collections::HashSet::new();
     for t in tasks {
@@ -271,10 +457,17 @@ async fn every_service_answers_on_its_own_port(backend: Backend) {
     let app = spawn_app(backend).await;
     let id = app.place_order("8").await;
     app.order_reaches(&id, &["PAID"]).await;
-    let (status, order) = app.get_from(&app.orders, &format!("/api/orders/{id}")).await;
+    let (status, order) = app
+        .get_from(&app.orders, &format!("/api/orders/{id}"))
+        .await;
     assert_eq!((status, order["status"].as_str()), (200, Some("PAID")));
-    let (status, payment) = app.get_from(&app.payments, &format!("/api/payments/order/{id}")).await;
-    assert_eq!((status, payment["status"].as_str()), (200, Some("APPROVED")));
+    let (status, payment) = app
+        .get_from(&app.payments, &format!("/api/payments/order/{id}"))
+        .await;
+    assert_eq!(
+        (status, payment["status"].as_str()),
+        (200, Some("APPROVED"))
+    );
     let (status, _) = app.get_from(&app.orders, "/api/payments").await;
     assert_eq!(status, 404, "orders does not serve payments");
     app.stop().await;
@@ -286,7 +479,12 @@ async fn plumbing_health_metrics_swagger(backend: Backend) {
         assert_eq!(app.get_from(base, "/health/live").await.0, 200);
         let (status, ready) = app.get_from(base, "/health/ready").await;
         assert_eq!(status, 200, "{ready}");
-        let swagger = app.client.get(format!("{base}/swagger/")).send().await.unwrap();
+        let swagger = app
+            .client
+            .get(format!("{base}/swagger/"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(swagger.status().as_u16(), 200);
         assert!(swagger.text().await.unwrap().contains("swagger"));
     }
@@ -295,18 +493,51 @@ async fn plumbing_health_metrics_swagger(backend: Backend) {
     assert_eq!(ready["checks"]["broker"], "up");
     let (status, doc) = app.get("/openapi.json").await;
     assert_eq!(status, 200);
-    for path in ["/api/orders", "/api/orders/{id}", "/api/orders/{id}/cancel", "/api/payments", "/api/payments/{id}", "/api/payments/order/{orderId}", "/api/payments/stats"] {
-        assert!(doc["paths"][path].is_object(), "gateway OpenAPI lacks {path}");
+    for path in [
+        "/api/orders",
+        "/api/orders/{id}",
+        "/api/orders/{id}/cancel",
+        "/api/payments",
+        "/api/payments/{id}",
+        "/api/payments/order/{orderId}",
+        "/api/payments/stats",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "gateway OpenAPI lacks {path}"
+        );
     }
     app.place_order("1").await;
-    let metrics = app.client.get(format!("{}/metrics", app.gateway)).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.gateway))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("kassa_http_requests_total"), "{metrics}");
-    let r = app.client.get(format!("{}/api/orders", app.gateway)).header("x-correlation-id", "trace-me-123").send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/api/orders", app.gateway))
+        .header("x-correlation-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-correlation-id"], "trace-me-123");
     assert!(r.headers().contains_key("x-request-id"));
     let (status, problem) = app.get("/no/such/route").await;
-    assert_eq!((status, problem["code"].as_str()), (404, Some("route_not_found")));
-    let r = app.client.delete(format!("{}/api/payments/stats", app.payments)).send().await.unwrap();
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("route_not_found"))
+    );
+    let r = app
+        .client
+        .delete(format!("{}/api/payments/stats", app.payments))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 405);
     app.stop().await;
 }
@@ -319,7 +550,8 @@ async fn raw_http(base: &str, bytes: &[u8]) -> String {
     stream.write_all(bytes).await.unwrap();
     let mut buf = vec![0u8; 8192];
     let mut got = Vec::new();
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+    {
         if n == 0 {
             break;
         }

@@ -25,7 +25,9 @@ pub struct MemoryCache {
 
 impl MemoryCache {
     pub fn new(max_entries: u64) -> Self {
-        MemoryCache { entries: moka::future::Cache::new(max_entries) }
+        MemoryCache {
+            entries: moka::future::Cache::new(max_entries),
+        }
     }
 }
 
@@ -43,7 +45,9 @@ impl Cache for MemoryCache {
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        self.entries.insert(key.to_owned(), (value, std::time::Instant::now() + ttl)).await;
+        self.entries
+            .insert(key.to_owned(), (value, std::time::Instant::now() + ttl))
+            .await;
     }
 
     async fn remove(&self, key: &str) {
@@ -96,7 +100,12 @@ impl RedisCache {
             .set_connection_timeout(Some(self.deadline))
             .set_response_timeout(Some(self.deadline))
             .set_number_of_retries(1);
-        match tokio::time::timeout(self.deadline * 4, ConnectionManager::new_with_config(self.client.clone(), config)).await {
+        match tokio::time::timeout(
+            self.deadline * 4,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        {
             Ok(Ok(c)) => {
                 *self.connection.lock().await = Some(c.clone());
                 Some(c)
@@ -112,7 +121,11 @@ impl RedisCache {
         }
     }
 
-    async fn run<T>(&self, what: &str, f: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>) -> Option<T> {
+    async fn run<T>(
+        &self,
+        what: &str,
+        f: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Option<T> {
         let conn = self.connection().await?;
         match tokio::time::timeout(self.deadline, f(conn)).await {
             Ok(Ok(v)) => Some(v),
@@ -135,25 +148,35 @@ impl RedisCache {
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let key = self.key(key);
-        self.run("get", async move |mut c| c.get::<_, Option<Vec<u8>>>(key).await).await.flatten()
+        self.run("get", async move |mut c| {
+            c.get::<_, Option<Vec<u8>>>(key).await
+        })
+        .await
+        .flatten()
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
         let key = self.key(key);
         let secs = ttl.as_secs().max(1);
-        self.run("set", async move |mut c| c.set_ex::<_, _, ()>(key, value, secs).await).await;
+        self.run("set", async move |mut c| {
+            c.set_ex::<_, _, ()>(key, value, secs).await
+        })
+        .await;
     }
 
     async fn remove(&self, key: &str) {
         let key = self.key(key);
-        self.run("del", async move |mut c| c.del::<_, ()>(key).await).await;
+        self.run("del", async move |mut c| c.del::<_, ()>(key).await)
+            .await;
     }
 
     async fn ping(&self) -> Result<(), String> {
-        self.run("ping", async move |mut c| redis::cmd("PING").query_async::<String>(&mut c).await)
-            .await
-            .map(|_| ())
-            .ok_or_else(|| "redis unreachable".to_owned())
+        self.run("ping", async move |mut c| {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+        .await
+        .map(|_| ())
+        .ok_or_else(|| "redis unreachable".to_owned())
     }
 }
 
@@ -164,7 +187,9 @@ mod tests {
     #[tokio::test]
     async fn memory_entries_expire() {
         let cache = MemoryCache::new(100);
-        cache.set("a", b"1".to_vec(), Duration::from_millis(30)).await;
+        cache
+            .set("a", b"1".to_vec(), Duration::from_millis(30))
+            .await;
         assert_eq!(cache.get("a").await, Some(b"1".to_vec()));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(cache.get("a").await, None);

@@ -10,7 +10,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{
     Connection, Decode, Postgres, Sqlite, Type,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
+    },
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -30,7 +33,11 @@ pub enum DbError {
     Column { column: String, message: String },
     /// A migration could not be applied.
     #[error("migration {component}/{version} failed: {source}")]
-    Migration { component: String, version: i64, source: sqlx::Error },
+    Migration {
+        component: String,
+        version: i64,
+        source: sqlx::Error,
+    },
 }
 
 impl DbError {
@@ -38,7 +45,10 @@ impl DbError {
         if let sqlx::Error::Database(db) = &e
             && (db.is_unique_violation() || db.is_foreign_key_violation())
         {
-            let name = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
+            let name = db
+                .constraint()
+                .map(str::to_owned)
+                .unwrap_or_else(|| db.message().to_owned());
             return DbError::Constraint(name);
         }
         DbError::Sqlx(e)
@@ -88,7 +98,10 @@ impl Db {
     /// Opens (and if needed creates) the database.
     pub async fn connect(location: &DbLocation) -> DbResult<Db> {
         let pool = match location {
-            DbLocation::Postgres { url, max_connections } => {
+            DbLocation::Postgres {
+                url,
+                max_connections,
+            } => {
                 let options = PgConnectOptions::from_str(url)?;
                 create_pg_database_if_missing(&options).await?;
                 let pool = PgPoolOptions::new()
@@ -118,7 +131,10 @@ impl Db {
                 Pool::Sqlite(pool)
             }
         };
-        Ok(Db { pool, outbox_written: Arc::new(Notify::new()) })
+        Ok(Db {
+            pool,
+            outbox_written: Arc::new(Notify::new()),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -153,7 +169,11 @@ impl Db {
             Pool::Pg(p) => TxInner::Pg(p.begin().await?),
             Pool::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         };
-        Ok(Tx { inner, wrote_outbox: false, outbox_written: self.outbox_written.clone() })
+        Ok(Tx {
+            inner,
+            wrote_outbox: false,
+            outbox_written: self.outbox_written.clone(),
+        })
     }
 
     /// Answers whether the database takes queries.
@@ -169,8 +189,14 @@ impl Db {
     /// Runs SQL that may hold several statements (migrations).
     pub(crate) async fn run_script(&self, tx: &mut Tx, script: &str) -> Result<(), sqlx::Error> {
         match &mut tx.inner {
-            TxInner::Pg(t) => sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_owned())).execute(&mut **t).await.map(|_| ()),
-            TxInner::Sqlite(t) => sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_owned())).execute(&mut **t).await.map(|_| ()),
+            TxInner::Pg(t) => sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_owned()))
+                .execute(&mut **t)
+                .await
+                .map(|_| ()),
+            TxInner::Sqlite(t) => sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_owned()))
+                .execute(&mut **t)
+                .await
+                .map(|_| ()),
         }
     }
 
@@ -178,7 +204,9 @@ impl Db {
     /// migrate one after the other. SQLite's write lock already does this.
     pub(crate) async fn lock_for_migrations(&self, tx: &mut Tx) -> DbResult<()> {
         if let TxInner::Pg(_) = tx.inner {
-            sql("SELECT pg_advisory_xact_lock(4242424242)").execute(tx).await?;
+            sql("SELECT pg_advisory_xact_lock(4242424242)")
+                .execute(tx)
+                .await?;
         }
         Ok(())
     }
@@ -192,7 +220,9 @@ impl Db {
 }
 
 async fn create_pg_database_if_missing(options: &PgConnectOptions) -> DbResult<()> {
-    let Some(name) = options.get_database().map(str::to_owned) else { return Ok(()) };
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
     let admin = options.clone().database("postgres");
     let mut conn = sqlx::PgConnection::connect_with(&admin).await?;
     let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
@@ -201,10 +231,14 @@ async fn create_pg_database_if_missing(options: &PgConnectOptions) -> DbResult<(
         .await?;
     if exists.is_none() {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"))).execute(&mut conn).await {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+            .execute(&mut conn)
+            .await
+        {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another replica created it at the same moment.
-            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -305,7 +339,10 @@ pub struct Query {
 
 /// Starts a query.
 pub fn sql(text: impl Into<String>) -> Query {
-    Query { sql: text.into(), args: Vec::new() }
+    Query {
+        sql: text.into(),
+        args: Vec::new(),
+    }
 }
 
 /// Where a query runs.
@@ -351,13 +388,21 @@ macro_rules! dispatch {
         match $target.into() {
             Target::Db(db) => match &db.pool {
                 Pool::Pg(p) => {
-                    let $q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(text.clone())), args, |t: DateTime<Utc>| t);
+                    let $q = bind_all!(
+                        sqlx::query(sqlx::AssertSqlSafe(text.clone())),
+                        args,
+                        |t: DateTime<Utc>| t
+                    );
                     let $ex = p;
                     let $pg = $body.await.map_err(DbError::classify)?;
                     Ok($pgmap)
                 }
                 Pool::Sqlite(p) => {
-                    let $q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(text.clone())), args, sqlite_time);
+                    let $q = bind_all!(
+                        sqlx::query(sqlx::AssertSqlSafe(text.clone())),
+                        args,
+                        sqlite_time
+                    );
                     let $ex = p;
                     let $lite = $body.await.map_err(DbError::classify)?;
                     Ok($litemap)
@@ -365,13 +410,21 @@ macro_rules! dispatch {
             },
             Target::Tx(tx) => match &mut tx.inner {
                 TxInner::Pg(t) => {
-                    let $q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(text.clone())), args, |t: DateTime<Utc>| t);
+                    let $q = bind_all!(
+                        sqlx::query(sqlx::AssertSqlSafe(text.clone())),
+                        args,
+                        |t: DateTime<Utc>| t
+                    );
                     let $ex = &mut **t;
                     let $pg = $body.await.map_err(DbError::classify)?;
                     Ok($pgmap)
                 }
                 TxInner::Sqlite(t) => {
-                    let $q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(text.clone())), args, sqlite_time);
+                    let $q = bind_all!(
+                        sqlx::query(sqlx::AssertSqlSafe(text.clone())),
+                        args,
+                        sqlite_time
+                    );
                     let $ex = &mut **t;
                     let $lite = $body.await.map_err(DbError::classify)?;
                     Ok($litemap)
@@ -389,7 +442,13 @@ impl Query {
 
     /// Runs the statement and returns the number of rows it changed.
     pub async fn execute<'a>(self, target: impl Into<Target<'a>>) -> DbResult<u64> {
-        dispatch!(self, target, |q, ex| q.execute(ex), |r| r.rows_affected(), |r| r.rows_affected())
+        dispatch!(
+            self,
+            target,
+            |q, ex| q.execute(ex),
+            |r| r.rows_affected(),
+            |r| r.rows_affected()
+        )
     }
 
     pub async fn fetch_all<'a>(self, target: impl Into<Target<'a>>) -> DbResult<Vec<Row>> {
@@ -403,11 +462,19 @@ impl Query {
     }
 
     pub async fn fetch_optional<'a>(self, target: impl Into<Target<'a>>) -> DbResult<Option<Row>> {
-        dispatch!(self, target, |q, ex| q.fetch_optional(ex), |r| r.map(Row::Pg), |r| r.map(Row::Sqlite))
+        dispatch!(
+            self,
+            target,
+            |q, ex| q.fetch_optional(ex),
+            |r| r.map(Row::Pg),
+            |r| r.map(Row::Sqlite)
+        )
     }
 
     pub async fn fetch_one<'a>(self, target: impl Into<Target<'a>>) -> DbResult<Row> {
-        dispatch!(self, target, |q, ex| q.fetch_one(ex), |r| Row::Pg(r), |r| Row::Sqlite(r))
+        dispatch!(self, target, |q, ex| q.fetch_one(ex), |r| Row::Pg(r), |r| {
+            Row::Sqlite(r)
+        })
     }
 }
 
@@ -434,7 +501,10 @@ impl Row {
             Row::Pg(r) => r.try_get(column),
             Row::Sqlite(r) => r.try_get(column),
         };
-        result.map_err(|e| DbError::Column { column: column.into(), message: e.to_string() })
+        result.map_err(|e| DbError::Column {
+            column: column.into(),
+            message: e.to_string(),
+        })
     }
 }
 

@@ -24,10 +24,21 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     /// Reads the header if present; a key longer than 255 characters or not printable ASCII is a 400.
     pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
-        let Some(value) = headers.get(HEADER) else { return Ok(None) };
-        let invalid = || ApiError::invalid("Idempotency-Key", "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters.");
+        let Some(value) = headers.get(HEADER) else {
+            return Ok(None);
+        };
+        let invalid = || {
+            ApiError::invalid(
+                "Idempotency-Key",
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 printable ASCII characters.",
+            )
+        };
         let text = value.to_str().map_err(|_| invalid())?.trim();
-        if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        if text.is_empty()
+            || text.len() > 255
+            || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
             return Err(invalid());
         }
         Ok(Some(IdempotencyKey(text.to_owned())))
@@ -58,7 +69,12 @@ pub enum Claim {
 }
 
 /// Claims `key` in `scope` inside `tx`.
-pub async fn claim(tx: &mut Tx, scope: &str, key: &IdempotencyKey, request_hash: &str) -> Result<Claim, ApiError> {
+pub async fn claim(
+    tx: &mut Tx,
+    scope: &str,
+    key: &IdempotencyKey,
+    request_hash: &str,
+) -> Result<Claim, ApiError> {
     let inserted = sql("INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
         .bind(scope)
         .bind(key.as_str())
@@ -85,20 +101,35 @@ pub async fn claim(tx: &mut Tx, scope: &str, key: &IdempotencyKey, request_hash:
     let status: Option<i64> = row.get("status_code")?;
     let body: Option<Vec<u8>> = row.get("response")?;
     match (status, body) {
-        (Some(status), Some(body)) => Ok(Claim::Replay { status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK), body }),
+        (Some(status), Some(body)) => Ok(Claim::Replay {
+            status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK),
+            body,
+        }),
         // Only reachable if a first attempt's transaction committed without storing a response.
-        _ => Err(ApiError::conflict("idempotency_key_in_use", "A request with this Idempotency-Key is still being processed; retry shortly.").with_param("Idempotency-Key")),
+        _ => Err(ApiError::conflict(
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still being processed; retry shortly.",
+        )
+        .with_param("Idempotency-Key")),
     }
 }
 
 /// Stores the response of a fresh claim, in the same transaction as the work.
-pub async fn store(tx: &mut Tx, scope: &str, key: &IdempotencyKey, status: StatusCode, body: &[u8]) -> DbResult<()> {
-    sql("UPDATE idempotency_keys SET status_code = $1, response = $2 WHERE scope = $3 AND key = $4")
-        .bind(status.as_u16() as i64)
-        .bind(body.to_vec())
-        .bind(scope)
-        .bind(key.as_str())
-        .execute(tx)
-        .await?;
+pub async fn store(
+    tx: &mut Tx,
+    scope: &str,
+    key: &IdempotencyKey,
+    status: StatusCode,
+    body: &[u8],
+) -> DbResult<()> {
+    sql(
+        "UPDATE idempotency_keys SET status_code = $1, response = $2 WHERE scope = $3 AND key = $4",
+    )
+    .bind(status.as_u16() as i64)
+    .bind(body.to_vec())
+    .bind(scope)
+    .bind(key.as_str())
+    .execute(tx)
+    .await?;
     Ok(())
 }

@@ -51,11 +51,12 @@ pub async fn run(db: &Db, sets: &[&Migrations]) -> DbResult<usize> {
     let mut applied = 0;
     for set in sets {
         for step in set.steps {
-            let done = sql("SELECT version FROM kassa_migrations WHERE component = $1 AND version = $2")
-                .bind(set.component)
-                .bind(step.version)
-                .fetch_optional(&mut tx)
-                .await?;
+            let done =
+                sql("SELECT version FROM kassa_migrations WHERE component = $1 AND version = $2")
+                    .bind(set.component)
+                    .bind(step.version)
+                    .fetch_optional(&mut tx)
+                    .await?;
             if done.is_some() {
                 continue;
             }
@@ -63,11 +64,13 @@ pub async fn run(db: &Db, sets: &[&Migrations]) -> DbResult<usize> {
                 Backend::Postgres => step.postgres,
                 Backend::Sqlite => step.sqlite,
             };
-            db.run_script(&mut tx, script).await.map_err(|source| DbError::Migration {
-                component: set.component.into(),
-                version: step.version,
-                source,
-            })?;
+            db.run_script(&mut tx, script)
+                .await
+                .map_err(|source| DbError::Migration {
+                    component: set.component.into(),
+                    version: step.version,
+                    source,
+                })?;
             sql("INSERT INTO kassa_migrations (component, version, name, applied_at) VALUES ($1, $2, $3, $4)")
                 .bind(set.component)
                 .bind(step.version)
@@ -75,7 +78,12 @@ pub async fn run(db: &Db, sets: &[&Migrations]) -> DbResult<usize> {
                 .bind(Utc::now())
                 .execute(&mut tx)
                 .await?;
-            tracing::info!(component = set.component, version = step.version, name = step.name, "applied migration");
+            tracing::info!(
+                component = set.component,
+                version = step.version,
+                name = step.name,
+                "applied migration"
+            );
             applied += 1;
         }
     }

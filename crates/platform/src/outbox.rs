@@ -46,7 +46,10 @@ pub async fn add_raw(tx: &mut Tx, id: Uuid, topic: &str, body: &[u8]) -> DbResul
 
 /// How many events wait in the outbox.
 pub async fn pending(db: &Db) -> DbResult<i64> {
-    sql("SELECT COUNT(*) AS n FROM outbox").fetch_one(db).await?.get("n")
+    sql("SELECT COUNT(*) AS n FROM outbox")
+        .fetch_one(db)
+        .await?
+        .get("n")
 }
 
 /// How the relay paces itself.
@@ -90,12 +93,21 @@ async fn claim(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<Claimed>>
             ORDER BY seq LIMIT $3{}) RETURNING seq, id, topic, body",
         db.skip_locked()
     );
-    let rows = sql(text).bind(until).bind(now).bind(limit as i64).fetch_all(db).await?;
+    let rows = sql(text)
+        .bind(until)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(db)
+        .await?;
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
         claimed.push(Claimed {
             seq: row.get("seq")?,
-            message: Message { id: row.get("id")?, topic: row.get("topic")?, body: row.get("body")? },
+            message: Message {
+                id: row.get("id")?,
+                topic: row.get("topic")?,
+                body: row.get("body")?,
+            },
         });
     }
     claimed.sort_by_key(|c| c.seq);
@@ -103,12 +115,18 @@ async fn claim(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<Claimed>>
 }
 
 fn in_list(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
     for chunk in seqs.chunks(500) {
-        let mut q = sql(format!("DELETE FROM outbox WHERE seq IN ({})", in_list(1, chunk.len())));
+        let mut q = sql(format!(
+            "DELETE FROM outbox WHERE seq IN ({})",
+            in_list(1, chunk.len())
+        ));
         for seq in chunk {
             q = q.bind(*seq);
         }
@@ -119,7 +137,11 @@ async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
 
 async fn postpone(db: &Db, seq: i64, after: Duration) -> DbResult<()> {
     let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::seconds(1));
-    sql("UPDATE outbox SET locked_until = $1 WHERE seq = $2").bind(at).bind(seq).execute(db).await?;
+    sql("UPDATE outbox SET locked_until = $1 WHERE seq = $2")
+        .bind(at)
+        .bind(seq)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -128,7 +150,10 @@ async fn postpone(db: &Db, seq: i64, after: Duration) -> DbResult<()> {
 pub async fn relay(db: Db, bus: Arc<dyn EventBus>, settings: RelaySettings, shutdown: Shutdown) {
     if db.backend() == Backend::Sqlite {
         // One process owns an SQLite file: leases left by a previous run belong to nobody now.
-        if let Err(e) = sql("UPDATE outbox SET locked_until = NULL").execute(&db).await {
+        if let Err(e) = sql("UPDATE outbox SET locked_until = NULL")
+            .execute(&db)
+            .await
+        {
             tracing::warn!(error = %e, "could not clear outbox leases");
         }
     }
@@ -184,13 +209,20 @@ pub async fn relay(db: Db, bus: Arc<dyn EventBus>, settings: RelaySettings, shut
             rest.push(r);
         }
     };
-    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("outbox relay stopped with messages unconfirmed; they stay in the outbox");
     }
     settle(&db, rest, &settings).await;
 }
 
-async fn settle(db: &Db, done: Vec<(i64, Uuid, Result<(), crate::bus::BusError>)>, settings: &RelaySettings) {
+async fn settle(
+    db: &Db,
+    done: Vec<(i64, Uuid, Result<(), crate::bus::BusError>)>,
+    settings: &RelaySettings,
+) {
     let mut published = Vec::with_capacity(done.len());
     for (seq, id, result) in done {
         match result {

@@ -5,10 +5,19 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global subscriber once; later calls do nothing.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,amq_protocol=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,amq_protocol=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
-        registry.with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false)).try_init()
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init()
     } else {
         registry.with(fmt::layer().with_target(false)).try_init()
     };

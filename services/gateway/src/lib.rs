@@ -24,14 +24,23 @@ pub enum Upstream {
     /// The service runs in this process: call its router directly.
     InProcess(Router),
     /// The service runs elsewhere: forward over HTTP to this base URL.
-    Http { base: String, client: reqwest::Client },
+    Http {
+        base: String,
+        client: reqwest::Client,
+    },
 }
 
 impl Upstream {
     /// An HTTP upstream with a pooled client and a deadline per request.
     pub fn http(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(256).build()?;
-        Ok(Upstream::Http { base: base.trim_end_matches('/').to_owned(), client })
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(256)
+            .build()?;
+        Ok(Upstream::Http {
+            base: base.trim_end_matches('/').to_owned(),
+            client,
+        })
     }
 }
 
@@ -42,8 +51,16 @@ pub struct Upstreams {
 }
 
 pub fn router(upstreams: Upstreams, body_limit: usize) -> Router {
-    let orders = Arc::new(Route { name: "orders", upstream: upstreams.orders, body_limit });
-    let payments = Arc::new(Route { name: "payments", upstream: upstreams.payments, body_limit });
+    let orders = Arc::new(Route {
+        name: "orders",
+        upstream: upstreams.orders,
+        body_limit,
+    });
+    let payments = Arc::new(Route {
+        name: "payments",
+        upstream: upstreams.payments,
+        body_limit,
+    });
     Router::new()
         .route("/api/orders", any(forward).with_state(orders.clone()))
         .route("/api/orders/{*rest}", any(forward).with_state(orders))
@@ -58,7 +75,12 @@ struct Route {
 }
 
 /// Headers that describe one hop, not the message.
-const HOP_BY_HOP: [HeaderName; 4] = [header::CONNECTION, header::HOST, header::TRANSFER_ENCODING, header::CONTENT_LENGTH];
+const HOP_BY_HOP: [HeaderName; 4] = [
+    header::CONNECTION,
+    header::HOST,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+];
 
 async fn forward(State(route): State<Arc<Route>>, ids: RequestIds, mut req: Request) -> Response {
     // The service logs and publishes under the ids the gateway gave the request.
@@ -73,7 +95,9 @@ async fn forward(State(route): State<Arc<Route>>, ids: RequestIds, mut req: Requ
             Ok(response) => response,
             Err(never) => match never {},
         },
-        Upstream::Http { base, client } => over_http(&route, base, client, req).await.unwrap_or_else(IntoResponse::into_response),
+        Upstream::Http { base, client } => over_http(&route, base, client, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
     }
 }
 
@@ -89,13 +113,30 @@ fn fresh(req: Request) -> Request {
     out
 }
 
-async fn over_http(route: &Route, base: &str, client: &reqwest::Client, req: Request) -> Result<Response, ApiError> {
+async fn over_http(
+    route: &Route,
+    base: &str,
+    client: &reqwest::Client,
+    req: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, route.body_limit)
         .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is larger than this endpoint accepts."))?;
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut upstream = client.request(parts.method, format!("{base}{path}")).body(body);
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "The request body is larger than this endpoint accepts.",
+            )
+        })?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut upstream = client
+        .request(parts.method, format!("{base}{path}"))
+        .body(body);
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(name) {
             upstream = upstream.header(name, value);
@@ -104,9 +145,20 @@ async fn over_http(route: &Route, base: &str, client: &reqwest::Client, req: Req
     let answer = upstream.send().await.map_err(|e| {
         tracing::warn!(service = route.name, error = %e, "upstream unreachable");
         if e.is_timeout() {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("The {} service did not answer in time.", route.name))
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("The {} service did not answer in time.", route.name),
+            )
         } else {
-            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("The {} service is unreachable; try again shortly.", route.name))
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!(
+                    "The {} service is unreachable; try again shortly.",
+                    route.name
+                ),
+            )
         }
     })?;
     let mut response = Response::builder().status(answer.status());
@@ -115,11 +167,16 @@ async fn over_http(route: &Route, base: &str, client: &reqwest::Client, req: Req
             response = response.header(name, value);
         }
     }
-    let bytes = answer
-        .bytes()
-        .await
-        .map_err(|_| ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("The {} service broke off its answer.", route.name)))?;
-    response.body(Body::from(bytes)).map_err(|_| ApiError::internal())
+    let bytes = answer.bytes().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            format!("The {} service broke off its answer.", route.name),
+        )
+    })?;
+    response
+        .body(Body::from(bytes))
+        .map_err(|_| ApiError::internal())
 }
 
 /// The gateway's OpenAPI document: the routed services' documents in one.

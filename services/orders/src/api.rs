@@ -7,10 +7,17 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, patch},
 };
-use kassa_contracts::{Currency, Envelope, EventContext, events::{OrderCancelled, OrderCreated}, json::timestamp};
+use kassa_contracts::{
+    Currency, Envelope, EventContext,
+    events::{OrderCancelled, OrderCreated},
+    json::timestamp,
+};
 use kassa_platform::{
     db::Db,
-    http::{ApiError, ApiJson, ApiResult, Page, Pagination, RequestIds, parse_amount, parse_currency, parse_uuid},
+    http::{
+        ApiError, ApiJson, ApiResult, Page, Pagination, RequestIds, parse_amount, parse_currency,
+        parse_uuid,
+    },
     idempotency::{self, Claim, IdempotencyKey},
     outbox,
 };
@@ -111,7 +118,10 @@ impl From<Order> for OrderView {
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut r = (status, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -119,7 +129,12 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 202, body = Accepted), (status = 400, description = "Invalid input"), (status = 422, description = "Idempotency-Key reused with another request")))]
-pub async fn create_order(State(state): State<AppState>, ids: RequestIds, headers: HeaderMap, ApiJson(body): ApiJson<CreateOrder>) -> ApiResult<Response> {
+pub async fn create_order(
+    State(state): State<AppState>,
+    ids: RequestIds,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateOrder>,
+) -> ApiResult<Response> {
     let user_id = parse_uuid("userId", &body.user_id)?;
     let currency = match &body.currency {
         Some(code) => parse_currency("currency", code)?,
@@ -130,19 +145,39 @@ pub async fn create_order(State(state): State<AppState>, ids: RequestIds, header
 
     let mut tx = state.db.begin().await?;
     if let Some(key) = &key {
-        let fingerprint = idempotency::fingerprint(&[user_id.as_bytes(), &total.minor().to_be_bytes(), currency.code().as_bytes()]);
-        if let Claim::Replay { status, body } = idempotency::claim(&mut tx, "orders.create", key, &fingerprint).await? {
+        let fingerprint = idempotency::fingerprint(&[
+            user_id.as_bytes(),
+            &total.minor().to_be_bytes(),
+            currency.code().as_bytes(),
+        ]);
+        if let Claim::Replay { status, body } =
+            idempotency::claim(&mut tx, "orders.create", key, &fingerprint).await?
+        {
             tx.rollback().await?;
             let mut r = json_response(status, body);
-            r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(r);
         }
     }
     let order = Order::place(user_id, total);
     store::insert(&mut tx, &order).await?;
-    let event = OrderCreated { order_id: order.id, user_id, amount_minor: total.minor(), currency: currency.code().to_owned() };
-    outbox::add(&mut tx, &Envelope::new(SERVICE, order.id, &event, &ids.event_context())).await?;
-    let accepted = Accepted { order_id: order.id, message: "Order creation request accepted", status: Some("PENDING_PAYMENT") };
+    let event = OrderCreated {
+        order_id: order.id,
+        user_id,
+        amount_minor: total.minor(),
+        currency: currency.code().to_owned(),
+    };
+    outbox::add(
+        &mut tx,
+        &Envelope::new(SERVICE, order.id, &event, &ids.event_context()),
+    )
+    .await?;
+    let accepted = Accepted {
+        order_id: order.id,
+        message: "Order creation request accepted",
+        status: Some("PENDING_PAYMENT"),
+    };
     let body = serde_json::to_vec(&accepted).map_err(|_| ApiError::internal())?;
     if let Some(key) = &key {
         idempotency::store(&mut tx, "orders.create", key, StatusCode::ACCEPTED, &body).await?;
@@ -156,17 +191,29 @@ pub async fn create_order(State(state): State<AppState>, ids: RequestIds, header
 #[utoipa::path(get, path = "/api/orders", tag = "orders",
     params(("page" = Option<u32>, Query, description = "1-based page, default 1"), ("limit" = Option<u32>, Query, description = "1 to 100, default 10")),
     responses((status = 200, body = Page<OrderView>), (status = 400, description = "Invalid page or limit")))]
-pub async fn list_orders(State(state): State<AppState>, pagination: Pagination) -> ApiResult<Json<Page<OrderView>>> {
+pub async fn list_orders(
+    State(state): State<AppState>,
+    pagination: Pagination,
+) -> ApiResult<Json<Page<OrderView>>> {
     let (orders, total) = store::page(&state.db, pagination.limit, pagination.offset()).await?;
-    Ok(Json(Page::new(orders.into_iter().map(OrderView::from).collect(), pagination, total)))
+    Ok(Json(Page::new(
+        orders.into_iter().map(OrderView::from).collect(),
+        pagination,
+        total,
+    )))
 }
 
 /// Read one order.
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = OrderView), (status = 400, description = "Not a UUID"), (status = 404, description = "No such order")))]
-pub async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<OrderView>> {
+pub async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderView>> {
     let id = parse_uuid("id", &id)?;
-    let order = store::find(&state.db, id).await?.ok_or_else(order_not_found)?;
+    let order = store::find(&state.db, id)
+        .await?
+        .ok_or_else(order_not_found)?;
     Ok(Json(order.into()))
 }
 
@@ -174,39 +221,75 @@ pub async fn get_order(State(state): State<AppState>, Path(id): Path<String>) ->
 /// the payment).
 #[utoipa::path(patch, path = "/api/orders/{id}", tag = "orders", request_body = UpdateOrder, params(("id" = String, Path, format = Uuid)),
     responses((status = 202, body = Accepted), (status = 404, description = "No such order"), (status = 409, description = "The order can no longer be cancelled"), (status = 422, description = "A status that cannot be requested")))]
-pub async fn update_order(State(state): State<AppState>, ids: RequestIds, Path(id): Path<String>, ApiJson(body): ApiJson<UpdateOrder>) -> ApiResult<(StatusCode, Json<Accepted>)> {
+pub async fn update_order(
+    State(state): State<AppState>,
+    ids: RequestIds,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateOrder>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let id = parse_uuid("id", &id)?;
     match OrderStatus::parse(&body.status) {
         Some(OrderStatus::Cancelled) => cancel(&state.db, id, &ids.event_context()).await,
-        Some(_) => Err(ApiError::unprocessable("status_not_requestable", "Only CANCELLED can be requested; PAID and FAILED follow from the payment.").with_param("status")),
-        None => Err(ApiError::invalid("status", "invalid_status", "`status` must be one of PENDING, PAID, FAILED, CANCELLED.")),
+        Some(_) => Err(ApiError::unprocessable(
+            "status_not_requestable",
+            "Only CANCELLED can be requested; PAID and FAILED follow from the payment.",
+        )
+        .with_param("status")),
+        None => Err(ApiError::invalid(
+            "status",
+            "invalid_status",
+            "`status` must be one of PENDING, PAID, FAILED, CANCELLED.",
+        )),
     }
 }
 
 /// Cancel an order: a payment in progress is cancelled, an approved one refunded.
 #[utoipa::path(patch, path = "/api/orders/{id}/cancel", tag = "orders", params(("id" = String, Path, format = Uuid)),
     responses((status = 202, body = Accepted), (status = 404, description = "No such order"), (status = 409, description = "The order can no longer be cancelled")))]
-pub async fn cancel_order(State(state): State<AppState>, ids: RequestIds, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Accepted>)> {
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    ids: RequestIds,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let id = parse_uuid("id", &id)?;
     cancel(&state.db, id, &ids.event_context()).await
 }
 
 async fn cancel(db: &Db, id: Uuid, ctx: &EventContext) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let mut tx = db.begin().await?;
-    let order = store::find_for_update(db, &mut tx, id).await?.ok_or_else(order_not_found)?;
+    let order = store::find_for_update(db, &mut tx, id)
+        .await?
+        .ok_or_else(order_not_found)?;
     match order.status.on_cancel_requested() {
         Transition::To(status) => {
             store::set_status(&mut tx, id, status, None, chrono::Utc::now()).await?;
-            outbox::add(&mut tx, &Envelope::new(SERVICE, id, &OrderCancelled { order_id: id }, ctx)).await?;
+            outbox::add(
+                &mut tx,
+                &Envelope::new(SERVICE, id, &OrderCancelled { order_id: id }, ctx),
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!(order_id = %id, from = order.status.as_str(), "order cancelled");
         }
         Transition::Ignore => tx.rollback().await?,
         Transition::Refuse => {
-            return Err(ApiError::conflict("order_not_cancellable", format!("The order is {} and can no longer be cancelled.", order.status.as_str())));
+            return Err(ApiError::conflict(
+                "order_not_cancellable",
+                format!(
+                    "The order is {} and can no longer be cancelled.",
+                    order.status.as_str()
+                ),
+            ));
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(Accepted { order_id: id, message: "Order cancellation request accepted", status: None })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            order_id: id,
+            message: "Order cancellation request accepted",
+            status: None,
+        }),
+    ))
 }
 
 fn order_not_found() -> ApiError {
@@ -215,7 +298,10 @@ fn order_not_found() -> ApiError {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "kassa orders", description = "Orders of seed 003: placed PENDING, then PAID, FAILED or CANCELLED."),
+    info(
+        title = "kassa orders",
+        description = "Orders of seed 003: placed PENDING, then PAID, FAILED or CANCELLED."
+    ),
     paths(create_order, list_orders, get_order, update_order, cancel_order),
     components(schemas(CreateOrder, UpdateOrder, Accepted, OrderView))
 )]

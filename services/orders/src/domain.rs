@@ -95,7 +95,15 @@ impl Order {
     /// A new order waiting for its payment.
     pub fn place(user_id: Uuid, total: Money) -> Self {
         let now = Utc::now();
-        Order { id: Uuid::now_v7(), user_id, total, status: OrderStatus::Pending, failure_reason: None, created_at: now, updated_at: now }
+        Order {
+            id: Uuid::now_v7(),
+            user_id,
+            total,
+            status: OrderStatus::Pending,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+        }
     }
 }
 
@@ -129,7 +137,10 @@ mod tests {
     #[test]
     fn statuses_read_in_any_case() {
         for s in [Pending, Paid, Failed, Cancelled] {
-            assert_eq!(super::OrderStatus::parse(&s.as_str().to_lowercase()), Some(s));
+            assert_eq!(
+                super::OrderStatus::parse(&s.as_str().to_lowercase()),
+                Some(s)
+            );
         }
         assert_eq!(super::OrderStatus::parse("Canceled"), Some(Cancelled));
         assert_eq!(super::OrderStatus::parse("SHIPPED"), None);

@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 use kassa_contracts::{
     Envelope, EventContext,
-    events::{Event, OrderFailed, OrderPaid, PaymentApproved, PaymentDeclined, PaymentFailed, PaymentOutcome},
+    events::{
+        Event, OrderFailed, OrderPaid, PaymentApproved, PaymentDeclined, PaymentFailed,
+        PaymentOutcome,
+    },
 };
 use kassa_platform::{
     bus::{Handler, HandlerError},
@@ -14,7 +17,11 @@ use kassa_platform::{
 use crate::{SERVICE, domain::Transition, store};
 
 /// The event types this consumer is bound to.
-pub const TOPICS: [&str; 3] = [PaymentApproved::TYPE, PaymentDeclined::TYPE, PaymentFailed::TYPE];
+pub const TOPICS: [&str; 3] = [
+    PaymentApproved::TYPE,
+    PaymentDeclined::TYPE,
+    PaymentFailed::TYPE,
+];
 
 pub struct PaymentOutcomes {
     pub db: Db,
@@ -37,16 +44,46 @@ impl Handler for PaymentOutcomes {
         let order = store::find_for_update(&self.db, &mut tx, outcome.order_id)
             .await?
             .ok_or_else(|| HandlerError(format!("order {} does not exist", outcome.order_id)))?;
-        let transition = if approved { order.status.on_payment_approved() } else { order.status.on_payment_unsuccessful() };
+        let transition = if approved {
+            order.status.on_payment_approved()
+        } else {
+            order.status.on_payment_unsuccessful()
+        };
         let ctx = EventContext::caused_by(event);
         match transition {
             Transition::To(status) => {
-                store::set_status(&mut tx, order.id, status, outcome.reason.as_deref(), chrono::Utc::now()).await?;
+                store::set_status(
+                    &mut tx,
+                    order.id,
+                    status,
+                    outcome.reason.as_deref(),
+                    chrono::Utc::now(),
+                )
+                .await?;
                 let next = if approved {
-                    Envelope::new(SERVICE, order.id, &OrderPaid { order_id: order.id, payment_id: outcome.payment_id }, &ctx)
+                    Envelope::new(
+                        SERVICE,
+                        order.id,
+                        &OrderPaid {
+                            order_id: order.id,
+                            payment_id: outcome.payment_id,
+                        },
+                        &ctx,
+                    )
                 } else {
-                    let reason = outcome.reason.clone().unwrap_or_else(|| event.event_type.clone());
-                    Envelope::new(SERVICE, order.id, &OrderFailed { order_id: order.id, reason }, &ctx)
+                    let reason = outcome
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| event.event_type.clone());
+                    Envelope::new(
+                        SERVICE,
+                        order.id,
+                        &OrderFailed {
+                            order_id: order.id,
+                            reason,
+                        },
+                        &ctx,
+                    )
                 };
                 outbox::add(&mut tx, &next).await?;
                 tracing::info!(order_id = %order.id, status = status.as_str(), "order settled by its payment");

@@ -32,7 +32,11 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-pub const SPEC: ServiceSpec = ServiceSpec { name: SERVICE, default_port: 5001, migrations: &MIGRATIONS };
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: SERVICE,
+    default_port: 5001,
+    migrations: &MIGRATIONS,
+};
 
 /// Settings of the orders service.
 #[derive(Debug, Clone)]
@@ -43,19 +47,26 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { default_currency: Currency::USD }
+        Config {
+            default_currency: Currency::USD,
+        }
     }
 }
 
 pub fn build(infra: &Infra, config: Config) -> ServiceParts {
-    let state = api::AppState { db: infra.db.clone(), default_currency: config.default_currency };
+    let state = api::AppState {
+        db: infra.db.clone(),
+        default_currency: config.default_currency,
+    };
     ServiceParts {
         api: api::router(state),
         openapi: api::OrdersApi::openapi(),
         subscriptions: vec![Subscription {
             consumer: SERVICE.into(),
             topics: events::TOPICS.iter().map(|t| t.to_string()).collect(),
-            handler: Arc::new(events::PaymentOutcomes { db: infra.db.clone() }),
+            handler: Arc::new(events::PaymentOutcomes {
+                db: infra.db.clone(),
+            }),
             db: infra.db.clone(),
         }],
         background: Vec::new(),

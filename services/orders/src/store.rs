@@ -7,10 +7,14 @@ use uuid::Uuid;
 
 use crate::domain::{Order, OrderStatus};
 
-const COLUMNS: &str = "id, user_id, total_minor, currency, status, failure_reason, created_at, updated_at";
+const COLUMNS: &str =
+    "id, user_id, total_minor, currency, status, failure_reason, created_at, updated_at";
 
 fn corrupt(column: &str, message: impl Into<String>) -> DbError {
-    DbError::Column { column: column.into(), message: message.into() }
+    DbError::Column {
+        column: column.into(),
+        message: message.into(),
+    }
 }
 
 fn order_from(row: &Row) -> DbResult<Order> {
@@ -20,7 +24,8 @@ fn order_from(row: &Row) -> DbResult<Order> {
     Ok(Order {
         id: row.get("id")?,
         user_id: row.get("user_id")?,
-        total: Money::from_minor(row.get("total_minor")?, currency).map_err(|e| corrupt("total_minor", e.to_string()))?,
+        total: Money::from_minor(row.get("total_minor")?, currency)
+            .map_err(|e| corrupt("total_minor", e.to_string()))?,
         status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
         failure_reason: row.get("failure_reason")?,
         created_at: row.get("created_at")?,
@@ -29,43 +34,65 @@ fn order_from(row: &Row) -> DbResult<Order> {
 }
 
 pub async fn insert(tx: &mut Tx, order: &Order) -> DbResult<()> {
-    sql(format!("INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
-        .bind(order.id)
-        .bind(order.user_id)
-        .bind(order.total.minor())
-        .bind(order.total.currency().code())
-        .bind(order.status.as_str())
-        .bind(order.failure_reason.clone())
-        .bind(order.created_at)
-        .bind(order.updated_at)
-        .execute(tx)
-        .await?;
+    sql(format!(
+        "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ))
+    .bind(order.id)
+    .bind(order.user_id)
+    .bind(order.total.minor())
+    .bind(order.total.currency().code())
+    .bind(order.status.as_str())
+    .bind(order.failure_reason.clone())
+    .bind(order.created_at)
+    .bind(order.updated_at)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Order>> {
-    let row = sql(format!("SELECT {COLUMNS} FROM orders WHERE id = $1")).bind(id).fetch_optional(db).await?;
+    let row = sql(format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(order_from).transpose()
 }
 
 /// Reads an order and locks it for the rest of `tx`.
 pub async fn find_for_update(db: &Db, tx: &mut Tx, id: Uuid) -> DbResult<Option<Order>> {
-    let row = sql(format!("SELECT {COLUMNS} FROM orders WHERE id = $1{}", db.for_update())).bind(id).fetch_optional(tx).await?;
+    let row = sql(format!(
+        "SELECT {COLUMNS} FROM orders WHERE id = $1{}",
+        db.for_update()
+    ))
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
     row.as_ref().map(order_from).transpose()
 }
 
 /// One page, newest first, and the number of orders in all.
 pub async fn page(db: &Db, limit: u32, offset: i64) -> DbResult<(Vec<Order>, i64)> {
-    let rows = sql(format!("SELECT {COLUMNS} FROM orders ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"))
-        .bind(limit as i64)
-        .bind(offset)
-        .fetch_all(db)
-        .await?;
-    let total: i64 = sql("SELECT COUNT(*) AS n FROM orders").fetch_one(db).await?.get("n")?;
+    let rows = sql(format!(
+        "SELECT {COLUMNS} FROM orders ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+    ))
+    .bind(limit as i64)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total: i64 = sql("SELECT COUNT(*) AS n FROM orders")
+        .fetch_one(db)
+        .await?
+        .get("n")?;
     Ok((rows.iter().map(order_from).collect::<DbResult<_>>()?, total))
 }
 
-pub async fn set_status(tx: &mut Tx, id: Uuid, status: OrderStatus, reason: Option<&str>, at: DateTime<Utc>) -> DbResult<()> {
+pub async fn set_status(
+    tx: &mut Tx,
+    id: Uuid,
+    status: OrderStatus,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> DbResult<()> {
     sql("UPDATE orders SET status = $1, failure_reason = COALESCE($2, failure_reason), updated_at = $3 WHERE id = $4")
         .bind(status.as_str())
         .bind(reason)

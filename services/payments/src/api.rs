@@ -104,35 +104,68 @@ pub struct PaymentStats {
 #[utoipa::path(get, path = "/api/payments", tag = "payments",
     params(("page" = Option<u32>, Query, description = "1-based page, default 1"), ("limit" = Option<u32>, Query, description = "1 to 100, default 10")),
     responses((status = 200, body = Page<PaymentView>), (status = 400, description = "Invalid page or limit")))]
-pub async fn list_payments(State(state): State<AppState>, pagination: Pagination) -> ApiResult<Json<Page<PaymentView>>> {
+pub async fn list_payments(
+    State(state): State<AppState>,
+    pagination: Pagination,
+) -> ApiResult<Json<Page<PaymentView>>> {
     let (payments, total) = store::page(&state.db, pagination.limit, pagination.offset()).await?;
-    Ok(Json(Page::new(payments.into_iter().map(PaymentView::from).collect(), pagination, total)))
+    Ok(Json(Page::new(
+        payments.into_iter().map(PaymentView::from).collect(),
+        pagination,
+        total,
+    )))
 }
 
 /// Read one payment. Payments that can no longer change are served from the cache.
 #[utoipa::path(get, path = "/api/payments/{id}", tag = "payments", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = PaymentView), (status = 400, description = "Not a UUID"), (status = 404, description = "No such payment")))]
-pub async fn get_payment(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_payment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = parse_uuid("id", &id)?;
     let key = cache_key(id);
     if let Some(bytes) = state.cache.get(&key).await {
-        return Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response());
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response());
     }
-    let payment = store::find(&state.db, id).await?.ok_or_else(payment_not_found)?;
-    let settled_for_good = matches!(payment.status, PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Cancelled | PaymentStatus::Refunded);
+    let payment = store::find(&state.db, id)
+        .await?
+        .ok_or_else(payment_not_found)?;
+    let settled_for_good = matches!(
+        payment.status,
+        PaymentStatus::Declined
+            | PaymentStatus::Failed
+            | PaymentStatus::Cancelled
+            | PaymentStatus::Refunded
+    );
     let body = serde_json::to_vec(&PaymentView::from(payment)).map_err(|_| ApiError::internal())?;
     if settled_for_good {
         state.cache.set(&key, body.clone(), CACHE_TTL).await;
     }
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// The payment of an order.
 #[utoipa::path(get, path = "/api/payments/order/{orderId}", tag = "payments", params(("orderId" = String, Path, format = Uuid)),
     responses((status = 200, body = PaymentView), (status = 400, description = "Not a UUID"), (status = 404, description = "The order has no payment (yet)")))]
-pub async fn payment_by_order(State(state): State<AppState>, Path(order_id): Path<String>) -> ApiResult<Json<PaymentView>> {
+pub async fn payment_by_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> ApiResult<Json<PaymentView>> {
     let order_id = parse_uuid("orderId", &order_id)?;
-    let payment = store::find_by_order(&state.db, order_id).await?.ok_or_else(|| ApiError::not_found("payment_not_found", "This order has no payment (yet)."))?;
+    let payment = store::find_by_order(&state.db, order_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found("payment_not_found", "This order has no payment (yet).")
+        })?;
     Ok(Json(payment.into()))
 }
 
@@ -158,7 +191,10 @@ fn payment_not_found() -> ApiError {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "kassa payments", description = "Payments of seed 003: PROCESSING, then APPROVED, DECLINED or FAILED; CANCELLED or REFUNDED with their order."),
+    info(
+        title = "kassa payments",
+        description = "Payments of seed 003: PROCESSING, then APPROVED, DECLINED or FAILED; CANCELLED or REFUNDED with their order."
+    ),
     paths(list_payments, get_payment, payment_by_order, payment_stats),
     components(schemas(PaymentView, PaymentStats, StatusStats))
 )]

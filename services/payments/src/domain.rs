@@ -46,10 +46,16 @@ impl PaymentStatus {
 /// What the provider said about a charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
-    Approved { reference: String },
-    Declined { reason: String },
+    Approved {
+        reference: String,
+    },
+    Declined {
+        reason: String,
+    },
     /// The provider could not process the charge (an error on its side).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// What cancelling the order does to its payment.
@@ -73,7 +79,11 @@ impl PaymentStatus {
                 ChargeOutcome::Declined { .. } => PaymentStatus::Declined,
                 ChargeOutcome::Failed { .. } => PaymentStatus::Failed,
             }),
-            PaymentStatus::Approved | PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Cancelled | PaymentStatus::Refunded => None,
+            PaymentStatus::Approved
+            | PaymentStatus::Declined
+            | PaymentStatus::Failed
+            | PaymentStatus::Cancelled
+            | PaymentStatus::Refunded => None,
         }
     }
 
@@ -81,7 +91,10 @@ impl PaymentStatus {
         match self {
             PaymentStatus::Processing => OnOrderCancelled::Cancel,
             PaymentStatus::Approved => OnOrderCancelled::Refund,
-            PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Cancelled | PaymentStatus::Refunded => OnOrderCancelled::Nothing,
+            PaymentStatus::Declined
+            | PaymentStatus::Failed
+            | PaymentStatus::Cancelled
+            | PaymentStatus::Refunded => OnOrderCancelled::Nothing,
         }
     }
 }
@@ -125,7 +138,9 @@ mod tests {
 
     #[test]
     fn only_a_processing_payment_is_settled() {
-        let ok = ChargeOutcome::Approved { reference: "r".into() };
+        let ok = ChargeOutcome::Approved {
+            reference: "r".into(),
+        };
         let no = ChargeOutcome::Declined { reason: "x".into() };
         let err = ChargeOutcome::Failed { reason: "x".into() };
         assert_eq!(Processing.settle(&ok), Some(Approved));

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kassa_contracts::{
     Currency, Envelope, EventContext, Money,
-    events::{Event, OrderCancelled, OrderCreated, PaymentCancelled, PaymentOutcome, PaymentRefunded},
+    events::{
+        Event, OrderCancelled, OrderCreated, PaymentCancelled, PaymentOutcome, PaymentRefunded,
+    },
 };
 use kassa_platform::{
     bus::{Handler, HandlerError},
@@ -45,9 +47,15 @@ fn outcome_of(p: &Payment) -> PaymentOutcome {
 }
 
 impl OrderEvents {
-    async fn order_created(&self, event: &Envelope, order: OrderCreated) -> Result<(), HandlerError> {
-        let currency = Currency::parse(&order.currency).map_err(|e| HandlerError(format!("order.created currency: {e}")))?;
-        let amount = Money::from_minor(order.amount_minor, currency).map_err(|e| HandlerError(format!("order.created amount: {e}")))?;
+    async fn order_created(
+        &self,
+        event: &Envelope,
+        order: OrderCreated,
+    ) -> Result<(), HandlerError> {
+        let currency = Currency::parse(&order.currency)
+            .map_err(|e| HandlerError(format!("order.created currency: {e}")))?;
+        let amount = Money::from_minor(order.amount_minor, currency)
+            .map_err(|e| HandlerError(format!("order.created amount: {e}")))?;
         let ctx = EventContext::caused_by(event);
         let mut tx = self.db.begin().await?;
         if !inbox::record(&mut tx, SERVICE, event.id).await? {
@@ -55,27 +63,50 @@ impl OrderEvents {
             return Ok(());
         }
         let cancelled = store::note_order(&mut tx, order.order_id, false).await?;
-        let status = if cancelled { PaymentStatus::Cancelled } else { PaymentStatus::Processing };
+        let status = if cancelled {
+            PaymentStatus::Cancelled
+        } else {
+            PaymentStatus::Processing
+        };
         let payment = Payment::for_order(order.order_id, order.user_id, amount, status);
         let inserted = store::insert(&mut tx, &payment, &ctx, self.lease).await?;
         if inserted && cancelled {
-            outbox::add(&mut tx, &Envelope::new(SERVICE, payment.id, &PaymentCancelled(outcome_of(&payment)), &ctx)).await?;
+            outbox::add(
+                &mut tx,
+                &Envelope::new(
+                    SERVICE,
+                    payment.id,
+                    &PaymentCancelled(outcome_of(&payment)),
+                    &ctx,
+                ),
+            )
+            .await?;
         }
         tx.commit().await?;
         if inserted && !cancelled {
             tracing::info!(payment_id = %payment.id, order_id = %order.order_id, amount = %amount, "payment processing");
-            self.processor.submit(Work { payment_id: payment.id, context: ctx });
+            self.processor.submit(Work {
+                payment_id: payment.id,
+                context: ctx,
+            });
         }
         Ok(())
     }
 
-    async fn order_cancelled(&self, event: &Envelope, order: OrderCancelled) -> Result<(), HandlerError> {
+    async fn order_cancelled(
+        &self,
+        event: &Envelope,
+        order: OrderCancelled,
+    ) -> Result<(), HandlerError> {
         // A refund talks to the provider, which must not happen inside a transaction: do it
         // first (it is idempotent per payment), then record it.
         let before = store::find_by_order(&self.db, order.order_id).await?;
         let refunded_already = match &before {
             Some(p) if p.status == PaymentStatus::Approved => {
-                self.provider.refund(p.id, p.amount).await.map_err(HandlerError::new)?;
+                self.provider
+                    .refund(p.id, p.amount)
+                    .await
+                    .map_err(HandlerError::new)?;
                 true
             }
             _ => false,
@@ -87,24 +118,54 @@ impl OrderEvents {
             return Ok(());
         }
         store::note_order(&mut tx, order.order_id, true).await?;
-        let Some(payment) = store::find_by_order_for_update(&self.db, &mut tx, order.order_id).await? else {
+        let Some(payment) =
+            store::find_by_order_for_update(&self.db, &mut tx, order.order_id).await?
+        else {
             // No payment yet: when order.created arrives it finds the order cancelled.
             tx.commit().await?;
             return Ok(());
         };
         let next = match payment.status.on_order_cancelled() {
             OnOrderCancelled::Cancel => {
-                store::transition(&mut tx, payment.id, PaymentStatus::Processing, PaymentStatus::Cancelled, Some("order cancelled"), None).await?;
-                Some(Envelope::new(SERVICE, payment.id, &PaymentCancelled(outcome_of(&payment)), &ctx))
+                store::transition(
+                    &mut tx,
+                    payment.id,
+                    PaymentStatus::Processing,
+                    PaymentStatus::Cancelled,
+                    Some("order cancelled"),
+                    None,
+                )
+                .await?;
+                Some(Envelope::new(
+                    SERVICE,
+                    payment.id,
+                    &PaymentCancelled(outcome_of(&payment)),
+                    &ctx,
+                ))
             }
             OnOrderCancelled::Refund if refunded_already => {
-                store::transition(&mut tx, payment.id, PaymentStatus::Approved, PaymentStatus::Refunded, Some("order cancelled"), None).await?;
-                Some(Envelope::new(SERVICE, payment.id, &PaymentRefunded(outcome_of(&payment)), &ctx))
+                store::transition(
+                    &mut tx,
+                    payment.id,
+                    PaymentStatus::Approved,
+                    PaymentStatus::Refunded,
+                    Some("order cancelled"),
+                    None,
+                )
+                .await?;
+                Some(Envelope::new(
+                    SERVICE,
+                    payment.id,
+                    &PaymentRefunded(outcome_of(&payment)),
+                    &ctx,
+                ))
             }
             OnOrderCancelled::Refund => {
                 // Approved between our read and our lock: try again, and refund then.
                 tx.rollback().await?;
-                return Err(HandlerError("payment was approved while the cancellation was handled; retrying".into()));
+                return Err(HandlerError(
+                    "payment was approved while the cancellation was handled; retrying".into(),
+                ));
             }
             OnOrderCancelled::Nothing => None,
         };

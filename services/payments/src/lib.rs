@@ -39,7 +39,11 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-pub const SPEC: ServiceSpec = ServiceSpec { name: SERVICE, default_port: 5019, migrations: &MIGRATIONS };
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: SERVICE,
+    default_port: 5019,
+    migrations: &MIGRATIONS,
+};
 
 /// Settings of the payments service.
 #[derive(Clone)]
@@ -50,12 +54,20 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { provider: Arc::new(SimulatedGateway::new(SimulatedSettings::default())), processor: ProcessorSettings::default() }
+        Config {
+            provider: Arc::new(SimulatedGateway::new(SimulatedSettings::default())),
+            processor: ProcessorSettings::default(),
+        }
     }
 }
 
 pub fn build(infra: &Infra, config: Config) -> ServiceParts {
-    let (processor, processor_loop) = processor::processor(infra.db.clone(), config.provider.clone(), infra.cache.clone(), config.processor.clone());
+    let (processor, processor_loop) = processor::processor(
+        infra.db.clone(),
+        config.provider.clone(),
+        infra.cache.clone(),
+        config.processor.clone(),
+    );
     let handler = events::OrderEvents {
         db: infra.db.clone(),
         processor,
@@ -65,7 +77,10 @@ pub fn build(infra: &Infra, config: Config) -> ServiceParts {
     };
     let shutdown = infra.shutdown.clone();
     ServiceParts {
-        api: api::router(api::AppState { db: infra.db.clone(), cache: infra.cache.clone() }),
+        api: api::router(api::AppState {
+            db: infra.db.clone(),
+            cache: infra.cache.clone(),
+        }),
         openapi: api::PaymentsApi::openapi(),
         subscriptions: vec![Subscription {
             consumer: SERVICE.into(),

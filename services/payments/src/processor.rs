@@ -8,7 +8,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use kassa_contracts::{Envelope, EventContext, events::{PaymentApproved, PaymentDeclined, PaymentFailed, PaymentOutcome}};
+use kassa_contracts::{
+    Envelope, EventContext,
+    events::{PaymentApproved, PaymentDeclined, PaymentFailed, PaymentOutcome},
+};
 use kassa_platform::{cache::Cache, db::Db, outbox, shutdown::Shutdown};
 use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
@@ -33,7 +36,11 @@ pub struct ProcessorSettings {
 
 impl Default for ProcessorSettings {
     fn default() -> Self {
-        ProcessorSettings { max_in_flight: 10_000, lease: Duration::from_secs(30), sweep_every: Duration::from_secs(1) }
+        ProcessorSettings {
+            max_in_flight: 10_000,
+            lease: Duration::from_secs(30),
+            sweep_every: Duration::from_secs(1),
+        }
     }
 }
 
@@ -65,9 +72,23 @@ pub struct ProcessorLoop {
     queue: mpsc::UnboundedReceiver<Work>,
 }
 
-pub fn processor(db: Db, provider: Arc<dyn PaymentProvider>, cache: Arc<dyn Cache>, settings: ProcessorSettings) -> (Processor, ProcessorLoop) {
+pub fn processor(
+    db: Db,
+    provider: Arc<dyn PaymentProvider>,
+    cache: Arc<dyn Cache>,
+    settings: ProcessorSettings,
+) -> (Processor, ProcessorLoop) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Processor { queue: tx }, ProcessorLoop { db, provider, cache, settings, queue: rx })
+    (
+        Processor { queue: tx },
+        ProcessorLoop {
+            db,
+            provider,
+            cache,
+            settings,
+            queue: rx,
+        },
+    )
 }
 
 impl ProcessorLoop {
@@ -98,7 +119,9 @@ impl ProcessorLoop {
                 _ = shutdown.wait() => break,
             };
             for w in work {
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let this = this.clone();
                 tokio::spawn(async move {
                     let (db, provider, cache) = &*this;
@@ -117,19 +140,39 @@ impl ProcessorLoop {
 }
 
 /// Charges one payment and records the outcome with its event.
-async fn charge(db: &Db, provider: &dyn PaymentProvider, cache: &dyn Cache, work: &Work) -> Result<(), kassa_platform::db::DbError> {
-    let Some(payment) = store::find(db, work.payment_id).await? else { return Ok(()) };
+async fn charge(
+    db: &Db,
+    provider: &dyn PaymentProvider,
+    cache: &dyn Cache,
+    work: &Work,
+) -> Result<(), kassa_platform::db::DbError> {
+    let Some(payment) = store::find(db, work.payment_id).await? else {
+        return Ok(());
+    };
     if payment.status != PaymentStatus::Processing {
         return Ok(());
     }
     let outcome = provider.charge(payment.id, payment.amount).await;
-    let Some(settled) = payment.status.settle(&outcome) else { return Ok(()) };
+    let Some(settled) = payment.status.settle(&outcome) else {
+        return Ok(());
+    };
     let (reason, reference) = match &outcome {
         ChargeOutcome::Approved { reference } => (None, Some(reference.as_str())),
-        ChargeOutcome::Declined { reason } | ChargeOutcome::Failed { reason } => (Some(reason.as_str()), None),
+        ChargeOutcome::Declined { reason } | ChargeOutcome::Failed { reason } => {
+            (Some(reason.as_str()), None)
+        }
     };
     let mut tx = db.begin().await?;
-    if !store::transition(&mut tx, payment.id, PaymentStatus::Processing, settled, reason, reference).await? {
+    if !store::transition(
+        &mut tx,
+        payment.id,
+        PaymentStatus::Processing,
+        settled,
+        reason,
+        reference,
+    )
+    .await?
+    {
         tx.rollback().await?;
         // Cancelled while the provider was deciding: give back what it took.
         if settled == PaymentStatus::Approved {
@@ -149,8 +192,12 @@ async fn charge(db: &Db, provider: &dyn PaymentProvider, cache: &dyn Cache, work
         reason: reason.map(str::to_owned),
     };
     let event = match settled {
-        PaymentStatus::Approved => Envelope::new(SERVICE, payment.id, &PaymentApproved(body), &work.context),
-        PaymentStatus::Declined => Envelope::new(SERVICE, payment.id, &PaymentDeclined(body), &work.context),
+        PaymentStatus::Approved => {
+            Envelope::new(SERVICE, payment.id, &PaymentApproved(body), &work.context)
+        }
+        PaymentStatus::Declined => {
+            Envelope::new(SERVICE, payment.id, &PaymentDeclined(body), &work.context)
+        }
         _ => Envelope::new(SERVICE, payment.id, &PaymentFailed(body), &work.context),
     };
     outbox::add(&mut tx, &event).await?;

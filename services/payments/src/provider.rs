@@ -54,22 +54,40 @@ impl SimulatedGateway {
         let exponent = amount.currency().exponent();
         if exponent > 0 {
             match amount.minor() % 10_i64.pow(exponent as u32) {
-                1 => return ChargeOutcome::Declined { reason: "card declined by issuer (simulated: amount ends in one minor unit)".into() },
-                2 => return ChargeOutcome::Failed { reason: "provider error (simulated: amount ends in two minor units)".into() },
+                1 => {
+                    return ChargeOutcome::Declined {
+                        reason:
+                            "card declined by issuer (simulated: amount ends in one minor unit)"
+                                .into(),
+                    };
+                }
+                2 => {
+                    return ChargeOutcome::Failed {
+                        reason: "provider error (simulated: amount ends in two minor units)".into(),
+                    };
+                }
                 _ => {}
             }
         }
-        if self.settings.decline_rate > 0.0 && unit_interval(payment_id) < self.settings.decline_rate {
-            return ChargeOutcome::Declined { reason: "card declined by issuer (simulated decline rate)".into() };
+        if self.settings.decline_rate > 0.0
+            && unit_interval(payment_id) < self.settings.decline_rate
+        {
+            return ChargeOutcome::Declined {
+                reason: "card declined by issuer (simulated decline rate)".into(),
+            };
         }
-        ChargeOutcome::Approved { reference: format!("sim_{}", payment_id.simple()) }
+        ChargeOutcome::Approved {
+            reference: format!("sim_{}", payment_id.simple()),
+        }
     }
 }
 
 /// A number in [0, 1) fixed by the payment id.
 fn unit_interval(id: Uuid) -> f64 {
     let digest = Sha256::digest(id.as_bytes());
-    let n = u64::from_be_bytes([digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7]]);
+    let n = u64::from_be_bytes([
+        digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+    ]);
     (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -104,19 +122,43 @@ mod tests {
     fn the_cents_choose_the_outcome() {
         let g = SimulatedGateway::new(SimulatedSettings::default());
         let id = Uuid::now_v7();
-        assert!(matches!(g.decide(id, usd("999")), ChargeOutcome::Approved { .. }));
-        assert!(matches!(g.decide(id, usd("150.50")), ChargeOutcome::Approved { .. }));
-        assert!(matches!(g.decide(id, usd("10.01")), ChargeOutcome::Declined { .. }));
-        assert!(matches!(g.decide(id, usd("10.02")), ChargeOutcome::Failed { .. }));
-        assert!(matches!(g.decide(id, usd("10.11")), ChargeOutcome::Approved { .. }));
+        assert!(matches!(
+            g.decide(id, usd("999")),
+            ChargeOutcome::Approved { .. }
+        ));
+        assert!(matches!(
+            g.decide(id, usd("150.50")),
+            ChargeOutcome::Approved { .. }
+        ));
+        assert!(matches!(
+            g.decide(id, usd("10.01")),
+            ChargeOutcome::Declined { .. }
+        ));
+        assert!(matches!(
+            g.decide(id, usd("10.02")),
+            ChargeOutcome::Failed { .. }
+        ));
+        assert!(matches!(
+            g.decide(id, usd("10.11")),
+            ChargeOutcome::Approved { .. }
+        ));
     }
 
     #[test]
     fn the_decline_rate_is_stable_per_payment_and_roughly_right() {
-        let g = SimulatedGateway::new(SimulatedSettings { latency: Duration::ZERO, decline_rate: 0.25 });
+        let g = SimulatedGateway::new(SimulatedSettings {
+            latency: Duration::ZERO,
+            decline_rate: 0.25,
+        });
         let ids: Vec<Uuid> = (0..4000).map(|_| Uuid::new_v4()).collect();
-        let declined = ids.iter().filter(|id| matches!(g.decide(**id, usd("5")), ChargeOutcome::Declined { .. })).count();
-        assert!((800..1200).contains(&declined), "declined {declined} of 4000");
+        let declined = ids
+            .iter()
+            .filter(|id| matches!(g.decide(**id, usd("5")), ChargeOutcome::Declined { .. }))
+            .count();
+        assert!(
+            (800..1200).contains(&declined),
+            "declined {declined} of 4000"
+        );
         for id in &ids[..50] {
             assert_eq!(g.decide(*id, usd("5")), g.decide(*id, usd("5")));
         }

@@ -12,7 +12,10 @@ use crate::domain::{Payment, PaymentStatus};
 const COLUMNS: &str = "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, created_at, updated_at";
 
 fn corrupt(column: &str, message: impl Into<String>) -> DbError {
-    DbError::Column { column: column.into(), message: message.into() }
+    DbError::Column {
+        column: column.into(),
+        message: message.into(),
+    }
 }
 
 fn payment_from(row: &Row) -> DbResult<Payment> {
@@ -23,7 +26,8 @@ fn payment_from(row: &Row) -> DbResult<Payment> {
         id: row.get("id")?,
         order_id: row.get("order_id")?,
         user_id: row.get("user_id")?,
-        amount: Money::from_minor(row.get("amount_minor")?, currency).map_err(|e| corrupt("amount_minor", e.to_string()))?,
+        amount: Money::from_minor(row.get("amount_minor")?, currency)
+            .map_err(|e| corrupt("amount_minor", e.to_string()))?,
         status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
         reason: row.get("reason")?,
         provider_reference: row.get("provider_reference")?,
@@ -38,7 +42,12 @@ fn later(lease: Duration) -> DateTime<Utc> {
 
 /// Inserts `payment` unless its order has one already; true if inserted. A PROCESSING payment is
 /// leased to this process for `lease`.
-pub async fn insert(tx: &mut Tx, payment: &Payment, context: &EventContext, lease: Duration) -> DbResult<bool> {
+pub async fn insert(
+    tx: &mut Tx,
+    payment: &Payment,
+    context: &EventContext,
+    lease: Duration,
+) -> DbResult<bool> {
     let locked_until = (payment.status == PaymentStatus::Processing).then(|| later(lease));
     let inserted = sql(format!(
         "INSERT INTO payments ({COLUMNS}, locked_until, correlation_id, causation_id)
@@ -63,33 +72,56 @@ pub async fn insert(tx: &mut Tx, payment: &Payment, context: &EventContext, leas
 }
 
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Payment>> {
-    let row = sql(format!("SELECT {COLUMNS} FROM payments WHERE id = $1")).bind(id).fetch_optional(db).await?;
+    let row = sql(format!("SELECT {COLUMNS} FROM payments WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(payment_from).transpose()
 }
 
 pub async fn find_by_order(db: &Db, order_id: Uuid) -> DbResult<Option<Payment>> {
-    let row = sql(format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1")).bind(order_id).fetch_optional(db).await?;
+    let row = sql(format!(
+        "SELECT {COLUMNS} FROM payments WHERE order_id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?;
     row.as_ref().map(payment_from).transpose()
 }
 
 /// Reads an order's payment and locks it for the rest of `tx`.
-pub async fn find_by_order_for_update(db: &Db, tx: &mut Tx, order_id: Uuid) -> DbResult<Option<Payment>> {
-    let row = sql(format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1{}", db.for_update()))
-        .bind(order_id)
-        .fetch_optional(tx)
-        .await?;
+pub async fn find_by_order_for_update(
+    db: &Db,
+    tx: &mut Tx,
+    order_id: Uuid,
+) -> DbResult<Option<Payment>> {
+    let row = sql(format!(
+        "SELECT {COLUMNS} FROM payments WHERE order_id = $1{}",
+        db.for_update()
+    ))
+    .bind(order_id)
+    .fetch_optional(tx)
+    .await?;
     row.as_ref().map(payment_from).transpose()
 }
 
 /// One page, newest first, and the number of payments in all.
 pub async fn page(db: &Db, limit: u32, offset: i64) -> DbResult<(Vec<Payment>, i64)> {
-    let rows = sql(format!("SELECT {COLUMNS} FROM payments ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"))
-        .bind(limit as i64)
-        .bind(offset)
-        .fetch_all(db)
-        .await?;
-    let total: i64 = sql("SELECT COUNT(*) AS n FROM payments").fetch_one(db).await?.get("n")?;
-    Ok((rows.iter().map(payment_from).collect::<DbResult<_>>()?, total))
+    let rows = sql(format!(
+        "SELECT {COLUMNS} FROM payments ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+    ))
+    .bind(limit as i64)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total: i64 = sql("SELECT COUNT(*) AS n FROM payments")
+        .fetch_one(db)
+        .await?
+        .get("n")?;
+    Ok((
+        rows.iter().map(payment_from).collect::<DbResult<_>>()?,
+        total,
+    ))
 }
 
 /// Count and sum of payments per status and currency.
@@ -109,8 +141,10 @@ pub async fn totals_by_status(db: &Db) -> DbResult<Vec<StatusTotal>> {
             let status: String = row.get("status")?;
             let currency: String = row.get("currency")?;
             Ok(StatusTotal {
-                status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
-                currency: Currency::parse(&currency).map_err(|e| corrupt("currency", e.to_string()))?,
+                status: PaymentStatus::parse(&status)
+                    .ok_or_else(|| corrupt("status", status.clone()))?,
+                currency: Currency::parse(&currency)
+                    .map_err(|e| corrupt("currency", e.to_string()))?,
                 count: row.get("n")?,
                 total_minor: row.get("total")?,
             })
@@ -119,7 +153,14 @@ pub async fn totals_by_status(db: &Db) -> DbResult<Vec<StatusTotal>> {
 }
 
 /// Moves a payment from `from` to `to`; false if it was no longer in `from`.
-pub async fn transition(tx: &mut Tx, id: Uuid, from: PaymentStatus, to: PaymentStatus, reason: Option<&str>, reference: Option<&str>) -> DbResult<bool> {
+pub async fn transition(
+    tx: &mut Tx,
+    id: Uuid,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    reason: Option<&str>,
+    reference: Option<&str>,
+) -> DbResult<bool> {
     let changed = sql(
         "UPDATE payments SET status = $1, reason = COALESCE($2, reason), provider_reference = COALESCE($3, provider_reference),
          locked_until = NULL, updated_at = $4 WHERE id = $5 AND status = $6",
@@ -137,16 +178,33 @@ pub async fn transition(tx: &mut Tx, id: Uuid, from: PaymentStatus, to: PaymentS
 
 /// Takes over PROCESSING payments whose lease ran out (their process died or gave up) and
 /// leases them to this process; returns their ids with the flow each belongs to.
-pub async fn claim_stalled(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<(Uuid, EventContext)>> {
+pub async fn claim_stalled(
+    db: &Db,
+    limit: usize,
+    lease: Duration,
+) -> DbResult<Vec<(Uuid, EventContext)>> {
     let text = format!(
         "UPDATE payments SET locked_until = $1 WHERE id IN (
             SELECT id FROM payments WHERE status = 'PROCESSING' AND (locked_until IS NULL OR locked_until < $2)
             ORDER BY locked_until LIMIT $3{}) RETURNING id, correlation_id, causation_id",
         db.skip_locked()
     );
-    let rows = sql(text).bind(later(lease)).bind(Utc::now()).bind(limit as i64).fetch_all(db).await?;
+    let rows = sql(text)
+        .bind(later(lease))
+        .bind(Utc::now())
+        .bind(limit as i64)
+        .fetch_all(db)
+        .await?;
     rows.iter()
-        .map(|r| Ok((r.get("id")?, EventContext { correlation_id: r.get("correlation_id")?, causation_id: r.get("causation_id")? })))
+        .map(|r| {
+            Ok((
+                r.get("id")?,
+                EventContext {
+                    correlation_id: r.get("correlation_id")?,
+                    causation_id: r.get("causation_id")?,
+                },
+            ))
+        })
         .collect()
 }
 

@@ -21,7 +21,10 @@ pub enum Backend {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Settings for a test: free ports, fast retries, a namespace and folder of its own.
@@ -32,7 +35,10 @@ pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
     for port in s.ports.values_mut() {
         *port = 0;
     }
-    s.retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(20) };
+    s.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(20),
+    };
     s.relay.poll = Duration::from_millis(50);
     if backend == Backend::Distributed {
         s.infrastructure = Infrastructure::Distributed {
@@ -66,7 +72,9 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     let namespace = unique("t");
     let mut settings = test_settings(backend, &namespace);
     adjust(&mut settings);
-    let running = kassa::start(settings.clone(), &ServiceName::ALL).await.expect("kassa starts");
+    let running = kassa::start(settings.clone(), &ServiceName::ALL)
+        .await
+        .expect("kassa starts");
     let url = |s: ServiceName| format!("http://{}", running.addrs[&s]);
     TestApp {
         backend,
@@ -83,19 +91,37 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
 pub const USER: &str = "d55fa6d6-63c2-4633-aeaf-ecf0c80fb48f";
 
 impl TestApp {
-    pub async fn post_json(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = self.client.post(format!("{}{path}", self.gateway)).header("content-type", "application/json").body(body.to_owned());
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.gateway))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let r = req.send().await.expect("request sent");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn place_order(&self, total: &str) -> String {
-        let (status, body) = self.post_json("/api/orders", &format!(r#"{{"userId":"{USER}","total":{total}}}"#), &[]).await;
+        let (status, body) = self
+            .post_json(
+                "/api/orders",
+                &format!(r#"{{"userId":"{USER}","total":{total}}}"#),
+                &[],
+            )
+            .await;
         assert_eq!(status, 202, "{body}");
         body["orderId"].as_str().expect("orderId").to_owned()
     }
@@ -105,10 +131,18 @@ impl TestApp {
     }
 
     pub async fn get_from(&self, base: &str, path: &str) -> (u16, Value) {
-        let r = self.client.get(format!("{base}{path}")).send().await.expect("request sent");
+        let r = self
+            .client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("request sent");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn patch(&self, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -119,16 +153,25 @@ impl TestApp {
         let r = req.send().await.expect("request sent");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Waits until the order's status is one of `wanted`, and returns the order.
     pub async fn order_reaches(&self, id: &str, wanted: &[&str]) -> Value {
-        self.wait_for(&format!("/api/orders/{id}"), |v| wanted.contains(&v["status"].as_str().unwrap_or(""))).await
+        self.wait_for(&format!("/api/orders/{id}"), |v| {
+            wanted.contains(&v["status"].as_str().unwrap_or(""))
+        })
+        .await
     }
 
     pub async fn payment_of(&self, order_id: &str, wanted: &[&str]) -> Value {
-        self.wait_for(&format!("/api/payments/order/{order_id}"), |v| wanted.contains(&v["status"].as_str().unwrap_or(""))).await
+        self.wait_for(&format!("/api/payments/order/{order_id}"), |v| {
+            wanted.contains(&v["status"].as_str().unwrap_or(""))
+        })
+        .await
     }
 
     /// Polls `path` until `done` holds (10 s at most).
@@ -147,11 +190,15 @@ impl TestApp {
     }
 
     pub async fn count_orders(&self) -> i64 {
-        self.get("/api/orders?limit=1").await.1["meta"]["total"].as_i64().expect("total")
+        self.get("/api/orders?limit=1").await.1["meta"]["total"]
+            .as_i64()
+            .expect("total")
     }
 
     pub async fn count_payments(&self) -> i64 {
-        self.get("/api/payments?limit=1").await.1["meta"]["total"].as_i64().expect("total")
+        self.get("/api/payments?limit=1").await.1["meta"]["total"]
+            .as_i64()
+            .expect("total")
     }
 
     /// Stops kassa and removes what the test created.
@@ -179,30 +226,56 @@ pub async fn cleanup(backend: Backend, namespace: &str, settings: &Settings) {
 }
 
 pub async fn drop_databases(namespace: &str) {
-    let admin = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres { url: PG_URL.into(), max_connections: 1 })
-        .await
-        .expect("postgres reachable");
+    let admin = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
+        url: PG_URL.into(),
+        max_connections: 1,
+    })
+    .await
+    .expect("postgres reachable");
     for service in ["orders", "payments"] {
-        let _ = kassa_platform::sql(format!("DROP DATABASE IF EXISTS \"{namespace}_{service}\" WITH (FORCE)")).execute(&admin).await;
+        let _ = kassa_platform::sql(format!(
+            "DROP DATABASE IF EXISTS \"{namespace}_{service}\" WITH (FORCE)"
+        ))
+        .execute(&admin)
+        .await;
     }
     admin.close().await;
 }
 
 pub async fn delete_queues(namespace: &str, retry: &RetryPolicy) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let Ok(conn) = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await else { return };
-    let Ok(ch) = conn.create_channel().await else { return };
+    let Ok(conn) =
+        lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
     for consumer in ["orders", "payments"] {
-        let mut queues = vec![format!("{namespace}.{consumer}"), format!("{namespace}.{consumer}.dlq")];
+        let mut queues = vec![
+            format!("{namespace}.{consumer}"),
+            format!("{namespace}.{consumer}.dlq"),
+        ];
         for attempt in 1..retry.max_attempts {
-            queues.push(format!("{namespace}.{consumer}.retry.{}ms", retry.delay_after(attempt).as_millis()));
+            queues.push(format!(
+                "{namespace}.{consumer}.retry.{}ms",
+                retry.delay_after(attempt).as_millis()
+            ));
         }
         for q in queues {
-            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
         }
     }
     for ex in ["events", "dead"] {
-        let _ = ch.exchange_delete(format!("{namespace}.{ex}").as_str().into(), ExchangeDeleteOptions::default()).await;
+        let _ = ch
+            .exchange_delete(
+                format!("{namespace}.{ex}").as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
     }
     let _ = conn.close(200, "bye".into()).await;
 }

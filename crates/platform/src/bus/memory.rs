@@ -44,7 +44,11 @@ impl MemoryBus {
     }
 
     async fn deliver_to(&self, subscriber: &Subscriber, message: &Message) -> Result<(), BusError> {
-        let _slot = subscriber.slots.acquire().await.map_err(|_| BusError::Unavailable("closed".into()))?;
+        let _slot = subscriber
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| BusError::Unavailable("closed".into()))?;
         let sub = &subscriber.subscription;
         let mut attempt = 1;
         loop {
@@ -70,7 +74,13 @@ impl MemoryBus {
     }
 }
 
-async fn store_dead_letter(db: &Db, consumer: &str, message: &Message, error: &str, attempts: u32) -> Result<(), BusError> {
+async fn store_dead_letter(
+    db: &Db,
+    consumer: &str,
+    message: &Message,
+    error: &str,
+    attempts: u32,
+) -> Result<(), BusError> {
     sql("INSERT INTO dead_letters (id, consumer, topic, body, error, attempts, failed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(Uuid::now_v7())
         .bind(consumer)
@@ -92,21 +102,35 @@ impl EventBus for MemoryBus {
         if self.shutdown.is_triggered() {
             return Err(BusError::Unavailable("shutting down".into()));
         }
-        let _tracked = self.deliveries.acquire().await.map_err(|_| BusError::Unavailable("closed".into()))?;
+        let _tracked = self
+            .deliveries
+            .acquire()
+            .await
+            .map_err(|_| BusError::Unavailable("closed".into()))?;
         let targets: Vec<Arc<Subscriber>> = self
             .subscribers
             .read()
             .await
             .iter()
-            .filter(|s| s.subscription.topics.iter().any(|t| topic_matches(t, &message.topic)))
+            .filter(|s| {
+                s.subscription
+                    .topics
+                    .iter()
+                    .any(|t| topic_matches(t, &message.topic))
+            })
             .cloned()
             .collect();
-        let results = futures_util::future::join_all(targets.iter().map(|s| self.deliver_to(s, message))).await;
+        let results =
+            futures_util::future::join_all(targets.iter().map(|s| self.deliver_to(s, message)))
+                .await;
         results.into_iter().collect()
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<(), BusError> {
-        let subscriber = Subscriber { subscription, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)) };
+        let subscriber = Subscriber {
+            subscription,
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
+        };
         self.subscribers.write().await.push(Arc::new(subscriber));
         Ok(())
     }
@@ -123,9 +147,11 @@ impl EventBus for MemoryBus {
 
 /// Dead letters kept in one consumer database.
 pub async fn list_dead_letters(db: &Db) -> crate::db::DbResult<Vec<super::DeadLetter>> {
-    let rows = sql("SELECT id, consumer, topic, body, error, attempts FROM dead_letters ORDER BY failed_at")
-        .fetch_all(db)
-        .await?;
+    let rows = sql(
+        "SELECT id, consumer, topic, body, error, attempts FROM dead_letters ORDER BY failed_at",
+    )
+    .fetch_all(db)
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let body: Vec<u8> = row.get("body")?;
@@ -146,13 +172,18 @@ pub async fn list_dead_letters(db: &Db) -> crate::db::DbResult<Vec<super::DeadLe
 /// subscribers of its topic: those that handled it already skip it through their inbox).
 pub async fn redrive_dead_letters(db: &Db) -> crate::db::DbResult<usize> {
     let mut tx = db.begin().await?;
-    let rows = sql("SELECT id, topic, body FROM dead_letters").fetch_all(&mut tx).await?;
+    let rows = sql("SELECT id, topic, body FROM dead_letters")
+        .fetch_all(&mut tx)
+        .await?;
     for row in &rows {
         let body: Vec<u8> = row.get("body")?;
         let topic: String = row.get("topic")?;
         let id: Uuid = row.get("id")?;
         crate::outbox::add_raw(&mut tx, id, &topic, &body).await?;
-        sql("DELETE FROM dead_letters WHERE id = $1").bind(id).execute(&mut tx).await?;
+        sql("DELETE FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .execute(&mut tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(rows.len())

@@ -79,14 +79,18 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(200) }
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(200),
+        }
     }
 }
 
 impl RetryPolicy {
     /// The wait after failed attempt number `attempt` (1-based).
     pub fn delay_after(&self, attempt: u32) -> Duration {
-        self.base_delay.saturating_mul(2_u32.saturating_pow(attempt.saturating_sub(1)))
+        self.base_delay
+            .saturating_mul(2_u32.saturating_pow(attempt.saturating_sub(1)))
     }
 }
 
@@ -129,7 +133,8 @@ pub trait EventBus: Send + Sync + 'static {
 
 /// Decodes a message and hands it to `handler`.
 pub(crate) async fn deliver(handler: &dyn Handler, body: &[u8]) -> Result<(), HandlerError> {
-    let envelope = Envelope::from_bytes(body).map_err(|e| HandlerError(format!("malformed envelope: {e}")))?;
+    let envelope =
+        Envelope::from_bytes(body).map_err(|e| HandlerError(format!("malformed envelope: {e}")))?;
     let span = tracing::info_span!(
         "event",
         event_id = %envelope.id,
@@ -171,7 +176,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles() {
-        let p = RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(100) };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+        };
         assert_eq!(p.delay_after(1), Duration::from_millis(100));
         assert_eq!(p.delay_after(2), Duration::from_millis(200));
         assert_eq!(p.delay_after(4), Duration::from_millis(800));

@@ -18,15 +18,17 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-        QueueDeclareOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
+        BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 use tokio::sync::{Mutex, Semaphore};
 
-use super::{BusError, DeadLetter, EventBus, HandlerError, Message, RetryPolicy, Subscription, deliver};
+use super::{
+    BusError, DeadLetter, EventBus, HandlerError, Message, RetryPolicy, Subscription, deliver,
+};
 use crate::shutdown::Shutdown;
 
 const ATTEMPT_HEADER: &str = "x-kassa-attempt";
@@ -41,7 +43,9 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(namespace: &str) -> Self {
-        Topology { namespace: namespace.to_owned() }
+        Topology {
+            namespace: namespace.to_owned(),
+        }
     }
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.namespace)
@@ -56,7 +60,11 @@ impl Topology {
         format!("{}.{consumer}.dlq", self.namespace)
     }
     fn retry_queue(&self, consumer: &str, delay: Duration) -> String {
-        format!("{}.{consumer}.retry.{}ms", self.namespace, delay.as_millis())
+        format!(
+            "{}.{consumer}.retry.{}ms",
+            self.namespace,
+            delay.as_millis()
+        )
     }
 }
 
@@ -65,7 +73,8 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 }
 
 async fn connect(url: &str, name: &str) -> Result<Connection, BusError> {
-    let props = ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
+    let props =
+        ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
     tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props))
         .await
         .map_err(|_| unavailable("timed out connecting to RabbitMQ"))?
@@ -74,18 +83,33 @@ async fn connect(url: &str, name: &str) -> Result<Connection, BusError> {
 
 async fn confirm_channel(conn: &Connection) -> Result<Channel, BusError> {
     let ch = conn.create_channel().await.map_err(unavailable)?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(unavailable)?;
     Ok(ch)
 }
 
 async fn declare_exchanges(ch: &Channel, topology: &Topology) -> Result<(), BusError> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare(topology.events_exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
-        .await
-        .map_err(unavailable)?;
-    ch.exchange_declare(topology.dead_exchange().into(), ExchangeKind::Direct, durable, FieldTable::default())
-        .await
-        .map_err(unavailable)?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        topology.events_exchange().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(unavailable)?;
+    ch.exchange_declare(
+        topology.dead_exchange().into(),
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(unavailable)?;
     Ok(())
 }
 
@@ -102,34 +126,61 @@ fn text(s: &str) -> AMQPValue {
 }
 
 async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<u32, BusError> {
-    let options = QueueDeclareOptions { durable: true, ..Default::default() };
-    let q = ch.queue_declare(name.into(), options, args).await.map_err(unavailable)?;
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(name.into(), options, args)
+        .await
+        .map_err(unavailable)?;
     Ok(q.message_count())
 }
 
 /// Declares a consumer's queue, its retry queues and its dead-letter queue.
-async fn declare_consumer(ch: &Channel, topology: &Topology, sub_consumer: &str, topics: &[String], policy: &RetryPolicy) -> Result<(), BusError> {
+async fn declare_consumer(
+    ch: &Channel,
+    topology: &Topology,
+    sub_consumer: &str,
+    topics: &[String],
+    policy: &RetryPolicy,
+) -> Result<(), BusError> {
     declare_exchanges(ch, topology).await?;
     let queue = topology.queue(sub_consumer);
     let dlq = topology.dead_letter_queue(sub_consumer);
     declare_queue(ch, &dlq, FieldTable::default()).await?;
-    ch.queue_bind(dlq.as_str().into(), topology.dead_exchange().into(), queue.as_str().into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .map_err(unavailable)?;
+    ch.queue_bind(
+        dlq.as_str().into(),
+        topology.dead_exchange().into(),
+        queue.as_str().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(unavailable)?;
     let main_args = table(&[
         ("x-dead-letter-exchange", text(&topology.dead_exchange())),
         ("x-dead-letter-routing-key", text(&queue)),
     ]);
     declare_queue(ch, &queue, main_args).await?;
     for topic in topics {
-        ch.queue_bind(queue.as_str().into(), topology.events_exchange().into(), topic.as_str().into(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .map_err(unavailable)?;
+        ch.queue_bind(
+            queue.as_str().into(),
+            topology.events_exchange().into(),
+            topic.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
     }
     for attempt in 1..policy.max_attempts {
         let delay = policy.delay_after(attempt);
         let args = table(&[
-            ("x-message-ttl", AMQPValue::LongLongInt(delay.as_millis() as i64)),
+            (
+                "x-message-ttl",
+                AMQPValue::LongLongInt(delay.as_millis() as i64),
+            ),
             ("x-dead-letter-exchange", text("")),
             ("x-dead-letter-routing-key", text(&queue)),
         ]);
@@ -166,9 +217,21 @@ fn error_of(properties: &BasicProperties) -> String {
 }
 
 /// Publishes `body` to `exchange` and waits for the broker's confirm.
-async fn publish_confirmed(ch: &Channel, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), BusError> {
+async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), BusError> {
     let confirm = ch
-        .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body, props)
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
         .await
         .map_err(unavailable)?
         .await
@@ -221,7 +284,14 @@ impl RabbitBus {
     /// A bus on `url`; it connects on first use, so a broker that is down delays work and does
     /// not stop the service from starting. `queues` lists every consumer in the system (not only
     /// those in this process): their queues are declared whenever the publisher connects.
-    pub fn new(url: &str, namespace: &str, queues: Vec<QueueSpec>, policy: RetryPolicy, prefetch: u16, shutdown: Shutdown) -> Self {
+    pub fn new(
+        url: &str,
+        namespace: &str,
+        queues: Vec<QueueSpec>,
+        policy: RetryPolicy,
+        prefetch: u16,
+        shutdown: Shutdown,
+    ) -> Self {
         RabbitBus {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
@@ -248,9 +318,19 @@ impl RabbitBus {
         let channel = confirm_channel(&conn).await?;
         declare_exchanges(&channel, &self.inner.topology).await?;
         for q in &self.inner.queues {
-            declare_consumer(&channel, &self.inner.topology, &q.consumer, &q.topics, &self.inner.policy).await?;
+            declare_consumer(
+                &channel,
+                &self.inner.topology,
+                &q.consumer,
+                &q.topics,
+                &self.inner.policy,
+            )
+            .await?;
         }
-        *guard = Some(Publisher { conn, channel: channel.clone() });
+        *guard = Some(Publisher {
+            conn,
+            channel: channel.clone(),
+        });
         Ok(channel)
     }
 
@@ -264,7 +344,14 @@ impl EventBus for RabbitBus {
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
         let ch = self.publish_channel().await?;
         let props = persistent(&message.id.to_string());
-        let result = publish_confirmed(&ch, &self.inner.topology.events_exchange(), &message.topic, &message.body, props).await;
+        let result = publish_confirmed(
+            &ch,
+            &self.inner.topology.events_exchange(),
+            &message.topic,
+            &message.body,
+            props,
+        )
+        .await;
         if matches!(result, Err(BusError::Unavailable(_))) {
             self.forget_publisher().await;
         }
@@ -314,12 +401,26 @@ async fn consume_forever(inner: Arc<Inner>, sub: Subscription) {
 async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Result<(), BusError> {
     let conn = connect(&inner.url, &format!("kassa-{}", sub.consumer)).await?;
     let ch = conn.create_channel().await.map_err(unavailable)?;
-    declare_consumer(&ch, &inner.topology, &sub.consumer, &sub.topics, &inner.policy).await?;
-    ch.basic_qos(inner.prefetch, BasicQosOptions::default()).await.map_err(unavailable)?;
+    declare_consumer(
+        &ch,
+        &inner.topology,
+        &sub.consumer,
+        &sub.topics,
+        &inner.policy,
+    )
+    .await?;
+    ch.basic_qos(inner.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(unavailable)?;
     let out = confirm_channel(&conn).await?;
     let queue = inner.topology.queue(&sub.consumer);
     let mut consumer = ch
-        .basic_consume(queue.as_str().into(), format!("{}-{}", sub.consumer, uuid::Uuid::new_v4()).into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            format!("{}-{}", sub.consumer, uuid::Uuid::new_v4()).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .map_err(unavailable)?;
     tracing::info!(consumer = %sub.consumer, queue = %queue, "consuming");
@@ -345,7 +446,11 @@ async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Result<(), BusE
         }
     };
     // Let deliveries in progress finish and be acknowledged before the connection goes.
-    let _ = tokio::time::timeout(Duration::from_secs(10), in_flight.acquire_many(inner.prefetch as u32)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        in_flight.acquire_many(inner.prefetch as u32),
+    )
+    .await;
     let _ = conn.close(200, "bye".into()).await;
     result
 }
@@ -353,16 +458,31 @@ async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Result<(), BusE
 async fn handle_delivery(inner: &Inner, sub: &Subscription, out: &Channel, delivery: Delivery) {
     let outcome = deliver(sub.handler.as_ref(), &delivery.data).await;
     let acked = match outcome {
-        Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await.map(|_| ()),
+        Ok(()) => delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ()),
         Err(e) => {
             let attempt = attempt_of(&delivery);
             match retry_or_dead_letter(inner, sub, out, &delivery, attempt, &e).await {
-                Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await.map(|_| ()),
+                Ok(()) => delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map(|_| ()),
                 Err(publish_error) => {
                     // The copy was not confirmed: give the message back rather than lose it.
                     tracing::warn!(consumer = %sub.consumer, error = %publish_error, "could not reroute failed message; requeueing");
                     tokio::time::sleep(inner.policy.base_delay).await;
-                    delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map(|_| ())
+                    delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ())
                 }
             }
         }
@@ -372,30 +492,68 @@ async fn handle_delivery(inner: &Inner, sub: &Subscription, out: &Channel, deliv
     }
 }
 
-async fn retry_or_dead_letter(inner: &Inner, sub: &Subscription, out: &Channel, delivery: &Delivery, attempt: u32, error: &HandlerError) -> Result<(), BusError> {
+async fn retry_or_dead_letter(
+    inner: &Inner,
+    sub: &Subscription,
+    out: &Channel,
+    delivery: &Delivery,
+    attempt: u32,
+    error: &HandlerError,
+) -> Result<(), BusError> {
     let topology = &inner.topology;
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(ERROR_HEADER.into(), text(&error.0));
     headers.insert("x-kassa-topic".into(), text(delivery.routing_key.as_str()));
-    let message_id = delivery.properties.message_id().clone().map(|s| s.to_string()).unwrap_or_default();
+    let message_id = delivery
+        .properties
+        .message_id()
+        .clone()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     if attempt < inner.policy.max_attempts {
         let delay = inner.policy.delay_after(attempt);
         tracing::warn!(consumer = %sub.consumer, attempt, retry_in_ms = delay.as_millis() as u64, error = %error, "handler failed; will retry");
-        metrics::counter!("kassa_consumer_retries_total", "consumer" => sub.consumer.clone()).increment(1);
-        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempt as i64 + 1));
+        metrics::counter!("kassa_consumer_retries_total", "consumer" => sub.consumer.clone())
+            .increment(1);
+        headers.insert(
+            ATTEMPT_HEADER.into(),
+            AMQPValue::LongLongInt(attempt as i64 + 1),
+        );
         let props = persistent(&message_id).with_headers(headers);
-        publish_confirmed(out, "", &topology.retry_queue(&sub.consumer, delay), &delivery.data, props).await
+        publish_confirmed(
+            out,
+            "",
+            &topology.retry_queue(&sub.consumer, delay),
+            &delivery.data,
+            props,
+        )
+        .await
     } else {
         tracing::error!(consumer = %sub.consumer, attempts = attempt, error = %error, "dead-lettering message");
-        metrics::counter!("kassa_dead_letters_total", "consumer" => sub.consumer.clone()).increment(1);
-        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempt as i64));
+        metrics::counter!("kassa_dead_letters_total", "consumer" => sub.consumer.clone())
+            .increment(1);
+        headers.insert(
+            ATTEMPT_HEADER.into(),
+            AMQPValue::LongLongInt(attempt as i64),
+        );
         let props = persistent(&message_id).with_headers(headers);
-        publish_confirmed(out, "", &topology.dead_letter_queue(&sub.consumer), &delivery.data, props).await
+        publish_confirmed(
+            out,
+            "",
+            &topology.dead_letter_queue(&sub.consumer),
+            &delivery.data,
+            props,
+        )
+        .await
     }
 }
 
 /// Reads the dead-letter queue of each consumer without taking anything off it.
-pub async fn list_dead_letters(url: &str, namespace: &str, consumers: &[&str]) -> Result<Vec<DeadLetter>, BusError> {
+pub async fn list_dead_letters(
+    url: &str,
+    namespace: &str,
+    consumers: &[&str],
+) -> Result<Vec<DeadLetter>, BusError> {
     let topology = Topology::new(namespace);
     let conn = connect(url, "kassa-dlq").await?;
     let mut out = Vec::new();
@@ -403,7 +561,11 @@ pub async fn list_dead_letters(url: &str, namespace: &str, consumers: &[&str]) -
         let ch = conn.create_channel().await.map_err(unavailable)?;
         let dlq = topology.dead_letter_queue(consumer);
         declare_queue(&ch, &dlq, FieldTable::default()).await?;
-        while let Some(msg) = ch.basic_get(dlq.as_str().into(), BasicGetOptions::default()).await.map_err(unavailable)? {
+        while let Some(msg) = ch
+            .basic_get(dlq.as_str().into(), BasicGetOptions::default())
+            .await
+            .map_err(unavailable)?
+        {
             let d = msg.delivery;
             let topic = d
                 .properties
@@ -411,13 +573,19 @@ pub async fn list_dead_letters(url: &str, namespace: &str, consumers: &[&str]) -
                 .as_ref()
                 .and_then(|h| h.inner().get("x-kassa-topic").cloned())
                 .and_then(|v| match v {
-                    AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                    AMQPValue::LongString(s) => {
+                        Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                    }
                     _ => None,
                 })
                 .unwrap_or_else(|| d.routing_key.to_string());
             out.push(DeadLetter {
                 queue: dlq.clone(),
-                id: d.properties.message_id().as_ref().and_then(|s| s.as_str().parse().ok()),
+                id: d
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .and_then(|s| s.as_str().parse().ok()),
                 topic,
                 error: error_of(&d.properties),
                 attempts: attempt_of(&d),
@@ -433,20 +601,31 @@ pub async fn list_dead_letters(url: &str, namespace: &str, consumers: &[&str]) -
 
 /// Moves every message of a consumer's dead-letter queue back to its queue for a fresh set of
 /// attempts; returns how many moved.
-pub async fn redrive_dead_letters(url: &str, namespace: &str, consumer: &str) -> Result<usize, BusError> {
+pub async fn redrive_dead_letters(
+    url: &str,
+    namespace: &str,
+    consumer: &str,
+) -> Result<usize, BusError> {
     let topology = Topology::new(namespace);
     let conn = connect(url, "kassa-dlq").await?;
     let ch = confirm_channel(&conn).await?;
     let dlq = topology.dead_letter_queue(consumer);
     declare_queue(&ch, &dlq, FieldTable::default()).await?;
     let mut moved = 0;
-    while let Some(msg) = ch.basic_get(dlq.as_str().into(), BasicGetOptions::default()).await.map_err(unavailable)? {
+    while let Some(msg) = ch
+        .basic_get(dlq.as_str().into(), BasicGetOptions::default())
+        .await
+        .map_err(unavailable)?
+    {
         let d = msg.delivery;
         let mut headers = d.properties.headers().clone().unwrap_or_default();
         headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(1));
         let props = d.properties.clone().with_headers(headers);
         publish_confirmed(&ch, "", &topology.queue(consumer), &d.data, props).await?;
-        d.acker.ack(BasicAckOptions::default()).await.map_err(unavailable)?;
+        d.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(unavailable)?;
         moved += 1;
     }
     let _ = conn.close(200, "bye".into()).await;

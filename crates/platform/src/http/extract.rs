@@ -38,9 +38,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is larger than this endpoint accepts.")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "The request body is larger than this endpoint accepts.",
+                )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", rejection.body_text())
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    rejection.body_text(),
+                )
             }
         })?;
         parse_json(&bytes).map(ApiJson)
@@ -54,7 +62,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
-        let field = backticked(&message).filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"));
+        let field = backticked(&message).filter(|_| {
+            message.starts_with("unknown field") || message.starts_with("missing field")
+        });
         let param = match (field, path.as_str()) {
             (Some(f), "." | "") => f.to_owned(),
             (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => p.to_owned(),
@@ -62,17 +72,25 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             (None, p) => p.trim_start_matches('.').to_owned(),
         };
         let code = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed_json",
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "malformed_json"
+            }
             _ if message.starts_with("unknown field") => "unknown_field",
             _ if message.starts_with("missing field") => "missing_field",
             _ => "invalid_field",
         };
         let sentence = strip_position(&message);
-        let mut err = ApiError::new(StatusCode::BAD_REQUEST, code, match code {
-            "malformed_json" => format!("The body is not valid JSON: {sentence}."),
-            _ if param.is_empty() => format!("The body is not what this endpoint accepts: {sentence}."),
-            _ => format!("Field `{param}`: {sentence}."),
-        });
+        let mut err = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            match code {
+                "malformed_json" => format!("The body is not valid JSON: {sentence}."),
+                _ if param.is_empty() => {
+                    format!("The body is not what this endpoint accepts: {sentence}.")
+                }
+                _ => format!("Field `{param}`: {sentence}."),
+            },
+        );
         if !param.is_empty() && code != "malformed_json" {
             err = err.with_param(param);
         }
@@ -87,12 +105,21 @@ fn backticked(message: &str) -> Option<&str> {
 }
 
 fn strip_position(message: &str) -> &str {
-    message.find(" at line ").map(|i| &message[..i]).unwrap_or(message)
+    message
+        .find(" at line ")
+        .map(|i| &message[..i])
+        .unwrap_or(message)
 }
 
 /// Parses a path or body value that must be a UUID.
 pub fn parse_uuid(param: &str, value: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(value).map_err(|_| ApiError::invalid(param, "invalid_uuid", format!("`{param}` must be a UUID such as 476f5730-aa83-4ff0-ab9f-d6e19836e195.")))
+    Uuid::parse_str(value).map_err(|_| {
+        ApiError::invalid(
+            param,
+            "invalid_uuid",
+            format!("`{param}` must be a UUID such as 476f5730-aa83-4ff0-ab9f-d6e19836e195."),
+        )
+    })
 }
 
 /// `?page=&limit=` with page ≥ 1 (default 1) and 1 ≤ limit ≤ 100 (default 10).
@@ -130,7 +157,11 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 fn parse_bounded(param: &str, value: &str, min: u32, max: u32) -> Result<u32, ApiError> {
     match value.trim().parse::<u64>() {
         Ok(n) if n >= min as u64 && n <= max as u64 => Ok(n as u32),
-        _ => Err(ApiError::invalid(param, "invalid_pagination", format!("`{param}` must be a whole number from {min} to {max}."))),
+        _ => Err(ApiError::invalid(
+            param,
+            "invalid_pagination",
+            format!("`{param}` must be a whole number from {min} to {max}."),
+        )),
     }
 }
 
@@ -157,23 +188,61 @@ mod tests {
     #[test]
     fn json_errors_name_the_field() {
         let e = parse_json::<Body>(br#"{"userId": "a", "total": "x"}"#).unwrap_err();
-        assert_eq!((e.code, e.param.as_deref()), ("invalid_field", Some("total")));
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            ("invalid_field", Some("total"))
+        );
         let e = parse_json::<Body>(br#"{"userId": "a"}"#).unwrap_err();
-        assert_eq!((e.code, e.param.as_deref()), ("missing_field", Some("total")));
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            ("missing_field", Some("total"))
+        );
         let e = parse_json::<Body>(br#"{"userId": "a", "total": 1, "hack": true}"#).unwrap_err();
-        assert_eq!((e.code, e.param.as_deref()), ("unknown_field", Some("hack")));
+        assert_eq!(
+            (e.code, e.param.as_deref()),
+            ("unknown_field", Some("hack"))
+        );
         let e = parse_json::<Body>(br#"{"userId": "#).unwrap_err();
         assert_eq!(e.code, "malformed_json");
     }
 
     #[test]
     fn pagination_is_bounded() {
-        assert_eq!(Pagination::from_query(None).unwrap(), Pagination { page: 1, limit: 10 });
-        assert_eq!(Pagination::from_query(Some("page=3&limit=100")).unwrap(), Pagination { page: 3, limit: 100 });
-        assert_eq!(Pagination::from_query(Some("page=0")).unwrap_err().param.as_deref(), Some("page"));
-        assert_eq!(Pagination::from_query(Some("limit=10000")).unwrap_err().param.as_deref(), Some("limit"));
-        assert_eq!(Pagination::from_query(Some("limit=abc")).unwrap_err().code, "invalid_pagination");
-        assert_eq!(Pagination::from_query(Some("page=2&limit=5")).unwrap().offset(), 5);
+        assert_eq!(
+            Pagination::from_query(None).unwrap(),
+            Pagination { page: 1, limit: 10 }
+        );
+        assert_eq!(
+            Pagination::from_query(Some("page=3&limit=100")).unwrap(),
+            Pagination {
+                page: 3,
+                limit: 100
+            }
+        );
+        assert_eq!(
+            Pagination::from_query(Some("page=0"))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("page")
+        );
+        assert_eq!(
+            Pagination::from_query(Some("limit=10000"))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("limit")
+        );
+        assert_eq!(
+            Pagination::from_query(Some("limit=abc")).unwrap_err().code,
+            "invalid_pagination"
+        );
+        assert_eq!(
+            Pagination::from_query(Some("page=2&limit=5"))
+                .unwrap()
+                .offset(),
+            5
+        );
     }
 }
 
@@ -197,6 +266,14 @@ pub struct Page<T> {
 impl<T> Page<T> {
     pub fn new(data: Vec<T>, pagination: Pagination, total: i64) -> Self {
         let limit = pagination.limit.max(1) as i64;
-        Page { data, meta: PageMeta { page: pagination.page, limit: pagination.limit, total, total_pages: (total + limit - 1) / limit } }
+        Page {
+            data,
+            meta: PageMeta {
+                page: pagination.page,
+                limit: pagination.limit,
+                total,
+                total_pages: (total + limit - 1) / limit,
+            },
+        }
     }
 }

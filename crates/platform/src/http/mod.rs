@@ -40,7 +40,10 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { request_timeout: Duration::from_secs(30), body_limit: 64 * 1024 }
+        HttpSettings {
+            request_timeout: Duration::from_secs(30),
+            body_limit: 64 * 1024,
+        }
     }
 }
 
@@ -63,10 +66,17 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestIds {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<RequestIds>().cloned().unwrap_or_else(|| {
-            let id = Uuid::now_v7().to_string();
-            RequestIds { request_id: id.clone(), correlation_id: id }
-        }))
+        Ok(parts
+            .extensions
+            .get::<RequestIds>()
+            .cloned()
+            .unwrap_or_else(|| {
+                let id = Uuid::now_v7().to_string();
+                RequestIds {
+                    request_id: id.clone(),
+                    correlation_id: id,
+                }
+            }))
     }
 }
 
@@ -80,27 +90,51 @@ fn header_id(req: &Request, name: &HeaderName) -> Option<String> {
 }
 
 /// Gives the request its ids, logs it, times it, and echoes the ids in the response.
-async fn request_context(Extension(service): Extension<ServiceName>, mut req: Request, next: Next) -> Response {
+async fn request_context(
+    Extension(service): Extension<ServiceName>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let request_id = header_id(&req, &REQUEST_ID).unwrap_or_else(|| Uuid::now_v7().to_string());
     let correlation_id = header_id(&req, &CORRELATION_ID).unwrap_or_else(|| request_id.clone());
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
-    req.extensions_mut().insert(RequestIds { request_id: request_id.clone(), correlation_id: correlation_id.clone() });
+    req.extensions_mut().insert(RequestIds {
+        request_id: request_id.clone(),
+        correlation_id: correlation_id.clone(),
+    });
     let span = tracing::info_span!("request", service = service.0, %method, path = %req.uri().path(), %request_id, %correlation_id);
     let started = Instant::now();
-    let mut response = problem::REQUEST_ID.scope(request_id.clone(), next.run(req)).instrument(span.clone()).await;
+    let mut response = problem::REQUEST_ID
+        .scope(request_id.clone(), next.run(req))
+        .instrument(span.clone())
+        .await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     span.in_scope(|| {
         if status >= 500 {
-            tracing::warn!(status, latency_ms = elapsed.as_secs_f64() * 1e3, "request failed");
+            tracing::warn!(
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1e3,
+                "request failed"
+            );
         } else {
             tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
         }
     });
-    let labels = [("service", service.0.to_owned()), ("method", method.to_string()), ("route", route), ("status", status.to_string())];
+    let labels = [
+        ("service", service.0.to_owned()),
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
     metrics::counter!("kassa_http_requests_total", &labels).increment(1);
-    metrics::histogram!("kassa_http_request_duration_seconds", &labels[..3]).record(elapsed.as_secs_f64());
+    metrics::histogram!("kassa_http_request_duration_seconds", &labels[..3])
+        .record(elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
@@ -144,10 +178,25 @@ async fn ready(State(r): State<Readiness>) -> Response {
     if let Some(cache) = &r.cache {
         // Informational: without the cache the service reads its database.
         let up = cache.ping().await.is_ok();
-        checks.insert("cache".into(), json!(if up { "up" } else { "down (reads go to the database)" }));
+        checks.insert(
+            "cache".into(),
+            json!(if up {
+                "up"
+            } else {
+                "down (reads go to the database)"
+            }),
+        );
     }
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "status": if ok { "ready" } else { "not ready" }, "checks": checks }))).into_response()
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "status": if ok { "ready" } else { "not ready" }, "checks": checks })),
+    )
+        .into_response()
 }
 
 /// The process-wide Prometheus recorder.
@@ -164,21 +213,43 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 async fn render_metrics() -> Response {
     let body = prometheus().render();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn no_route() -> ApiError {
-    ApiError::not_found("route_not_found", "No such endpoint; see /swagger for the ones this service has.")
+    ApiError::not_found(
+        "route_not_found",
+        "No such endpoint; see /swagger for the ones this service has.",
+    )
 }
 
 async fn wrong_method() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This endpoint does not accept that HTTP method.")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This endpoint does not accept that HTTP method.",
+    )
 }
 
 /// Wraps a service's API routes with everything a kassa service serves.
-pub fn service_app(name: &'static str, api: Router, openapi: utoipa::openapi::OpenApi, readiness: Readiness, settings: &HttpSettings) -> Router {
+pub fn service_app(
+    name: &'static str,
+    api: Router,
+    openapi: utoipa::openapi::OpenApi,
+    readiness: Readiness,
+    settings: &HttpSettings,
+) -> Router {
     prometheus();
-    let swagger: Router = utoipa_swagger_ui::SwaggerUi::new("/swagger").url("/openapi.json", openapi).into();
+    let swagger: Router = utoipa_swagger_ui::SwaggerUi::new("/swagger")
+        .url("/openapi.json", openapi)
+        .into();
     Router::new()
         .merge(api)
         .merge(swagger)
@@ -188,26 +259,50 @@ pub fn service_app(name: &'static str, api: Router, openapi: utoipa::openapi::Op
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, settings.request_timeout))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
         .layer(middleware::from_fn(request_context))
         .layer(Extension(ServiceName(name)))
 }
 
 /// Serves `app` on `listener` until `shutdown`; requests in flight then are finished.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
 }
 
 /// Parses a JSON number field holding money, exactly (see [`kassa_contracts::Money::parse`]).
-pub fn parse_amount(param: &str, raw: &serde_json::value::RawValue, currency: kassa_contracts::Currency) -> Result<kassa_contracts::Money, ApiError> {
+pub fn parse_amount(
+    param: &str,
+    raw: &serde_json::value::RawValue,
+    currency: kassa_contracts::Currency,
+) -> Result<kassa_contracts::Money, ApiError> {
     let text = raw.get().trim();
     if !text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
-        return Err(ApiError::invalid(param, "invalid_amount", format!("`{param}` must be a JSON number such as 150.50.")));
+        return Err(ApiError::invalid(
+            param,
+            "invalid_amount",
+            format!("`{param}` must be a JSON number such as 150.50."),
+        ));
     }
-    kassa_contracts::Money::parse(text, currency).map_err(|e| ApiError::invalid(param, "invalid_amount", format!("`{param}` {e}.")))
+    kassa_contracts::Money::parse(text, currency)
+        .map_err(|e| ApiError::invalid(param, "invalid_amount", format!("`{param}` {e}.")))
 }
 
 /// Parses an ISO 4217 currency code field.
 pub fn parse_currency(param: &str, code: &str) -> Result<kassa_contracts::Currency, ApiError> {
-    kassa_contracts::Currency::parse(code).map_err(|_| ApiError::invalid(param, "invalid_currency", format!("`{param}` must be an ISO 4217 currency code kassa supports, such as USD.")))
+    kassa_contracts::Currency::parse(code).map_err(|_| {
+        ApiError::invalid(
+            param,
+            "invalid_currency",
+            format!("`{param}` must be an ISO 4217 currency code kassa supports, such as USD."),
+        )
+    })
 }

@@ -43,12 +43,26 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), param: None }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            param: None,
+        }
     }
 
     /// A 400 about one input field.
-    pub fn invalid(param: impl Into<String>, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, code, detail: detail.into(), param: Some(param.into()) }
+    pub fn invalid(
+        param: impl Into<String>,
+        code: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            detail: detail.into(),
+            param: Some(param.into()),
+        }
     }
 
     pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
@@ -64,11 +78,19 @@ impl ApiError {
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", detail)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            detail,
+        )
     }
 
     pub fn internal() -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side; the request was not applied.")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong on our side; the request was not applied.",
+        )
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -111,9 +133,10 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         response
     }
 }
