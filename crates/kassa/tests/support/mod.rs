@@ -225,6 +225,24 @@ pub async fn cleanup(backend: Backend, namespace: &str, settings: &Settings) {
     }
 }
 
+/// The URL of a test database named after `namespace` on the local server.
+pub fn settings_db_url(namespace: &str) -> String {
+    kassa::settings::with_database(PG_URL, &format!("{namespace}_probe")).expect("url")
+}
+
+pub async fn drop_database(name: &str) {
+    let admin = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
+        url: PG_URL.into(),
+        max_connections: 1,
+    })
+    .await
+    .expect("postgres reachable");
+    let _ = kassa_platform::sql(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    admin.close().await;
+}
+
 pub async fn drop_databases(namespace: &str) {
     let admin = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
         url: PG_URL.into(),
@@ -243,6 +261,10 @@ pub async fn drop_databases(namespace: &str) {
 }
 
 pub async fn delete_queues(namespace: &str, retry: &RetryPolicy) {
+    delete_named_queues(namespace, &["orders", "payments"], retry).await
+}
+
+pub async fn delete_named_queues(namespace: &str, consumers: &[&str], retry: &RetryPolicy) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let Ok(conn) =
         lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
@@ -252,7 +274,7 @@ pub async fn delete_queues(namespace: &str, retry: &RetryPolicy) {
     let Ok(ch) = conn.create_channel().await else {
         return;
     };
-    for consumer in ["orders", "payments"] {
+    for consumer in consumers {
         let mut queues = vec![
             format!("{namespace}.{consumer}"),
             format!("{namespace}.{consumer}.dlq"),

@@ -42,33 +42,41 @@ impl MemoryBus {
             deliveries: Arc::new(Semaphore::new(DRAIN_PERMITS as usize)),
         }
     }
+}
 
-    async fn deliver_to(&self, subscriber: &Subscriber, message: &Message) -> Result<(), BusError> {
-        let _slot = subscriber
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| BusError::Unavailable("closed".into()))?;
-        let sub = &subscriber.subscription;
-        let mut attempt = 1;
-        loop {
-            match deliver(sub.handler.as_ref(), &message.body).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt >= self.policy.max_attempts => {
-                    tracing::error!(consumer = %sub.consumer, event_id = %message.id, attempts = attempt, error = %e, "dead-lettering message");
-                    return store_dead_letter(&sub.db, &sub.consumer, message, &e.0, attempt).await;
+/// Hands `message` to one subscriber, retrying with backoff, and dead-letters it after the last
+/// attempt. Runs as a task of its own, so a handler's transaction never waits on whoever
+/// published the message.
+async fn deliver_to(
+    subscriber: Arc<Subscriber>,
+    message: Message,
+    policy: RetryPolicy,
+    shutdown: Shutdown,
+) -> Result<(), BusError> {
+    let _slot = subscriber
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| BusError::Unavailable("closed".into()))?;
+    let sub = &subscriber.subscription;
+    let mut attempt = 1;
+    loop {
+        match deliver(sub.handler.as_ref(), &message.body).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= policy.max_attempts => {
+                tracing::error!(consumer = %sub.consumer, event_id = %message.id, attempts = attempt, error = %e, "dead-lettering message");
+                return store_dead_letter(&sub.db, &sub.consumer, &message, &e.0, attempt).await;
+            }
+            Err(e) => {
+                let wait = policy.delay_after(attempt);
+                tracing::warn!(consumer = %sub.consumer, event_id = %message.id, attempt, retry_in_ms = wait.as_millis() as u64, error = %e, "handler failed; will retry");
+                metrics::counter!("kassa_consumer_retries_total", "consumer" => sub.consumer.clone()).increment(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Stopping: leave the message in the outbox for the next start.
+                    _ = shutdown.wait() => return Err(BusError::Unavailable("shutting down".into())),
                 }
-                Err(e) => {
-                    let wait = self.policy.delay_after(attempt);
-                    tracing::warn!(consumer = %sub.consumer, event_id = %message.id, attempt, retry_in_ms = wait.as_millis() as u64, error = %e, "handler failed; will retry");
-                    metrics::counter!("kassa_consumer_retries_total", "consumer" => sub.consumer.clone()).increment(1);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        // Stopping: leave the message in the outbox for the next start.
-                        _ = self.shutdown.wait() => return Err(BusError::Unavailable("shutting down".into())),
-                    }
-                    attempt += 1;
-                }
+                attempt += 1;
             }
         }
     }
@@ -120,10 +128,21 @@ impl EventBus for MemoryBus {
             })
             .cloned()
             .collect();
-        let results =
-            futures_util::future::join_all(targets.iter().map(|s| self.deliver_to(s, message)))
-                .await;
-        results.into_iter().collect()
+        let tasks: Vec<_> = targets
+            .into_iter()
+            .map(|s| {
+                tokio::spawn(deliver_to(
+                    s,
+                    message.clone(),
+                    self.policy,
+                    self.shutdown.clone(),
+                ))
+            })
+            .collect();
+        for task in futures_util::future::join_all(tasks).await {
+            task.map_err(|e| BusError::Unavailable(format!("delivery task failed: {e}")))??;
+        }
+        Ok(())
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<(), BusError> {

@@ -503,7 +503,10 @@ async fn retry_or_dead_letter(
     let topology = &inner.topology;
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(ERROR_HEADER.into(), text(&error.0));
-    headers.insert("x-kassa-topic".into(), text(delivery.routing_key.as_str()));
+    // The first delivery's routing key is the event type; retries arrive from a retry queue.
+    if !headers.inner().contains_key("x-kassa-topic") {
+        headers.insert("x-kassa-topic".into(), text(delivery.routing_key.as_str()));
+    }
     let message_id = delivery
         .properties
         .message_id()

@@ -1,0 +1,296 @@
+//! The messaging guarantees on both buses: the outbox publishes what a transaction committed and
+//! nothing it rolled back, the inbox makes a redelivered event harmless, failures are retried
+//! with backoff and dead-lettered after the last attempt (no hot loop), and a redrive brings
+//! dead letters back.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use kassa_contracts::{Envelope, EventContext, events::Event};
+use kassa_platform::{
+    bus::{
+        EventBus, Handler, HandlerError, Message, RetryPolicy, Subscription,
+        memory::{self, MemoryBus},
+        rabbit::{self, QueueSpec, RabbitBus},
+    },
+    db::{Db, DbLocation},
+    inbox, migrate, outbox,
+    shutdown::{self, ShutdownTrigger},
+    sql,
+};
+use serde::Serialize;
+use support::{AMQP_URL, Backend, unique};
+
+#[derive(Serialize)]
+struct Probe {
+    n: u32,
+}
+impl Event for Probe {
+    const TYPE: &'static str = "probe.happened";
+    const VERSION: u32 = 1;
+}
+
+/// Fails its first `failures` calls, then records one effect per event, guarded by the inbox.
+struct Recorder {
+    db: Db,
+    failures: u32,
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if call <= self.failures {
+            return Err(HandlerError(format!("failure number {call}")));
+        }
+        let mut tx = self.db.begin().await?;
+        if !inbox::record(&mut tx, "probe", event.id).await? {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        sql("INSERT INTO effects (event_id) VALUES ($1)")
+            .bind(event.id)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+struct Rig {
+    backend: Backend,
+    namespace: String,
+    db: Db,
+    bus: Arc<dyn EventBus>,
+    trigger: ShutdownTrigger,
+    recorder: Arc<Recorder>,
+    policy: RetryPolicy,
+}
+
+async fn rig(backend: Backend, failures: u32) -> Rig {
+    let namespace = unique("m");
+    let location = match backend {
+        Backend::Embedded => DbLocation::Sqlite {
+            path: std::env::temp_dir().join(format!("kassa-{namespace}.db")),
+        },
+        Backend::Distributed => DbLocation::Postgres {
+            url: support::settings_db_url(&namespace),
+            max_connections: 4,
+        },
+    };
+    let db = Db::connect(&location).await.unwrap();
+    migrate::run(&db, &[&migrate::PLATFORM]).await.unwrap();
+    let effects = match backend {
+        Backend::Embedded => "CREATE TABLE effects (event_id BLOB NOT NULL)",
+        Backend::Distributed => "CREATE TABLE effects (event_id UUID NOT NULL)",
+    };
+    sql(effects).execute(&db).await.unwrap();
+    let (trigger, shutdown) = shutdown::channel();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(30),
+    };
+    let bus: Arc<dyn EventBus> = match backend {
+        Backend::Embedded => Arc::new(MemoryBus::new(policy, shutdown.clone())),
+        Backend::Distributed => Arc::new(RabbitBus::new(
+            AMQP_URL,
+            &namespace,
+            vec![QueueSpec {
+                consumer: "probe".into(),
+                topics: vec![Probe::TYPE.into()],
+            }],
+            policy,
+            16,
+            shutdown.clone(),
+        )),
+    };
+    let recorder = Arc::new(Recorder {
+        db: db.clone(),
+        failures,
+        calls: AtomicU32::new(0),
+    });
+    bus.subscribe(Subscription {
+        consumer: "probe".into(),
+        topics: vec![Probe::TYPE.into()],
+        handler: recorder.clone(),
+        db: db.clone(),
+    })
+    .await
+    .unwrap();
+    tokio::spawn(outbox::relay(
+        db.clone(),
+        bus.clone(),
+        Default::default(),
+        shutdown,
+    ));
+    Rig {
+        backend,
+        namespace,
+        db,
+        bus,
+        trigger,
+        recorder,
+        policy,
+    }
+}
+
+impl Rig {
+    async fn effects(&self) -> i64 {
+        sql("SELECT COUNT(*) AS n FROM effects")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+            .get("n")
+            .unwrap()
+    }
+
+    async fn eventually(&self, what: &str, check: impl AsyncFn(&Rig) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if check(self).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    async fn dead_letters(&self) -> Vec<kassa_platform::bus::DeadLetter> {
+        match self.backend {
+            Backend::Embedded => memory::list_dead_letters(&self.db).await.unwrap(),
+            Backend::Distributed => {
+                rabbit::list_dead_letters(AMQP_URL, &self.namespace, &["probe"])
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    async fn redrive(&self) -> usize {
+        match self.backend {
+            Backend::Embedded => memory::redrive_dead_letters(&self.db).await.unwrap(),
+            Backend::Distributed => {
+                rabbit::redrive_dead_letters(AMQP_URL, &self.namespace, "probe")
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    async fn stop(self) {
+        self.trigger.trigger();
+        self.bus.drain().await;
+        self.db.close().await;
+        if self.backend == Backend::Distributed {
+            support::drop_database(&format!("{}_probe", self.namespace)).await;
+            support::delete_named_queues(&self.namespace, &["probe"], &self.policy).await;
+        }
+    }
+}
+
+fn probe(n: u32) -> Envelope {
+    Envelope::new("test", n, &Probe { n }, &EventContext::new("corr"))
+}
+
+on_both_backends!(
+    outbox_publishes_only_what_was_committed,
+    redelivery_has_no_second_effect,
+    failures_are_retried_then_dead_lettered_and_redriven,
+    a_transient_failure_is_retried_to_success
+);
+
+async fn outbox_publishes_only_what_was_committed(backend: Backend) {
+    let rig = rig(backend, 0).await;
+    let mut tx = rig.db.begin().await.unwrap();
+    outbox::add(&mut tx, &probe(1)).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = rig.db.begin().await.unwrap();
+    for n in 2..12 {
+        outbox::add(&mut tx, &probe(n)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    rig.eventually("ten effects", async |r| r.effects().await == 10)
+        .await;
+    rig.eventually("an empty outbox", async |r| {
+        outbox::pending(&r.db).await.unwrap() == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        rig.effects().await,
+        10,
+        "the rolled-back event must never be published"
+    );
+    rig.stop().await;
+}
+
+async fn redelivery_has_no_second_effect(backend: Backend) {
+    let rig = rig(backend, 0).await;
+    let event = probe(7);
+    let message = Message {
+        id: event.id,
+        topic: event.event_type.clone(),
+        body: event.to_bytes(),
+    };
+    for _ in 0..3 {
+        rig.bus.publish(&message).await.unwrap();
+    }
+    rig.eventually("three deliveries", async |r| {
+        r.recorder.calls.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    assert_eq!(rig.effects().await, 1);
+    rig.stop().await;
+}
+
+async fn failures_are_retried_then_dead_lettered_and_redriven(backend: Backend) {
+    let rig = rig(backend, 3).await;
+    let event = probe(9);
+    let mut tx = rig.db.begin().await.unwrap();
+    outbox::add(&mut tx, &event).await.unwrap();
+    tx.commit().await.unwrap();
+    rig.eventually("a dead letter", async |r| r.dead_letters().await.len() == 1)
+        .await;
+    // Exactly the configured attempts, then nothing more: no hot loop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rig.recorder.calls.load(Ordering::SeqCst), 3);
+    let letters = rig.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].attempts, 3);
+    assert_eq!(letters[0].topic, Probe::TYPE);
+    assert!(
+        letters[0].error.contains("failure number 3"),
+        "{:?}",
+        letters[0]
+    );
+    assert_eq!(rig.effects().await, 0);
+    // The handler works now (its failures are used up): a redrive delivers the event once.
+    assert_eq!(rig.redrive().await, 1);
+    rig.eventually("the redriven effect", async |r| r.effects().await == 1)
+        .await;
+    assert!(rig.dead_letters().await.is_empty());
+    rig.stop().await;
+}
+
+async fn a_transient_failure_is_retried_to_success(backend: Backend) {
+    let rig = rig(backend, 2).await;
+    let mut tx = rig.db.begin().await.unwrap();
+    outbox::add(&mut tx, &probe(3)).await.unwrap();
+    tx.commit().await.unwrap();
+    rig.eventually("the effect after two failures", async |r| {
+        r.effects().await == 1
+    })
+    .await;
+    assert_eq!(rig.recorder.calls.load(Ordering::SeqCst), 3);
+    assert!(rig.dead_letters().await.is_empty());
+    rig.stop().await;
+}
