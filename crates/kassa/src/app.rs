@@ -164,6 +164,11 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             ),
         ),
     };
+    // Declare the broker's queues up front when it is reachable; if it is not, the services
+    // start anyway and the topology is declared when the publisher first connects.
+    if let Err(e) = bus.ready().await {
+        tracing::warn!(error = %e, "event bus not reachable yet; events wait in the outbox until it is");
+    }
     let mut running = Running {
         addrs: BTreeMap::new(),
         trigger,

@@ -1,5 +1,6 @@
 //! Structured logs: JSON lines (`KASSA_LOG_FORMAT=json`) or human-readable text, filtered by
-//! `RUST_LOG` (default `info`). Spans carry request and correlation ids into every line.
+//! `RUST_LOG` (default `info`), on standard error so that standard output stays the command's
+//! own (addresses, JSON reports). Spans carry request and correlation ids into every line.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -12,6 +13,7 @@ pub fn init(json: bool) {
         registry
             .with(
                 fmt::layer()
+                    .with_writer(std::io::stderr)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
@@ -19,7 +21,9 @@ pub fn init(json: bool) {
             )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .try_init()
     };
     drop(result);
 }
