@@ -501,3 +501,44 @@ async fn fifty_concurrent_posts_with_one_key_make_one_order() {
     assert_eq!(listed["meta"]["total"], 1);
     cleanup(&ns).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kassa_up_stops_gracefully_and_resumes_where_it_stopped() {
+    let ns = unique("u");
+    let data = std::env::temp_dir().join(format!("kassa-e2e-{ns}"));
+    let data_dir = data.to_str().unwrap().to_owned();
+    let gateway_port = free_port();
+    let gp = gateway_port.to_string();
+    let up = |latency: &'static str| {
+        let args = vec!["up", "--data-dir", &data_dir, "--gateway-port", &gp, "--orders-port", "0", "--payments-port", "0", "--provider-latency-ms", latency, "--payment-lease-secs", "1"];
+        Kassa::start(&ns, &args, 3)
+    };
+    let mut kassa = up("2000");
+    let client = Client::new(gateway_port);
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let (status, body) = client.place("9.5", None).await;
+        assert_eq!(status, 202);
+        ids.push(body["orderId"].as_str().unwrap().to_owned());
+    }
+    // Stop while every charge still waits on the provider.
+    let pid = kassa.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = kassa.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(20), "kassa up did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}: {}", kassa.log());
+    assert!(kassa.log().contains("stopped"), "{}", kassa.log());
+
+    let _again = up("0");
+    let statuses = client.all_terminal(&ids, Duration::from_secs(30)).await;
+    assert!(statuses.iter().all(|s| s == "PAID"), "{statuses:?}");
+    let listed = client.get("/api/payments?limit=100").await.unwrap();
+    assert_eq!(listed["meta"]["total"], 20);
+    let _ = std::fs::remove_dir_all(&data);
+}

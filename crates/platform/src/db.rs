@@ -75,7 +75,16 @@ pub enum Backend {
 #[derive(Clone)]
 enum Pool {
     Pg(PgPool),
-    Sqlite(SqlitePool),
+    /// SQLite takes one writer at a time. Writers queue for the single write connection in
+    /// the pool (fair and asynchronous) rather than in SQLite's busy handler, which sleeps in
+    /// growing steps and collapses under contention; reads run beside them on their own
+    /// connections (WAL).
+    Sqlite { writer: SqlitePool, reader: SqlitePool },
+}
+
+/// Whether a statement only reads (and may go to an SQLite read connection).
+fn reads_only(text: &str) -> bool {
+    text.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("select"))
 }
 
 /// A service's database: a connection pool and the signal that wakes its outbox relay.
@@ -123,12 +132,9 @@ impl Db {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .min_connections(1)
-                    .connect_with(options)
-                    .await?;
-                Pool::Sqlite(pool)
+                let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
+                let reader = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(options).await?;
+                Pool::Sqlite { writer, reader }
             }
         };
         Ok(Db {
@@ -140,7 +146,7 @@ impl Db {
     pub fn backend(&self) -> Backend {
         match self.pool {
             Pool::Pg(_) => Backend::Postgres,
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite { .. } => Backend::Sqlite,
         }
     }
 
@@ -149,7 +155,7 @@ impl Db {
     pub fn skip_locked(&self) -> &'static str {
         match self.pool {
             Pool::Pg(_) => " FOR UPDATE SKIP LOCKED",
-            Pool::Sqlite(_) => "",
+            Pool::Sqlite { .. } => "",
         }
     }
 
@@ -158,7 +164,7 @@ impl Db {
     pub fn for_update(&self) -> &'static str {
         match self.pool {
             Pool::Pg(_) => " FOR UPDATE",
-            Pool::Sqlite(_) => "",
+            Pool::Sqlite { .. } => "",
         }
     }
 
@@ -167,7 +173,7 @@ impl Db {
     pub async fn begin(&self) -> DbResult<Tx> {
         let inner = match &self.pool {
             Pool::Pg(p) => TxInner::Pg(p.begin().await?),
-            Pool::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite { writer, .. } => TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
         };
         Ok(Tx {
             inner,
@@ -214,7 +220,10 @@ impl Db {
     pub async fn close(&self) {
         match &self.pool {
             Pool::Pg(p) => p.close().await,
-            Pool::Sqlite(p) => p.close().await,
+            Pool::Sqlite { writer, reader } => {
+                writer.close().await;
+                reader.close().await;
+            }
         }
     }
 }
@@ -397,7 +406,8 @@ macro_rules! dispatch {
                     let $pg = $body.await.map_err(DbError::classify)?;
                     Ok($pgmap)
                 }
-                Pool::Sqlite(p) => {
+                Pool::Sqlite { writer, reader } => {
+                    let p = if reads_only(&text) { reader } else { writer };
                     let $q = bind_all!(
                         sqlx::query(sqlx::AssertSqlSafe(text.clone())),
                         args,
