@@ -510,7 +510,21 @@ async fn kassa_up_stops_gracefully_and_resumes_where_it_stopped() {
     let gateway_port = free_port();
     let gp = gateway_port.to_string();
     let up = |latency: &'static str| {
-        let args = vec!["up", "--data-dir", &data_dir, "--gateway-port", &gp, "--orders-port", "0", "--payments-port", "0", "--provider-latency-ms", latency, "--payment-lease-secs", "1"];
+        let args = vec![
+            "up",
+            "--data-dir",
+            &data_dir,
+            "--gateway-port",
+            &gp,
+            "--orders-port",
+            "0",
+            "--payments-port",
+            "0",
+            "--provider-latency-ms",
+            latency,
+            "--payment-lease-secs",
+            "1",
+        ];
         Kassa::start(&ns, &args, 3)
     };
     let mut kassa = up("2000");
@@ -523,13 +537,22 @@ async fn kassa_up_stops_gracefully_and_resumes_where_it_stopped() {
     }
     // Stop while every charge still waits on the provider.
     let pid = kassa.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let stopped = Instant::now();
     let status = loop {
         if let Some(status) = kassa.child.try_wait().unwrap() {
             break status;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(20), "kassa up did not stop on SIGTERM");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "kassa up did not stop on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}: {}", kassa.log());
@@ -541,4 +564,80 @@ async fn kassa_up_stops_gracefully_and_resumes_where_it_stopped() {
     let listed = client.get("/api/payments?limit=100").await.unwrap();
     assert_eq!(listed["meta"]["total"], 20);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_payments_replicas_share_the_work_and_charge_each_order_once() {
+    let ns = unique("r");
+    let gateway_port = free_port();
+    let gp = gateway_port.to_string();
+    let replica = [
+        "serve",
+        "payments",
+        "--payments-port",
+        "0",
+        "--provider-latency-ms",
+        "50",
+    ];
+    let one = Kassa::start(&ns, &replica, 1);
+    let two = Kassa::start(&ns, &replica, 1);
+    let _front = Kassa::start(
+        &ns,
+        &[
+            "serve",
+            "gateway",
+            "orders",
+            "--gateway-port",
+            &gp,
+            "--orders-port",
+            "0",
+        ],
+        2,
+    );
+    let client = Client::new(gateway_port);
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let total = if i % 10 == 0 { "4.01" } else { "4" };
+        ids.push(
+            client.place(total, None).await.1["orderId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let statuses = client.all_terminal(&ids, Duration::from_secs(60)).await;
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "FAILED").count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "PAID").count(),
+        54,
+        "{statuses:?}"
+    );
+    // The gateway reaches payments at its default URL, which no replica listens on here; count
+    // the payments in their database instead.
+    let db = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
+        url: kassa::settings::with_database(PG_URL, &format!("{ns}_payments")).unwrap(),
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let row = kassa_platform::sql(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT order_id) AS orders FROM payments",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<i64>("n").unwrap(), 60);
+    assert_eq!(row.get::<i64>("orders").unwrap(), 60);
+    db.close().await;
+    for replica in [&one, &two] {
+        assert!(
+            replica.log().contains("payment settled"),
+            "each replica takes a share of the queue"
+        );
+    }
+    cleanup(&ns).await;
 }

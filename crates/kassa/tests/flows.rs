@@ -562,3 +562,34 @@ async fn raw_http(base: &str, bytes: &[u8]) -> String {
     }
     String::from_utf8_lossy(&got).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_unreachable_reads_come_from_the_database() {
+    let app = spawn_app_with(Backend::Distributed, |s| {
+        if let kassa::Infrastructure::Distributed { redis_url, .. } = &mut s.infrastructure {
+            *redis_url = "redis://127.0.0.1:1/".into();
+        }
+    })
+    .await;
+    let id = app.place_order("5.01").await;
+    let payment = app.payment_of(&id, &["DECLINED"]).await;
+    let path = format!("/api/payments/{}", payment["id"].as_str().unwrap());
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let (status, body) = app.get(&path).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("DECLINED")));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a dead cache must not stall reads"
+        );
+    }
+    let (status, ready) = app.get_from(&app.payments, "/health/ready").await;
+    assert_eq!(status, 200, "the cache is not required: {ready}");
+    assert!(
+        ready["checks"]["cache"]
+            .as_str()
+            .unwrap()
+            .starts_with("down")
+    );
+    app.stop().await;
+}

@@ -79,12 +79,17 @@ enum Pool {
     /// the pool (fair and asynchronous) rather than in SQLite's busy handler, which sleeps in
     /// growing steps and collapses under contention; reads run beside them on their own
     /// connections (WAL).
-    Sqlite { writer: SqlitePool, reader: SqlitePool },
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
 }
 
 /// Whether a statement only reads (and may go to an SQLite read connection).
 fn reads_only(text: &str) -> bool {
-    text.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("select"))
+    text.trim_start()
+        .get(..6)
+        .is_some_and(|w| w.eq_ignore_ascii_case("select"))
 }
 
 /// A service's database: a connection pool and the signal that wakes its outbox relay.
@@ -132,8 +137,16 @@ impl Db {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true);
-                let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
-                let reader = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(options).await?;
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .connect_with(options.clone())
+                    .await?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .min_connections(1)
+                    .connect_with(options)
+                    .await?;
                 Pool::Sqlite { writer, reader }
             }
         };
@@ -173,7 +186,9 @@ impl Db {
     pub async fn begin(&self) -> DbResult<Tx> {
         let inner = match &self.pool {
             Pool::Pg(p) => TxInner::Pg(p.begin().await?),
-            Pool::Sqlite { writer, .. } => TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite { writer, .. } => {
+                TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
         };
         Ok(Tx {
             inner,
