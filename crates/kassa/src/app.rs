@@ -202,6 +202,11 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         for task in parts.background {
             running.tasks.spawn(task);
         }
+        running.tasks.spawn(kassa_platform::housekeeping::run(
+            db.clone(),
+            Duration::from_secs(600),
+            shutdown.clone(),
+        ));
         running.tasks.spawn(kassa_platform::outbox::relay(
             db.clone(),
             bus.clone(),

@@ -205,7 +205,8 @@ on_both_backends!(
     outbox_publishes_only_what_was_committed,
     redelivery_has_no_second_effect,
     failures_are_retried_then_dead_lettered_and_redriven,
-    a_transient_failure_is_retried_to_success
+    a_transient_failure_is_retried_to_success,
+    housekeeping_sweeps_only_what_expired
 );
 
 async fn outbox_publishes_only_what_was_committed(backend: Backend) {
@@ -292,5 +293,40 @@ async fn a_transient_failure_is_retried_to_success(backend: Backend) {
     .await;
     assert_eq!(rig.recorder.calls.load(Ordering::SeqCst), 3);
     assert!(rig.dead_letters().await.is_empty());
+    rig.stop().await;
+}
+
+async fn housekeeping_sweeps_only_what_expired(backend: Backend) {
+    let rig = rig(backend, 0).await;
+    let old = chrono::Utc::now() - chrono::Duration::days(8);
+    let fresh = chrono::Utc::now();
+    for (key, at) in [("old", old), ("fresh", fresh)] {
+        sql("INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ('s', $1, 'h', $2)").bind(key).bind(at).execute(&rig.db).await.unwrap();
+        sql("INSERT INTO inbox (consumer, event_id, handled_at) VALUES ('c', $1, $2)")
+            .bind(uuid::Uuid::now_v7())
+            .bind(at)
+            .execute(&rig.db)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        kassa_platform::housekeeping::sweep(&rig.db).await.unwrap(),
+        2
+    );
+    let keys: Vec<String> = sql("SELECT key FROM idempotency_keys")
+        .fetch_all(&rig.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("key").unwrap())
+        .collect();
+    assert_eq!(keys, vec!["fresh".to_owned()]);
+    let inbox: i64 = sql("SELECT COUNT(*) AS n FROM inbox")
+        .fetch_one(&rig.db)
+        .await
+        .unwrap()
+        .get("n")
+        .unwrap();
+    assert_eq!(inbox, 1);
     rig.stop().await;
 }

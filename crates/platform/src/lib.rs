@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod cache;
 pub mod db;
+pub mod housekeeping;
 pub mod http;
 pub mod idempotency;
 pub mod inbox;

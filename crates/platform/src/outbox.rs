@@ -135,13 +135,19 @@ async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
     Ok(())
 }
 
-async fn postpone(db: &Db, seq: i64, after: Duration) -> DbResult<()> {
+async fn postpone(db: &Db, seqs: &[i64], after: Duration) -> DbResult<()> {
     let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::seconds(1));
-    sql("UPDATE outbox SET locked_until = $1 WHERE seq = $2")
-        .bind(at)
-        .bind(seq)
-        .execute(db)
-        .await?;
+    for chunk in seqs.chunks(500) {
+        let mut q = sql(format!(
+            "UPDATE outbox SET locked_until = $1 WHERE seq IN ({})",
+            in_list(2, chunk.len())
+        ))
+        .bind(at);
+        for seq in chunk {
+            q = q.bind(*seq);
+        }
+        q.execute(db).await?;
+    }
     Ok(())
 }
 
@@ -224,15 +230,23 @@ async fn settle(
     settings: &RelaySettings,
 ) {
     let mut published = Vec::with_capacity(done.len());
+    let mut refused = Vec::new();
     for (seq, id, result) in done {
         match result {
             Ok(()) => published.push(seq),
             Err(e) => {
-                tracing::warn!(event_id = %id, error = %e, "publish failed; will retry");
-                if let Err(e) = postpone(db, seq, settings.retry_after).await {
-                    tracing::warn!(error = %e, "could not postpone outbox row; its lease will expire");
+                // One line per batch, not per row: a broker outage refuses thousands at once.
+                if refused.is_empty() {
+                    tracing::warn!(event_id = %id, error = %e, "publish failed; will retry");
                 }
+                refused.push(seq);
             }
+        }
+    }
+    if !refused.is_empty() {
+        metrics::counter!("kassa_outbox_publish_failures_total").increment(refused.len() as u64);
+        if let Err(e) = postpone(db, &refused, settings.retry_after).await {
+            tracing::warn!(error = %e, "could not postpone outbox rows; their lease will expire");
         }
     }
     if published.is_empty() {

@@ -34,6 +34,8 @@ use crate::shutdown::Shutdown;
 const ATTEMPT_HEADER: &str = "x-kassa-attempt";
 const ERROR_HEADER: &str = "x-kassa-error";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long publishes fail fast after a failed connection attempt.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
 /// Names of the exchanges and queues of one namespace.
 #[derive(Debug, Clone)]
@@ -271,6 +273,9 @@ struct Inner {
     prefetch: u16,
     shutdown: Shutdown,
     publisher: Mutex<Option<Publisher>>,
+    /// When connecting last failed: for a moment after, publishes fail at once instead of each
+    /// waiting for a connection attempt of its own.
+    last_connect_failure: std::sync::Mutex<Option<std::time::Instant>>,
     consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -301,6 +306,7 @@ impl RabbitBus {
                 prefetch,
                 shutdown,
                 publisher: Mutex::new(None),
+                last_connect_failure: std::sync::Mutex::new(None),
                 consumers: Mutex::new(Vec::new()),
             }),
         }
@@ -314,6 +320,27 @@ impl RabbitBus {
         {
             return Ok(p.channel.clone());
         }
+        if let Ok(last) = self.inner.last_connect_failure.lock()
+            && last.is_some_and(|t| t.elapsed() < RECONNECT_PAUSE)
+        {
+            return Err(unavailable("broker unreachable; retrying shortly"));
+        }
+        match self.connect_publisher().await {
+            Ok(publisher) => {
+                let channel = publisher.channel.clone();
+                *guard = Some(publisher);
+                Ok(channel)
+            }
+            Err(e) => {
+                if let Ok(mut last) = self.inner.last_connect_failure.lock() {
+                    *last = Some(std::time::Instant::now());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect_publisher(&self) -> Result<Publisher, BusError> {
         let conn = connect(&self.inner.url, "kassa-publisher").await?;
         let channel = confirm_channel(&conn).await?;
         declare_exchanges(&channel, &self.inner.topology).await?;
@@ -327,11 +354,7 @@ impl RabbitBus {
             )
             .await?;
         }
-        *guard = Some(Publisher {
-            conn,
-            channel: channel.clone(),
-        });
-        Ok(channel)
+        Ok(Publisher { conn, channel })
     }
 
     async fn forget_publisher(&self) {
