@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the benchmarks recorded in docs/benchmarks.md, one after the other on this machine, and
+# prints each `kassa bench --json` report. Needs the release build and, for the distributed runs,
+# PostgreSQL, RabbitMQ and Redis on their default local ports (as .ci/run starts them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+kassa=${CARGO_TARGET_DIR:-target}/release/kassa
+N=${N:-20000}
+PG=${PG:-postgres://postgres@127.0.0.1:5432/postgres}
+export RUST_LOG=warn
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+run() { # run LABEL SERVER-ARGS -- BENCH-ARGS
+  local label=$1; shift
+  local server=()
+  while [ "$1" != "--" ]; do server+=("$1"); shift; done; shift
+  local data; data=$(mktemp -d)
+  [ "${server[0]}" = up ] && server+=(--data-dir "$data")
+  "$kassa" "${server[@]}" >/dev/null 2>&1 &
+  local pid=$!
+  sleep 3
+  local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  echo "== $label (server RSS before load: ${rss} kB)"
+  "$kassa" bench --json "$@"
+  stop "$pid"
+  rm -rf "$data"
+}
+
+ns="bench$(date +%s)"
+run "embedded" up -- -n "$N" -c 64
+run "distributed, provider latency 0" serve gateway orders payments --namespace "${ns}a" -- -n "$N" -c 64 --pgbench "$PG"
+run "distributed, offered 1000/s" serve gateway orders payments --namespace "${ns}b" -- -n 10000 -c 256 --rate 1000
+run "distributed, offered 400/s" serve gateway orders payments --namespace "${ns}c" -- -n 8000 -c 256 --rate 400
+run "distributed, provider latency 1500 ms" serve gateway orders payments --namespace "${ns}d" --provider-latency-ms 1500 -- -n "$N" -c 512
+
+# The distributed runs leave their databases behind; drop them.
+for suffix in a b c d; do
+  for service in orders payments; do
+    psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
+  done
+done
