@@ -246,9 +246,9 @@ async fn killing_payments_mid_flow_loses_nothing_and_doubles_nothing() {
     cleanup(&ns).await;
 }
 
-/// A TCP relay to RabbitMQ that the test can cut (every connection dropped, new ones refused)
-/// and restore.
-async fn broker_proxy(port: u16, up: watch::Receiver<bool>) {
+/// A TCP relay to a local server that the test can cut (every connection dropped, new ones
+/// refused) and restore.
+async fn tcp_proxy(port: u16, target: &'static str, up: watch::Receiver<bool>) {
     loop {
         let mut up_rx = up.clone();
         let _ = up_rx.wait_for(|u| *u).await;
@@ -259,7 +259,7 @@ async fn broker_proxy(port: u16, up: watch::Receiver<bool>) {
                 accepted = listener.accept() => {
                     let Ok((mut inbound, _)) = accepted else { continue };
                     connections.spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
                             let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
@@ -277,7 +277,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_complete_when_it_is_ba
     let ns = unique("e");
     let proxy_port = free_port();
     let (switch, up) = watch::channel(true);
-    tokio::spawn(broker_proxy(proxy_port, up));
+    tokio::spawn(tcp_proxy(proxy_port, "127.0.0.1:5672", up));
     let gateway_port = free_port();
     let gp = gateway_port.to_string();
     let amqp = format!("amqp://guest:guest@127.0.0.1:{proxy_port}/%2f");
@@ -639,5 +639,106 @@ async fn two_payments_replicas_share_the_work_and_charge_each_order_once() {
             "each replica takes a share of the queue"
         );
     }
+    cleanup(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_delays_payments_and_dead_letters_nothing() {
+    let ns = unique("d");
+    let proxy_port = free_port();
+    let (switch, up) = watch::channel(true);
+    tokio::spawn(tcp_proxy(proxy_port, "127.0.0.1:5432", up));
+    let (payments_port, gateway_port) = (free_port(), free_port());
+    let (pp, gp) = (payments_port.to_string(), gateway_port.to_string());
+    let db_via_proxy = format!("postgres://postgres@127.0.0.1:{proxy_port}/postgres");
+    let purl = format!("http://127.0.0.1:{payments_port}");
+    let _payments = Kassa::start(
+        &ns,
+        &[
+            "serve",
+            "payments",
+            "--payments-port",
+            &pp,
+            "--database-url",
+            &db_via_proxy,
+            "--max-attempts",
+            "2",
+            "--retry-base-ms",
+            "50",
+            "--payment-lease-secs",
+            "2",
+        ],
+        1,
+    );
+    let _front = Kassa::start(
+        &ns,
+        &[
+            "serve",
+            "gateway",
+            "orders",
+            "--gateway-port",
+            &gp,
+            "--orders-port",
+            "0",
+            "--payments-url",
+            &purl,
+        ],
+        2,
+    );
+    let client = Client::new(gateway_port);
+    let (_, first) = client.place("3", None).await;
+    client
+        .all_terminal(
+            &[first["orderId"].as_str().unwrap().to_owned()],
+            Duration::from_secs(20),
+        )
+        .await;
+
+    switch.send_replace(false);
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let (status, body) = client.place("3", None).await;
+        assert_eq!(status, 202, "orders has its own database: {body}");
+        ids.push(body["orderId"].as_str().unwrap().to_owned());
+    }
+    let r = client
+        .http
+        .get(format!("{}/api/payments/stats", client.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        503,
+        "payments without its database says so"
+    );
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["code"], "service_unavailable");
+    // Longer than two attempts would last, each waiting at most the 5 s a connection is
+    // awaited from the pool.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    switch.send_replace(true);
+    let statuses = client.all_terminal(&ids, Duration::from_secs(60)).await;
+    assert!(statuses.iter().all(|s| s == "PAID"), "{statuses:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .args([
+            "dlq",
+            "list",
+            "--json",
+            "--namespace",
+            &ns,
+            "--database-url",
+            PG_URL,
+            "--amqp-url",
+            AMQP_URL,
+        ])
+        .output()
+        .unwrap();
+    let letters: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        letters.is_empty(),
+        "an outage must not dead-letter anything: {letters:?}"
+    );
     cleanup(&ns).await;
 }

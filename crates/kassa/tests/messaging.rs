@@ -50,7 +50,7 @@ impl Handler for Recorder {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if call <= self.failures {
-            return Err(HandlerError(format!("failure number {call}")));
+            return Err(HandlerError::new(format!("failure number {call}")));
         }
         let mut tx = self.db.begin().await?;
         if !inbox::record(&mut tx, "probe", event.id).await? {

@@ -54,12 +54,24 @@ impl DbError {
         DbError::Sqlx(e)
     }
 
-    /// True when the error says the database could not be reached rather than refused a query.
+    /// True when the error says the database could not be reached (or is shutting down, or out
+    /// of connections) rather than that it refused a query: waiting and trying again will do.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            DbError::Sqlx(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
-        )
+        match self {
+            DbError::Sqlx(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            DbError::Sqlx(sqlx::Error::Database(db)) => {
+                // SQLSTATE 08 connection exception, 57P0x shutdown, 53 insufficient resources.
+                db.code().is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53")
+                })
+            }
+            _ => false,
+        }
     }
 }
 

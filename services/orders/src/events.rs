@@ -34,7 +34,7 @@ impl Handler for PaymentOutcomes {
             PaymentApproved::TYPE => (event.decode::<PaymentApproved>()?.0, true),
             PaymentDeclined::TYPE => (event.decode::<PaymentDeclined>()?.0, false),
             PaymentFailed::TYPE => (event.decode::<PaymentFailed>()?.0, false),
-            other => return Err(HandlerError(format!("orders does not handle {other}"))),
+            other => return Err(HandlerError::new(format!("orders does not handle {other}"))),
         };
         let mut tx = self.db.begin().await?;
         if !inbox::record(&mut tx, SERVICE, event.id).await? {
@@ -43,7 +43,9 @@ impl Handler for PaymentOutcomes {
         }
         let order = store::find_for_update(&self.db, &mut tx, outcome.order_id)
             .await?
-            .ok_or_else(|| HandlerError(format!("order {} does not exist", outcome.order_id)))?;
+            .ok_or_else(|| {
+                HandlerError::new(format!("order {} does not exist", outcome.order_id))
+            })?;
         let transition = if approved {
             order.status.on_payment_approved()
         } else {

@@ -53,9 +53,9 @@ impl OrderEvents {
         order: OrderCreated,
     ) -> Result<(), HandlerError> {
         let currency = Currency::parse(&order.currency)
-            .map_err(|e| HandlerError(format!("order.created currency: {e}")))?;
+            .map_err(|e| HandlerError::new(format!("order.created currency: {e}")))?;
         let amount = Money::from_minor(order.amount_minor, currency)
-            .map_err(|e| HandlerError(format!("order.created amount: {e}")))?;
+            .map_err(|e| HandlerError::new(format!("order.created amount: {e}")))?;
         let ctx = EventContext::caused_by(event);
         let mut tx = self.db.begin().await?;
         if !inbox::record(&mut tx, SERVICE, event.id).await? {
@@ -163,8 +163,8 @@ impl OrderEvents {
             OnOrderCancelled::Refund => {
                 // Approved between our read and our lock: try again, and refund then.
                 tx.rollback().await?;
-                return Err(HandlerError(
-                    "payment was approved while the cancellation was handled; retrying".into(),
+                return Err(HandlerError::new(
+                    "payment was approved while the cancellation was handled; retrying",
                 ));
             }
             OnOrderCancelled::Nothing => None,
@@ -187,7 +187,9 @@ impl Handler for OrderEvents {
         match event.event_type.as_str() {
             OrderCreated::TYPE => self.order_created(event, event.decode()?).await,
             OrderCancelled::TYPE => self.order_cancelled(event, event.decode()?).await,
-            other => Err(HandlerError(format!("payments does not handle {other}"))),
+            other => Err(HandlerError::new(format!(
+                "payments does not handle {other}"
+            ))),
         }
     }
 }

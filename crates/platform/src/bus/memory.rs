@@ -63,9 +63,19 @@ async fn deliver_to(
     loop {
         match deliver(sub.handler.as_ref(), &message.body).await {
             Ok(()) => return Ok(()),
+            Err(e) if e.unavailable => {
+                // The consumer's own infrastructure is down: wait it out, attempts untouched.
+                let wait = policy.delay_after(policy.max_attempts.saturating_sub(1).max(1));
+                tracing::warn!(consumer = %sub.consumer, event_id = %message.id, retry_in_ms = wait.as_millis() as u64, error = %e, "handler cannot reach its infrastructure; will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait() => return Err(BusError::Unavailable("shutting down".into())),
+                }
+            }
             Err(e) if attempt >= policy.max_attempts => {
                 tracing::error!(consumer = %sub.consumer, event_id = %message.id, attempts = attempt, error = %e, "dead-lettering message");
-                return store_dead_letter(&sub.db, &sub.consumer, &message, &e.0, attempt).await;
+                return store_dead_letter(&sub.db, &sub.consumer, &message, &e.message, attempt)
+                    .await;
             }
             Err(e) => {
                 let wait = policy.delay_after(attempt);

@@ -38,27 +38,48 @@ pub enum BusError {
     DeadLetter(String),
 }
 
-/// A consumer's failure to handle one event. Every failure is retried; the last one sends the
-/// message to the dead-letter queue.
+/// A consumer's failure to handle one event.
+///
+/// Most failures count as an attempt: they are retried with backoff and, after the last attempt,
+/// dead-lettered. A failure because the consumer's own infrastructure is unreachable (its
+/// database is down) is `unavailable`: it is retried at the longest backoff for as long as it
+/// lasts and never uses up attempts, so an outage delays events and dead-letters none.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{message}")]
+pub struct HandlerError {
+    pub message: String,
+    pub unavailable: bool,
+}
 
 impl HandlerError {
     pub fn new(e: impl std::fmt::Display) -> Self {
-        HandlerError(e.to_string())
+        HandlerError {
+            message: e.to_string(),
+            unavailable: false,
+        }
+    }
+
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        HandlerError {
+            message: e.to_string(),
+            unavailable: true,
+        }
     }
 }
 
 impl From<crate::db::DbError> for HandlerError {
     fn from(e: crate::db::DbError) -> Self {
-        HandlerError(e.to_string())
+        if e.is_unavailable() {
+            HandlerError::unavailable(e)
+        } else {
+            HandlerError::new(e)
+        }
     }
 }
 
 impl From<kassa_contracts::envelope::DecodeError> for HandlerError {
     fn from(e: kassa_contracts::envelope::DecodeError) -> Self {
-        HandlerError(e.to_string())
+        HandlerError::new(e)
     }
 }
 
@@ -133,8 +154,8 @@ pub trait EventBus: Send + Sync + 'static {
 
 /// Decodes a message and hands it to `handler`.
 pub(crate) async fn deliver(handler: &dyn Handler, body: &[u8]) -> Result<(), HandlerError> {
-    let envelope =
-        Envelope::from_bytes(body).map_err(|e| HandlerError(format!("malformed envelope: {e}")))?;
+    let envelope = Envelope::from_bytes(body)
+        .map_err(|e| HandlerError::new(format!("malformed envelope: {e}")))?;
     let span = tracing::info_span!(
         "event",
         event_id = %envelope.id,

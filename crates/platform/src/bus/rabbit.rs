@@ -525,7 +525,7 @@ async fn retry_or_dead_letter(
 ) -> Result<(), BusError> {
     let topology = &inner.topology;
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert(ERROR_HEADER.into(), text(&error.0));
+    headers.insert(ERROR_HEADER.into(), text(&error.message));
     // The first delivery's routing key is the event type; retries arrive from a retry queue.
     if !headers.inner().contains_key("x-kassa-topic") {
         headers.insert("x-kassa-topic".into(), text(delivery.routing_key.as_str()));
@@ -536,6 +536,29 @@ async fn retry_or_dead_letter(
         .clone()
         .map(|s| s.to_string())
         .unwrap_or_default();
+    if error.unavailable {
+        // The consumer's own infrastructure is down: wait at the longest backoff, attempts
+        // untouched, for as long as the outage lasts.
+        if inner.policy.max_attempts < 2 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Err(unavailable("no retry queue to wait in"));
+        }
+        let delay = inner.policy.delay_after(inner.policy.max_attempts - 1);
+        tracing::warn!(consumer = %sub.consumer, retry_in_ms = delay.as_millis() as u64, error = %error, "handler cannot reach its infrastructure; will retry");
+        headers.insert(
+            ATTEMPT_HEADER.into(),
+            AMQPValue::LongLongInt(attempt as i64),
+        );
+        let props = persistent(&message_id).with_headers(headers);
+        return publish_confirmed(
+            out,
+            "",
+            &topology.retry_queue(&sub.consumer, delay),
+            &delivery.data,
+            props,
+        )
+        .await;
+    }
     if attempt < inner.policy.max_attempts {
         let delay = inner.policy.delay_after(attempt);
         tracing::warn!(consumer = %sub.consumer, attempt, retry_in_ms = delay.as_millis() as u64, error = %error, "handler failed; will retry");
