@@ -1,0 +1,192 @@
+//! The payments consumer against real storage (an SQLite file), fed order events directly, in
+//! the orders and repetitions a broker may deliver them.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use kassa_contracts::{
+    Currency, Envelope, EventContext, Money,
+    events::{OrderCancelled, OrderCreated},
+};
+use kassa_payments::{
+    ProcessorSettings,
+    domain::{ChargeOutcome, PaymentStatus},
+    events::OrderEvents,
+    processor,
+    provider::{PaymentProvider, RefundError},
+    store,
+};
+use kassa_platform::{
+    bus::Handler,
+    cache::MemoryCache,
+    db::{Db, DbLocation},
+    migrate, outbox, shutdown,
+};
+use uuid::Uuid;
+
+/// Approves every charge and counts what it was asked to do.
+#[derive(Default)]
+struct CountingProvider {
+    charges: AtomicU32,
+    refunds: AtomicU32,
+}
+
+#[async_trait]
+impl PaymentProvider for CountingProvider {
+    async fn charge(&self, payment_id: Uuid, _amount: Money) -> ChargeOutcome {
+        self.charges.fetch_add(1, Ordering::SeqCst);
+        ChargeOutcome::Approved {
+            reference: format!("ref_{payment_id}"),
+        }
+    }
+
+    async fn refund(&self, _payment_id: Uuid, _amount: Money) -> Result<(), RefundError> {
+        self.refunds.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Rig {
+    db: Db,
+    handler: OrderEvents,
+    provider: Arc<CountingProvider>,
+    _stop: shutdown::ShutdownTrigger,
+}
+
+async fn rig() -> Rig {
+    let path = std::env::temp_dir().join(format!("kassa-payments-{}.db", Uuid::new_v4()));
+    let db = Db::connect(&DbLocation::Sqlite { path }).await.unwrap();
+    migrate::run(&db, &[&migrate::PLATFORM, &kassa_payments::MIGRATIONS])
+        .await
+        .unwrap();
+    let provider = Arc::new(CountingProvider::default());
+    let cache = Arc::new(MemoryCache::new(100));
+    let (trigger, stop) = shutdown::channel();
+    let settings = ProcessorSettings {
+        lease: Duration::from_secs(30),
+        ..ProcessorSettings::default()
+    };
+    let (processor, processor_loop) =
+        processor::processor(db.clone(), provider.clone(), cache.clone(), settings);
+    tokio::spawn(processor_loop.run(stop));
+    let handler = OrderEvents {
+        db: db.clone(),
+        processor,
+        provider: provider.clone(),
+        cache,
+        lease: Duration::from_secs(30),
+    };
+    Rig {
+        db,
+        handler,
+        provider,
+        _stop: trigger,
+    }
+}
+
+fn created(order_id: Uuid) -> Envelope {
+    let event = OrderCreated {
+        order_id,
+        user_id: Uuid::new_v4(),
+        amount_minor: 1_250,
+        currency: "USD".into(),
+    };
+    Envelope::new("orders", order_id, &event, &EventContext::new("test"))
+}
+
+fn cancelled(order_id: Uuid) -> Envelope {
+    Envelope::new(
+        "orders",
+        order_id,
+        &OrderCancelled { order_id },
+        &EventContext::new("test"),
+    )
+}
+
+impl Rig {
+    async fn status(&self, order_id: Uuid) -> Option<PaymentStatus> {
+        store::find_by_order(&self.db, order_id)
+            .await
+            .unwrap()
+            .map(|p| p.status)
+    }
+
+    async fn settles_as(&self, order_id: Uuid, wanted: PaymentStatus) {
+        for _ in 0..200 {
+            if self.status(order_id).await == Some(wanted) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "payment of {order_id} is {:?}, not {wanted:?}",
+            self.status(order_id).await
+        );
+    }
+
+    async fn pending_events(&self) -> usize {
+        outbox::pending(&self.db).await.unwrap() as usize
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_order_created_charges_once() {
+    let rig = rig().await;
+    let order = Uuid::new_v4();
+    let event = created(order);
+    rig.handler.handle(&event).await.unwrap();
+    rig.handler.handle(&event).await.unwrap();
+    rig.settles_as(order, PaymentStatus::Approved).await;
+    let payment = store::find_by_order(&rig.db, order).await.unwrap().unwrap();
+    assert_eq!(
+        payment.amount,
+        Money::from_minor(1_250, Currency::USD).unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_cancellation_that_overtakes_its_order_prevents_the_charge() {
+    let rig = rig().await;
+    let order = Uuid::new_v4();
+    rig.handler.handle(&cancelled(order)).await.unwrap();
+    assert_eq!(rig.status(order).await, None, "nothing to cancel yet");
+    rig.handler.handle(&created(order)).await.unwrap();
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        rig.provider.charges.load(Ordering::SeqCst),
+        0,
+        "a cancelled order is never charged"
+    );
+    assert_eq!(
+        rig.pending_events().await,
+        1,
+        "payment.cancelled is published"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_an_approved_payment_refunds_it_once() {
+    let rig = rig().await;
+    let order = Uuid::new_v4();
+    rig.handler.handle(&created(order)).await.unwrap();
+    rig.settles_as(order, PaymentStatus::Approved).await;
+    let cancel = cancelled(order);
+    rig.handler.handle(&cancel).await.unwrap();
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Refunded));
+    // A redelivery of the same cancellation changes nothing more.
+    rig.handler.handle(&cancel).await.unwrap();
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Refunded));
+    // A second, different cancellation of the same order refunds nothing more either.
+    rig.handler.handle(&cancelled(order)).await.unwrap();
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Refunded));
+    assert_eq!(rig.provider.refunds.load(Ordering::SeqCst), 1);
+}
