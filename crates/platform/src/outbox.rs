@@ -84,12 +84,13 @@ struct Claimed {
     message: Message,
 }
 
-async fn claim(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<Claimed>> {
+/// Claims up to `limit` unleased rows after `after` (a sequence number).
+async fn claim(db: &Db, after: i64, limit: usize, lease: Duration) -> DbResult<Vec<Claimed>> {
     let now = Utc::now();
     let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10));
     let text = format!(
         "UPDATE outbox SET locked_until = $1, attempts = attempts + 1 WHERE seq IN (
-            SELECT seq FROM outbox WHERE locked_until IS NULL OR locked_until < $2
+            SELECT seq FROM outbox WHERE seq > $4 AND (locked_until IS NULL OR locked_until < $2)
             ORDER BY seq LIMIT $3{}) RETURNING seq, id, topic, body",
         db.skip_locked()
     );
@@ -97,6 +98,7 @@ async fn claim(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<Claimed>>
         .bind(until)
         .bind(now)
         .bind(limit as i64)
+        .bind(after)
         .fetch_all(db)
         .await?;
     let mut claimed = Vec::with_capacity(rows.len());
@@ -164,6 +166,8 @@ pub async fn relay(db: Db, bus: Arc<dyn EventBus>, settings: RelaySettings, shut
         }
     }
     let mut in_flight = FuturesUnordered::new();
+    let mut cursor: i64 = 0;
+    let mut last_full_scan = std::time::Instant::now() - settings.poll;
     let mut backoff = Duration::from_millis(100);
     loop {
         if shutdown.is_triggered() {
@@ -172,10 +176,22 @@ pub async fn relay(db: Db, bus: Arc<dyn EventBus>, settings: RelaySettings, shut
         let room = settings.max_in_flight.saturating_sub(in_flight.len());
         let mut claimed_any = false;
         if room > 0 {
-            match claim(&db, room.min(settings.batch), settings.lease).await {
+            // Rows this relay has claimed are leased, and a scan from the start would step over
+            // every one of them (and over the dead versions they leave) on each claim. So claims
+            // start after the last row claimed, and only once per poll interval from the start,
+            // for leases that expired and rows committed out of sequence order.
+            let from_start = last_full_scan.elapsed() >= settings.poll;
+            let after = if from_start { 0 } else { cursor };
+            match claim(&db, after, room.min(settings.batch), settings.lease).await {
                 Ok(rows) => {
                     backoff = Duration::from_millis(100);
+                    if from_start {
+                        last_full_scan = std::time::Instant::now();
+                    }
                     claimed_any = !rows.is_empty();
+                    if let Some(last) = rows.last() {
+                        cursor = cursor.max(last.seq);
+                    }
                     for row in rows {
                         let bus = bus.clone();
                         in_flight.push(async move {
