@@ -32,11 +32,12 @@ ns="bench$(date +%s)"
 run "embedded" up -- -n "$N" -c 64
 run "distributed, provider latency 0" serve gateway orders payments --namespace "${ns}a" -- -n "$N" -c 64 --pgbench "$PG"
 run "distributed, offered 1000/s" serve gateway orders payments --namespace "${ns}b" -- -n 10000 -c 256 --rate 1000
+run "distributed, offered 600/s" serve gateway orders payments --namespace "${ns}e" -- -n 9000 -c 256 --rate 600
 run "distributed, offered 400/s" serve gateway orders payments --namespace "${ns}c" -- -n 8000 -c 256 --rate 400
 run "distributed, provider latency 1500 ms" serve gateway orders payments --namespace "${ns}d" --provider-latency-ms 1500 -- -n "$N" -c 512
 
 # The distributed runs leave their databases behind; drop them.
-for suffix in a b c d; do
+for suffix in a b c d e; do
   for service in orders payments; do
     psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
   done

@@ -79,6 +79,9 @@ impl Default for RelaySettings {
     }
 }
 
+/// How far behind its cursor a relay looks for rows committed out of sequence order.
+const CURSOR_SLACK: i64 = 256;
+
 struct Claimed {
     seq: i64,
     message: Message,
@@ -178,10 +181,15 @@ pub async fn relay(db: Db, bus: Arc<dyn EventBus>, settings: RelaySettings, shut
         if room > 0 {
             // Rows this relay has claimed are leased, and a scan from the start would step over
             // every one of them (and over the dead versions they leave) on each claim. So claims
-            // start after the last row claimed, and only once per poll interval from the start,
-            // for leases that expired and rows committed out of sequence order.
+            // start a little before the last row claimed (transactions that commit out of
+            // sequence order land there), and once per poll interval from the start, for
+            // expired leases and stragglers.
             let from_start = last_full_scan.elapsed() >= settings.poll;
-            let after = if from_start { 0 } else { cursor };
+            let after = if from_start {
+                0
+            } else {
+                cursor.saturating_sub(CURSOR_SLACK)
+            };
             match claim(&db, after, room.min(settings.batch), settings.lease).await {
                 Ok(rows) => {
                     backoff = Duration::from_millis(100);
