@@ -2,7 +2,8 @@
 //!
 //! Event handling only records a PROCESSING payment and hands its id here, so provider latency
 //! never holds a message or a database transaction: up to `max_in_flight` charges wait on the
-//! provider at once. A payment whose process died mid-charge keeps its PROCESSING status and
+//! provider at once. Outcomes that arrive together are recorded with their events in one
+//! transaction. A payment whose process died mid-charge keeps its PROCESSING status and
 //! lease; once the lease runs out the sweep takes it over and charges again with the same payment
 //! id, which the provider treats as the same charge.
 
@@ -18,7 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     SERVICE,
-    domain::{ChargeOutcome, PaymentStatus},
+    domain::{ChargeOutcome, Payment, PaymentStatus},
     provider::PaymentProvider,
     store,
 };
@@ -96,7 +97,13 @@ impl ProcessorLoop {
         let slots = Arc::new(Semaphore::new(self.settings.max_in_flight));
         let mut sweep = tokio::time::interval(self.settings.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let this = Arc::new((self.db.clone(), self.provider.clone(), self.cache.clone()));
+        let (to_settle, settle_queue) = mpsc::unbounded_channel();
+        let settler = tokio::spawn(settle_loop(
+            self.db.clone(),
+            self.provider.clone(),
+            self.cache.clone(),
+            settle_queue,
+        ));
         loop {
             let work = tokio::select! {
                 Some(work) = self.queue.recv() => vec![work],
@@ -122,88 +129,157 @@ impl ProcessorLoop {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     break;
                 };
-                let this = this.clone();
+                let (db, provider, to_settle) =
+                    (self.db.clone(), self.provider.clone(), to_settle.clone());
                 tokio::spawn(async move {
-                    let (db, provider, cache) = &*this;
-                    if let Err(e) = charge(db, provider.as_ref(), cache.as_ref(), &w).await {
+                    match charge(&db, provider.as_ref(), w).await {
+                        Ok(Some(settlement)) => {
+                            let _ = to_settle.send(settlement);
+                        }
+                        Ok(None) => {}
                         // The lease runs out and the sweep tries again.
-                        tracing::warn!(payment_id = %w.payment_id, error = %e, "charge not recorded; will retry after the lease");
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not read a payment to charge; will retry after the lease")
+                        }
                     }
                     drop(permit);
                 });
             }
         }
-        // Charges in progress finish (or their lease lets another process finish them).
+        // Charges in progress finish (or their lease lets another process finish them), then
+        // the last outcomes are recorded.
         let all = self.settings.max_in_flight as u32;
         let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+        drop(to_settle);
+        let _ = tokio::time::timeout(Duration::from_secs(10), settler).await;
     }
 }
 
-/// Charges one payment and records the outcome with its event.
+/// A provider's answer about one payment, waiting to be recorded.
+struct Settlement {
+    payment: Payment,
+    outcome: ChargeOutcome,
+    context: EventContext,
+}
+
+/// Asks the provider about one PROCESSING payment.
 async fn charge(
     db: &Db,
     provider: &dyn PaymentProvider,
-    cache: &dyn Cache,
-    work: &Work,
-) -> Result<(), kassa_platform::db::DbError> {
+    work: Work,
+) -> Result<Option<Settlement>, kassa_platform::db::DbError> {
     let Some(payment) = store::find(db, work.payment_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     if payment.status != PaymentStatus::Processing {
-        return Ok(());
+        return Ok(None);
     }
     let outcome = provider.charge(payment.id, payment.amount).await;
-    let Some(settled) = payment.status.settle(&outcome) else {
-        return Ok(());
-    };
-    let (reason, reference) = match &outcome {
-        ChargeOutcome::Approved { reference } => (None, Some(reference.as_str())),
-        ChargeOutcome::Declined { reason } | ChargeOutcome::Failed { reason } => {
-            (Some(reason.as_str()), None)
-        }
-    };
-    let mut tx = db.begin().await?;
-    if !store::transition(
-        &mut tx,
-        payment.id,
-        PaymentStatus::Processing,
-        settled,
-        reason,
-        reference,
-    )
-    .await?
-    {
-        tx.rollback().await?;
-        // Cancelled while the provider was deciding: give back what it took.
-        if settled == PaymentStatus::Approved {
-            if let Err(e) = provider.refund(payment.id, payment.amount).await {
-                tracing::error!(payment_id = %payment.id, error = %e, "could not void the charge of a cancelled payment");
-            } else {
-                tracing::info!(payment_id = %payment.id, "voided the charge of a payment cancelled meanwhile");
+    Ok(Some(Settlement {
+        payment,
+        outcome,
+        context: work.context,
+    }))
+}
+
+/// Outcomes that arrive together are recorded in one transaction: one commit for many payments.
+const MAX_SETTLEMENTS_PER_COMMIT: usize = 256;
+
+async fn settle_loop(
+    db: Db,
+    provider: Arc<dyn PaymentProvider>,
+    cache: Arc<dyn Cache>,
+    mut queue: mpsc::UnboundedReceiver<Settlement>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_SETTLEMENTS_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
             }
         }
-        return Ok(());
+        let ids: Vec<Uuid> = batch.iter().map(|s| s.payment.id).collect();
+        if let Err(e) = settle(&db, provider.as_ref(), cache.as_ref(), batch).await {
+            // The payments stay PROCESSING under their lease; the sweep charges them again
+            // (the provider treats that as the same charge) and records them then.
+            tracing::warn!(payments = ids.len(), error = %e, "outcomes not recorded; will retry after the lease");
+        }
     }
-    let body = PaymentOutcome {
-        payment_id: payment.id,
-        order_id: payment.order_id,
-        amount_minor: payment.amount.minor(),
-        currency: payment.amount.currency().code().to_owned(),
-        reason: reason.map(str::to_owned),
-    };
-    let event = match settled {
-        PaymentStatus::Approved => {
-            Envelope::new(SERVICE, payment.id, &PaymentApproved(body), &work.context)
+}
+
+/// Records provider outcomes with their events, and voids charges of payments cancelled while
+/// the provider was deciding.
+async fn settle(
+    db: &Db,
+    provider: &dyn PaymentProvider,
+    cache: &dyn Cache,
+    batch: Vec<Settlement>,
+) -> Result<(), kassa_platform::db::DbError> {
+    let mut tx = db.begin().await?;
+    let mut recorded = Vec::with_capacity(batch.len());
+    let mut to_void = Vec::new();
+    for s in &batch {
+        let Some(settled) = s.payment.status.settle(&s.outcome) else {
+            continue;
+        };
+        let (reason, reference) = match &s.outcome {
+            ChargeOutcome::Approved { reference } => (None, Some(reference.as_str())),
+            ChargeOutcome::Declined { reason } | ChargeOutcome::Failed { reason } => {
+                (Some(reason.as_str()), None)
+            }
+        };
+        if !store::transition(
+            &mut tx,
+            s.payment.id,
+            PaymentStatus::Processing,
+            settled,
+            reason,
+            reference,
+        )
+        .await?
+        {
+            // Cancelled while the provider was deciding: what it took goes back.
+            if settled == PaymentStatus::Approved {
+                to_void.push(&s.payment);
+            }
+            continue;
         }
-        PaymentStatus::Declined => {
-            Envelope::new(SERVICE, payment.id, &PaymentDeclined(body), &work.context)
-        }
-        _ => Envelope::new(SERVICE, payment.id, &PaymentFailed(body), &work.context),
-    };
-    outbox::add(&mut tx, &event).await?;
+        let body = PaymentOutcome {
+            payment_id: s.payment.id,
+            order_id: s.payment.order_id,
+            amount_minor: s.payment.amount.minor(),
+            currency: s.payment.amount.currency().code().to_owned(),
+            reason: reason.map(str::to_owned),
+        };
+        let event = match settled {
+            PaymentStatus::Approved => {
+                Envelope::new(SERVICE, s.payment.id, &PaymentApproved(body), &s.context)
+            }
+            PaymentStatus::Declined => {
+                Envelope::new(SERVICE, s.payment.id, &PaymentDeclined(body), &s.context)
+            }
+            _ => Envelope::new(SERVICE, s.payment.id, &PaymentFailed(body), &s.context),
+        };
+        outbox::add(&mut tx, &event).await?;
+        recorded.push((s, settled));
+    }
     tx.commit().await?;
-    cache.remove(&crate::api::cache_key(payment.id)).await;
-    metrics::counter!("kassa_payments_settled_total", "status" => settled.as_str()).increment(1);
-    tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = settled.as_str(), correlation_id = %work.context.correlation_id, "payment settled");
+    for (s, settled) in recorded {
+        cache.remove(&crate::api::cache_key(s.payment.id)).await;
+        metrics::counter!("kassa_payments_settled_total", "status" => settled.as_str())
+            .increment(1);
+        tracing::info!(payment_id = %s.payment.id, order_id = %s.payment.order_id, status = settled.as_str(), correlation_id = %s.context.correlation_id, "payment settled");
+    }
+    for payment in to_void {
+        match provider.refund(payment.id, payment.amount).await {
+            Ok(()) => {
+                tracing::info!(payment_id = %payment.id, "voided the charge of a payment cancelled meanwhile")
+            }
+            Err(e) => {
+                tracing::error!(payment_id = %payment.id, error = %e, "could not void the charge of a cancelled payment")
+            }
+        }
+    }
     Ok(())
 }
