@@ -330,3 +330,133 @@ async fn housekeeping_sweeps_only_what_expired(backend: Backend) {
     assert_eq!(inbox, 1);
     rig.stop().await;
 }
+
+/// Takes batches in one transaction, but refuses any batch holding event 13, as a batch with one
+/// bad event in it would fail.
+struct Batcher {
+    inner: Recorder,
+    batches: AtomicU32,
+}
+
+#[async_trait]
+impl Handler for Batcher {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        self.inner.handle(event).await
+    }
+
+    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), HandlerError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        if events.iter().any(|e| e.subject == "13") {
+            return Err(HandlerError::new("a batch with 13 in it"));
+        }
+        let mut tx = self.inner.db.begin().await?;
+        for event in events {
+            if inbox::record(&mut tx, "probe", event.id).await? {
+                sql("INSERT INTO effects (event_id) VALUES ($1)")
+                    .bind(event.id)
+                    .execute(&mut tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_batches_deliveries_and_falls_back_to_one_by_one() {
+    let namespace = unique("m");
+    let db = Db::connect(&DbLocation::Postgres {
+        url: support::settings_db_url(&namespace),
+        max_connections: 4,
+    })
+    .await
+    .unwrap();
+    migrate::run(&db, &[&migrate::PLATFORM]).await.unwrap();
+    sql("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (trigger, shutdown) = shutdown::channel();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(30),
+    };
+    let bus = Arc::new(RabbitBus::new(
+        AMQP_URL,
+        &namespace,
+        vec![QueueSpec {
+            consumer: "probe".into(),
+            topics: vec![Probe::TYPE.into()],
+        }],
+        policy,
+        64,
+        shutdown.clone(),
+    ));
+    bus.ready().await.unwrap();
+    // Fill the queue before anyone consumes it, so deliveries arrive together.
+    for n in 0..40 {
+        let event = probe(n);
+        bus.publish(&Message {
+            id: event.id,
+            topic: event.event_type.clone(),
+            body: event.to_bytes(),
+        })
+        .await
+        .unwrap();
+    }
+    let batcher = Arc::new(Batcher {
+        inner: Recorder {
+            db: db.clone(),
+            failures: 0,
+            calls: AtomicU32::new(0),
+        },
+        batches: AtomicU32::new(0),
+    });
+    bus.subscribe(Subscription {
+        consumer: "probe".into(),
+        topics: vec![Probe::TYPE.into()],
+        handler: batcher.clone(),
+        db: db.clone(),
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let n: i64 = sql("SELECT COUNT(*) AS n FROM effects")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+            .get("n")
+            .unwrap();
+        if n == 40 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {n} of 40 effects"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let n: i64 = sql("SELECT COUNT(*) AS n FROM effects")
+        .fetch_one(&db)
+        .await
+        .unwrap()
+        .get("n")
+        .unwrap();
+    assert_eq!(n, 40, "every event once, none twice");
+    assert!(
+        batcher.batches.load(Ordering::SeqCst) >= 1,
+        "deliveries that arrive together are batched"
+    );
+    assert!(
+        batcher.inner.calls.load(Ordering::SeqCst) >= 1,
+        "the batch with 13 in it fell back to one by one"
+    );
+    trigger.trigger();
+    bus.drain().await;
+    db.close().await;
+    support::drop_database(&format!("{namespace}_probe")).await;
+    support::delete_named_queues(&namespace, &["probe"], &policy).await;
+}

@@ -10,7 +10,7 @@ use kassa_contracts::{
 };
 use kassa_platform::{
     bus::{Handler, HandlerError},
-    db::Db,
+    db::{Db, Tx},
     inbox, outbox,
 };
 
@@ -27,21 +27,19 @@ pub struct PaymentOutcomes {
     pub db: Db,
 }
 
-#[async_trait]
-impl Handler for PaymentOutcomes {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+impl PaymentOutcomes {
+    /// Applies one payment outcome inside `tx`.
+    async fn apply(&self, tx: &mut Tx, event: &Envelope) -> Result<(), HandlerError> {
         let (outcome, approved): (PaymentOutcome, bool) = match event.event_type.as_str() {
             PaymentApproved::TYPE => (event.decode::<PaymentApproved>()?.0, true),
             PaymentDeclined::TYPE => (event.decode::<PaymentDeclined>()?.0, false),
             PaymentFailed::TYPE => (event.decode::<PaymentFailed>()?.0, false),
             other => return Err(HandlerError::new(format!("orders does not handle {other}"))),
         };
-        let mut tx = self.db.begin().await?;
-        if !inbox::record(&mut tx, SERVICE, event.id).await? {
-            tx.rollback().await?;
+        if !inbox::record(tx, SERVICE, event.id).await? {
             return Ok(());
         }
-        let order = store::find_for_update(&self.db, &mut tx, outcome.order_id)
+        let order = store::find_for_update(&self.db, tx, outcome.order_id)
             .await?
             .ok_or_else(|| {
                 HandlerError::new(format!("order {} does not exist", outcome.order_id))
@@ -55,7 +53,7 @@ impl Handler for PaymentOutcomes {
         match transition {
             Transition::To(status) => {
                 store::set_status(
-                    &mut tx,
+                    tx,
                     order.id,
                     status,
                     outcome.reason.as_deref(),
@@ -87,13 +85,29 @@ impl Handler for PaymentOutcomes {
                         &ctx,
                     )
                 };
-                outbox::add(&mut tx, &next).await?;
-                tracing::info!(order_id = %order.id, status = status.as_str(), "order settled by its payment");
+                outbox::add(tx, &next).await?;
+                tracing::info!(order_id = %order.id, status = status.as_str(), correlation_id = %event.correlationid, "order settled by its payment");
             }
             Transition::Ignore => {}
             Transition::Refuse => {
-                tracing::warn!(order_id = %order.id, status = order.status.as_str(), event = %event.event_type, "event contradicts the order's status; ignored");
+                tracing::warn!(order_id = %order.id, status = order.status.as_str(), event = %event.event_type, correlation_id = %event.correlationid, "event contradicts the order's status; ignored");
             }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for PaymentOutcomes {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(event)).await
+    }
+
+    /// All outcomes in one transaction: one commit for the batch.
+    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), HandlerError> {
+        let mut tx = self.db.begin().await?;
+        for event in events {
+            self.apply(&mut tx, event).await?;
         }
         tx.commit().await?;
         Ok(())

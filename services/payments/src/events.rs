@@ -11,9 +11,9 @@ use kassa_contracts::{
     },
 };
 use kassa_platform::{
-    bus::{Handler, HandlerError},
+    bus::{Handler, HandlerError, one_by_one},
     cache::Cache,
-    db::Db,
+    db::{Db, Tx},
     inbox, outbox,
 };
 
@@ -47,32 +47,35 @@ fn outcome_of(p: &Payment) -> PaymentOutcome {
 }
 
 impl OrderEvents {
-    async fn order_created(
+    /// Records a PROCESSING payment for a new order inside `tx`, and returns the charge to
+    /// start once `tx` commits (none for a repeat, or for an order already cancelled).
+    async fn apply_created(
         &self,
+        tx: &mut Tx,
         event: &Envelope,
-        order: OrderCreated,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Option<Work>, HandlerError> {
+        let order: OrderCreated = event.decode()?;
         let currency = Currency::parse(&order.currency)
             .map_err(|e| HandlerError::new(format!("order.created currency: {e}")))?;
         let amount = Money::from_minor(order.amount_minor, currency)
             .map_err(|e| HandlerError::new(format!("order.created amount: {e}")))?;
         let ctx = EventContext::caused_by(event);
-        let mut tx = self.db.begin().await?;
-        if !inbox::record(&mut tx, SERVICE, event.id).await? {
-            tx.rollback().await?;
-            return Ok(());
+        if !inbox::record(tx, SERVICE, event.id).await? {
+            return Ok(None);
         }
-        let cancelled = store::note_order(&mut tx, order.order_id, false).await?;
+        let cancelled = store::note_order(tx, order.order_id, false).await?;
         let status = if cancelled {
             PaymentStatus::Cancelled
         } else {
             PaymentStatus::Processing
         };
         let payment = Payment::for_order(order.order_id, order.user_id, amount, status);
-        let inserted = store::insert(&mut tx, &payment, &ctx, self.lease).await?;
-        if inserted && cancelled {
+        if !store::insert(tx, &payment, &ctx, self.lease).await? {
+            return Ok(None);
+        }
+        if cancelled {
             outbox::add(
-                &mut tx,
+                tx,
                 &Envelope::new(
                     SERVICE,
                     payment.id,
@@ -81,14 +84,25 @@ impl OrderEvents {
                 ),
             )
             .await?;
+            return Ok(None);
+        }
+        tracing::info!(payment_id = %payment.id, order_id = %order.order_id, amount = %amount, correlation_id = %ctx.correlation_id, "payment processing");
+        Ok(Some(Work {
+            payment_id: payment.id,
+            context: ctx,
+        }))
+    }
+
+    /// New orders in one transaction; their charges start once it commits.
+    async fn orders_created(&self, events: &[Envelope]) -> Result<(), HandlerError> {
+        let mut tx = self.db.begin().await?;
+        let mut charges = Vec::with_capacity(events.len());
+        for event in events {
+            charges.extend(self.apply_created(&mut tx, event).await?);
         }
         tx.commit().await?;
-        if inserted && !cancelled {
-            tracing::info!(payment_id = %payment.id, order_id = %order.order_id, amount = %amount, "payment processing");
-            self.processor.submit(Work {
-                payment_id: payment.id,
-                context: ctx,
-            });
+        for work in charges {
+            self.processor.submit(work);
         }
         Ok(())
     }
@@ -185,11 +199,21 @@ impl OrderEvents {
 impl Handler for OrderEvents {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
-            OrderCreated::TYPE => self.order_created(event, event.decode()?).await,
+            OrderCreated::TYPE => self.orders_created(std::slice::from_ref(event)).await,
             OrderCancelled::TYPE => self.order_cancelled(event, event.decode()?).await,
             other => Err(HandlerError::new(format!(
                 "payments does not handle {other}"
             ))),
+        }
+    }
+
+    /// A run of new orders shares one transaction; a batch with a cancellation in it (which
+    /// talks to the provider) is handled event by event.
+    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), HandlerError> {
+        if events.iter().all(|e| e.event_type == OrderCreated::TYPE) {
+            self.orders_created(events).await
+        } else {
+            one_by_one(self, events).await
         }
     }
 }

@@ -87,6 +87,24 @@ impl From<kassa_contracts::envelope::DecodeError> for HandlerError {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError>;
+
+    /// Handles events that arrived together. A handler that can record them all in one
+    /// transaction overrides this; if it fails, nothing of the batch may remain, and the bus
+    /// handles each event on its own (with its own retries).
+    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), HandlerError> {
+        one_by_one(self, events).await
+    }
+}
+
+/// Handles `events` one after the other (the default batch).
+pub async fn one_by_one<H: Handler + ?Sized>(
+    handler: &H,
+    events: &[Envelope],
+) -> Result<(), HandlerError> {
+    for event in events {
+        handler.handle(event).await?;
+    }
+    Ok(())
 }
 
 /// How often and how patiently a failed delivery is tried again.

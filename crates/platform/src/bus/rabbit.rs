@@ -30,6 +30,7 @@ use super::{
     BusError, DeadLetter, EventBus, HandlerError, Message, RetryPolicy, Subscription, deliver,
 };
 use crate::shutdown::Shutdown;
+use kassa_contracts::Envelope;
 
 const ATTEMPT_HEADER: &str = "x-kassa-attempt";
 const ERROR_HEADER: &str = "x-kassa-error";
@@ -452,12 +453,28 @@ async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Result<(), BusE
         tokio::select! {
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let permit = in_flight.clone().acquire_owned().await.map_err(unavailable)?;
+                    // Whatever else has already arrived goes with it, to be handled as a batch.
+                    let mut batch = vec![delivery];
+                    let mut broken = None;
+                    while batch.len() < MAX_BATCH {
+                        match futures_util::FutureExt::now_or_never(consumer.next()) {
+                            Some(Some(Ok(more))) => batch.push(more),
+                            Some(Some(Err(e))) => {
+                                broken = Some(unavailable(e));
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                    let permits = in_flight.clone().acquire_many_owned(batch.len() as u32).await.map_err(unavailable)?;
                     let (inner, sub, out) = (inner.clone(), sub.clone(), out.clone());
                     tokio::spawn(async move {
-                        handle_delivery(&inner, &sub, &out, delivery).await;
-                        drop(permit);
+                        handle_deliveries(&inner, &sub, &out, batch).await;
+                        drop(permits);
                     });
+                    if let Some(e) = broken {
+                        break Err(e);
+                    }
                 }
                 Some(Err(e)) => break Err(unavailable(e)),
                 None => break Err(unavailable("consumer cancelled by the broker")),
@@ -476,6 +493,41 @@ async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Result<(), BusE
     .await;
     let _ = conn.close(200, "bye".into()).await;
     result
+}
+
+/// Deliveries handed to a handler at once, at most.
+const MAX_BATCH: usize = 64;
+
+/// Handles deliveries that arrived together: as one batch when they all parse and the handler
+/// takes them, else one by one, each with its own retries.
+async fn handle_deliveries(inner: &Inner, sub: &Subscription, out: &Channel, batch: Vec<Delivery>) {
+    if batch.len() > 1 {
+        let envelopes: Option<Vec<Envelope>> = batch
+            .iter()
+            .map(|d| Envelope::from_bytes(&d.data).ok())
+            .collect();
+        if let Some(envelopes) = envelopes {
+            match sub.handler.handle_batch(&envelopes).await {
+                Ok(()) => {
+                    for d in &batch {
+                        if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+                            tracing::warn!(consumer = %sub.consumer, error = %e, "acknowledgement lost; the broker will redeliver");
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(consumer = %sub.consumer, error = %e, "batch failed; handling its events one by one")
+                }
+            }
+        }
+    }
+    futures_util::future::join_all(
+        batch
+            .into_iter()
+            .map(|d| handle_delivery(inner, sub, out, d)),
+    )
+    .await;
 }
 
 async fn handle_delivery(inner: &Inner, sub: &Subscription, out: &Channel, delivery: Delivery) {
