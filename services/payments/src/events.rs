@@ -90,6 +90,7 @@ impl OrderEvents {
         Ok(Some(Work {
             payment_id: payment.id,
             context: ctx,
+            payment: Some(payment),
         }))
     }
 

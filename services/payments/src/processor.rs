@@ -50,6 +50,9 @@ impl Default for ProcessorSettings {
 pub struct Work {
     pub payment_id: Uuid,
     pub context: EventContext,
+    /// The payment as its creator just committed it, which saves reading it back; `None` to
+    /// read it (a payment taken over from another process).
+    pub payment: Option<Payment>,
 }
 
 /// The handle event handlers give new payments to.
@@ -115,7 +118,7 @@ impl ProcessorLoop {
                             if !ids.is_empty() {
                                 tracing::info!(count = ids.len(), "taking over payments left PROCESSING");
                             }
-                            ids.into_iter().map(|(payment_id, context)| Work { payment_id, context }).collect()
+                            ids.into_iter().map(|(payment_id, context)| Work { payment_id, context, payment: None }).collect()
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "could not look for stalled payments");
@@ -168,8 +171,12 @@ async fn charge(
     provider: &dyn PaymentProvider,
     work: Work,
 ) -> Result<Option<Settlement>, kassa_platform::db::DbError> {
-    let Some(payment) = store::find(db, work.payment_id).await? else {
-        return Ok(None);
+    let payment = match work.payment {
+        Some(payment) => payment,
+        None => match store::find(db, work.payment_id).await? {
+            Some(payment) => payment,
+            None => return Ok(None),
+        },
     };
     if payment.status != PaymentStatus::Processing {
         return Ok(None);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::sync::{RwLock, Semaphore};
+use tokio::sync::{RwLock, Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{BusError, EventBus, Message, RetryPolicy, Subscription, deliver, topic_matches};
@@ -21,6 +21,84 @@ const MAX_CONCURRENT_DELIVERIES: usize = 1024;
 struct Subscriber {
     subscription: Subscription,
     slots: Arc<Semaphore>,
+    /// Messages for this subscriber, each with where to report how its delivery ended.
+    queue: mpsc::UnboundedSender<(Message, oneshot::Sender<Result<(), BusError>>)>,
+}
+
+/// Messages handed to a handler at once, at most.
+const MAX_BATCH: usize = 64;
+
+/// Takes a subscriber's messages as they come and hands whatever arrived together to the
+/// handler as one batch; a batch that fails is delivered message by message, each with its own
+/// retries. Each group runs as a task of its own, so a handler's transaction never waits on
+/// whoever published.
+async fn dispatch(
+    subscriber: Arc<Subscriber>,
+    mut queue: mpsc::UnboundedReceiver<(Message, oneshot::Sender<Result<(), BusError>>)>,
+    policy: RetryPolicy,
+    shutdown: Shutdown,
+) {
+    loop {
+        let first = tokio::select! {
+            next = queue.recv() => match next {
+                Some(first) => first,
+                None => return,
+            },
+            // Messages still queued are abandoned: their outbox rows stay for the next start.
+            _ = shutdown.wait() => return,
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
+        tokio::spawn(deliver_group(
+            subscriber.clone(),
+            group,
+            policy,
+            shutdown.clone(),
+        ));
+    }
+}
+
+async fn deliver_group(
+    subscriber: Arc<Subscriber>,
+    group: Vec<(Message, oneshot::Sender<Result<(), BusError>>)>,
+    policy: RetryPolicy,
+    shutdown: Shutdown,
+) {
+    if group.len() > 1 {
+        let envelopes: Option<Vec<kassa_contracts::Envelope>> = group
+            .iter()
+            .map(|(m, _)| kassa_contracts::Envelope::from_bytes(&m.body).ok())
+            .collect();
+        if let Some(envelopes) = envelopes {
+            let batch = async {
+                let _slot = subscriber.slots.acquire().await.ok()?;
+                subscriber
+                    .subscription
+                    .handler
+                    .handle_batch(&envelopes)
+                    .await
+                    .ok()
+            };
+            if batch.await.is_some() {
+                for (_, done) in group {
+                    let _ = done.send(Ok(()));
+                }
+                return;
+            }
+        }
+    }
+    let each = group.into_iter().map(|(message, done)| {
+        let (subscriber, shutdown) = (subscriber.clone(), shutdown.clone());
+        async move {
+            let _ = done.send(deliver_to(subscriber, message, policy, shutdown).await);
+        }
+    });
+    futures_util::future::join_all(each).await;
 }
 
 pub struct MemoryBus {
@@ -138,29 +216,35 @@ impl EventBus for MemoryBus {
             })
             .cloned()
             .collect();
-        let tasks: Vec<_> = targets
-            .into_iter()
-            .map(|s| {
-                tokio::spawn(deliver_to(
-                    s,
-                    message.clone(),
-                    self.policy,
-                    self.shutdown.clone(),
-                ))
-            })
-            .collect();
-        for task in futures_util::future::join_all(tasks).await {
-            task.map_err(|e| BusError::Unavailable(format!("delivery task failed: {e}")))??;
+        let mut outcomes = Vec::with_capacity(targets.len());
+        for subscriber in targets {
+            let (done, outcome) = oneshot::channel();
+            subscriber
+                .queue
+                .send((message.clone(), done))
+                .map_err(|_| BusError::Unavailable("subscriber stopped".into()))?;
+            outcomes.push(outcome);
+        }
+        for outcome in futures_util::future::join_all(outcomes).await {
+            outcome.map_err(|_| BusError::Unavailable("delivery abandoned".into()))??;
         }
         Ok(())
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<(), BusError> {
-        let subscriber = Subscriber {
+        let (queue, incoming) = mpsc::unbounded_channel();
+        let subscriber = Arc::new(Subscriber {
             subscription,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
-        };
-        self.subscribers.write().await.push(Arc::new(subscriber));
+            queue,
+        });
+        tokio::spawn(dispatch(
+            subscriber.clone(),
+            incoming,
+            self.policy,
+            self.shutdown.clone(),
+        ));
+        self.subscribers.write().await.push(subscriber);
         Ok(())
     }
 
