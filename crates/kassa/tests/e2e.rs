@@ -123,6 +123,14 @@ impl Client {
         r.json().await.ok()
     }
 
+    /// Places one order and waits until it is settled: the system works before a fault is
+    /// injected.
+    async fn place_and_settle(&self, total: &str) {
+        let (_, body) = self.place(total, None).await;
+        let id = body["orderId"].as_str().expect("orderId").to_owned();
+        self.all_terminal(&[id], Duration::from_secs(20)).await;
+    }
+
     /// Waits until every order is PAID, FAILED or CANCELLED; returns their statuses.
     async fn all_terminal(&self, ids: &[String], within: Duration) -> Vec<String> {
         let deadline = Instant::now() + within;
@@ -300,13 +308,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_complete_when_it_is_ba
         3,
     );
     let client = Client::new(gateway_port);
-    let (_, first) = client.place("5", None).await;
-    client
-        .all_terminal(
-            &[first["orderId"].as_str().unwrap().to_owned()],
-            Duration::from_secs(20),
-        )
-        .await;
+    client.place_and_settle("5").await;
 
     switch.send_replace(false);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -686,13 +688,7 @@ async fn a_database_outage_delays_payments_and_dead_letters_nothing() {
         2,
     );
     let client = Client::new(gateway_port);
-    let (_, first) = client.place("3", None).await;
-    client
-        .all_terminal(
-            &[first["orderId"].as_str().unwrap().to_owned()],
-            Duration::from_secs(20),
-        )
-        .await;
+    client.place_and_settle("3").await;
 
     switch.send_replace(false);
     let mut ids = Vec::new();

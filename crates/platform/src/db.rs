@@ -54,6 +54,14 @@ impl DbError {
         DbError::Sqlx(e)
     }
 
+    /// A column that held something its reader cannot accept.
+    pub fn column(column: &str, message: impl Into<String>) -> Self {
+        DbError::Column {
+            column: column.into(),
+            message: message.into(),
+        }
+    }
+
     /// True when the error says the database could not be reached (or is shutting down, or out
     /// of connections) rather than that it refused a query: waiting and trying again will do.
     pub fn is_unavailable(&self) -> bool {

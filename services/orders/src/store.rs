@@ -10,23 +10,18 @@ use crate::domain::{Order, OrderStatus};
 const COLUMNS: &str =
     "id, user_id, total_minor, currency, status, failure_reason, created_at, updated_at";
 
-fn corrupt(column: &str, message: impl Into<String>) -> DbError {
-    DbError::Column {
-        column: column.into(),
-        message: message.into(),
-    }
-}
-
 fn order_from(row: &Row) -> DbResult<Order> {
     let currency: String = row.get("currency")?;
-    let currency = Currency::parse(&currency).map_err(|e| corrupt("currency", e.to_string()))?;
+    let currency =
+        Currency::parse(&currency).map_err(|e| DbError::column("currency", e.to_string()))?;
     let status: String = row.get("status")?;
     Ok(Order {
         id: row.get("id")?,
         user_id: row.get("user_id")?,
         total: Money::from_minor(row.get("total_minor")?, currency)
-            .map_err(|e| corrupt("total_minor", e.to_string()))?,
-        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
+            .map_err(|e| DbError::column("total_minor", e.to_string()))?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| DbError::column("status", status.clone()))?,
         failure_reason: row.get("failure_reason")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,

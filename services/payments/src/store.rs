@@ -11,24 +11,19 @@ use crate::domain::{Payment, PaymentStatus};
 
 const COLUMNS: &str = "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, created_at, updated_at";
 
-fn corrupt(column: &str, message: impl Into<String>) -> DbError {
-    DbError::Column {
-        column: column.into(),
-        message: message.into(),
-    }
-}
-
 fn payment_from(row: &Row) -> DbResult<Payment> {
     let currency: String = row.get("currency")?;
-    let currency = Currency::parse(&currency).map_err(|e| corrupt("currency", e.to_string()))?;
+    let currency =
+        Currency::parse(&currency).map_err(|e| DbError::column("currency", e.to_string()))?;
     let status: String = row.get("status")?;
     Ok(Payment {
         id: row.get("id")?,
         order_id: row.get("order_id")?,
         user_id: row.get("user_id")?,
         amount: Money::from_minor(row.get("amount_minor")?, currency)
-            .map_err(|e| corrupt("amount_minor", e.to_string()))?,
-        status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("status", status.clone()))?,
+            .map_err(|e| DbError::column("amount_minor", e.to_string()))?,
+        status: PaymentStatus::parse(&status)
+            .ok_or_else(|| DbError::column("status", status.clone()))?,
         reason: row.get("reason")?,
         provider_reference: row.get("provider_reference")?,
         created_at: row.get("created_at")?,
@@ -142,9 +137,9 @@ pub async fn totals_by_status(db: &Db) -> DbResult<Vec<StatusTotal>> {
             let currency: String = row.get("currency")?;
             Ok(StatusTotal {
                 status: PaymentStatus::parse(&status)
-                    .ok_or_else(|| corrupt("status", status.clone()))?,
+                    .ok_or_else(|| DbError::column("status", status.clone()))?,
                 currency: Currency::parse(&currency)
-                    .map_err(|e| corrupt("currency", e.to_string()))?,
+                    .map_err(|e| DbError::column("currency", e.to_string()))?,
                 count: row.get("n")?,
                 total_minor: row.get("total")?,
             })

@@ -244,20 +244,9 @@ pub async fn drop_database(name: &str) {
 }
 
 pub async fn drop_databases(namespace: &str) {
-    let admin = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
-        url: PG_URL.into(),
-        max_connections: 1,
-    })
-    .await
-    .expect("postgres reachable");
     for service in ["orders", "payments"] {
-        let _ = kassa_platform::sql(format!(
-            "DROP DATABASE IF EXISTS \"{namespace}_{service}\" WITH (FORCE)"
-        ))
-        .execute(&admin)
-        .await;
+        drop_database(&format!("{namespace}_{service}")).await;
     }
-    admin.close().await;
 }
 
 pub async fn delete_queues(namespace: &str, retry: &RetryPolicy) {
