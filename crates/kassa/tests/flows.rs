@@ -19,6 +19,7 @@ on_both_backends!(
     bad_input_is_refused_and_changes_nothing,
     idempotency_key_replays_and_refuses_reuse,
     concurrent_duplicates_create_one_order,
+    a_burst_of_orders_settles_each_once,
     every_service_answers_on_its_own_port,
     plumbing_health_metrics_swagger,
 );
@@ -450,6 +451,63 @@ async fn concurrent_duplicates_create_one_order(backend: Backend) {
     let id = ids.into_iter().next().unwrap();
     app.order_reaches(&id, &["PAID"]).await;
     assert_eq!(app.count_payments().await, 1);
+    Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
+}
+
+/// Orders placed at once share transactions and their events travel in batches; each must
+/// still get exactly its own payment and outcome.
+async fn a_burst_of_orders_settles_each_once(backend: Backend) {
+    const N: usize = 300;
+    let app = Arc::new(spawn_app(backend).await);
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let app = app.clone();
+        // Cents .00 approve, .01 decline, .02 fail.
+        let total = format!("{}.0{}", 10 + i, i % 3);
+        tasks.push(tokio::spawn(async move {
+            let body = format!(r#"{{"userId":"{USER}","total":{total}}}"#);
+            let (status, answer) = app.post_json("/api/orders", &body, &[]).await;
+            assert_eq!(status, 202, "{answer}");
+            (answer["orderId"].as_str().unwrap().to_owned(), total)
+        }));
+    }
+    let mut placed = std::collections::HashMap::new();
+    for t in tasks {
+        let (id, total) = t.await.unwrap();
+        placed.insert(id, total);
+    }
+    assert_eq!(placed.len(), N, "every request its own order");
+    app.wait_for("/api/payments/stats", |stats| {
+        let counted: i64 = stats["byStatus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] != "PROCESSING")
+            .map(|s| s["count"].as_i64().unwrap())
+            .sum();
+        counted == N as i64
+    })
+    .await;
+    assert_eq!(app.count_orders().await, N as i64);
+    assert_eq!(app.count_payments().await, N as i64);
+    let mut seen = 0;
+    for page in 1..=N.div_ceil(100) {
+        let (_, listed) = app.get(&format!("/api/orders?page={page}&limit=100")).await;
+        for order in listed["data"].as_array().unwrap() {
+            let total = &placed[order["id"].as_str().unwrap()];
+            let wanted = if total.ends_with(".00") {
+                "PAID"
+            } else {
+                "FAILED"
+            };
+            let order = app
+                .order_reaches(order["id"].as_str().unwrap(), &[wanted])
+                .await;
+            assert_eq!(order["total"].to_string(), total.trim_end_matches(".00"));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, N);
     Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
 }
 

@@ -523,6 +523,84 @@ impl Query {
     }
 }
 
+/// The most rows one multi-row statement carries.
+const MAX_ROWS_PER_STATEMENT: usize = 64;
+
+/// Splits `n` rows into chunks whose sizes are powers of two (largest first, at most
+/// [`MAX_ROWS_PER_STATEMENT`]), so a multi-row statement has one of seven texts and the driver
+/// prepares each once instead of a new text for every batch size.
+fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= MAX_ROWS_PER_STATEMENT {
+            MAX_ROWS_PER_STATEMENT
+        } else {
+            1 << n.ilog2()
+        };
+        n -= size;
+        Some(size)
+    })
+}
+
+/// Writes many rows with few statements: `{head} VALUES ($1, …), (…) {tail}` for each chunk of
+/// `rows` (every row binds the same number of arguments), inside `tx`. Returns what the
+/// statements' `RETURNING` clauses gave, in no particular order.
+pub async fn insert_rows(
+    tx: &mut Tx,
+    head: &str,
+    tail: &str,
+    rows: Vec<Vec<Arg>>,
+) -> DbResult<Vec<Row>> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(Vec::new());
+    };
+    debug_assert!(rows.iter().all(|r| r.len() == width));
+    let mut rows = rows.into_iter();
+    let mut returned = Vec::new();
+    for size in chunk_sizes(rows.len()) {
+        let values = (0..size)
+            .map(|r| {
+                let cells = (1..=width)
+                    .map(|c| format!("${}", r * width + c))
+                    .collect::<Vec<_>>();
+                format!("({})", cells.join(", "))
+            })
+            .collect::<Vec<_>>();
+        let mut q = sql(format!("{head} VALUES {} {tail}", values.join(", ")));
+        for row in rows.by_ref().take(size) {
+            q.args.extend(row);
+        }
+        returned.extend(q.fetch_all(&mut *tx).await?);
+    }
+    Ok(returned)
+}
+
+/// Runs `{head} ($k, $k+1, …){tail}` for chunks of `keys`, where `first` arguments come before
+/// the list and are bound again for each chunk: a read or an update of many rows by key with a
+/// few statements. Returns every row the statements return.
+pub async fn for_keys(
+    tx: &mut Tx,
+    head: &str,
+    tail: &str,
+    first: Vec<Arg>,
+    keys: Vec<Arg>,
+) -> DbResult<Vec<Row>> {
+    let mut keys = keys.into_iter();
+    let mut returned = Vec::new();
+    for size in chunk_sizes(keys.len()) {
+        let list = (1..=size)
+            .map(|i| format!("${}", first.len() + i))
+            .collect::<Vec<_>>();
+        let mut q = sql(format!("{head} ({}){tail}", list.join(", ")));
+        q.args.extend(first.iter().cloned());
+        q.args.extend(keys.by_ref().take(size));
+        returned.extend(q.fetch_all(&mut *tx).await?);
+    }
+    Ok(returned)
+}
+
 /// One result row from either backend.
 pub enum Row {
     Pg(PgRow),
@@ -556,4 +634,105 @@ impl Row {
 /// The folder and file name of an embedded service database.
 pub fn sqlite_path(data_dir: &Path, service: &str) -> std::path::PathBuf {
     data_dir.join(format!("{service}.db"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_largest_first() {
+        let sizes = |n| chunk_sizes(n).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(37), vec![32, 4, 1]);
+        assert_eq!(sizes(64), vec![64]);
+        assert_eq!(sizes(200), vec![64, 64, 64, 8]);
+        for n in 0..300 {
+            assert_eq!(chunk_sizes(n).sum::<usize>(), n);
+        }
+    }
+
+    /// Many rows in, through every chunk size; repeats skipped; all read back by key.
+    async fn multi_row_statements(db: &Db) {
+        let mut tx = db.begin().await.unwrap();
+        sql("CREATE TABLE multi (k BLOB PRIMARY KEY, n BIGINT NOT NULL)")
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let keys: Vec<Uuid> = (0..127).map(|_| Uuid::now_v7()).collect();
+        let rows = |keys: &[Uuid]| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| vec![Arg::from(*k), Arg::from(i as i64)])
+                .collect::<Vec<_>>()
+        };
+        let (head, tail) = (
+            "INSERT INTO multi (k, n)",
+            "ON CONFLICT DO NOTHING RETURNING k",
+        );
+        let mut tx = db.begin().await.unwrap();
+        let first = insert_rows(&mut tx, head, tail, rows(&keys[..100]))
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 100);
+        // 90 of these are in already.
+        let second = insert_rows(&mut tx, head, tail, rows(&keys[10..]))
+            .await
+            .unwrap();
+        let mut new: Vec<Uuid> = second.iter().map(|r| r.get("k").unwrap()).collect();
+        new.sort();
+        assert_eq!(new, keys[100..].to_vec());
+        let read = for_keys(
+            &mut tx,
+            "SELECT k, n FROM multi WHERE n >= $1 AND k IN",
+            "",
+            vec![Arg::from(0i64)],
+            keys.iter().map(|k| Arg::from(*k)).collect(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(read.len(), keys.len());
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn multi_row_statements_on_sqlite() {
+        let path = std::env::temp_dir().join(format!("kassa-db-{}.db", Uuid::now_v7()));
+        let db = Db::connect(&DbLocation::Sqlite { path: path.clone() })
+            .await
+            .unwrap();
+        multi_row_statements(&db).await;
+        db.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn multi_row_statements_on_postgres() {
+        let name = format!("kassa_db_test_{}", Uuid::now_v7().simple());
+        let server = "postgres://postgres@127.0.0.1:5432";
+        let db = Db::connect(&DbLocation::Postgres {
+            url: format!("{server}/{name}"),
+            max_connections: 2,
+        })
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (.ci/run starts it)");
+        // PostgreSQL has no BLOB; the same table with its own type names.
+        sql("CREATE DOMAIN blob AS uuid")
+            .execute(&db)
+            .await
+            .unwrap();
+        multi_row_statements(&db).await;
+        db.close().await;
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
 }

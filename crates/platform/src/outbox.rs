@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     bus::{EventBus, Message},
-    db::{Backend, Db, DbResult, Tx, sql},
+    db::{Arg, Backend, Db, DbResult, Tx, insert_rows, sql},
     shutdown::Shutdown,
 };
 
@@ -27,6 +27,34 @@ pub async fn add(tx: &mut Tx, event: &Envelope) -> DbResult<()> {
         .bind(Utc::now())
         .execute(&mut *tx)
         .await?;
+    tx.mark_outbox_written();
+    Ok(())
+}
+
+/// Adds many events to the outbox inside `tx` with a few multi-row statements.
+pub async fn add_all(tx: &mut Tx, events: impl IntoIterator<Item = &Envelope>) -> DbResult<()> {
+    let now = Utc::now();
+    let rows: Vec<Vec<Arg>> = events
+        .into_iter()
+        .map(|e| {
+            vec![
+                Arg::from(e.id),
+                Arg::from(e.event_type.as_str()),
+                Arg::from(e.to_bytes()),
+                Arg::from(now),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    insert_rows(
+        tx,
+        "INSERT INTO outbox (id, topic, body, created_at)",
+        "",
+        rows,
+    )
+    .await?;
     tx.mark_outbox_written();
     Ok(())
 }

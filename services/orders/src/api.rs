@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::{
     SERVICE,
     domain::{Order, OrderStatus, Transition},
+    placing::Placer,
     store,
 };
 
@@ -36,6 +37,8 @@ use crate::{
 pub struct AppState {
     pub db: Db,
     pub default_currency: Currency,
+    /// Stores orders placed without an `Idempotency-Key`, many per transaction under load.
+    pub placer: Placer,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -143,47 +146,54 @@ pub async fn create_order(
     let total = parse_amount("total", &body.total, currency)?;
     let key = IdempotencyKey::from_headers(&headers)?;
 
-    let mut tx = state.db.begin().await?;
-    if let Some(key) = &key {
-        let fingerprint = idempotency::fingerprint(&[
-            user_id.as_bytes(),
-            &total.minor().to_be_bytes(),
-            currency.code().as_bytes(),
-        ]);
-        if let Claim::Replay { status, body } =
-            idempotency::claim(&mut tx, "orders.create", key, &fingerprint).await?
-        {
-            tx.rollback().await?;
-            let mut r = json_response(status, body);
-            r.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(r);
-        }
-    }
     let order = Order::place(user_id, total);
-    store::insert(&mut tx, &order).await?;
-    let event = OrderCreated {
-        order_id: order.id,
-        user_id,
-        amount_minor: total.minor(),
-        currency: currency.code().to_owned(),
-    };
-    outbox::add(
-        &mut tx,
-        &Envelope::new(SERVICE, order.id, &event, &ids.event_context()),
-    )
-    .await?;
+    let event = Envelope::new(
+        SERVICE,
+        order.id,
+        &OrderCreated {
+            order_id: order.id,
+            user_id,
+            amount_minor: total.minor(),
+            currency: currency.code().to_owned(),
+        },
+        &ids.event_context(),
+    );
     let accepted = Accepted {
         order_id: order.id,
         message: "Order creation request accepted",
         status: Some("PENDING_PAYMENT"),
     };
     let body = serde_json::to_vec(&accepted).map_err(|_| ApiError::internal())?;
-    if let Some(key) = &key {
-        idempotency::store(&mut tx, "orders.create", key, StatusCode::ACCEPTED, &body).await?;
+    let order_id = order.id;
+
+    match &key {
+        // Without a key, the order joins whatever else is being placed right now.
+        None => state.placer.place(order, event).await?,
+        // With one, the key is claimed in the order's own transaction: a concurrent duplicate
+        // waits on it and then replays the stored answer.
+        Some(key) => {
+            let mut tx = state.db.begin().await?;
+            let fingerprint = idempotency::fingerprint(&[
+                user_id.as_bytes(),
+                &total.minor().to_be_bytes(),
+                currency.code().as_bytes(),
+            ]);
+            if let Claim::Replay { status, body } =
+                idempotency::claim(&mut tx, "orders.create", key, &fingerprint).await?
+            {
+                tx.rollback().await?;
+                let mut r = json_response(status, body);
+                r.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return Ok(r);
+            }
+            store::insert(&mut tx, &order).await?;
+            outbox::add(&mut tx, &event).await?;
+            idempotency::store(&mut tx, "orders.create", key, StatusCode::ACCEPTED, &body).await?;
+            tx.commit().await?;
+        }
     }
-    tx.commit().await?;
-    tracing::info!(order_id = %order.id, total = %total, "order placed");
+    tracing::info!(order_id = %order_id, total = %total, "order placed");
     Ok(json_response(StatusCode::ACCEPTED, body))
 }
 

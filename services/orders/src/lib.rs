@@ -4,10 +4,12 @@
 //! - `domain.rs`: orders and their state machine
 //! - `store.rs`: the orders table
 //! - `events.rs`: what payment outcomes do to orders
+//! - `placing.rs`: new orders stored many per transaction under load
 
 pub mod api;
 pub mod domain;
 pub mod events;
+pub mod placing;
 pub mod store;
 
 use std::sync::Arc;
@@ -54,9 +56,11 @@ impl Default for Config {
 }
 
 pub fn build(infra: &Infra, config: Config) -> ServiceParts {
+    let (placer, writer) = placing::Placer::start(infra.db.clone());
     let state = api::AppState {
         db: infra.db.clone(),
         default_currency: config.default_currency,
+        placer,
     };
     ServiceParts {
         api: api::router(state),
@@ -69,7 +73,7 @@ pub fn build(infra: &Infra, config: Config) -> ServiceParts {
             }),
             db: infra.db.clone(),
         }],
-        background: Vec::new(),
+        background: vec![writer],
     }
 }
 

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use kassa_contracts::{Currency, Money};
-use kassa_platform::db::{Db, DbError, DbResult, Row, Tx, sql};
+use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, insert_rows, sql};
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderStatus};
@@ -45,6 +45,27 @@ pub async fn insert(tx: &mut Tx, order: &Order) -> DbResult<()> {
     Ok(())
 }
 
+/// Inserts many orders with a few multi-row statements.
+pub async fn insert_all(tx: &mut Tx, orders: impl IntoIterator<Item = &Order>) -> DbResult<()> {
+    let rows = orders
+        .into_iter()
+        .map(|o| {
+            vec![
+                Arg::from(o.id),
+                Arg::from(o.user_id),
+                Arg::from(o.total.minor()),
+                Arg::from(o.total.currency().code()),
+                Arg::from(o.status.as_str()),
+                Arg::from(o.failure_reason.clone()),
+                Arg::from(o.created_at),
+                Arg::from(o.updated_at),
+            ]
+        })
+        .collect();
+    insert_rows(tx, &format!("INSERT INTO orders ({COLUMNS})"), "", rows).await?;
+    Ok(())
+}
+
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Order>> {
     let row = sql(format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
         .bind(id)
@@ -65,6 +86,19 @@ pub async fn find_for_update(db: &Db, tx: &mut Tx, id: Uuid) -> DbResult<Option<
     row.as_ref().map(order_from).transpose()
 }
 
+/// Reads orders by id and locks them for the rest of `tx`.
+pub async fn find_all_for_update(db: &Db, tx: &mut Tx, ids: &[Uuid]) -> DbResult<Vec<Order>> {
+    let rows = for_keys(
+        tx,
+        &format!("SELECT {COLUMNS} FROM orders WHERE id IN"),
+        db.for_update(),
+        Vec::new(),
+        ids.iter().map(|id| Arg::from(*id)).collect(),
+    )
+    .await?;
+    rows.iter().map(order_from).collect()
+}
+
 /// One page, newest first, and the number of orders in all.
 pub async fn page(db: &Db, limit: u32, offset: i64) -> DbResult<(Vec<Order>, i64)> {
     let rows = sql(format!(
@@ -79,6 +113,25 @@ pub async fn page(db: &Db, limit: u32, offset: i64) -> DbResult<(Vec<Order>, i64
         .await?
         .get("n")?;
     Ok((rows.iter().map(order_from).collect::<DbResult<_>>()?, total))
+}
+
+/// Gives the orders `ids` one status (and reason) at once.
+pub async fn set_status_all(
+    tx: &mut Tx,
+    ids: &[Uuid],
+    status: OrderStatus,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> DbResult<()> {
+    for_keys(
+        tx,
+        "UPDATE orders SET status = $1, failure_reason = COALESCE($2, failure_reason), updated_at = $3 WHERE id IN",
+        "",
+        vec![Arg::from(status.as_str()), Arg::from(reason), Arg::from(at)],
+        ids.iter().map(|id| Arg::from(*id)).collect(),
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn set_status(

@@ -13,9 +13,10 @@ use kassa_contracts::{
 use kassa_platform::{
     bus::{Handler, HandlerError, one_by_one},
     cache::Cache,
-    db::{Db, Tx},
+    db::Db,
     inbox, outbox,
 };
+use uuid::Uuid;
 
 use crate::{
     SERVICE,
@@ -46,61 +47,81 @@ fn outcome_of(p: &Payment) -> PaymentOutcome {
     }
 }
 
-impl OrderEvents {
-    /// Records a PROCESSING payment for a new order inside `tx`, and returns the charge to
-    /// start once `tx` commits (none for a repeat, or for an order already cancelled).
-    async fn apply_created(
-        &self,
-        tx: &mut Tx,
-        event: &Envelope,
-    ) -> Result<Option<Work>, HandlerError> {
-        let order: OrderCreated = event.decode()?;
-        let currency = Currency::parse(&order.currency)
-            .map_err(|e| HandlerError::new(format!("order.created currency: {e}")))?;
-        let amount = Money::from_minor(order.amount_minor, currency)
-            .map_err(|e| HandlerError::new(format!("order.created amount: {e}")))?;
-        let ctx = EventContext::caused_by(event);
-        if !inbox::record(tx, SERVICE, event.id).await? {
-            return Ok(None);
-        }
-        let cancelled = store::note_order(tx, order.order_id, false).await?;
-        let status = if cancelled {
-            PaymentStatus::Cancelled
-        } else {
-            PaymentStatus::Processing
-        };
-        let payment = Payment::for_order(order.order_id, order.user_id, amount, status);
-        if !store::insert(tx, &payment, &ctx, self.lease).await? {
-            return Ok(None);
-        }
-        if cancelled {
-            outbox::add(
-                tx,
-                &Envelope::new(
-                    SERVICE,
-                    payment.id,
-                    &PaymentCancelled(outcome_of(&payment)),
-                    &ctx,
-                ),
-            )
-            .await?;
-            return Ok(None);
-        }
-        tracing::info!(payment_id = %payment.id, order_id = %order.order_id, amount = %amount, correlation_id = %ctx.correlation_id, "payment processing");
-        Ok(Some(Work {
-            payment_id: payment.id,
-            context: ctx,
-            payment: Some(payment),
-        }))
-    }
+/// A new order's id, customer and amount, read from its event.
+fn decode_created(event: &Envelope) -> Result<(OrderCreated, Money), HandlerError> {
+    let order: OrderCreated = event.decode()?;
+    let currency = Currency::parse(&order.currency)
+        .map_err(|e| HandlerError::new(format!("order.created currency: {e}")))?;
+    let amount = Money::from_minor(order.amount_minor, currency)
+        .map_err(|e| HandlerError::new(format!("order.created amount: {e}")))?;
+    Ok((order, amount))
+}
 
-    /// New orders in one transaction; their charges start once it commits.
+impl OrderEvents {
+    /// New orders in one transaction, with a few multi-row statements: each gets a PROCESSING
+    /// payment (CANCELLED if the order was cancelled first, announced at once), and the charges
+    /// start once the transaction commits. Repeats of events handled before, and orders that
+    /// have a payment already, get nothing.
     async fn orders_created(&self, events: &[Envelope]) -> Result<(), HandlerError> {
+        // A malformed event fails the batch before anything is written; the bus then handles
+        // each event on its own, and only that one is retried and dead-lettered.
+        let decoded = events
+            .iter()
+            .map(decode_created)
+            .collect::<Result<Vec<_>, _>>()?;
+        let event_ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let mut tx = self.db.begin().await?;
-        let mut charges = Vec::with_capacity(events.len());
-        for event in events {
-            charges.extend(self.apply_created(&mut tx, event).await?);
+        let mut fresh = inbox::record_all(&mut tx, SERVICE, &event_ids).await?;
+        let mut todo: Vec<(&Envelope, OrderCreated, Money)> = events
+            .iter()
+            .zip(decoded)
+            .filter(|(e, _)| fresh.remove(&e.id))
+            .map(|(e, (order, amount))| (e, order, amount))
+            .collect();
+        // One payment per order, and one locking order for every batch, so two replicas never
+        // deadlock on the same orders.
+        todo.sort_by_key(|(_, order, _)| order.order_id);
+        todo.dedup_by_key(|(_, order, _)| order.order_id);
+        if todo.is_empty() {
+            tx.rollback().await?;
+            return Ok(());
         }
+        let order_ids: Vec<Uuid> = todo.iter().map(|(_, o, _)| o.order_id).collect();
+        let cancelled = store::note_orders(&mut tx, &order_ids).await?;
+        let payments: Vec<(Payment, EventContext)> = todo
+            .iter()
+            .map(|(event, order, amount)| {
+                let status = if cancelled.get(&order.order_id) == Some(&true) {
+                    PaymentStatus::Cancelled
+                } else {
+                    PaymentStatus::Processing
+                };
+                (
+                    Payment::for_order(order.order_id, order.user_id, *amount, status),
+                    EventContext::caused_by(event),
+                )
+            })
+            .collect();
+        let inserted = store::insert_all(&mut tx, &payments, self.lease).await?;
+        let mut charges = Vec::new();
+        let mut announcements = Vec::new();
+        for (payment, ctx) in payments {
+            if !inserted.contains(&payment.id) {
+                continue;
+            }
+            if payment.status == PaymentStatus::Cancelled {
+                let cancelled = PaymentCancelled(outcome_of(&payment));
+                announcements.push(Envelope::new(SERVICE, payment.id, &cancelled, &ctx));
+                continue;
+            }
+            tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, amount = %payment.amount, correlation_id = %ctx.correlation_id, "payment processing");
+            charges.push(Work {
+                payment_id: payment.id,
+                context: ctx,
+                payment: Some(payment),
+            });
+        }
+        outbox::add_all(&mut tx, &announcements).await?;
         tx.commit().await?;
         for work in charges {
             self.processor.submit(work);

@@ -225,6 +225,7 @@ async fn settle(
 ) -> Result<(), kassa_platform::db::DbError> {
     let mut tx = db.begin().await?;
     let mut recorded = Vec::with_capacity(batch.len());
+    let mut announcements = Vec::with_capacity(batch.len());
     let mut to_void = Vec::new();
     for s in &batch {
         let Some(settled) = s.payment.status.settle(&s.outcome) else {
@@ -268,9 +269,10 @@ async fn settle(
             }
             _ => Envelope::new(SERVICE, s.payment.id, &PaymentFailed(body), &s.context),
         };
-        outbox::add(&mut tx, &event).await?;
+        announcements.push(event);
         recorded.push((s, settled));
     }
+    outbox::add_all(&mut tx, &announcements).await?;
     tx.commit().await?;
     for (s, settled) in recorded {
         cache.remove(&crate::api::cache_key(s.payment.id)).await;

@@ -1,10 +1,13 @@
 //! Payments in the payments database.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use kassa_contracts::{Currency, EventContext, Money};
-use kassa_platform::db::{Db, DbError, DbResult, Row, Tx, sql};
+use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, insert_rows, sql};
 use uuid::Uuid;
 
 use crate::domain::{Payment, PaymentStatus};
@@ -35,35 +38,43 @@ fn later(lease: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
 }
 
-/// Inserts `payment` unless its order has one already; true if inserted. A PROCESSING payment is
-/// leased to this process for `lease`.
-pub async fn insert(
+/// Inserts many payments (each with the flow it belongs to) with a few multi-row statements,
+/// skipping those whose order has one already; returns the ids of those inserted.
+pub async fn insert_all(
     tx: &mut Tx,
-    payment: &Payment,
-    context: &EventContext,
+    payments: &[(Payment, EventContext)],
     lease: Duration,
-) -> DbResult<bool> {
-    let locked_until = (payment.status == PaymentStatus::Processing).then(|| later(lease));
-    let inserted = sql(format!(
-        "INSERT INTO payments ({COLUMNS}, locked_until, correlation_id, causation_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (order_id) DO NOTHING"
-    ))
-        .bind(payment.id)
-        .bind(payment.order_id)
-        .bind(payment.user_id)
-        .bind(payment.amount.minor())
-        .bind(payment.amount.currency().code())
-        .bind(payment.status.as_str())
-        .bind(payment.reason.clone())
-        .bind(payment.provider_reference.clone())
-        .bind(payment.created_at)
-        .bind(payment.updated_at)
-        .bind(locked_until)
-        .bind(context.correlation_id.as_str())
-        .bind(context.causation_id)
-        .execute(tx)
-        .await?;
-    Ok(inserted == 1)
+) -> DbResult<HashSet<Uuid>> {
+    let until = later(lease);
+    let rows = payments
+        .iter()
+        .map(|(p, context)| {
+            let locked_until = (p.status == PaymentStatus::Processing).then_some(until);
+            vec![
+                Arg::from(p.id),
+                Arg::from(p.order_id),
+                Arg::from(p.user_id),
+                Arg::from(p.amount.minor()),
+                Arg::from(p.amount.currency().code()),
+                Arg::from(p.status.as_str()),
+                Arg::from(p.reason.clone()),
+                Arg::from(p.provider_reference.clone()),
+                Arg::from(p.created_at),
+                Arg::from(p.updated_at),
+                Arg::from(locked_until),
+                Arg::from(context.correlation_id.as_str()),
+                Arg::from(context.causation_id),
+            ]
+        })
+        .collect();
+    let inserted = insert_rows(
+        tx,
+        &format!("INSERT INTO payments ({COLUMNS}, locked_until, correlation_id, causation_id)"),
+        "ON CONFLICT (order_id) DO NOTHING RETURNING id",
+        rows,
+    )
+    .await?;
+    inserted.iter().map(|r| r.get("id")).collect()
 }
 
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Payment>> {
@@ -218,4 +229,25 @@ pub async fn note_order(tx: &mut Tx, order_id: Uuid, cancelled: bool) -> DbResul
     .fetch_one(tx)
     .await?;
     row.get("cancelled")
+}
+
+/// [`note_order`] for many orders at once (each id once): records that they exist and returns
+/// which of them are cancelled.
+pub async fn note_orders(tx: &mut Tx, order_ids: &[Uuid]) -> DbResult<HashMap<Uuid, bool>> {
+    let now = Utc::now();
+    let rows = order_ids
+        .iter()
+        .map(|id| vec![Arg::from(*id), Arg::from(false), Arg::from(now)])
+        .collect();
+    let seen = insert_rows(
+        tx,
+        "INSERT INTO orders_seen (order_id, cancelled, seen_at)",
+        "ON CONFLICT (order_id) DO UPDATE SET cancelled = (orders_seen.cancelled OR excluded.cancelled), seen_at = excluded.seen_at
+         RETURNING order_id, cancelled",
+        rows,
+    )
+    .await?;
+    seen.iter()
+        .map(|r| Ok((r.get("order_id")?, r.get("cancelled")?)))
+        .collect()
 }

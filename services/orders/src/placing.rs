@@ -1,0 +1,92 @@
+//! Group commit for new orders: requests that arrive together share one transaction.
+//!
+//! Each `POST /api/orders` without an `Idempotency-Key` hands its order and `order.created`
+//! event to one writer task and waits for the commit. The writer takes everything queued at that
+//! moment and stores it with multi-row statements in one transaction, so under load a commit
+//! (and its round trips) is shared by many orders, while a lone request waits for nothing but its
+//! own commit. A request is answered only after the transaction holding its order and event has
+//! committed, as it would be on its own.
+
+use kassa_contracts::Envelope;
+use kassa_platform::{
+    db::{Db, DbResult},
+    http::ApiError,
+    outbox,
+    service::Background,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{domain::Order, store};
+
+/// The most orders one transaction takes.
+const MAX_ORDERS_PER_COMMIT: usize = 256;
+
+struct Placement {
+    order: Order,
+    event: Envelope,
+    done: oneshot::Sender<Result<(), ApiError>>,
+}
+
+/// The handle requests place orders through.
+#[derive(Clone)]
+pub struct Placer {
+    queue: mpsc::UnboundedSender<Placement>,
+}
+
+impl Placer {
+    /// Starts the writer: the handle, and the task that must run for it to answer. The task ends
+    /// once every handle is dropped and the queue is empty.
+    pub fn start(db: Db) -> (Placer, Background) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        (Placer { queue }, Box::pin(write_loop(db, rx)))
+    }
+
+    /// Stores `order` with its `event` and returns once they are committed.
+    pub async fn place(&self, order: Order, event: Envelope) -> Result<(), ApiError> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .send(Placement { order, event, done })
+            .map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())?
+    }
+}
+
+fn stopping() -> ApiError {
+    ApiError::unavailable("The orders service is stopping; try again shortly.")
+}
+
+async fn write_loop(db: Db, mut queue: mpsc::UnboundedReceiver<Placement>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_ORDERS_PER_COMMIT).await > 0 {
+        let placements = std::mem::take(&mut batch);
+        match write(&db, &placements).await {
+            Ok(()) => answer(placements, Ok(())),
+            // The database is down: every order of the batch would fail alone too.
+            Err(e) if placements.len() == 1 || e.is_unavailable() => {
+                answer(placements, Err(e.into()))
+            }
+            // Something in the batch was refused: each order on its own, so only it fails.
+            Err(e) => {
+                tracing::warn!(orders = placements.len(), error = %e, "batch of new orders refused; storing them one by one");
+                for p in placements {
+                    let result = write(&db, std::slice::from_ref(&p)).await;
+                    let _ = p.done.send(result.map_err(ApiError::from));
+                }
+            }
+        }
+    }
+}
+
+fn answer(placements: Vec<Placement>, result: Result<(), ApiError>) {
+    for p in placements {
+        // A request whose client went away no longer listens; its order stands.
+        let _ = p.done.send(result.clone());
+    }
+}
+
+async fn write(db: &Db, placements: &[Placement]) -> DbResult<()> {
+    let mut tx = db.begin().await?;
+    store::insert_all(&mut tx, placements.iter().map(|p| &p.order)).await?;
+    outbox::add_all(&mut tx, placements.iter().map(|p| &p.event)).await?;
+    tx.commit().await
+}
