@@ -395,6 +395,16 @@ pub enum Target<'a> {
     Tx(&'a mut Tx),
 }
 
+impl Target<'_> {
+    /// The same place, for one more statement.
+    fn reborrow(&mut self) -> Target<'_> {
+        match self {
+            Target::Db(db) => Target::Db(db),
+            Target::Tx(tx) => Target::Tx(tx),
+        }
+    }
+}
+
 impl<'a> From<&'a Db> for Target<'a> {
     fn from(db: &'a Db) -> Self {
         Target::Db(db)
@@ -545,9 +555,10 @@ fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 }
 
 /// Writes many rows with few statements: `{head} VALUES ($1, …), (…) {tail}` for each chunk of
-/// `rows` (every row binds the same number of arguments), inside `tx`. Returns what the
-/// statements' `RETURNING` clauses gave, in no particular order.
-pub async fn insert_rows(
+/// `rows` (every row binds the same number of arguments), inside `tx`: a multi-row `INSERT`, or
+/// an `UPDATE` that reads its rows from a `WITH` list. Returns what the statements' `RETURNING`
+/// clauses gave, in no particular order.
+pub async fn for_rows(
     tx: &mut Tx,
     head: &str,
     tail: &str,
@@ -580,13 +591,14 @@ pub async fn insert_rows(
 /// Runs `{head} ($k, $k+1, …){tail}` for chunks of `keys`, where `first` arguments come before
 /// the list and are bound again for each chunk: a read or an update of many rows by key with a
 /// few statements. Returns every row the statements return.
-pub async fn for_keys(
-    tx: &mut Tx,
+pub async fn for_keys<'a>(
+    target: impl Into<Target<'a>>,
     head: &str,
     tail: &str,
     first: Vec<Arg>,
     keys: Vec<Arg>,
 ) -> DbResult<Vec<Row>> {
+    let mut target = target.into();
     let mut keys = keys.into_iter();
     let mut returned = Vec::new();
     for size in chunk_sizes(keys.len()) {
@@ -596,7 +608,7 @@ pub async fn for_keys(
         let mut q = sql(format!("{head} ({}){tail}", list.join(", ")));
         q.args.extend(first.iter().cloned());
         q.args.extend(keys.by_ref().take(size));
-        returned.extend(q.fetch_all(&mut *tx).await?);
+        returned.extend(q.fetch_all(target.reborrow()).await?);
     }
     Ok(returned)
 }
@@ -673,12 +685,12 @@ mod tests {
             "ON CONFLICT DO NOTHING RETURNING k",
         );
         let mut tx = db.begin().await.unwrap();
-        let first = insert_rows(&mut tx, head, tail, rows(&keys[..100]))
+        let first = for_rows(&mut tx, head, tail, rows(&keys[..100]))
             .await
             .unwrap();
         assert_eq!(first.len(), 100);
         // 90 of these are in already.
-        let second = insert_rows(&mut tx, head, tail, rows(&keys[10..]))
+        let second = for_rows(&mut tx, head, tail, rows(&keys[10..]))
             .await
             .unwrap();
         let mut new: Vec<Uuid> = second.iter().map(|r| r.get("k").unwrap()).collect();

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::db::{Arg, DbResult, Tx, insert_rows, sql};
+use crate::db::{Arg, DbResult, Tx, for_rows, sql};
 
 /// Records that `consumer` handles `event_id` in `tx`. False means it was handled before and the
 /// caller must do nothing.
@@ -34,7 +34,7 @@ pub async fn record_all(
         .iter()
         .map(|id| vec![Arg::from(consumer), Arg::from(*id), Arg::from(now)])
         .collect();
-    let inserted = insert_rows(
+    let inserted = for_rows(
         tx,
         "INSERT INTO inbox (consumer, event_id, handled_at)",
         "ON CONFLICT DO NOTHING RETURNING event_id",

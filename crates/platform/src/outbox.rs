@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     bus::{EventBus, Message},
-    db::{Arg, Backend, Db, DbResult, Tx, insert_rows, sql},
+    db::{Arg, Backend, Db, DbResult, Tx, for_keys, for_rows, sql},
     shutdown::Shutdown,
 };
 
@@ -48,7 +48,7 @@ pub async fn add_all(tx: &mut Tx, events: impl IntoIterator<Item = &Envelope>) -
     if rows.is_empty() {
         return Ok(());
     }
-    insert_rows(
+    for_rows(
         tx,
         "INSERT INTO outbox (id, topic, body, created_at)",
         "",
@@ -147,40 +147,28 @@ async fn claim(db: &Db, after: i64, limit: usize, lease: Duration) -> DbResult<V
     Ok(claimed)
 }
 
-fn in_list(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
-    for chunk in seqs.chunks(500) {
-        let mut q = sql(format!(
-            "DELETE FROM outbox WHERE seq IN ({})",
-            in_list(1, chunk.len())
-        ));
-        for seq in chunk {
-            q = q.bind(*seq);
-        }
-        q.execute(db).await?;
-    }
+    for_keys(
+        db,
+        "DELETE FROM outbox WHERE seq IN",
+        "",
+        Vec::new(),
+        seqs.iter().map(|s| Arg::from(*s)).collect(),
+    )
+    .await?;
     Ok(())
 }
 
 async fn postpone(db: &Db, seqs: &[i64], after: Duration) -> DbResult<()> {
     let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::seconds(1));
-    for chunk in seqs.chunks(500) {
-        let mut q = sql(format!(
-            "UPDATE outbox SET locked_until = $1 WHERE seq IN ({})",
-            in_list(2, chunk.len())
-        ))
-        .bind(at);
-        for seq in chunk {
-            q = q.bind(*seq);
-        }
-        q.execute(db).await?;
-    }
+    for_keys(
+        db,
+        "UPDATE outbox SET locked_until = $1 WHERE seq IN",
+        "",
+        vec![Arg::from(at)],
+        seqs.iter().map(|s| Arg::from(*s)).collect(),
+    )
+    .await?;
     Ok(())
 }
 

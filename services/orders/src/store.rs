@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use kassa_contracts::{Currency, Money};
-use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, insert_rows, sql};
+use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, for_rows, sql};
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderStatus};
@@ -62,7 +62,7 @@ pub async fn insert_all(tx: &mut Tx, orders: impl IntoIterator<Item = &Order>) -
             ]
         })
         .collect();
-    insert_rows(tx, &format!("INSERT INTO orders ({COLUMNS})"), "", rows).await?;
+    for_rows(tx, &format!("INSERT INTO orders ({COLUMNS})"), "", rows).await?;
     Ok(())
 }
 

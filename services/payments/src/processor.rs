@@ -7,7 +7,7 @@
 //! lease; once the lease runs out the sweep takes it over and charges again with the same payment
 //! id, which the provider treats as the same charge.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use kassa_contracts::{
     Envelope, EventContext,
@@ -223,31 +223,46 @@ async fn settle(
     cache: &dyn Cache,
     batch: Vec<Settlement>,
 ) -> Result<(), kassa_platform::db::DbError> {
+    // One decision per payment: a payment charged twice (taken over while its first charge was
+    // still out) is recorded once; the provider treats both charges as one.
+    let mut seen = HashSet::new();
+    let decided: Vec<(&Settlement, PaymentStatus, Option<&str>, Option<&str>)> = batch
+        .iter()
+        .filter(|s| seen.insert(s.payment.id))
+        .filter_map(|s| {
+            let settled = s.payment.status.settle(&s.outcome)?;
+            let (reason, reference) = match &s.outcome {
+                ChargeOutcome::Approved { reference } => (None, Some(reference.as_str())),
+                ChargeOutcome::Declined { reason } | ChargeOutcome::Failed { reason } => {
+                    (Some(reason.as_str()), None)
+                }
+            };
+            Some((s, settled, reason, reference))
+        })
+        .collect();
+    if decided.is_empty() {
+        return Ok(());
+    }
     let mut tx = db.begin().await?;
-    let mut recorded = Vec::with_capacity(batch.len());
-    let mut announcements = Vec::with_capacity(batch.len());
+    let changed = store::settle_all(
+        &mut tx,
+        &decided
+            .iter()
+            .map(|(s, status, reason, reference)| store::Settled {
+                id: s.payment.id,
+                status: *status,
+                reason: *reason,
+                reference: *reference,
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await?;
+    let mut recorded = Vec::with_capacity(decided.len());
+    let mut announcements = Vec::with_capacity(decided.len());
     let mut to_void = Vec::new();
-    for s in &batch {
-        let Some(settled) = s.payment.status.settle(&s.outcome) else {
-            continue;
-        };
-        let (reason, reference) = match &s.outcome {
-            ChargeOutcome::Approved { reference } => (None, Some(reference.as_str())),
-            ChargeOutcome::Declined { reason } | ChargeOutcome::Failed { reason } => {
-                (Some(reason.as_str()), None)
-            }
-        };
-        if !store::transition(
-            &mut tx,
-            s.payment.id,
-            PaymentStatus::Processing,
-            settled,
-            reason,
-            reference,
-        )
-        .await?
-        {
-            // Cancelled while the provider was deciding: what it took goes back.
+    for (s, settled, reason, _) in decided {
+        if !changed.contains(&s.payment.id) {
+            // Cancelled while the provider was deciding: what it took goes back (below).
             if settled == PaymentStatus::Approved {
                 to_void.push(&s.payment);
             }
@@ -281,6 +296,12 @@ async fn settle(
         tracing::info!(payment_id = %s.payment.id, order_id = %s.payment.order_id, status = settled.as_str(), correlation_id = %s.context.correlation_id, "payment settled");
     }
     for payment in to_void {
+        // Not PROCESSING any more: cancelled meanwhile, or settled by another charge of the same
+        // payment (taken over after its lease), which must keep what it was paid.
+        match store::find(db, payment.id).await? {
+            Some(now) if now.status == PaymentStatus::Cancelled => {}
+            _ => continue,
+        }
         match provider.refund(payment.id, payment.amount).await {
             Ok(()) => {
                 tracing::info!(payment_id = %payment.id, "voided the charge of a payment cancelled meanwhile")

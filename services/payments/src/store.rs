@@ -7,7 +7,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use kassa_contracts::{Currency, EventContext, Money};
-use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, insert_rows, sql};
+use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_rows, sql};
 use uuid::Uuid;
 
 use crate::domain::{Payment, PaymentStatus};
@@ -67,7 +67,7 @@ pub async fn insert_all(
             ]
         })
         .collect();
-    let inserted = insert_rows(
+    let inserted = for_rows(
         tx,
         &format!("INSERT INTO payments ({COLUMNS}, locked_until, correlation_id, causation_id)"),
         "ON CONFLICT (order_id) DO NOTHING RETURNING id",
@@ -182,6 +182,43 @@ pub async fn transition(
     Ok(changed == 1)
 }
 
+/// A provider's decision about a PROCESSING payment, to be recorded.
+pub struct Settled<'a> {
+    pub id: Uuid,
+    pub status: PaymentStatus,
+    pub reason: Option<&'a str>,
+    pub reference: Option<&'a str>,
+}
+
+/// Moves PROCESSING payments to their settled status with a few statements; returns the ids of
+/// those that were still PROCESSING (the others were cancelled meanwhile). Each id once.
+pub async fn settle_all(tx: &mut Tx, settled: &[Settled<'_>]) -> DbResult<HashSet<Uuid>> {
+    let now = Utc::now();
+    let rows = settled
+        .iter()
+        .map(|s| {
+            vec![
+                Arg::from(s.id),
+                Arg::from(s.status.as_str()),
+                Arg::from(s.reason),
+                Arg::from(s.reference),
+                Arg::from(now),
+            ]
+        })
+        .collect();
+    let changed = for_rows(
+        tx,
+        "WITH decided (payment_id, new_status, new_reason, new_reference, decided_at) AS (",
+        ") UPDATE payments SET status = new_status, reason = COALESCE(new_reason, reason),
+           provider_reference = COALESCE(new_reference, provider_reference), locked_until = NULL,
+           updated_at = decided_at
+         FROM decided WHERE id = payment_id AND status = 'PROCESSING' RETURNING id",
+        rows,
+    )
+    .await?;
+    changed.iter().map(|r| r.get("id")).collect()
+}
+
 /// Takes over PROCESSING payments whose lease ran out (their process died or gave up) and
 /// leases them to this process; returns their ids with the flow each belongs to.
 pub async fn claim_stalled(
@@ -239,7 +276,7 @@ pub async fn note_orders(tx: &mut Tx, order_ids: &[Uuid]) -> DbResult<HashMap<Uu
         .iter()
         .map(|id| vec![Arg::from(*id), Arg::from(false), Arg::from(now)])
         .collect();
-    let seen = insert_rows(
+    let seen = for_rows(
         tx,
         "INSERT INTO orders_seen (order_id, cancelled, seen_at)",
         "ON CONFLICT (order_id) DO UPDATE SET cancelled = (orders_seen.cancelled OR excluded.cancelled), seen_at = excluded.seen_at

@@ -30,9 +30,10 @@ use kassa_platform::{
 };
 use uuid::Uuid;
 
-/// Approves every charge and counts what it was asked to do.
+/// Approves every charge (after `latency`) and counts what it was asked to do.
 #[derive(Default)]
 struct CountingProvider {
+    latency: Duration,
     charges: AtomicU32,
     refunds: AtomicU32,
 }
@@ -41,6 +42,7 @@ struct CountingProvider {
 impl PaymentProvider for CountingProvider {
     async fn charge(&self, payment_id: Uuid, _amount: Money) -> ChargeOutcome {
         self.charges.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.latency).await;
         ChargeOutcome::Approved {
             reference: format!("ref_{payment_id}"),
         }
@@ -60,16 +62,25 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with(Duration::ZERO, Duration::from_secs(30)).await
+}
+
+/// A rig whose provider answers after `latency` and whose payments are leased for `lease`.
+async fn rig_with(latency: Duration, lease: Duration) -> Rig {
     let path = std::env::temp_dir().join(format!("kassa-payments-{}.db", Uuid::new_v4()));
     let db = Db::connect(&DbLocation::Sqlite { path }).await.unwrap();
     migrate::run(&db, &[&migrate::PLATFORM, &kassa_payments::MIGRATIONS])
         .await
         .unwrap();
-    let provider = Arc::new(CountingProvider::default());
+    let provider = Arc::new(CountingProvider {
+        latency,
+        ..CountingProvider::default()
+    });
     let cache = Arc::new(MemoryCache::new(100));
     let (trigger, stop) = shutdown::channel();
     let settings = ProcessorSettings {
-        lease: Duration::from_secs(30),
+        lease,
+        sweep_every: Duration::from_millis(50),
         ..ProcessorSettings::default()
     };
     let (processor, processor_loop) =
@@ -80,7 +91,7 @@ async fn rig() -> Rig {
         processor,
         provider: provider.clone(),
         cache,
-        lease: Duration::from_secs(30),
+        lease,
     };
     Rig {
         db,
@@ -189,4 +200,27 @@ async fn cancelling_an_approved_payment_refunds_it_once() {
     rig.handler.handle(&cancelled(order)).await.unwrap();
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Refunded));
     assert_eq!(rig.provider.refunds.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_payment_charged_twice_is_approved_once_and_keeps_its_money() {
+    // The provider takes longer than the lease, so the sweep takes the payment over and charges
+    // it again while the first charge is still out; the provider treats both as one charge.
+    let rig = rig_with(Duration::from_millis(600), Duration::from_millis(200)).await;
+    let order = Uuid::new_v4();
+    rig.handler.handle(&created(order)).await.unwrap();
+    rig.settles_as(order, PaymentStatus::Approved).await;
+    // Let the later charges come back and be recorded too.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        rig.provider.charges.load(Ordering::SeqCst) >= 2,
+        "taken over"
+    );
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Approved));
+    assert_eq!(
+        rig.provider.refunds.load(Ordering::SeqCst),
+        0,
+        "a later answer about the same charge voids nothing"
+    );
+    assert_eq!(rig.pending_events().await, 1, "payment.approved once");
 }
