@@ -58,7 +58,12 @@ fn stopping() -> ApiError {
 async fn write_loop(db: Db, mut queue: mpsc::UnboundedReceiver<Placement>) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_ORDERS_PER_COMMIT).await > 0 {
-        let placements = std::mem::take(&mut batch);
+        // A request that gave up while queued (its client left, or it timed out) was answered
+        // with an error: its order must not appear afterwards.
+        let placements: Vec<Placement> = batch.drain(..).filter(|p| !p.done.is_closed()).collect();
+        if placements.is_empty() {
+            continue;
+        }
         match write(&db, &placements).await {
             Ok(()) => answer(placements, Ok(())),
             // The database is down: every order of the batch would fail alone too.
@@ -79,7 +84,8 @@ async fn write_loop(db: Db, mut queue: mpsc::UnboundedReceiver<Placement>) {
 
 fn answer(placements: Vec<Placement>, result: Result<(), ApiError>) {
     for p in placements {
-        // A request whose client went away no longer listens; its order stands.
+        // A request that gave up during the write is not told; its order stands, as it would
+        // had it given up during its own commit.
         let _ = p.done.send(result.clone());
     }
 }
