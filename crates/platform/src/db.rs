@@ -535,20 +535,18 @@ impl Query {
 
 /// The most rows one multi-row statement carries.
 const MAX_ROWS_PER_STATEMENT: usize = 64;
+/// The most keys one `IN (…)` list carries.
+const MAX_KEYS_PER_STATEMENT: usize = 512;
 
-/// Splits `n` rows into chunks whose sizes are powers of two (largest first, at most
-/// [`MAX_ROWS_PER_STATEMENT`]), so a multi-row statement has one of seven texts and the driver
-/// prepares each once instead of a new text for every batch size.
-fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+/// Splits `n` rows into chunks whose sizes are powers of two (largest first, at most `max`, a
+/// power of two), so a multi-row statement has one of a few texts and the driver prepares each
+/// once instead of a new text for every batch size.
+fn chunk_sizes(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
         if n == 0 {
             return None;
         }
-        let size = if n >= MAX_ROWS_PER_STATEMENT {
-            MAX_ROWS_PER_STATEMENT
-        } else {
-            1 << n.ilog2()
-        };
+        let size = if n >= max { max } else { 1 << n.ilog2() };
         n -= size;
         Some(size)
     })
@@ -570,7 +568,7 @@ pub async fn for_rows(
     debug_assert!(rows.iter().all(|r| r.len() == width));
     let mut rows = rows.into_iter();
     let mut returned = Vec::new();
-    for size in chunk_sizes(rows.len()) {
+    for size in chunk_sizes(rows.len(), MAX_ROWS_PER_STATEMENT) {
         let values = (0..size)
             .map(|r| {
                 let cells = (1..=width)
@@ -601,7 +599,7 @@ pub async fn for_keys<'a>(
     let mut target = target.into();
     let mut keys = keys.into_iter();
     let mut returned = Vec::new();
-    for size in chunk_sizes(keys.len()) {
+    for size in chunk_sizes(keys.len(), MAX_KEYS_PER_STATEMENT) {
         let list = (1..=size)
             .map(|i| format!("${}", first.len() + i))
             .collect::<Vec<_>>();
@@ -654,14 +652,15 @@ mod tests {
 
     #[test]
     fn chunks_are_powers_of_two_largest_first() {
-        let sizes = |n| chunk_sizes(n).collect::<Vec<_>>();
+        let sizes = |n| chunk_sizes(n, 64).collect::<Vec<_>>();
         assert_eq!(sizes(0), Vec::<usize>::new());
         assert_eq!(sizes(1), vec![1]);
         assert_eq!(sizes(37), vec![32, 4, 1]);
         assert_eq!(sizes(64), vec![64]);
         assert_eq!(sizes(200), vec![64, 64, 64, 8]);
         for n in 0..300 {
-            assert_eq!(chunk_sizes(n).sum::<usize>(), n);
+            assert_eq!(chunk_sizes(n, 64).sum::<usize>(), n);
+            assert!(chunk_sizes(n, 512).all(|size| size.is_power_of_two() && size <= 512));
         }
     }
 

@@ -6,20 +6,14 @@ use std::collections::HashSet;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::db::{Arg, DbResult, Tx, for_rows, sql};
+use crate::db::{Arg, DbResult, Tx, for_rows};
 
 /// Records that `consumer` handles `event_id` in `tx`. False means it was handled before and the
 /// caller must do nothing.
 pub async fn record(tx: &mut Tx, consumer: &str, event_id: Uuid) -> DbResult<bool> {
-    let inserted = sql(
-        "INSERT INTO inbox (consumer, event_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event_id)
-    .bind(Utc::now())
-    .execute(tx)
-    .await?;
-    Ok(inserted == 1)
+    Ok(record_all(tx, consumer, &[event_id])
+        .await?
+        .contains(&event_id))
 }
 
 /// Records many events at once; returns the ids handled for the first time (the caller acts on
@@ -30,7 +24,10 @@ pub async fn record_all(
     event_ids: &[Uuid],
 ) -> DbResult<HashSet<Uuid>> {
     let now = Utc::now();
-    let rows = event_ids
+    // In id order, as every batch locks what it touches.
+    let mut ids = event_ids.to_vec();
+    ids.sort_unstable();
+    let rows = ids
         .iter()
         .map(|id| vec![Arg::from(consumer), Arg::from(*id), Arg::from(now)])
         .collect();

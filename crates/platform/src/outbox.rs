@@ -20,15 +20,7 @@ use crate::{
 
 /// Adds `event` to the outbox inside `tx`; it is published after `tx` commits.
 pub async fn add(tx: &mut Tx, event: &Envelope) -> DbResult<()> {
-    sql("INSERT INTO outbox (id, topic, body, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(event.id)
-        .bind(event.event_type.as_str())
-        .bind(event.to_bytes())
-        .bind(Utc::now())
-        .execute(&mut *tx)
-        .await?;
-    tx.mark_outbox_written();
-    Ok(())
+    add_all(tx, [event]).await
 }
 
 /// Adds many events to the outbox inside `tx` with a few multi-row statements.

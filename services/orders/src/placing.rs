@@ -74,6 +74,9 @@ async fn write_loop(db: Db, mut queue: mpsc::UnboundedReceiver<Placement>) {
             Err(e) => {
                 tracing::warn!(orders = placements.len(), error = %e, "batch of new orders refused; storing them one by one");
                 for p in placements {
+                    if p.done.is_closed() {
+                        continue;
+                    }
                     let result = write(&db, std::slice::from_ref(&p)).await;
                     let _ = p.done.send(result.map_err(ApiError::from));
                 }

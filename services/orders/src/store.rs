@@ -29,20 +29,7 @@ fn order_from(row: &Row) -> DbResult<Order> {
 }
 
 pub async fn insert(tx: &mut Tx, order: &Order) -> DbResult<()> {
-    sql(format!(
-        "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-    ))
-    .bind(order.id)
-    .bind(order.user_id)
-    .bind(order.total.minor())
-    .bind(order.total.currency().code())
-    .bind(order.status.as_str())
-    .bind(order.failure_reason.clone())
-    .bind(order.created_at)
-    .bind(order.updated_at)
-    .execute(tx)
-    .await?;
-    Ok(())
+    insert_all(tx, [order]).await
 }
 
 /// Inserts many orders with a few multi-row statements.
@@ -86,12 +73,12 @@ pub async fn find_for_update(db: &Db, tx: &mut Tx, id: Uuid) -> DbResult<Option<
     row.as_ref().map(order_from).transpose()
 }
 
-/// Reads orders by id and locks them for the rest of `tx`.
+/// Reads orders by id and locks them, in id order, for the rest of `tx`.
 pub async fn find_all_for_update(db: &Db, tx: &mut Tx, ids: &[Uuid]) -> DbResult<Vec<Order>> {
     let rows = for_keys(
         tx,
         &format!("SELECT {COLUMNS} FROM orders WHERE id IN"),
-        db.for_update(),
+        &format!(" ORDER BY id{}", db.for_update()),
         Vec::new(),
         ids.iter().map(|id| Arg::from(*id)).collect(),
     )
@@ -141,12 +128,5 @@ pub async fn set_status(
     reason: Option<&str>,
     at: DateTime<Utc>,
 ) -> DbResult<()> {
-    sql("UPDATE orders SET status = $1, failure_reason = COALESCE($2, failure_reason), updated_at = $3 WHERE id = $4")
-        .bind(status.as_str())
-        .bind(reason)
-        .bind(at)
-        .bind(id)
-        .execute(tx)
-        .await?;
-    Ok(())
+    set_status_all(tx, &[id], status, reason, at).await
 }

@@ -87,7 +87,7 @@ impl OrderEvents {
             return Ok(());
         }
         let order_ids: Vec<Uuid> = todo.iter().map(|(_, o, _)| o.order_id).collect();
-        let cancelled = store::note_orders(&mut tx, &order_ids).await?;
+        let cancelled = store::note_orders(&mut tx, &order_ids, false).await?;
         let payments: Vec<(Payment, EventContext)> = todo
             .iter()
             .map(|(event, order, amount)| {

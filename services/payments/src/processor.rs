@@ -226,7 +226,7 @@ async fn settle(
     // One decision per payment: a payment charged twice (taken over while its first charge was
     // still out) is recorded once; the provider treats both charges as one.
     let mut seen = HashSet::new();
-    let decided: Vec<(&Settlement, PaymentStatus, Option<&str>, Option<&str>)> = batch
+    let mut decided: Vec<(&Settlement, PaymentStatus, Option<&str>, Option<&str>)> = batch
         .iter()
         .filter(|s| seen.insert(s.payment.id))
         .filter_map(|s| {
@@ -243,6 +243,8 @@ async fn settle(
     if decided.is_empty() {
         return Ok(());
     }
+    // One locking order for every batch, so two replicas never deadlock on the same payments.
+    decided.sort_by_key(|(s, ..)| s.payment.id);
     let mut tx = db.begin().await?;
     let changed = store::settle_all(
         &mut tx,
@@ -257,13 +259,23 @@ async fn settle(
             .collect::<Vec<_>>(),
     )
     .await?;
+    // An approval the payment no longer takes: voided if the payment was cancelled while the
+    // provider was deciding; not if another charge of the same payment (taken over after its
+    // lease) settled it first, for that one keeps what it was paid.
+    let unrecorded_approvals: Vec<Uuid> = decided
+        .iter()
+        .filter(|(s, settled, ..)| {
+            *settled == PaymentStatus::Approved && !changed.contains(&s.payment.id)
+        })
+        .map(|(s, ..)| s.payment.id)
+        .collect();
+    let cancelled = store::cancelled_among(&mut tx, &unrecorded_approvals).await?;
     let mut recorded = Vec::with_capacity(decided.len());
     let mut announcements = Vec::with_capacity(decided.len());
     let mut to_void = Vec::new();
     for (s, settled, reason, _) in decided {
         if !changed.contains(&s.payment.id) {
-            // Cancelled while the provider was deciding: what it took goes back (below).
-            if settled == PaymentStatus::Approved {
+            if cancelled.contains(&s.payment.id) {
                 to_void.push(&s.payment);
             }
             continue;
@@ -296,12 +308,6 @@ async fn settle(
         tracing::info!(payment_id = %s.payment.id, order_id = %s.payment.order_id, status = settled.as_str(), correlation_id = %s.context.correlation_id, "payment settled");
     }
     for payment in to_void {
-        // Not PROCESSING any more: cancelled meanwhile, or settled by another charge of the same
-        // payment (taken over after its lease), which must keep what it was paid.
-        match store::find(db, payment.id).await? {
-            Some(now) if now.status == PaymentStatus::Cancelled => {}
-            _ => continue,
-        }
         match provider.refund(payment.id, payment.amount).await {
             Ok(()) => {
                 tracing::info!(payment_id = %payment.id, "voided the charge of a payment cancelled meanwhile")

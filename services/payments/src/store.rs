@@ -7,7 +7,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use kassa_contracts::{Currency, EventContext, Money};
-use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_rows, sql};
+use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, for_rows, sql};
 use uuid::Uuid;
 
 use crate::domain::{Payment, PaymentStatus};
@@ -219,6 +219,19 @@ pub async fn settle_all(tx: &mut Tx, settled: &[Settled<'_>]) -> DbResult<HashSe
     changed.iter().map(|r| r.get("id")).collect()
 }
 
+/// Which of `ids` are CANCELLED, read inside `tx`.
+pub async fn cancelled_among(tx: &mut Tx, ids: &[Uuid]) -> DbResult<HashSet<Uuid>> {
+    let rows = for_keys(
+        tx,
+        "SELECT id FROM payments WHERE status = 'CANCELLED' AND id IN",
+        "",
+        Vec::new(),
+        ids.iter().map(|id| Arg::from(*id)).collect(),
+    )
+    .await?;
+    rows.iter().map(|r| r.get("id")).collect()
+}
+
 /// Takes over PROCESSING payments whose lease ran out (their process died or gave up) and
 /// leases them to this process; returns their ids with the flow each belongs to.
 pub async fn claim_stalled(
@@ -255,26 +268,24 @@ pub async fn claim_stalled(
 /// whether it is cancelled. The upsert locks the order's row, so the created and cancelled events
 /// of one order are handled one after the other even on different replicas.
 pub async fn note_order(tx: &mut Tx, order_id: Uuid, cancelled: bool) -> DbResult<bool> {
-    let row = sql(
-        "INSERT INTO orders_seen (order_id, cancelled, seen_at) VALUES ($1, $2, $3)
-         ON CONFLICT (order_id) DO UPDATE SET cancelled = (orders_seen.cancelled OR excluded.cancelled), seen_at = excluded.seen_at
-         RETURNING cancelled",
-    )
-    .bind(order_id)
-    .bind(cancelled)
-    .bind(Utc::now())
-    .fetch_one(tx)
-    .await?;
-    row.get("cancelled")
+    note_orders(tx, &[order_id], cancelled)
+        .await?
+        .get(&order_id)
+        .copied()
+        .ok_or_else(|| DbError::column("cancelled", "the upsert returned no row"))
 }
 
-/// [`note_order`] for many orders at once (each id once): records that they exist and returns
-/// which of them are cancelled.
-pub async fn note_orders(tx: &mut Tx, order_ids: &[Uuid]) -> DbResult<HashMap<Uuid, bool>> {
+/// [`note_order`] for many orders at once (each id once): records that they exist (cancelled,
+/// with `cancelled`) and returns which of them are cancelled.
+pub async fn note_orders(
+    tx: &mut Tx,
+    order_ids: &[Uuid],
+    cancelled: bool,
+) -> DbResult<HashMap<Uuid, bool>> {
     let now = Utc::now();
     let rows = order_ids
         .iter()
-        .map(|id| vec![Arg::from(*id), Arg::from(false), Arg::from(now)])
+        .map(|id| vec![Arg::from(*id), Arg::from(cancelled), Arg::from(now)])
         .collect();
     let seen = for_rows(
         tx,

@@ -224,3 +224,18 @@ async fn a_payment_charged_twice_is_approved_once_and_keeps_its_money() {
     );
     assert_eq!(rig.pending_events().await, 1, "payment.approved once");
 }
+
+#[tokio::test]
+async fn an_approval_after_the_payment_was_cancelled_is_voided() {
+    let rig = rig_with(Duration::from_millis(300), Duration::from_secs(30)).await;
+    let order = Uuid::new_v4();
+    rig.handler.handle(&created(order)).await.unwrap();
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Processing));
+    rig.handler.handle(&cancelled(order)).await.unwrap();
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
+    // The provider approves the charge it was already making; that money goes back.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.provider.refunds.load(Ordering::SeqCst), 1, "voided");
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
+}
