@@ -594,9 +594,10 @@ pub async fn for_keys<'a>(
     head: &str,
     tail: &str,
     first: Vec<Arg>,
-    keys: Vec<Arg>,
+    keys: impl IntoIterator<Item = impl Into<Arg>>,
 ) -> DbResult<Vec<Row>> {
     let mut target = target.into();
+    let keys: Vec<Arg> = keys.into_iter().map(Into::into).collect();
     let mut keys = keys.into_iter();
     let mut returned = Vec::new();
     for size in chunk_sizes(keys.len(), MAX_KEYS_PER_STATEMENT) {
@@ -700,7 +701,7 @@ mod tests {
             "SELECT k, n FROM multi WHERE n >= $1 AND k IN",
             "",
             vec![Arg::from(0i64)],
-            keys.iter().map(|k| Arg::from(*k)).collect(),
+            keys.iter().copied(),
         )
         .await
         .unwrap();

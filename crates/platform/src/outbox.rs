@@ -145,7 +145,7 @@ async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
         "DELETE FROM outbox WHERE seq IN",
         "",
         Vec::new(),
-        seqs.iter().map(|s| Arg::from(*s)).collect(),
+        seqs.iter().copied(),
     )
     .await?;
     Ok(())
@@ -158,7 +158,7 @@ async fn postpone(db: &Db, seqs: &[i64], after: Duration) -> DbResult<()> {
         "UPDATE outbox SET locked_until = $1 WHERE seq IN",
         "",
         vec![Arg::from(at)],
-        seqs.iter().map(|s| Arg::from(*s)).collect(),
+        seqs.iter().copied(),
     )
     .await?;
     Ok(())

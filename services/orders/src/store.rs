@@ -80,7 +80,7 @@ pub async fn find_all_for_update(db: &Db, tx: &mut Tx, ids: &[Uuid]) -> DbResult
         &format!("SELECT {COLUMNS} FROM orders WHERE id IN"),
         &format!(" ORDER BY id{}", db.for_update()),
         Vec::new(),
-        ids.iter().map(|id| Arg::from(*id)).collect(),
+        ids.iter().copied(),
     )
     .await?;
     rows.iter().map(order_from).collect()
@@ -115,7 +115,7 @@ pub async fn set_status_all(
         "UPDATE orders SET status = $1, failure_reason = COALESCE($2, failure_reason), updated_at = $3 WHERE id IN",
         "",
         vec![Arg::from(status.as_str()), Arg::from(reason), Arg::from(at)],
-        ids.iter().map(|id| Arg::from(*id)).collect(),
+        ids.iter().copied(),
     )
     .await?;
     Ok(())

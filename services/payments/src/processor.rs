@@ -226,54 +226,49 @@ async fn settle(
     // One decision per payment: a payment charged twice (taken over while its first charge was
     // still out) is recorded once; the provider treats both charges as one.
     let mut seen = HashSet::new();
-    let mut decided: Vec<(&Settlement, PaymentStatus, Option<&str>, Option<&str>)> = batch
+    let mut decided: Vec<(&Settlement, store::Settled)> = batch
         .iter()
         .filter(|s| seen.insert(s.payment.id))
         .filter_map(|s| {
-            let settled = s.payment.status.settle(&s.outcome)?;
+            let status = s.payment.status.settle(&s.outcome)?;
             let (reason, reference) = match &s.outcome {
                 ChargeOutcome::Approved { reference } => (None, Some(reference.as_str())),
                 ChargeOutcome::Declined { reason } | ChargeOutcome::Failed { reason } => {
                     (Some(reason.as_str()), None)
                 }
             };
-            Some((s, settled, reason, reference))
+            let id = s.payment.id;
+            Some((
+                s,
+                store::Settled {
+                    id,
+                    status,
+                    reason,
+                    reference,
+                },
+            ))
         })
         .collect();
     if decided.is_empty() {
         return Ok(());
     }
     // One locking order for every batch, so two replicas never deadlock on the same payments.
-    decided.sort_by_key(|(s, ..)| s.payment.id);
+    decided.sort_by_key(|(_, d)| d.id);
     let mut tx = db.begin().await?;
-    let changed = store::settle_all(
-        &mut tx,
-        &decided
-            .iter()
-            .map(|(s, status, reason, reference)| store::Settled {
-                id: s.payment.id,
-                status: *status,
-                reason: *reason,
-                reference: *reference,
-            })
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    let changed = store::settle_all(&mut tx, decided.iter().map(|(_, d)| d)).await?;
     // An approval the payment no longer takes: voided if the payment was cancelled while the
     // provider was deciding; not if another charge of the same payment (taken over after its
     // lease) settled it first, for that one keeps what it was paid.
     let unrecorded_approvals: Vec<Uuid> = decided
         .iter()
-        .filter(|(s, settled, ..)| {
-            *settled == PaymentStatus::Approved && !changed.contains(&s.payment.id)
-        })
-        .map(|(s, ..)| s.payment.id)
+        .filter(|(_, d)| d.status == PaymentStatus::Approved && !changed.contains(&d.id))
+        .map(|(_, d)| d.id)
         .collect();
     let cancelled = store::cancelled_among(&mut tx, &unrecorded_approvals).await?;
     let mut recorded = Vec::with_capacity(decided.len());
     let mut announcements = Vec::with_capacity(decided.len());
     let mut to_void = Vec::new();
-    for (s, settled, reason, _) in decided {
+    for (s, d) in decided {
         if !changed.contains(&s.payment.id) {
             if cancelled.contains(&s.payment.id) {
                 to_void.push(&s.payment);
@@ -285,9 +280,9 @@ async fn settle(
             order_id: s.payment.order_id,
             amount_minor: s.payment.amount.minor(),
             currency: s.payment.amount.currency().code().to_owned(),
-            reason: reason.map(str::to_owned),
+            reason: d.reason.map(str::to_owned),
         };
-        let event = match settled {
+        let event = match d.status {
             PaymentStatus::Approved => {
                 Envelope::new(SERVICE, s.payment.id, &PaymentApproved(body), &s.context)
             }
@@ -297,7 +292,7 @@ async fn settle(
             _ => Envelope::new(SERVICE, s.payment.id, &PaymentFailed(body), &s.context),
         };
         announcements.push(event);
-        recorded.push((s, settled));
+        recorded.push((s, d.status));
     }
     outbox::add_all(&mut tx, &announcements).await?;
     tx.commit().await?;

@@ -192,10 +192,13 @@ pub struct Settled<'a> {
 
 /// Moves PROCESSING payments to their settled status with a few statements; returns the ids of
 /// those that were still PROCESSING (the others were cancelled meanwhile). Each id once.
-pub async fn settle_all(tx: &mut Tx, settled: &[Settled<'_>]) -> DbResult<HashSet<Uuid>> {
+pub async fn settle_all<'a>(
+    tx: &mut Tx,
+    settled: impl IntoIterator<Item = &'a Settled<'a>>,
+) -> DbResult<HashSet<Uuid>> {
     let now = Utc::now();
     let rows = settled
-        .iter()
+        .into_iter()
         .map(|s| {
             vec![
                 Arg::from(s.id),
@@ -226,7 +229,7 @@ pub async fn cancelled_among(tx: &mut Tx, ids: &[Uuid]) -> DbResult<HashSet<Uuid
         "SELECT id FROM payments WHERE status = 'CANCELLED' AND id IN",
         "",
         Vec::new(),
-        ids.iter().map(|id| Arg::from(*id)).collect(),
+        ids.iter().copied(),
     )
     .await?;
     rows.iter().map(|r| r.get("id")).collect()
