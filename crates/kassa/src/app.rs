@@ -6,28 +6,26 @@ use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
-use kassa_gateway::{Upstream, Upstreams};
 use kassa_platform::{
-    bus::{
-        EventBus,
-        memory::MemoryBus,
-        rabbit::{QueueSpec, RabbitBus},
-    },
+    bus::{EventBus, Subscription, memory::MemoryBus, rabbit::RabbitBus},
     cache::{Cache, MemoryCache, RedisCache},
     db::Db,
     http::{Readiness, service_app},
     migrate,
-    service::{Infra, ServiceParts},
+    service::{Infra, Peer, Reach, Service},
     shutdown::{self, Shutdown, ShutdownTrigger},
 };
 use tokio::task::JoinSet;
 
-use crate::settings::{Infrastructure, ServiceName, Settings};
+use crate::{
+    registry,
+    settings::{Infrastructure, Settings},
+};
 
 /// A running kassa process.
 pub struct Running {
-    /// Where each service listens.
-    pub addrs: BTreeMap<ServiceName, SocketAddr>,
+    /// Where each service listens, by name.
+    pub addrs: BTreeMap<&'static str, SocketAddr>,
     trigger: ShutdownTrigger,
     servers: JoinSet<std::io::Result<()>>,
     tasks: JoinSet<()>,
@@ -93,23 +91,20 @@ impl Running {
 }
 
 /// Opens a service's database and brings its schema up to date.
-pub async fn open_database(settings: &Settings, service: ServiceName) -> anyhow::Result<Db> {
+pub async fn open_database(settings: &Settings, service: &'static Service) -> anyhow::Result<Db> {
     let location = settings.database(service)?;
     let db = Db::connect(&location).await.with_context(|| {
         format!(
             "opening the {} database ({})",
-            service.as_str(),
+            service.name,
             describe(&location)
         )
     })?;
-    let migrations = match service {
-        ServiceName::Orders => &kassa_orders::MIGRATIONS,
-        ServiceName::Payments => &kassa_payments::MIGRATIONS,
-        ServiceName::Gateway => return Ok(db),
-    };
-    migrate::run(&db, &[&migrate::PLATFORM, migrations])
-        .await
-        .with_context(|| format!("migrating the {} database", service.as_str()))?;
+    if let Some(migrations) = service.migrations {
+        migrate::run(&db, &[&migrate::PLATFORM, migrations])
+            .await
+            .with_context(|| format!("migrating the {} database", service.name))?;
+    }
     Ok(db)
 }
 
@@ -124,20 +119,8 @@ fn describe(location: &kassa_platform::db::DbLocation) -> String {
     }
 }
 
-/// The consumer queues of every service, whether it runs in this process or not.
-pub fn all_queues() -> Vec<QueueSpec> {
-    let spec = |consumer: &str, topics: &[&str]| QueueSpec {
-        consumer: consumer.into(),
-        topics: topics.iter().map(|t| t.to_string()).collect(),
-    };
-    vec![
-        spec(kassa_orders::SERVICE, &kassa_orders::events::TOPICS),
-        spec(kassa_payments::SERVICE, &kassa_payments::events::TOPICS),
-    ]
-}
-
 /// Starts `services` in this process.
-pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Running> {
+pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow::Result<Running> {
     let (trigger, shutdown) = shutdown::channel();
     let (bus, cache): (Arc<dyn EventBus>, Arc<dyn Cache>) = match &settings.infrastructure {
         Infrastructure::Embedded { .. } => (
@@ -153,7 +136,7 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             Arc::new(RabbitBus::new(
                 amqp_url,
                 &settings.namespace,
-                all_queues(),
+                registry::queues(),
                 settings.retry,
                 *prefetch,
                 shutdown.clone(),
@@ -177,26 +160,32 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         bus: bus.clone(),
         dbs: Vec::new(),
     };
-    let mut apps: BTreeMap<ServiceName, Router> = BTreeMap::new();
-    let mut docs = Vec::new();
+    let mut apps: BTreeMap<&'static str, Router> = BTreeMap::new();
+    let infra = |service: &'static Service, db: Option<Db>, peers: Vec<Peer>| Infra {
+        db,
+        bus: bus.clone(),
+        cache: cache.clone(),
+        shutdown: shutdown.clone(),
+        options: settings.options.clone(),
+        http: settings.http.clone(),
+        peers,
+        service,
+    };
 
-    for service in ServiceName::WITH_STORAGE {
-        if !services.contains(&service) {
-            continue;
-        }
+    // Services with storage first: those without (the gateway) route to them.
+    let (stateful, stateless): (Vec<&'static Service>, Vec<&'static Service>) =
+        services.iter().copied().partition(|s| s.has_storage());
+    for service in stateful {
         let db = open_database(&settings, service).await?;
-        let infra = Infra {
-            db: db.clone(),
-            bus: bus.clone(),
-            cache: cache.clone(),
-            shutdown: shutdown.clone(),
-        };
-        let parts: ServiceParts = match service {
-            ServiceName::Orders => kassa_orders::build(&infra, settings.orders.clone()),
-            ServiceName::Payments => kassa_payments::build(&infra, settings.payments.clone()),
-            ServiceName::Gateway => unreachable!("the gateway has no storage"),
-        };
-        for subscription in parts.subscriptions {
+        let parts = (service.build)(&infra(service, Some(db.clone()), Vec::new()))
+            .with_context(|| format!("starting {}", service.name))?;
+        if let Some(handler) = parts.handler {
+            let subscription = Subscription {
+                consumer: service.name.into(),
+                topics: service.consumes.iter().map(|t| t.to_string()).collect(),
+                handler,
+                db: db.clone(),
+            };
             bus.subscribe(subscription).await.context("subscribing")?;
         }
         for task in parts.background {
@@ -213,7 +202,6 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             settings.relay.clone(),
             shutdown.clone(),
         ));
-        docs.push(parts.openapi.clone());
         let readiness = Readiness {
             db: Some(db.clone()),
             bus: Some(bus.clone()),
@@ -221,9 +209,9 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             shutdown: shutdown.clone(),
         };
         apps.insert(
-            service,
+            service.name,
             service_app(
-                service.as_str(),
+                service.name,
                 parts.api,
                 parts.openapi,
                 readiness,
@@ -233,27 +221,28 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         running.dbs.push(db);
     }
 
-    if services.contains(&ServiceName::Gateway) {
-        let upstream = |service: ServiceName| -> anyhow::Result<Upstream> {
-            match apps.get(&service) {
-                Some(app) => Ok(Upstream::InProcess(app.clone())),
-                None => {
-                    let url = settings
-                        .upstream_urls
-                        .get(&service)
-                        .cloned()
-                        .unwrap_or_else(|| format!("http://127.0.0.1:{}", service.default_port()));
-                    Upstream::http(&url, settings.http.request_timeout)
-                        .context("building the gateway's HTTP client")
-                }
-            }
-        };
-        let upstreams = Upstreams {
-            orders: upstream(ServiceName::Orders)?,
-            payments: upstream(ServiceName::Payments)?,
-        };
-        if docs.is_empty() {
-            docs = vec![kassa_orders::openapi(), kassa_payments::openapi()];
+    let peers: Vec<Peer> = registry::SERVICES
+        .iter()
+        .copied()
+        .filter(|s| !s.routes.is_empty())
+        .map(|service| Peer {
+            service,
+            reach: match apps.get(service.name) {
+                Some(app) => Reach::InProcess(app.clone()),
+                None => Reach::Url(settings.upstream_url(service)),
+            },
+        })
+        .collect();
+    for service in stateless {
+        let parts = (service.build)(&infra(service, None, peers.clone()))
+            .with_context(|| format!("starting {}", service.name))?;
+        anyhow::ensure!(
+            parts.handler.is_none(),
+            "{} consumes events but has no database for its inbox",
+            service.name
+        );
+        for task in parts.background {
+            running.tasks.spawn(task);
         }
         let readiness = Readiness {
             db: None,
@@ -261,23 +250,28 @@ pub async fn start(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             cache: None,
             shutdown: shutdown.clone(),
         };
-        let app = service_app(
-            kassa_gateway::SERVICE,
-            kassa_gateway::router(upstreams, settings.http.body_limit),
-            kassa_gateway::openapi(docs),
-            readiness,
-            &settings.http,
+        apps.insert(
+            service.name,
+            service_app(
+                service.name,
+                parts.api,
+                parts.openapi,
+                readiness,
+                &settings.http,
+            ),
         );
-        apps.insert(ServiceName::Gateway, app);
     }
 
-    for (service, app) in apps {
+    for service in services {
+        let Some(app) = apps.remove(service.name) else {
+            continue;
+        };
         let addr = SocketAddr::new(settings.host, settings.port(service));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding {} to {addr}", service.as_str()))?;
+            .with_context(|| format!("binding {} to {addr}", service.name))?;
         let bound = listener.local_addr()?;
-        running.addrs.insert(service, bound);
+        running.addrs.insert(service.name, bound);
         running
             .servers
             .spawn(kassa_platform::http::serve(listener, app, shutdown.clone()));

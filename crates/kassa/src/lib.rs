@@ -4,7 +4,9 @@
 pub mod app;
 pub mod bench;
 pub mod dlq;
+pub mod registry;
 pub mod settings;
 
 pub use app::{Running, start};
-pub use settings::{Infrastructure, ServiceName, Settings};
+pub use registry::SERVICES;
+pub use settings::{Infrastructure, Settings};

@@ -1,19 +1,23 @@
 //! The `kassa` command line: run every service at once (`up`), run some of them against shared
 //! infrastructure (`serve`), migrate, inspect dead letters, and benchmark.
 
-use std::{collections::HashMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
+    builder::PossibleValuesParser,
+};
 use kassa::{
-    ServiceName, Settings,
+    Settings,
     bench::{self, BenchOptions},
-    dlq,
+    dlq, registry,
     settings::{self, Infrastructure},
 };
-use kassa_contracts::Currency;
-use kassa_payments::{ProcessorSettings, SimulatedGateway, SimulatedSettings};
-use kassa_platform::bus::RetryPolicy;
+use kassa_platform::{
+    bus::RetryPolicy,
+    service::{Options, Service},
+};
 
 const ABOUT: &str = "kassa: an event-driven order and payment platform.
 
@@ -28,7 +32,11 @@ Two ways to run the same services:
 Every option can also be set by the environment variable shown with it. The seeds' names are
 understood too: ConnectionStrings__PostgreSQL (Host=…;Port=…;Database=…;Username=…;Password=…),
 RabbitMQ__HostName (with RabbitMQ__UserName, RabbitMQ__Password, RabbitMQ__Port), and
-ConnectionStrings__Redis (host:port). KASSA_<SERVICE>_DATABASE_URL names one service's database.";
+ConnectionStrings__Redis (host:port).
+
+Each service also has --<service>-port (KASSA_<SERVICE>_PORT), --<service>-url
+(KASSA_<SERVICE>_URL: where the gateway reaches it when it runs elsewhere) and
+--<service>-database-url (KASSA_<SERVICE>_DATABASE_URL: its database named outright).";
 
 #[derive(Parser)]
 #[command(name = "kassa", version, about = "An event-driven order and payment platform", long_about = ABOUT)]
@@ -49,8 +57,8 @@ enum Command {
     /// Run the named services in this process against PostgreSQL, RabbitMQ and Redis.
     Serve {
         /// Which services to run here.
-        #[arg(required = true, value_enum)]
-        services: Vec<ServiceName>,
+        #[arg(required = true, value_parser = PossibleValuesParser::new(registry::names()))]
+        services: Vec<String>,
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
@@ -107,8 +115,8 @@ enum DlqAction {
         #[command(flatten)]
         target: Target,
         /// Only this consumer's messages.
-        #[arg(long, value_enum)]
-        consumer: Option<ServiceName>,
+        #[arg(long, value_parser = consumer_names())]
+        consumer: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -120,8 +128,8 @@ enum DlqAction {
         #[command(flatten)]
         target: Target,
         /// Only this consumer's messages.
-        #[arg(long, value_enum)]
-        consumer: Option<ServiceName>,
+        #[arg(long, value_parser = consumer_names())]
+        consumer: Option<String>,
     },
 }
 
@@ -133,38 +141,6 @@ struct Common {
     /// Address to listen on.
     #[arg(long, env = "KASSA_HOST", default_value = "127.0.0.1", global = true)]
     host: IpAddr,
-    #[arg(
-        long,
-        env = "KASSA_GATEWAY_PORT",
-        default_value_t = 3000,
-        global = true
-    )]
-    gateway_port: u16,
-    #[arg(long, env = "KASSA_ORDERS_PORT", default_value_t = 5001, global = true)]
-    orders_port: u16,
-    #[arg(
-        long,
-        env = "KASSA_PAYMENTS_PORT",
-        default_value_t = 5019,
-        global = true
-    )]
-    payments_port: u16,
-    /// Where the gateway reaches orders when orders runs in another process.
-    #[arg(
-        long,
-        env = "KASSA_ORDERS_URL",
-        default_value = "http://127.0.0.1:5001",
-        global = true
-    )]
-    orders_url: String,
-    /// Where the gateway reaches payments when payments runs in another process.
-    #[arg(
-        long,
-        env = "KASSA_PAYMENTS_URL",
-        default_value = "http://127.0.0.1:5019",
-        global = true
-    )]
-    payments_url: String,
     /// Attempts to handle an event before it is dead-lettered.
     #[arg(long, env = "KASSA_MAX_ATTEMPTS", default_value_t = 5, global = true)]
     max_attempts: u32,
@@ -176,38 +152,6 @@ struct Common {
         global = true
     )]
     retry_base_ms: u64,
-    /// Simulated payment provider latency per charge, in milliseconds.
-    #[arg(
-        long,
-        env = "KASSA_PROVIDER_LATENCY_MS",
-        default_value_t = 0,
-        global = true
-    )]
-    provider_latency_ms: u64,
-    /// Share of otherwise approved charges the simulated provider declines (0 to 1).
-    #[arg(
-        long,
-        env = "KASSA_PROVIDER_DECLINE_RATE",
-        default_value_t = 0.0,
-        global = true
-    )]
-    provider_decline_rate: f64,
-    /// Charges waiting on the provider at once, at most.
-    #[arg(
-        long,
-        env = "KASSA_PAYMENTS_IN_FLIGHT",
-        default_value_t = 10_000,
-        global = true
-    )]
-    payments_in_flight: usize,
-    /// Seconds a process owns a PROCESSING payment before another may take it over.
-    #[arg(
-        long,
-        env = "KASSA_PAYMENT_LEASE_SECS",
-        default_value_t = 30,
-        global = true
-    )]
-    payment_lease_secs: u64,
     /// Seconds an outbox row stays claimed by one relay.
     #[arg(
         long,
@@ -216,9 +160,6 @@ struct Common {
         global = true
     )]
     outbox_lease_secs: u64,
-    /// Currency of orders that name none.
-    #[arg(long, env = "KASSA_CURRENCY", default_value = "USD", global = true)]
-    currency: String,
     /// Seconds before a request is answered 503.
     #[arg(
         long,
@@ -284,7 +225,7 @@ impl Distributed {
             .transpose()
     }
 
-    fn infrastructure(&self) -> anyhow::Result<Infrastructure> {
+    fn infrastructure(&self, per_service: &PerService) -> anyhow::Result<Infrastructure> {
         let database_url = self
             .database_url()?
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -303,16 +244,7 @@ impl Distributed {
             (None, Some(cs)) => settings::redis_url_from_connection_string(&cs)?,
             (None, None) => "redis://127.0.0.1:6379/".into(),
         };
-        let database_overrides = ServiceName::WITH_STORAGE
-            .iter()
-            .filter_map(|s| {
-                env(&format!(
-                    "KASSA_{}_DATABASE_URL",
-                    s.as_str().to_ascii_uppercase()
-                ))
-                .map(|url| (*s, url))
-            })
-            .collect();
+        let database_overrides = per_service.databases.clone();
         Ok(Infrastructure::Distributed {
             database_url,
             database_overrides,
@@ -325,9 +257,9 @@ impl Distributed {
 }
 
 impl Target {
-    fn infrastructure(&self) -> anyhow::Result<Infrastructure> {
+    fn infrastructure(&self, per_service: &PerService) -> anyhow::Result<Infrastructure> {
         if self.distributed.database_url()?.is_some() {
-            self.distributed.infrastructure()
+            self.distributed.infrastructure(per_service)
         } else {
             Ok(Infrastructure::Embedded {
                 data_dir: self.embedded.data_dir.clone(),
@@ -337,52 +269,26 @@ impl Target {
 }
 
 impl Common {
-    fn settings(&self, infrastructure: Infrastructure) -> anyhow::Result<Settings> {
+    fn settings(
+        &self,
+        infrastructure: Infrastructure,
+        per_service: &PerService,
+    ) -> anyhow::Result<Settings> {
         anyhow::ensure!(self.max_attempts >= 1, "--max-attempts must be at least 1");
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&self.provider_decline_rate),
-            "--provider-decline-rate must be between 0 and 1"
-        );
-        anyhow::ensure!(
-            self.payments_in_flight >= 1,
-            "--payments-in-flight must be at least 1"
-        );
         let mut s = Settings::embedded(PathBuf::from("./data"));
         s.infrastructure = infrastructure;
         s.namespace = self.namespace.clone();
         s.host = self.host;
-        s.ports = HashMap::from([
-            (ServiceName::Gateway, self.gateway_port),
-            (ServiceName::Orders, self.orders_port),
-            (ServiceName::Payments, self.payments_port),
-        ]);
-        s.upstream_urls = HashMap::from([
-            (ServiceName::Orders, self.orders_url.clone()),
-            (ServiceName::Payments, self.payments_url.clone()),
-        ]);
+        s.ports
+            .extend(per_service.ports.iter().map(|(k, v)| (*k, *v)));
+        s.upstream_urls = per_service.urls.clone();
+        s.options = per_service.options.clone();
         s.retry = RetryPolicy {
             max_attempts: self.max_attempts,
             base_delay: Duration::from_millis(self.retry_base_ms),
         };
         s.relay.lease = Duration::from_secs(self.outbox_lease_secs.max(1));
         s.http.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
-        s.orders.default_currency = Currency::parse(&self.currency).map_err(|_| {
-            anyhow::anyhow!(
-                "--currency {} is not a supported ISO 4217 code",
-                self.currency
-            )
-        })?;
-        s.payments = kassa_payments::Config {
-            provider: Arc::new(SimulatedGateway::new(SimulatedSettings {
-                latency: Duration::from_millis(self.provider_latency_ms),
-                decline_rate: self.provider_decline_rate,
-            })),
-            processor: ProcessorSettings {
-                max_in_flight: self.payments_in_flight,
-                lease: Duration::from_secs(self.payment_lease_secs.max(1)),
-                ..ProcessorSettings::default()
-            },
-        };
         Ok(s)
     }
 
@@ -392,31 +298,139 @@ impl Common {
 }
 
 fn print_addresses(running: &kassa::Running) {
-    for (service, addr) in &running.addrs {
-        println!(
-            "{:<9} http://{addr}  (Swagger UI: http://{addr}/swagger)",
-            service.as_str()
-        );
+    for service in registry::SERVICES {
+        if let Some(addr) = running.addrs.get(service.name) {
+            println!(
+                "{:<9} http://{addr}  (Swagger UI: http://{addr}/swagger)",
+                service.name
+            );
+        }
     }
 }
 
-fn consumers(only: Option<ServiceName>) -> Vec<ServiceName> {
-    match only {
-        Some(s) => vec![s],
-        None => ServiceName::WITH_STORAGE.to_vec(),
+fn consumer_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(registry::consumers().map(|s| s.name).collect::<Vec<_>>())
+}
+
+/// The consumers `--consumer` names, or all of them.
+fn consumers(only: Option<String>) -> Vec<&'static Service> {
+    registry::consumers()
+        .filter(|s| only.as_deref().is_none_or(|name| s.name == name))
+        .collect()
+}
+
+/// The services named on the command line (clap has checked the names).
+fn named(names: &[String]) -> anyhow::Result<Vec<&'static Service>> {
+    names
+        .iter()
+        .map(|n| registry::find(n).with_context(|| format!("no service is named {n}")))
+        .collect()
+}
+
+/// What the command line and the environment say about each service, under flags derived from
+/// the registry: its port, where it is reached, its database, and its own settings.
+#[derive(Default)]
+struct PerService {
+    ports: HashMap<&'static str, u16>,
+    urls: HashMap<&'static str, String>,
+    databases: HashMap<&'static str, String>,
+    options: Options,
+}
+
+fn flag(text: String) -> Arg {
+    Arg::new(text.clone()).long(text).global(true)
+}
+
+/// The flags every service brings.
+fn per_service_args() -> Vec<Arg> {
+    let mut args = Vec::new();
+    for s in registry::SERVICES {
+        args.push(
+            flag(format!("{}-port", s.name))
+                .env(s.env("PORT"))
+                .value_parser(clap::value_parser!(u16))
+                .default_value(s.default_port.to_string())
+                .help(format!("Port of {} (0 picks a free one)", s.name)),
+        );
+        if !s.routes.is_empty() {
+            args.push(
+                flag(format!("{}-url", s.name))
+                    .env(s.env("URL"))
+                    .default_value(format!("http://127.0.0.1:{}", s.default_port))
+                    .help(format!(
+                        "Where the gateway reaches {} when it runs in another process",
+                        s.name
+                    )),
+            );
+        }
+        if s.has_storage() {
+            args.push(
+                flag(format!("{}-database-url", s.name))
+                    .env(s.env("DATABASE_URL"))
+                    .help(format!(
+                        "The PostgreSQL database of {}, named outright (default: <namespace>_{} on --database-url)",
+                        s.name, s.name
+                    )),
+            );
+        }
+        for setting in s.settings {
+            args.push(
+                flag(setting.name.to_owned())
+                    .env(setting.env())
+                    .default_value(setting.default)
+                    .help(setting.help),
+            );
+        }
     }
+    args
+}
+
+fn read_per_service(mut matches: &ArgMatches) -> anyhow::Result<PerService> {
+    // Global flags are propagated down; the innermost command has them all.
+    while let Some((_, sub)) = matches.subcommand() {
+        matches = sub;
+    }
+    // A service declares only some of the flags: an id it lacks reads as none.
+    let text = |id: String| matches.try_get_one::<String>(&id).ok().flatten().cloned();
+    let mut out = PerService::default();
+    for s in registry::SERVICES {
+        if let Ok(Some(port)) = matches.try_get_one::<u16>(&format!("{}-port", s.name)) {
+            out.ports.insert(s.name, *port);
+        }
+        if let Some(url) = text(format!("{}-url", s.name)) {
+            out.urls.insert(s.name, url);
+        }
+        if let Some(url) = text(format!("{}-database-url", s.name)).filter(|u| !u.trim().is_empty())
+        {
+            out.databases.insert(s.name, url);
+        }
+        for setting in s.settings {
+            if let Some(value) = text(setting.name.to_owned()) {
+                out.options.set(setting.name, value);
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = per_service_args()
+        .into_iter()
+        .fold(Cli::command(), |cmd, arg| cmd.arg(arg))
+        .get_matches();
+    let per_service = read_per_service(&matches)?;
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Up { common, embedded } => {
             common.init_logs();
-            let settings = common.settings(Infrastructure::Embedded {
-                data_dir: embedded.data_dir.clone(),
-            })?;
-            let running = kassa::start(settings, &ServiceName::ALL).await?;
+            let settings = common.settings(
+                Infrastructure::Embedded {
+                    data_dir: embedded.data_dir.clone(),
+                },
+                &per_service,
+            )?;
+            let running = kassa::start(settings, registry::SERVICES).await?;
             println!(
                 "kassa is up (embedded: data in {}). Ctrl-C stops it.",
                 embedded.data_dir.display()
@@ -432,18 +446,19 @@ async fn main() -> anyhow::Result<()> {
             common.init_logs();
             services.sort();
             services.dedup();
-            let settings = common.settings(distributed.infrastructure()?)?;
-            let running = kassa::start(settings, &services).await?;
+            let settings =
+                common.settings(distributed.infrastructure(&per_service)?, &per_service)?;
+            let running = kassa::start(settings, &named(&services)?).await?;
             print_addresses(&running);
             running.until_signalled().await;
         }
         Command::Migrate { common, target } => {
             common.init_logs();
-            let settings = common.settings(target.infrastructure()?)?;
-            for service in ServiceName::WITH_STORAGE {
+            let settings = common.settings(target.infrastructure(&per_service)?, &per_service)?;
+            for service in registry::with_storage() {
                 let db = kassa::app::open_database(&settings, service).await?;
                 db.close().await;
-                println!("{}: schema up to date", service.as_str());
+                println!("{}: schema up to date", service.name);
             }
         }
         Command::Dlq { action } => match action {
@@ -454,7 +469,8 @@ async fn main() -> anyhow::Result<()> {
                 json,
             } => {
                 common.init_logs();
-                let settings = common.settings(target.infrastructure()?)?;
+                let settings =
+                    common.settings(target.infrastructure(&per_service)?, &per_service)?;
                 let letters = dlq::list(&settings, &consumers(consumer)).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&letters)?);
@@ -480,7 +496,8 @@ async fn main() -> anyhow::Result<()> {
                 consumer,
             } => {
                 common.init_logs();
-                let settings = common.settings(target.infrastructure()?)?;
+                let settings =
+                    common.settings(target.infrastructure(&per_service)?, &per_service)?;
                 let moved = dlq::redrive(&settings, &consumers(consumer)).await?;
                 println!("redrove {moved} message(s)");
             }

@@ -5,41 +5,15 @@
 use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
-use kassa_platform::{bus::RetryPolicy, db::DbLocation, http::HttpSettings, outbox::RelaySettings};
+use kassa_platform::{
+    bus::RetryPolicy,
+    db::DbLocation,
+    http::HttpSettings,
+    outbox::RelaySettings,
+    service::{Options, Service},
+};
 
-/// The services this binary can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
-pub enum ServiceName {
-    Gateway,
-    Orders,
-    Payments,
-}
-
-impl ServiceName {
-    pub const ALL: [ServiceName; 3] = [
-        ServiceName::Gateway,
-        ServiceName::Orders,
-        ServiceName::Payments,
-    ];
-    /// Services with a database and a queue of their own.
-    pub const WITH_STORAGE: [ServiceName; 2] = [ServiceName::Orders, ServiceName::Payments];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceName::Gateway => kassa_gateway::SERVICE,
-            ServiceName::Orders => kassa_orders::SERVICE,
-            ServiceName::Payments => kassa_payments::SERVICE,
-        }
-    }
-
-    pub fn default_port(self) -> u16 {
-        match self {
-            ServiceName::Gateway => kassa_gateway::DEFAULT_PORT,
-            ServiceName::Orders => kassa_orders::SPEC.default_port,
-            ServiceName::Payments => kassa_payments::SPEC.default_port,
-        }
-    }
-}
+use crate::registry;
 
 /// Where the services keep their data and send their events.
 #[derive(Debug, Clone)]
@@ -50,7 +24,7 @@ pub enum Infrastructure {
     Distributed {
         database_url: String,
         /// Services whose database is named explicitly (`KASSA_<SERVICE>_DATABASE_URL`).
-        database_overrides: HashMap<ServiceName, String>,
+        database_overrides: HashMap<&'static str, String>,
         amqp_url: String,
         redis_url: String,
         max_connections: u32,
@@ -66,14 +40,15 @@ pub struct Settings {
     /// installations (or test runs) share servers without meeting.
     pub namespace: String,
     pub host: IpAddr,
-    pub ports: HashMap<ServiceName, u16>,
-    /// Where the gateway finds services that do not run in its process.
-    pub upstream_urls: HashMap<ServiceName, String>,
+    /// The port of each service, by name (0 picks a free one).
+    pub ports: HashMap<&'static str, u16>,
+    /// Where the gateway finds services that do not run in its process, by name.
+    pub upstream_urls: HashMap<&'static str, String>,
     pub retry: RetryPolicy,
     pub relay: RelaySettings,
     pub http: HttpSettings,
-    pub orders: kassa_orders::Config,
-    pub payments: kassa_payments::Config,
+    /// The values of the services' own settings.
+    pub options: Options,
 }
 
 impl Settings {
@@ -83,19 +58,15 @@ impl Settings {
             infrastructure: Infrastructure::Embedded { data_dir },
             namespace: "kassa".into(),
             host: IpAddr::from([127, 0, 0, 1]),
-            ports: ServiceName::ALL
+            ports: registry::SERVICES
                 .iter()
-                .map(|s| (*s, s.default_port()))
+                .map(|s| (s.name, s.default_port))
                 .collect(),
-            upstream_urls: ServiceName::WITH_STORAGE
-                .iter()
-                .map(|s| (*s, format!("http://127.0.0.1:{}", s.default_port())))
-                .collect(),
+            upstream_urls: HashMap::new(),
             retry: RetryPolicy::default(),
             relay: RelaySettings::default(),
             http: HttpSettings::default(),
-            orders: kassa_orders::Config::default(),
-            payments: kassa_payments::Config::default(),
+            options: Options::default(),
         }
     }
 
@@ -104,10 +75,10 @@ impl Settings {
     }
 
     /// Where `service` keeps its data.
-    pub fn database(&self, service: ServiceName) -> anyhow::Result<DbLocation> {
+    pub fn database(&self, service: &Service) -> anyhow::Result<DbLocation> {
         match &self.infrastructure {
             Infrastructure::Embedded { data_dir } => Ok(DbLocation::Sqlite {
-                path: kassa_platform::db::sqlite_path(data_dir, service.as_str()),
+                path: kassa_platform::db::sqlite_path(data_dir, service.name),
             }),
             Infrastructure::Distributed {
                 database_url,
@@ -115,11 +86,11 @@ impl Settings {
                 max_connections,
                 ..
             } => {
-                let url = match database_overrides.get(&service) {
+                let url = match database_overrides.get(service.name) {
                     Some(url) => url.clone(),
                     None => with_database(
                         database_url,
-                        &format!("{}_{}", self.namespace, service.as_str()),
+                        &format!("{}_{}", self.namespace, service.name),
                     )?,
                 };
                 Ok(DbLocation::Postgres {
@@ -130,11 +101,19 @@ impl Settings {
         }
     }
 
-    pub fn port(&self, service: ServiceName) -> u16 {
+    pub fn port(&self, service: &Service) -> u16 {
         self.ports
-            .get(&service)
+            .get(service.name)
             .copied()
-            .unwrap_or(service.default_port())
+            .unwrap_or(service.default_port)
+    }
+
+    /// Where `service` is reached when it runs in another process.
+    pub fn upstream_url(&self, service: &Service) -> String {
+        self.upstream_urls
+            .get(service.name)
+            .cloned()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", service.default_port))
     }
 }
 

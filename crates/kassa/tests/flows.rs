@@ -74,12 +74,8 @@ async fn declined_and_failed_payments_fail_the_order(backend: Backend) {
 /// A slow provider keeps the payment PROCESSING long enough to cancel it.
 async fn slow_provider_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| {
-        s.payments.provider = Arc::new(kassa_payments::SimulatedGateway::new(
-            kassa_payments::SimulatedSettings {
-                latency: Duration::from_millis(1500),
-                decline_rate: 0.0,
-            },
-        ));
+        s.options
+            .set(kassa_payments::PROVIDER_LATENCY_MS.name, "1500");
     })
     .await
 }

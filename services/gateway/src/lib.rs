@@ -1,6 +1,6 @@
-//! The API gateway: one entry point (port 3000) that routes `/api/orders…` to orders and
-//! `/api/payments…` to payments, in this process when they run here, over HTTP when they run
-//! elsewhere. Its Swagger UI shows every service's API.
+//! The API gateway: one entry point (port 3000) that forwards each service's route prefixes
+//! (as the service declares them) to it, in this process when it runs here, over HTTP when it
+//! runs elsewhere. Its Swagger UI shows every service's API.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,15 +12,56 @@ use axum::{
     response::{IntoResponse, Response},
     routing::any,
 };
-use kassa_platform::http::{ApiError, CORRELATION_ID, REQUEST_ID, RequestIds};
+use kassa_platform::{
+    http::{ApiError, CORRELATION_ID, REQUEST_ID, RequestIds},
+    service::{BuildError, Infra, Reach, Service, ServiceParts},
+};
 use tower::ServiceExt;
 
-pub const SERVICE: &str = "gateway";
-pub const DEFAULT_PORT: u16 = 3000;
+/// The gateway: keeps nothing, consumes nothing, and routes to every service that declares
+/// routes.
+pub static SERVICE: Service = Service {
+    name: "gateway",
+    default_port: 3000,
+    migrations: None,
+    routes: &[],
+    consumes: &[],
+    settings: &[],
+    openapi: || openapi(Vec::new()),
+    build,
+};
+
+fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
+    let mut router = Router::new();
+    let mut docs = Vec::new();
+    for peer in &infra.peers {
+        let upstream = match &peer.reach {
+            Reach::InProcess(router) => Upstream::InProcess(router.clone()),
+            Reach::Url(base) => Upstream::http(base, infra.http.request_timeout).map_err(|e| {
+                BuildError::Start(format!("the HTTP client for {}: {e}", peer.service.name))
+            })?,
+        };
+        let route = Arc::new(Route {
+            name: peer.service.name,
+            upstream,
+            body_limit: infra.http.body_limit,
+        });
+        for prefix in peer.service.routes {
+            router = router
+                .route(prefix, any(forward).with_state(route.clone()))
+                .route(
+                    &format!("{prefix}/{{*rest}}"),
+                    any(forward).with_state(route.clone()),
+                );
+        }
+        docs.push((peer.service.openapi)());
+    }
+    Ok(ServiceParts::api(router, openapi(docs)))
+}
 
 /// Where a service's API is reached from the gateway.
 #[derive(Clone)]
-pub enum Upstream {
+enum Upstream {
     /// The service runs in this process: call its router directly.
     InProcess(Router),
     /// The service runs elsewhere: forward over HTTP to this base URL.
@@ -32,7 +73,7 @@ pub enum Upstream {
 
 impl Upstream {
     /// An HTTP upstream with a pooled client and a deadline per request.
-    pub fn http(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+    fn http(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(256)
@@ -42,30 +83,6 @@ impl Upstream {
             client,
         })
     }
-}
-
-/// The gateway's upstreams, one per routed service.
-pub struct Upstreams {
-    pub orders: Upstream,
-    pub payments: Upstream,
-}
-
-pub fn router(upstreams: Upstreams, body_limit: usize) -> Router {
-    let orders = Arc::new(Route {
-        name: "orders",
-        upstream: upstreams.orders,
-        body_limit,
-    });
-    let payments = Arc::new(Route {
-        name: "payments",
-        upstream: upstreams.payments,
-        body_limit,
-    });
-    Router::new()
-        .route("/api/orders", any(forward).with_state(orders.clone()))
-        .route("/api/orders/{*rest}", any(forward).with_state(orders))
-        .route("/api/payments", any(forward).with_state(payments.clone()))
-        .route("/api/payments/{*rest}", any(forward).with_state(payments))
 }
 
 struct Route {

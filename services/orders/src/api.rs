@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    SERVICE,
+    NAME,
     domain::{Order, OrderStatus, Transition},
     placing::Placer,
     store,
@@ -148,7 +148,7 @@ pub async fn create_order(
 
     let order = Order::place(user_id, total);
     let event = Envelope::new(
-        SERVICE,
+        NAME,
         order.id,
         &OrderCreated {
             order_id: order.id,
@@ -275,7 +275,7 @@ async fn cancel(db: &Db, id: Uuid, ctx: &EventContext) -> ApiResult<(StatusCode,
             store::set_status(&mut tx, id, status, None, chrono::Utc::now()).await?;
             outbox::add(
                 &mut tx,
-                &Envelope::new(SERVICE, id, &OrderCancelled { order_id: id }, ctx),
+                &Envelope::new(NAME, id, &OrderCancelled { order_id: id }, ctx),
             )
             .await?;
             tx.commit().await?;

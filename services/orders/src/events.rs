@@ -18,7 +18,7 @@ use kassa_platform::{
 use uuid::Uuid;
 
 use crate::{
-    SERVICE,
+    NAME,
     domain::{Order, OrderStatus, Transition},
     store,
 };
@@ -52,7 +52,7 @@ fn announce(order: &Order, outcome: &PaymentOutcome, cause: &Envelope) -> Envelo
             order_id: order.id,
             payment_id: outcome.payment_id,
         };
-        Envelope::new(SERVICE, order.id, &paid, &ctx)
+        Envelope::new(NAME, order.id, &paid, &ctx)
     } else {
         let failed = OrderFailed {
             order_id: order.id,
@@ -61,7 +61,7 @@ fn announce(order: &Order, outcome: &PaymentOutcome, cause: &Envelope) -> Envelo
                 .clone()
                 .unwrap_or_else(|| cause.event_type.clone()),
         };
-        Envelope::new(SERVICE, order.id, &failed, &ctx)
+        Envelope::new(NAME, order.id, &failed, &ctx)
     }
 }
 
@@ -80,7 +80,7 @@ impl Handler for PaymentOutcomes {
         let decoded = events.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
         let event_ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let mut tx = self.db.begin().await?;
-        let mut fresh = inbox::record_all(&mut tx, SERVICE, &event_ids).await?;
+        let mut fresh = inbox::record_all(&mut tx, NAME, &event_ids).await?;
         // Each event once, even if it came twice in the batch; repeats of earlier ones not at all.
         let todo: Vec<(&Envelope, PaymentOutcome, bool)> = events
             .iter()

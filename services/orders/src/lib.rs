@@ -12,20 +12,17 @@ pub mod events;
 pub mod placing;
 pub mod store;
 
-use std::sync::Arc;
-
 use kassa_contracts::Currency;
 use kassa_platform::{
-    bus::Subscription,
     migrate::{Migration, Migrations},
-    service::{Infra, ServiceParts, ServiceSpec},
+    service::{BuildError, Infra, Options, Service, ServiceParts, Setting},
 };
 use utoipa::OpenApi;
 
-pub const SERVICE: &str = "orders";
+pub const NAME: &str = "orders";
 
 pub const MIGRATIONS: Migrations = Migrations {
-    component: SERVICE,
+    component: NAME,
     steps: &[Migration {
         version: 1,
         name: "orders",
@@ -34,10 +31,22 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-pub const SPEC: ServiceSpec = ServiceSpec {
-    name: SERVICE,
+/// The currency of an order that names none.
+pub const CURRENCY: Setting = Setting {
+    name: "currency",
+    default: "USD",
+    help: "Currency of orders that name none (ISO 4217)",
+};
+
+pub static SERVICE: Service = Service {
+    name: NAME,
     default_port: 5001,
-    migrations: &MIGRATIONS,
+    migrations: Some(&MIGRATIONS),
+    routes: &["/api/orders"],
+    consumes: &events::TOPICS,
+    settings: &[CURRENCY],
+    openapi: api::OrdersApi::openapi,
+    build,
 };
 
 /// Settings of the orders service.
@@ -47,37 +56,31 @@ pub struct Config {
     pub default_currency: Currency,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            default_currency: Currency::USD,
-        }
+impl Config {
+    pub fn from_options(options: &Options) -> Result<Self, BuildError> {
+        let code: String = options.get(&CURRENCY)?;
+        let default_currency = Currency::parse(&code).map_err(|_| {
+            BuildError::setting(
+                &CURRENCY,
+                format!("{code} is not an ISO 4217 code kassa supports"),
+            )
+        })?;
+        Ok(Config { default_currency })
     }
 }
 
-pub fn build(infra: &Infra, config: Config) -> ServiceParts {
-    let (placer, writer) = placing::Placer::start(infra.db.clone());
+fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
+    let config = Config::from_options(&infra.options)?;
+    let db = infra.db()?;
+    let (placer, writer) = placing::Placer::start(db.clone());
     let state = api::AppState {
-        db: infra.db.clone(),
+        db: db.clone(),
         default_currency: config.default_currency,
         placer,
     };
-    ServiceParts {
-        api: api::router(state),
-        openapi: api::OrdersApi::openapi(),
-        subscriptions: vec![Subscription {
-            consumer: SERVICE.into(),
-            topics: events::TOPICS.iter().map(|t| t.to_string()).collect(),
-            handler: Arc::new(events::PaymentOutcomes {
-                db: infra.db.clone(),
-            }),
-            db: infra.db.clone(),
-        }],
-        background: vec![writer],
-    }
-}
-
-/// The service's OpenAPI document.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api::OrdersApi::openapi()
+    Ok(
+        ServiceParts::api(api::router(state), api::OrdersApi::openapi())
+            .with_handler(events::PaymentOutcomes { db })
+            .with_background(writer),
+    )
 }

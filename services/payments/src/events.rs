@@ -19,7 +19,7 @@ use kassa_platform::{
 use uuid::Uuid;
 
 use crate::{
-    SERVICE,
+    NAME,
     domain::{OnOrderCancelled, Payment, PaymentStatus},
     processor::{Processor, Work},
     provider::PaymentProvider,
@@ -71,7 +71,7 @@ impl OrderEvents {
             .collect::<Result<Vec<_>, _>>()?;
         let event_ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let mut tx = self.db.begin().await?;
-        let mut fresh = inbox::record_all(&mut tx, SERVICE, &event_ids).await?;
+        let mut fresh = inbox::record_all(&mut tx, NAME, &event_ids).await?;
         let mut todo: Vec<(&Envelope, OrderCreated, Money)> = events
             .iter()
             .zip(decoded)
@@ -111,7 +111,7 @@ impl OrderEvents {
             }
             if payment.status == PaymentStatus::Cancelled {
                 let cancelled = PaymentCancelled(outcome_of(&payment));
-                announcements.push(Envelope::new(SERVICE, payment.id, &cancelled, &ctx));
+                announcements.push(Envelope::new(NAME, payment.id, &cancelled, &ctx));
                 continue;
             }
             tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, amount = %payment.amount, correlation_id = %ctx.correlation_id, "payment processing");
@@ -149,7 +149,7 @@ impl OrderEvents {
         };
         let ctx = EventContext::caused_by(event);
         let mut tx = self.db.begin().await?;
-        if !inbox::record(&mut tx, SERVICE, event.id).await? {
+        if !inbox::record(&mut tx, NAME, event.id).await? {
             tx.rollback().await?;
             return Ok(());
         }
@@ -173,7 +173,7 @@ impl OrderEvents {
                 )
                 .await?;
                 Some(Envelope::new(
-                    SERVICE,
+                    NAME,
                     payment.id,
                     &PaymentCancelled(outcome_of(&payment)),
                     &ctx,
@@ -190,7 +190,7 @@ impl OrderEvents {
                 )
                 .await?;
                 Some(Envelope::new(
-                    SERVICE,
+                    NAME,
                     payment.id,
                     &PaymentRefunded(outcome_of(&payment)),
                     &ctx,

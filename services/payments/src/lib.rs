@@ -15,22 +15,21 @@ pub mod processor;
 pub mod provider;
 pub mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use kassa_platform::{
-    bus::Subscription,
     migrate::{Migration, Migrations},
-    service::{Infra, ServiceParts, ServiceSpec},
+    service::{BuildError, Infra, Options, Service, ServiceParts, Setting},
 };
 use utoipa::OpenApi;
 
 pub use processor::ProcessorSettings;
 pub use provider::{PaymentProvider, SimulatedGateway, SimulatedSettings};
 
-pub const SERVICE: &str = "payments";
+pub const NAME: &str = "payments";
 
 pub const MIGRATIONS: Migrations = Migrations {
-    component: SERVICE,
+    component: NAME,
     steps: &[Migration {
         version: 1,
         name: "payments",
@@ -39,10 +38,41 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-pub const SPEC: ServiceSpec = ServiceSpec {
-    name: SERVICE,
+pub const PROVIDER_LATENCY_MS: Setting = Setting {
+    name: "provider-latency-ms",
+    default: "0",
+    help: "Simulated payment provider latency per charge, in milliseconds",
+};
+pub const PROVIDER_DECLINE_RATE: Setting = Setting {
+    name: "provider-decline-rate",
+    default: "0",
+    help: "Share of otherwise approved charges the simulated provider declines (0 to 1)",
+};
+pub const PAYMENTS_IN_FLIGHT: Setting = Setting {
+    name: "payments-in-flight",
+    default: "10000",
+    help: "Charges waiting on the provider at once, at most",
+};
+pub const PAYMENT_LEASE_SECS: Setting = Setting {
+    name: "payment-lease-secs",
+    default: "30",
+    help: "Seconds a process owns a PROCESSING payment before another may take it over",
+};
+
+pub static SERVICE: Service = Service {
+    name: NAME,
     default_port: 5019,
-    migrations: &MIGRATIONS,
+    migrations: Some(&MIGRATIONS),
+    routes: &["/api/payments"],
+    consumes: &events::TOPICS,
+    settings: &[
+        PROVIDER_LATENCY_MS,
+        PROVIDER_DECLINE_RATE,
+        PAYMENTS_IN_FLIGHT,
+        PAYMENT_LEASE_SECS,
+    ],
+    openapi: api::PaymentsApi::openapi,
+    build,
 };
 
 /// Settings of the payments service.
@@ -52,47 +82,58 @@ pub struct Config {
     pub processor: ProcessorSettings,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            provider: Arc::new(SimulatedGateway::new(SimulatedSettings::default())),
-            processor: ProcessorSettings::default(),
+impl Config {
+    pub fn from_options(options: &Options) -> Result<Self, BuildError> {
+        let decline_rate: f64 = options.get(&PROVIDER_DECLINE_RATE)?;
+        if !(0.0..=1.0).contains(&decline_rate) {
+            return Err(BuildError::setting(
+                &PROVIDER_DECLINE_RATE,
+                "must be between 0 and 1",
+            ));
         }
+        let max_in_flight: usize = options.get(&PAYMENTS_IN_FLIGHT)?;
+        if max_in_flight == 0 {
+            return Err(BuildError::setting(
+                &PAYMENTS_IN_FLIGHT,
+                "must be at least 1",
+            ));
+        }
+        let lease: u64 = options.get(&PAYMENT_LEASE_SECS)?;
+        Ok(Config {
+            provider: Arc::new(SimulatedGateway::new(SimulatedSettings {
+                latency: Duration::from_millis(options.get(&PROVIDER_LATENCY_MS)?),
+                decline_rate,
+            })),
+            processor: ProcessorSettings {
+                max_in_flight,
+                lease: Duration::from_secs(lease.max(1)),
+                ..ProcessorSettings::default()
+            },
+        })
     }
 }
 
-pub fn build(infra: &Infra, config: Config) -> ServiceParts {
+fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
+    let config = Config::from_options(&infra.options)?;
+    let db = infra.db()?;
     let (processor, processor_loop) = processor::processor(
-        infra.db.clone(),
+        db.clone(),
         config.provider.clone(),
         infra.cache.clone(),
         config.processor.clone(),
     );
     let handler = events::OrderEvents {
-        db: infra.db.clone(),
+        db: db.clone(),
         processor,
         provider: config.provider.clone(),
         cache: infra.cache.clone(),
         lease: config.processor.lease,
     };
-    let shutdown = infra.shutdown.clone();
-    ServiceParts {
-        api: api::router(api::AppState {
-            db: infra.db.clone(),
-            cache: infra.cache.clone(),
-        }),
-        openapi: api::PaymentsApi::openapi(),
-        subscriptions: vec![Subscription {
-            consumer: SERVICE.into(),
-            topics: events::TOPICS.iter().map(|t| t.to_string()).collect(),
-            handler: Arc::new(handler),
-            db: infra.db.clone(),
-        }],
-        background: vec![Box::pin(processor_loop.run(shutdown))],
-    }
-}
-
-/// The service's OpenAPI document.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api::PaymentsApi::openapi()
+    let api = api::router(api::AppState {
+        db,
+        cache: infra.cache.clone(),
+    });
+    Ok(ServiceParts::api(api, api::PaymentsApi::openapi())
+        .with_handler(handler)
+        .with_background(processor_loop.run(infra.shutdown.clone())))
 }

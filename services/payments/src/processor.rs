@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
 
 use crate::{
-    SERVICE,
+    NAME,
     domain::{ChargeOutcome, Payment, PaymentStatus},
     provider::PaymentProvider,
     store,
@@ -284,12 +284,12 @@ async fn settle(
         };
         let event = match d.status {
             PaymentStatus::Approved => {
-                Envelope::new(SERVICE, s.payment.id, &PaymentApproved(body), &s.context)
+                Envelope::new(NAME, s.payment.id, &PaymentApproved(body), &s.context)
             }
             PaymentStatus::Declined => {
-                Envelope::new(SERVICE, s.payment.id, &PaymentDeclined(body), &s.context)
+                Envelope::new(NAME, s.payment.id, &PaymentDeclined(body), &s.context)
             }
-            _ => Envelope::new(SERVICE, s.payment.id, &PaymentFailed(body), &s.context),
+            _ => Envelope::new(NAME, s.payment.id, &PaymentFailed(body), &s.context),
         };
         announcements.push(event);
         recorded.push((s, d.status));

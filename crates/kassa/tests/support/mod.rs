@@ -6,7 +6,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use kassa::{Infrastructure, Running, ServiceName, Settings};
+use kassa::{Infrastructure, Running, Settings, registry};
 use kassa_platform::bus::RetryPolicy;
 use serde_json::{Value, json};
 
@@ -72,15 +72,15 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     let namespace = unique("t");
     let mut settings = test_settings(backend, &namespace);
     adjust(&mut settings);
-    let running = kassa::start(settings.clone(), &ServiceName::ALL)
+    let running = kassa::start(settings.clone(), registry::SERVICES)
         .await
         .expect("kassa starts");
-    let url = |s: ServiceName| format!("http://{}", running.addrs[&s]);
+    let url = |name: &str| format!("http://{}", running.addrs[name]);
     TestApp {
         backend,
-        gateway: url(ServiceName::Gateway),
-        orders: url(ServiceName::Orders),
-        payments: url(ServiceName::Payments),
+        gateway: url("gateway"),
+        orders: url("orders"),
+        payments: url("payments"),
         namespace,
         client: reqwest::Client::new(),
         settings,
@@ -243,14 +243,17 @@ pub async fn drop_database(name: &str) {
     admin.close().await;
 }
 
+/// Drops the databases of every service in the registry under `namespace`.
 pub async fn drop_databases(namespace: &str) {
-    for service in ["orders", "payments"] {
-        drop_database(&format!("{namespace}_{service}")).await;
+    for service in registry::with_storage() {
+        drop_database(&format!("{namespace}_{}", service.name)).await;
     }
 }
 
+/// Deletes the queues of every consumer in the registry under `namespace`.
 pub async fn delete_queues(namespace: &str, retry: &RetryPolicy) {
-    delete_named_queues(namespace, &["orders", "payments"], retry).await
+    let consumers: Vec<&str> = registry::consumers().map(|s| s.name).collect();
+    delete_named_queues(namespace, &consumers, retry).await
 }
 
 pub async fn delete_named_queues(namespace: &str, consumers: &[&str], retry: &RetryPolicy) {

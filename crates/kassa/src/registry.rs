@@ -1,0 +1,97 @@
+//! The one list of services this binary runs. Everything that names services (ports and their
+//! flags, `kassa serve <name>`, databases and migrations, queues, the gateway's routing table,
+//! the merged OpenAPI document, dead-letter commands, test clean-up) is derived from it.
+
+use kassa_platform::{bus::rabbit::QueueSpec, service::Service};
+
+/// Every service, in the order `kassa up` lists them.
+pub static SERVICES: &[&Service] = &[
+    &kassa_gateway::SERVICE,
+    &kassa_orders::SERVICE,
+    &kassa_payments::SERVICE,
+];
+
+/// The service named `name`.
+pub fn find(name: &str) -> Option<&'static Service> {
+    SERVICES.iter().copied().find(|s| s.name == name)
+}
+
+/// The services with a database of their own.
+pub fn with_storage() -> impl Iterator<Item = &'static Service> {
+    SERVICES.iter().copied().filter(|s| s.has_storage())
+}
+
+/// The services that consume events, each with a queue of its own.
+pub fn consumers() -> impl Iterator<Item = &'static Service> {
+    SERVICES.iter().copied().filter(|s| s.consumes_events())
+}
+
+/// The consumer queues of every service, whether it runs in this process or not, so that no
+/// event is published before the queue that wants it exists.
+pub fn queues() -> Vec<QueueSpec> {
+    consumers()
+        .map(|s| QueueSpec {
+            consumer: s.name.into(),
+            topics: s.consumes.iter().map(|t| t.to_string()).collect(),
+        })
+        .collect()
+}
+
+/// The names of every service, for the command line.
+pub fn names() -> Vec<&'static str> {
+    SERVICES.iter().map(|s| s.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn names_ports_and_routes_are_each_taken_once() {
+        let mut names = HashSet::new();
+        let mut ports = HashSet::new();
+        let mut prefixes: Vec<&str> = Vec::new();
+        for s in SERVICES {
+            assert!(names.insert(s.name), "two services are named {}", s.name);
+            assert!(
+                ports.insert(s.default_port),
+                "two services default to {}",
+                s.default_port
+            );
+            assert!(
+                s.name.bytes().all(|b| b.is_ascii_lowercase()),
+                "{}: a name is lower-case letters (it names databases, queues and flags)",
+                s.name
+            );
+            for p in s.routes {
+                assert!(
+                    p.starts_with('/') && !p.ends_with('/'),
+                    "{}: route {p}",
+                    s.name
+                );
+                for q in &prefixes {
+                    let nested = p.starts_with(&format!("{q}/")) || q.starts_with(&format!("{p}/"));
+                    assert!(*q != *p && !nested, "{}: route {p} overlaps {q}", s.name);
+                }
+                prefixes.push(p);
+            }
+            assert!(
+                s.consumes.is_empty() || s.has_storage(),
+                "{}: a consumer needs a database for its inbox",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn settings_are_each_declared_once() {
+        let mut seen = HashSet::new();
+        for s in SERVICES {
+            for setting in s.settings {
+                assert!(seen.insert(setting.name), "setting {} twice", setting.name);
+            }
+        }
+    }
+}
