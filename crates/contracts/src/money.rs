@@ -143,10 +143,7 @@ impl Money {
     pub fn parse(text: &str, currency: Currency) -> Result<Self, MoneyError> {
         let text = text.trim();
         let (mantissa, exp10) = match text.find(['e', 'E']) {
-            Some(i) => {
-                let exp: i32 = text[i + 1..].parse().map_err(|_| MoneyError::NotANumber)?;
-                (&text[..i], exp)
-            }
+            Some(i) => (&text[..i], parse_exponent(&text[i + 1..])?),
             None => (text, 0),
         };
         let (negative, digits) = match mantissa.strip_prefix('-') {
@@ -164,33 +161,43 @@ impl Money {
         if digits.contains('.') && frac_part.is_empty() {
             return Err(MoneyError::NotANumber);
         }
-        // Significant digits and the power of ten they are scaled by.
-        let mut significant: String = format!("{int_part}{frac_part}");
-        let mut scale: i32 = exp10 - frac_part.len() as i32;
-        // Trailing zeros carry no precision: 150.50 is 15050 * 10^-2 = 1505 * 10^-1.
-        while significant.len() > 1 && significant.ends_with('0') {
-            significant.pop();
-            scale += 1;
-        }
-        let significant = significant.trim_start_matches('0');
-        if significant.is_empty() {
+        // Trailing zeros carry no precision and leading zeros no value: 0150.50 is 15050 * 10^-2,
+        // that is 1505 * 10^-1.
+        let joined = format!("{int_part}{frac_part}");
+        let without_trailing = joined.trim_end_matches('0');
+        let trailing_zeros = joined.len() - without_trailing.len();
+        let significant = without_trailing.trim_start_matches('0');
+        if significant.is_empty() || negative {
             return Err(MoneyError::NotPositive);
         }
-        if negative {
-            return Err(MoneyError::NotPositive);
+        let too_precise = MoneyError::TooPrecise(currency.exponent);
+        // The amount is `significant * 10^scale`. The exponent is client input of any size, so
+        // every step is checked; an overflow upwards can only come from a huge positive exponent
+        // and one downwards from a huge negative one.
+        let scale = exp10
+            .checked_add(len_i64(trailing_zeros))
+            .ok_or(MoneyError::TooLarge)?
+            .checked_sub(len_i64(frac_part.len()))
+            .ok_or(too_precise.clone())?;
+        // In minor units the amount is `significant * 10^shift`.
+        let shift = scale
+            .checked_add(i64::from(currency.exponent))
+            .ok_or(MoneyError::TooLarge)?;
+        if shift < 0 {
+            return Err(too_precise);
         }
-        let exponent = currency.exponent as i32;
-        if scale < -exponent {
-            return Err(MoneyError::TooPrecise(currency.exponent));
-        }
-        let shift = scale + exponent;
         // 19 digits overflow i64; anything that long is far above the maximum anyway.
-        if significant.len() as i32 + shift > 18 {
+        let total_digits = len_i64(significant.len())
+            .checked_add(shift)
+            .ok_or(MoneyError::TooLarge)?;
+        if total_digits > 18 {
             return Err(MoneyError::TooLarge);
         }
         let base: i64 = significant.parse().map_err(|_| MoneyError::TooLarge)?;
-        let minor = base
-            .checked_mul(10_i64.pow(shift as u32))
+        let minor = u32::try_from(shift)
+            .ok()
+            .and_then(|shift| 10_i64.checked_pow(shift))
+            .and_then(|factor| base.checked_mul(factor))
             .ok_or(MoneyError::TooLarge)?;
         Money::from_minor(minor, currency)
     }
@@ -212,6 +219,35 @@ impl Money {
     pub fn to_json_number(&self) -> Box<serde_json::value::RawValue> {
         raw_number(self.minor, self.currency.exponent)
     }
+}
+
+/// Reads the exponent after the `e` of a decimal: an optional sign, then digits.
+///
+/// An exponent beyond `i64` saturates rather than failing as "not a number": `1e99999999999999999999`
+/// is a number, just far too large, and at that size only the sign decides the verdict (too
+/// large, or too precise), which a saturated value keeps.
+fn parse_exponent(text: &str) -> Result<i64, MoneyError> {
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(MoneyError::NotANumber);
+    }
+    let magnitude = digits
+        .bytes()
+        .try_fold(0_i64, |acc, b| {
+            acc.checked_mul(10)?.checked_add(i64::from(b - b'0'))
+        })
+        .unwrap_or(i64::MAX);
+    Ok(if negative { -magnitude } else { magnitude })
+}
+
+/// A string length as `i64`; no string in memory is longer than `i64::MAX` bytes, and if one
+/// were, saturating keeps the arithmetic that uses it checked.
+fn len_i64(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
 }
 
 /// Formats minor units as the shortest exact decimal string (`-12.5` for -1250 at exponent 2).
@@ -276,6 +312,88 @@ mod tests {
         assert_eq!(usd("abc"), Err(MoneyError::NotANumber));
         assert_eq!(usd("1e"), Err(MoneyError::NotANumber));
         assert_eq!(usd(""), Err(MoneyError::NotANumber));
+    }
+
+    #[test]
+    fn huge_exponents_are_refused_without_overflow() {
+        assert_eq!(usd("1e2147483647"), Err(MoneyError::TooLarge));
+        assert_eq!(usd("10e2147483647"), Err(MoneyError::TooLarge));
+        assert_eq!(usd("1E99999999999999999999"), Err(MoneyError::TooLarge));
+        assert_eq!(usd("1e+99999999999999999999"), Err(MoneyError::TooLarge));
+        assert_eq!(usd("1.5e2147483647"), Err(MoneyError::TooLarge));
+        assert_eq!(usd("1e-2147483648"), Err(MoneyError::TooPrecise(2)));
+        assert_eq!(usd("1.5e-2147483648"), Err(MoneyError::TooPrecise(2)));
+        assert_eq!(
+            usd("1e-99999999999999999999"),
+            Err(MoneyError::TooPrecise(2))
+        );
+        // Zero stays zero however it is scaled.
+        assert_eq!(usd("0e2147483647"), Err(MoneyError::NotPositive));
+        assert_eq!(usd("0e-99999999999999999999"), Err(MoneyError::NotPositive));
+        // A huge exponent cancelled by many fraction digits is still an exact small amount.
+        assert_eq!(usd("100e-2"), Ok(100));
+        assert_eq!(usd("1e-0"), Ok(100));
+        assert_eq!(usd("1e+2"), Ok(10_000));
+        assert_eq!(usd("1e2x"), Err(MoneyError::NotANumber));
+        assert_eq!(usd("1e--2"), Err(MoneyError::NotANumber));
+        assert_eq!(usd("1e+"), Err(MoneyError::NotANumber));
+    }
+
+    /// A small xorshift64 so the round trip below is random-looking yet the same on every run.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, bound: u64) -> u64 {
+            self.next() % bound
+        }
+    }
+
+    #[test]
+    fn random_amounts_round_trip_through_their_decimal_text() {
+        let currencies: Vec<Currency> = CURRENCIES
+            .iter()
+            .map(|(code, _)| Currency::parse(code).unwrap())
+            .collect();
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..100_000 {
+            let currency = currencies[rng.below(currencies.len() as u64) as usize];
+            let exponent = currency.exponent();
+            let max_minor = MAX_MAJOR_UNITS as u64 * 10_u64.pow(exponent as u32) - 1;
+            // Half the cases are small amounts, where short texts and leading zeros live.
+            let bound = if rng.below(2) == 0 { 10_000 } else { max_minor };
+            let minor = 1 + rng.below(bound) as i64;
+            let plain = decimal_string(minor, exponent);
+            let padded = if plain.contains('.') {
+                format!("{plain}{}", "0".repeat(rng.below(4) as usize))
+            } else {
+                format!("{plain}.{}", "0".repeat(1 + rng.below(3) as usize))
+            };
+            // `minor` followed by zeros, scaled back down: 1505 at 2 may read 150500e-4.
+            let extra = rng.below(5) as usize;
+            let scientific = format!(
+                "{minor}{}{}-{}",
+                "0".repeat(extra),
+                if rng.below(2) == 0 { 'e' } else { 'E' },
+                exponent as usize + extra
+            );
+            for text in [&plain, &padded, &scientific] {
+                let parsed = Money::parse(text, currency).map(|m| m.minor());
+                assert_eq!(parsed, Ok(minor), "{text} in {currency}");
+            }
+            assert_eq!(
+                Money::parse(&plain, currency).unwrap().to_decimal_string(),
+                plain
+            );
+        }
     }
 
     #[test]
