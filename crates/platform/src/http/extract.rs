@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::problem::ApiError;
 
-/// A JSON body; malformed JSON, a wrong type, a missing or unknown field, the wrong content type
-/// or an oversized body each get their own 4xx.
+/// A JSON object body; malformed JSON, a wrong type, a missing or unknown field, the wrong
+/// content type or an oversized body each get their own 4xx.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -55,47 +55,70 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Deserialises `bytes`, saying which field is wrong when it fails.
+/// Deserialises a JSON object from `bytes`, saying which field is wrong when it fails.
+///
+/// The body must be exactly one object: serde would otherwise fill a struct from an array
+/// (`["a", 1]`) and ignore whatever follows the value (`{...}xyz`), so clients could come to rely
+/// on shapes the API never documented.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.to_string();
-        let field = backticked(&message).filter(|_| {
-            message.starts_with("unknown field") || message.starts_with("missing field")
-        });
-        let param = match (field, path.as_str()) {
-            (Some(f), "." | "") => f.to_owned(),
-            (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => p.to_owned(),
-            (Some(f), p) => format!("{p}.{f}"),
-            (None, p) => p.trim_start_matches('.').to_owned(),
-        };
-        let code = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                "malformed_json"
-            }
-            _ if message.starts_with("unknown field") => "unknown_field",
-            _ if message.starts_with("missing field") => "missing_field",
-            _ => "invalid_field",
-        };
-        let sentence = strip_position(&message);
-        let mut err = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            code,
-            match code {
-                "malformed_json" => format!("The body is not valid JSON: {sentence}."),
-                _ if param.is_empty() => {
-                    format!("The body is not what this endpoint accepts: {sentence}.")
-                }
-                _ => format!("Field `{param}`: {sentence}."),
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first.is_some_and(|b| *b != b'{') {
+        // Valid JSON of the wrong kind and text that is not JSON at all get different answers.
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_not_object",
+                    "The body must be a JSON object, such as {\"field\": \"value\"}.",
+                ),
+                Err(e) => json_problem("", e),
             },
         );
-        if !param.is_empty() && code != "malformed_json" {
-            err = err.with_param(param);
-        }
-        err
-    })
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        json_problem(&path, e.into_inner())
+    })?;
+    de.end().map_err(|e| json_problem("", e))?;
+    Ok(value)
+}
+
+/// The problem for a JSON error at `path` (serde_path_to_error's notation, `.` for the root).
+fn json_problem(path: &str, inner: serde_json::Error) -> ApiError {
+    let message = inner.to_string();
+    let field = backticked(&message)
+        .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"));
+    let param = match (field, path) {
+        (Some(f), "." | "") => f.to_owned(),
+        (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => p.to_owned(),
+        (Some(f), p) => format!("{p}.{f}"),
+        (None, p) => p.trim_start_matches('.').to_owned(),
+    };
+    let code = match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed_json",
+        _ if message.starts_with("unknown field") => "unknown_field",
+        _ if message.starts_with("missing field") => "missing_field",
+        _ => "invalid_field",
+    };
+    let sentence = strip_position(&message);
+    let mut err = ApiError::new(
+        StatusCode::BAD_REQUEST,
+        code,
+        match code {
+            "malformed_json" => format!("The body is not valid JSON: {sentence}."),
+            _ if param.is_empty() => {
+                format!("The body is not what this endpoint accepts: {sentence}.")
+            }
+            _ => format!("Field `{param}`: {sentence}."),
+        },
+    );
+    if !param.is_empty() && code != "malformed_json" {
+        err = err.with_param(param);
+    }
+    err
 }
 
 fn backticked(message: &str) -> Option<&str> {
@@ -204,6 +227,49 @@ mod tests {
         );
         let e = parse_json::<Body>(br#"{"userId": "#).unwrap_err();
         assert_eq!(e.code, "malformed_json");
+    }
+
+    #[test]
+    fn json_bodies_end_where_their_value_ends() {
+        let e = parse_json::<Body>(br#"{"userId": "a", "total": 1}xyz"#).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "malformed_json")
+        );
+        let e = parse_json::<Body>(br#"{"userId": "a", "total": 1} {}"#).unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+        let ok = parse_json::<Body>(b" \r\n\t{\"userId\": \"a\", \"total\": 1} \r\n\t");
+        assert_eq!(ok.map(|b| b.total).ok(), Some(1));
+    }
+
+    #[test]
+    fn json_bodies_are_objects() {
+        // serde fills a struct from a sequence too; the API documents objects only.
+        for body in [
+            &br#"["a", 1]"#[..],
+            br#" ["a", 1] "#,
+            br#""a""#,
+            b"1",
+            b"null",
+            b"true",
+        ] {
+            let e = parse_json::<Body>(body).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::BAD_REQUEST, "body_not_object"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for body in [&b""[..], b"   ", b"[1,", b"xyz", br#"["a", 1]xyz"#] {
+            let e = parse_json::<Body>(body).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::BAD_REQUEST, "malformed_json"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
