@@ -3,7 +3,7 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Request},
-    http::{StatusCode, header, request::Parts},
+    http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::problem::ApiError;
 
 /// A JSON object body; malformed JSON, a wrong type, a missing or unknown field, the wrong
-/// content type or an oversized body each get their own 4xx.
+/// content type, a content encoding or an oversized body each get their own 4xx.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -36,6 +36,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             )
             .with_param("Content-Type"));
         }
+        if !is_identity_encoded(req.headers()) {
+            // Nothing here inflates bodies, so a gzip body would be read as (malformed) JSON;
+            // and inflating untrusted bodies is a decompression-bomb risk we choose not to take.
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+                "The body must be sent unencoded: no Content-Encoding, or Content-Encoding: identity.",
+            )
+            .with_param("Content-Encoding"));
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -53,6 +63,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         })?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Whether every `Content-Encoding` the request declares is `identity`. Empty list elements are
+/// ignored, as RFC 9110 (section 5.6.1) asks of recipients.
+fn is_identity_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .all(|value| {
+            value.to_str().is_ok_and(|value| {
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|coding| !coding.is_empty())
+                    .all(|coding| coding.eq_ignore_ascii_case("identity"))
+            })
+        })
 }
 
 /// Deserialises a JSON object from `bytes`, saying which field is wrong when it fails.
@@ -269,6 +296,43 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    fn json_request(encoding: Option<&str>, body: &'static str) -> Request {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(encoding) = encoding {
+            req = req.header(header::CONTENT_ENCODING, encoding);
+        }
+        req.body(axum::body::Body::from(body)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn encoded_bodies_are_refused() {
+        let body = r#"{"userId": "a", "total": 1}"#;
+        for encoding in ["gzip", "br", "deflate", "identity, gzip", "x-unknown"] {
+            let req = json_request(Some(encoding), body);
+            let e = ApiJson::<Body>::from_request(req, &())
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{encoding} accepted"));
+            assert_eq!(
+                (e.status, e.code, e.param.as_deref()),
+                (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_content_encoding",
+                    Some("Content-Encoding")
+                ),
+                "{encoding}"
+            );
+        }
+        for encoding in [None, Some("identity"), Some("IDENTITY"), Some(" identity ")] {
+            let req = json_request(encoding, body);
+            let parsed = ApiJson::<Body>::from_request(req, &()).await;
+            assert_eq!(parsed.ok().map(|b| b.0.total), Some(1), "{encoding:?}");
         }
     }
 
