@@ -161,15 +161,40 @@ fn strip_position(message: &str) -> &str {
         .unwrap_or(message)
 }
 
-/// Parses a path or body value that must be a UUID.
+/// Parses a path or body value that must be a UUID, in its canonical hyphenated form (any letter
+/// case) and not nil.
+///
+/// `uuid` also reads the braced, `urn:uuid:` and 32-digit forms; accepting them would give one
+/// resource several URLs and spellings, so only the form the API itself writes is read back.
 pub fn parse_uuid(param: &str, value: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(value).map_err(|_| {
-        ApiError::invalid(
+    let example = "476f5730-aa83-4ff0-ab9f-d6e19836e195";
+    let canonical = value.len() == 36
+        && value.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    let id = Uuid::parse_str(value)
+        .ok()
+        .filter(|_| canonical)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                param,
+                "invalid_uuid",
+                format!(
+                    "`{param}` must be a UUID written as 36 characters, hex digits in groups of \
+                 8-4-4-4-12 separated by hyphens, such as {example}."
+                ),
+            )
+        })?;
+    if id.is_nil() {
+        // The nil UUID names nothing; it is what an unset id serialises to.
+        return Err(ApiError::invalid(
             param,
             "invalid_uuid",
-            format!("`{param}` must be a UUID such as 476f5730-aa83-4ff0-ab9f-d6e19836e195."),
-        )
-    })
+            format!("`{param}` must not be the nil UUID (all zeros); use an id such as {example}."),
+        ));
+    }
+    Ok(id)
 }
 
 /// `?page=&limit=` with page ≥ 1 (default 1) and 1 ≤ limit ≤ 100 (default 10).
@@ -334,6 +359,47 @@ mod tests {
             let parsed = ApiJson::<Body>::from_request(req, &()).await;
             assert_eq!(parsed.ok().map(|b| b.0.total), Some(1), "{encoding:?}");
         }
+    }
+
+    #[test]
+    fn uuids_are_canonical_and_not_nil() {
+        let id = "476f5730-aa83-4ff0-ab9f-d6e19836e195";
+        assert_eq!(
+            parse_uuid("id", id).map(|u| u.to_string()).ok().as_deref(),
+            Some(id)
+        );
+        let upper = id.to_ascii_uppercase();
+        assert_eq!(
+            parse_uuid("id", &upper)
+                .map(|u| u.to_string())
+                .ok()
+                .as_deref(),
+            Some(id)
+        );
+        for bad in [
+            "00000000-0000-0000-0000-000000000000",
+            "{476f5730-aa83-4ff0-ab9f-d6e19836e195}",
+            "urn:uuid:476f5730-aa83-4ff0-ab9f-d6e19836e195",
+            "476f5730aa834ff0ab9fd6e19836e195",
+            "476f5730-aa83-4ff0-ab9f-d6e19836e19",
+            "476f5730-aa83-4ff0-ab9f-d6e19836e1955",
+            "476f5730-aa834-ff0-ab9f-d6e19836e195",
+            "476f5730+aa83+4ff0+ab9f+d6e19836e195",
+            "g76f5730-aa83-4ff0-ab9f-d6e19836e195",
+            " 476f5730-aa83-4ff0-ab9f-d6e19836e195",
+            "",
+        ] {
+            let e = parse_uuid("id", bad).unwrap_err();
+            assert_eq!(
+                (e.status, e.code, e.param.as_deref()),
+                (StatusCode::BAD_REQUEST, "invalid_uuid", Some("id")),
+                "{bad}"
+            );
+        }
+        let nil = parse_uuid("id", "00000000-0000-0000-0000-000000000000").unwrap_err();
+        assert!(nil.detail.contains("nil"), "{}", nil.detail);
+        let braced = parse_uuid("id", "{476f5730-aa83-4ff0-ab9f-d6e19836e195}").unwrap_err();
+        assert!(braced.detail.contains("36"), "{}", braced.detail);
     }
 
     #[test]
