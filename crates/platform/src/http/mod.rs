@@ -80,13 +80,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestIds {
     }
 }
 
+/// The id a client sent in `name`, if it is 1 to 128 characters of `[A-Za-z0-9._:-]`.
+///
+/// Ids are logged, echoed in headers and stored with events, so a value with spaces, quotes,
+/// brackets or anything non-ASCII could forge log fields or carry markup into whatever displays
+/// it; such a value is dropped (the caller mints a fresh id) rather than cleaned up.
 fn header_id(req: &Request, name: &HeaderName) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
+    let value = req.headers().get(name)?.to_str().ok()?;
+    let safe = (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    safe.then(|| value.to_owned())
 }
 
 /// Gives the request its ids, logs it, times it, and echoes the ids in the response.
@@ -305,4 +310,124 @@ pub fn parse_currency(param: &str, code: &str) -> Result<kassa_contracts::Curren
             format!("`{param}` must be an ISO 4217 currency code kassa supports, such as USD."),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app(api: Router) -> Router {
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let readiness = Readiness {
+            db: None,
+            bus: None,
+            cache: None,
+            shutdown,
+        };
+        service_app(
+            "test",
+            api,
+            utoipa::openapi::OpenApiBuilder::new().build(),
+            readiness,
+            &HttpSettings::default(),
+        )
+    }
+
+    async fn echo_ids(ids: RequestIds) -> Json<serde_json::Value> {
+        Json(json!({ "requestId": ids.request_id, "correlationId": ids.correlation_id }))
+    }
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn with_header(name: &HeaderName, value: &[u8]) -> Request {
+        Request::builder()
+            .uri("/")
+            .header(name, HeaderValue::from_bytes(value).unwrap())
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn ids_from_headers_use_a_safe_charset() {
+        let longest = "a".repeat(128);
+        for good in [
+            "abc",
+            "A.b_c:D-9",
+            "0190c5a4-7d1e-7cc3-8a57-3f4c8e5b2a10",
+            longest.as_str(),
+        ] {
+            let req = with_header(&REQUEST_ID, good.as_bytes());
+            assert_eq!(header_id(&req, &REQUEST_ID).as_deref(), Some(good));
+        }
+        let too_long = "a".repeat(129);
+        for bad in [
+            &b""[..],
+            too_long.as_bytes(),
+            b"a b",
+            b"<script>",
+            b"a/b",
+            b"a\"b",
+            b"a,b",
+            b"a;b",
+            b"a=b",
+            b"%0d%0a",
+            b"a\tb",
+            "caf\u{e9}".as_bytes(),
+        ] {
+            let req = with_header(&REQUEST_ID, bad);
+            assert_eq!(
+                header_id(&req, &REQUEST_ID),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_ids_are_replaced_never_echoed() {
+        let app = app(Router::new().route("/ids", get(echo_ids)));
+        let req = Request::builder()
+            .uri("/ids")
+            .header(REQUEST_ID, "<script>")
+            .header(CORRELATION_ID, "a b")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(req).await.unwrap();
+        let header = |name: &HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        let (request_id, correlation_id) = (header(&REQUEST_ID), header(&CORRELATION_ID));
+        let minted = Uuid::parse_str(&request_id).unwrap();
+        assert_eq!(minted.get_version_num(), 7);
+        assert_eq!(correlation_id, request_id);
+        let body = body_json(response).await;
+        assert_eq!(body["requestId"], request_id.as_str());
+        assert_eq!(body["correlationId"], request_id.as_str());
+
+        let req = Request::builder()
+            .uri("/ids")
+            .header(REQUEST_ID, "req-1")
+            .header(CORRELATION_ID, "flow:42")
+            .body(Body::empty())
+            .unwrap();
+        let body = body_json(app.oneshot(req).await.unwrap()).await;
+        assert_eq!(
+            body,
+            json!({ "requestId": "req-1", "correlationId": "flow:42" })
+        );
+    }
 }
