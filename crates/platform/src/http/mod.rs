@@ -1,5 +1,6 @@
 //! HTTP plumbing every service gets: request and correlation ids, structured request logs,
-//! timeouts, body limits, problem+json errors, health, Prometheus metrics, OpenAPI and Swagger UI.
+//! timeouts, body limits, problem+json errors (panics included), health, Prometheus metrics,
+//! OpenAPI and Swagger UI.
 
 pub mod extract;
 pub mod problem;
@@ -92,6 +93,20 @@ fn header_id(req: &Request, name: &HeaderName) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     safe.then(|| value.to_owned())
+}
+
+/// Answers a panic in a handler (or a layer under this one) as an internal error. Without it the
+/// panic unwinds through the connection task and hyper drops the connection: no status, no
+/// problem, no request id for the client to quote.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic payload that is not a string)");
+    // Runs inside the request's span, so the line carries the request and correlation ids.
+    tracing::error!(panic = message, "handler panicked");
+    ApiError::internal().into_response()
 }
 
 /// Gives the request its ids, logs it, times it, and echoes the ids in the response.
@@ -268,6 +283,11 @@ pub fn service_app(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
         ))
+        // Inside `request_context`, so a panic's problem carries the request id and is logged and
+        // counted like any other 500.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(middleware::from_fn(request_context))
         .layer(Extension(ServiceName(name)))
 }
@@ -314,7 +334,7 @@ pub fn parse_currency(param: &str, code: &str) -> Result<kassa_contracts::Curren
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
+    use axum::{body::Body, http::header};
     use tower::ServiceExt;
 
     use super::*;
@@ -429,5 +449,31 @@ mod tests {
             body,
             json!({ "requestId": "req-1", "correlationId": "flow:42" })
         );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_problem() {
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        let app = app(Router::new().route("/boom", get(boom)));
+        let req = Request::builder()
+            .uri("/boom")
+            .header(REQUEST_ID, "panic-1")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/problem+json"
+        );
+        assert_eq!(response.headers().get(REQUEST_ID).unwrap(), "panic-1");
+        let body = body_json(response).await;
+        assert_eq!(body["code"], "internal_error");
+        assert_eq!(body["status"], 500);
+        assert_eq!(body["requestId"], "panic-1");
+        // The panic message is for the log, not for the client.
+        assert!(!body.to_string().contains("handler bug"));
     }
 }
