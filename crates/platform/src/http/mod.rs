@@ -293,6 +293,14 @@ pub fn service_app(
 }
 
 /// Serves `app` on `listener` until `shutdown`; requests in flight then are finished.
+///
+/// A request whose head hyper cannot parse never reaches `app`, so it gets hyper's own bare
+/// answer, not a problem: 400 for a control character in a header value (or a bad method, target
+/// or version), 414 for a target over 65,534 bytes, 431 for a head over the read buffer (about
+/// 400 KB) or over 100 headers. hyper 1 writes that response in its HTTP/1 server role with a
+/// fixed status and no body and offers no hook or builder option to change it, and
+/// `axum::serve` does not expose hyper's builder anyway; only a connection wrapper that parses
+/// HTTP/1 framing ahead of hyper could answer those, which is riskier than the bare status.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -335,6 +343,7 @@ pub fn parse_currency(param: &str, code: &str) -> Result<kassa_contracts::Curren
 #[cfg(test)]
 mod tests {
     use axum::{body::Body, http::header};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tower::ServiceExt;
 
     use super::*;
@@ -475,5 +484,52 @@ mod tests {
         assert_eq!(body["requestId"], "panic-1");
         // The panic message is for the log, not for the client.
         assert!(!body.to_string().contains("handler bug"));
+    }
+
+    /// Sends `raw` to a real server running `app` and returns everything it answers.
+    async fn exchange(app: Router, raw: &[u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let server = tokio::spawn(serve(listener, app, shutdown));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(raw).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        trigger.trigger();
+        server.await.unwrap().unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn long_paths_reach_the_router_and_get_a_problem() {
+        let path = format!("/{}", "a".repeat(60_000));
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: kassa\r\nConnection: close\r\n\r\n");
+        let answer = exchange(app(Router::new()), raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer:.200}");
+        assert!(
+            answer.contains("content-type: application/problem+json"),
+            "{answer:.200}"
+        );
+        assert!(answer.contains("route_not_found"), "{answer:.200}");
+    }
+
+    /// Pins a limit this crate cannot lift: hyper answers a request head it cannot parse itself,
+    /// before any service runs, with a fixed status and an empty body (see `serve`).
+    #[tokio::test]
+    async fn heads_hyper_cannot_parse_get_its_bare_answer() {
+        let control = b"GET / HTTP/1.1\r\nHost: kassa\r\nX-Note: a\x01b\r\n\r\n";
+        let answer = exchange(app(Router::new()), control).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:.200}");
+        assert!(!answer.contains("problem+json"), "{answer:.200}");
+
+        let path = format!("/{}", "a".repeat(70_000));
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: kassa\r\n\r\n");
+        let answer = exchange(app(Router::new()), raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 414"), "{answer:.200}");
+        assert!(!answer.contains("problem+json"), "{answer:.200}");
     }
 }
