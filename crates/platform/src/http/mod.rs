@@ -95,6 +95,21 @@ fn header_id(req: &Request, name: &HeaderName) -> Option<String> {
     safe.then(|| value.to_owned())
 }
 
+/// Abandons a request that runs longer than `limit` with a 503 problem. (tower-http's timeout
+/// layer answers with an empty body, and every error a client sees is meant to be a problem.)
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "The request took longer than this service allows and was abandoned; it may or may \
+             not have taken effect.",
+        )
+        .into_response(),
+    }
+}
+
 /// Answers a panic in a handler (or a layer under this one) as an internal error. Without it the
 /// panic unwinds through the connection task and hyper drops the connection: no status, no
 /// problem, no request id for the client to quote.
@@ -279,9 +294,9 @@ pub fn service_app(
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(middleware::from_fn_with_state(
             settings.request_timeout,
+            time_limit,
         ))
         // Inside `request_context`, so a panic's problem carries the request id and is logged and
         // counted like any other 500.
@@ -349,6 +364,10 @@ mod tests {
     use super::*;
 
     fn app(api: Router) -> Router {
+        app_with(api, &HttpSettings::default())
+    }
+
+    fn app_with(api: Router, settings: &HttpSettings) -> Router {
         let (_trigger, shutdown) = crate::shutdown::channel();
         let readiness = Readiness {
             db: None,
@@ -361,7 +380,7 @@ mod tests {
             api,
             utoipa::openapi::OpenApiBuilder::new().build(),
             readiness,
-            &HttpSettings::default(),
+            settings,
         )
     }
 
@@ -484,6 +503,33 @@ mod tests {
         assert_eq!(body["requestId"], "panic-1");
         // The panic message is for the log, not for the client.
         assert!(!body.to_string().contains("handler bug"));
+    }
+
+    #[tokio::test]
+    async fn a_slow_request_gets_a_timeout_problem() {
+        async fn slow() -> &'static str {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }
+        let settings = HttpSettings {
+            request_timeout: Duration::from_millis(50),
+            ..HttpSettings::default()
+        };
+        let app = app_with(Router::new().route("/slow", get(slow)), &settings);
+        let req = Request::builder()
+            .uri("/slow")
+            .header(REQUEST_ID, "slow-1")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/problem+json"
+        );
+        let body = body_json(response).await;
+        assert_eq!(body["code"], "request_timeout");
+        assert_eq!(body["requestId"], "slow-1");
     }
 
     /// Sends `raw` to a real server running `app` and returns everything it answers.
