@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod events;
 pub mod json;
 pub mod money;
+pub mod status;
 
 pub use envelope::{Envelope, EventContext};
 pub use money::{Currency, Money, MoneyError};

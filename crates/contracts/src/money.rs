@@ -93,6 +93,13 @@ impl TryFrom<String> for Currency {
     }
 }
 
+impl std::str::FromStr for Currency {
+    type Err = MoneyError;
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        Currency::parse(code)
+    }
+}
+
 impl From<Currency> for String {
     fn from(c: Currency) -> String {
         c.code().to_owned()

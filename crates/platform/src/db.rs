@@ -629,6 +629,28 @@ impl<T> Column for T where
 }
 
 impl Row {
+    /// A column holding the text form of a type (a status, a currency code).
+    pub fn parsed<T>(&self, column: &str) -> DbResult<T>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let text: String = self.get(column)?;
+        text.parse()
+            .map_err(|e: T::Err| DbError::column(column, e.to_string()))
+    }
+
+    /// An amount stored as minor units in one column and its currency code in another.
+    pub fn money(
+        &self,
+        minor_column: &str,
+        currency_column: &str,
+    ) -> DbResult<kassa_contracts::Money> {
+        let currency: kassa_contracts::Currency = self.parsed(currency_column)?;
+        kassa_contracts::Money::from_minor(self.get(minor_column)?, currency)
+            .map_err(|e| DbError::column(minor_column, e.to_string()))
+    }
+
     pub fn get<T: Column>(&self, column: &str) -> DbResult<T> {
         use sqlx::Row as _;
         let result = match self {

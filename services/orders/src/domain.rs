@@ -5,33 +5,13 @@ use chrono::{DateTime, Utc};
 use kassa_contracts::Money;
 use uuid::Uuid;
 
-/// Where an order stands. Emitted in upper case as seed 003 shows; read in any case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderStatus {
-    Pending,
-    Paid,
-    Failed,
-    Cancelled,
-}
-
-impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "PENDING",
-            OrderStatus::Paid => "PAID",
-            OrderStatus::Failed => "FAILED",
-            OrderStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.trim().to_ascii_uppercase().as_str() {
-            "PENDING" => Some(OrderStatus::Pending),
-            "PAID" => Some(OrderStatus::Paid),
-            "FAILED" => Some(OrderStatus::Failed),
-            "CANCELLED" | "CANCELED" => Some(OrderStatus::Cancelled),
-            _ => None,
-        }
+kassa_contracts::status_enum! {
+    /// Where an order stands. Emitted in upper case as seed 003 shows; read in any case.
+    pub enum OrderStatus {
+        Pending = "PENDING",
+        Paid = "PAID",
+        Failed = "FAILED",
+        Cancelled = "CANCELLED" | "CANCELED",
     }
 }
 

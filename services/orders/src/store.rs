@@ -1,8 +1,7 @@
 //! Orders in the orders database.
 
 use chrono::{DateTime, Utc};
-use kassa_contracts::{Currency, Money};
-use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, for_rows, sql};
+use kassa_platform::db::{Arg, Db, DbResult, Row, Tx, for_keys, for_rows, sql};
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderStatus};
@@ -11,17 +10,11 @@ const COLUMNS: &str =
     "id, user_id, total_minor, currency, status, failure_reason, created_at, updated_at";
 
 fn order_from(row: &Row) -> DbResult<Order> {
-    let currency: String = row.get("currency")?;
-    let currency =
-        Currency::parse(&currency).map_err(|e| DbError::column("currency", e.to_string()))?;
-    let status: String = row.get("status")?;
     Ok(Order {
         id: row.get("id")?,
         user_id: row.get("user_id")?,
-        total: Money::from_minor(row.get("total_minor")?, currency)
-            .map_err(|e| DbError::column("total_minor", e.to_string()))?,
-        status: OrderStatus::parse(&status)
-            .ok_or_else(|| DbError::column("status", status.clone()))?,
+        total: row.money("total_minor", "currency")?,
+        status: row.parsed("status")?,
         failure_reason: row.get("failure_reason")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
