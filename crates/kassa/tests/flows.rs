@@ -146,6 +146,13 @@ async fn cancel_rules(backend: Backend) {
 
     let paid = app.place_order("3").await;
     app.order_reaches(&paid, &["PAID"]).await;
+    // An array standing in for the object cancels nothing.
+    let (status, body) = app
+        .patch(&format!("/api/orders/{paid}"), Some(json!(["CANCELLED"])))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "body_not_object");
+    app.order_reaches(&paid, &["PAID"]).await;
     let (status, body) = app
         .patch(
             &format!("/api/orders/{paid}"),
@@ -334,7 +341,25 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
             "invalid_currency",
             Some("currency"),
         ),
-        ("[]".into(), 400, "invalid_field", None),
+        ("[]".into(), 400, "body_not_object", None),
+        (
+            format!(r#"["{USER}",7,"EUR"]"#),
+            400,
+            "body_not_object",
+            None,
+        ),
+        (
+            format!(r#"{{"userId":"{USER}","total":1}}xyz"#),
+            400,
+            "malformed_json",
+            None,
+        ),
+        (
+            r#"{"userId":"00000000-0000-0000-0000-000000000000","total":1}"#.into(),
+            400,
+            "invalid_uuid",
+            Some("userId"),
+        ),
     ];
     for (body, status, code, param) in &cases {
         let (got, problem) = app.post_json("/api/orders", body, &[]).await;

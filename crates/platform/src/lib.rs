@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod cache;
+pub mod consumer;
 pub mod db;
 pub mod housekeeping;
 pub mod http;

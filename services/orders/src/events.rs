@@ -11,9 +11,9 @@ use kassa_contracts::{
     },
 };
 use kassa_platform::{
-    bus::{Handler, HandlerError},
-    db::Db,
-    inbox, outbox,
+    bus::HandlerError,
+    consumer::{Applied, Apply, Fresh},
+    db::{Db, Tx},
 };
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ pub struct PaymentOutcomes {
     pub db: Db,
 }
 
-/// A payment outcome, and whether it approved.
+/// Reads a payment outcome, and whether it approved.
 fn decode(event: &Envelope) -> Result<(PaymentOutcome, bool), HandlerError> {
     Ok(match event.event_type.as_str() {
         PaymentApproved::TYPE => (event.decode::<PaymentApproved>()?.0, true),
@@ -66,44 +66,38 @@ fn announce(order: &Order, outcome: &PaymentOutcome, cause: &Envelope) -> Envelo
 }
 
 #[async_trait]
-impl Handler for PaymentOutcomes {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        self.handle_batch(std::slice::from_ref(event)).await
+impl Apply for PaymentOutcomes {
+    /// The outcome, and whether it approved.
+    type Event = (PaymentOutcome, bool);
+    type AfterCommit = ();
+
+    fn decode(&self, event: &Envelope) -> Result<Self::Event, HandlerError> {
+        decode(event)
     }
 
-    /// All outcomes in one transaction, with a few multi-row statements: the batch's inbox rows,
-    /// its orders read and locked, their new statuses (one statement per status and reason), and
-    /// the events announcing them.
-    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), HandlerError> {
-        // A malformed event fails the batch before anything is written; the bus then handles
-        // each event on its own, and only that one is retried and dead-lettered.
-        let decoded = events.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
-        let event_ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-        let mut tx = self.db.begin().await?;
-        let mut fresh = inbox::record_all(&mut tx, NAME, &event_ids).await?;
-        // Each event once, even if it came twice in the batch; repeats of earlier ones not at all.
-        let todo: Vec<(&Envelope, PaymentOutcome, bool)> = events
-            .iter()
-            .zip(decoded)
-            .filter(|(e, _)| fresh.remove(&e.id))
-            .map(|(e, (outcome, approved))| (e, outcome, approved))
-            .collect();
-        if todo.is_empty() {
-            tx.rollback().await?;
-            return Ok(());
-        }
-        let mut ids: Vec<Uuid> = todo.iter().map(|(_, o, _)| o.order_id).collect();
+    /// All outcomes with a few multi-row statements: the batch's orders read and locked, their
+    /// new statuses (one statement per status and reason), and the events announcing them.
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        todo: Vec<Fresh<'_, Self::Event>>,
+    ) -> Result<Applied<()>, HandlerError> {
+        let mut ids: Vec<Uuid> = todo.iter().map(|f| f.event.0.order_id).collect();
         // One locking order for every batch, so two replicas never deadlock on the same orders.
         ids.sort_unstable();
         ids.dedup();
-        let mut orders: HashMap<Uuid, Order> = store::find_all_for_update(&self.db, &mut tx, &ids)
+        let mut orders: HashMap<Uuid, Order> = store::find_all_for_update(&self.db, tx, &ids)
             .await?
             .into_iter()
             .map(|o| (o.id, o))
             .collect();
         let mut changed = Vec::new();
         let mut announcements = Vec::new();
-        for (event, outcome, approved) in &todo {
+        for Fresh {
+            envelope: event,
+            event: (outcome, approved),
+        } in &todo
+        {
             let order = orders.get_mut(&outcome.order_id).ok_or_else(|| {
                 HandlerError::new(format!("order {} does not exist", outcome.order_id))
             })?;
@@ -143,10 +137,8 @@ impl Handler for PaymentOutcomes {
         }
         let now = chrono::Utc::now();
         for ((_, reason), (status, ids)) in &groups {
-            store::set_status_all(&mut tx, ids, *status, *reason, now).await?;
+            store::set_status_all(tx, ids, *status, *reason, now).await?;
         }
-        outbox::add_all(&mut tx, &announcements).await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(Applied::publish(announcements))
     }
 }

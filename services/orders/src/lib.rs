@@ -14,6 +14,7 @@ pub mod store;
 
 use kassa_contracts::Currency;
 use kassa_platform::{
+    consumer::Inboxed,
     migrate::{Migration, Migrations},
     service::{BuildError, Infra, Options, Service, ServiceParts, Setting},
 };
@@ -80,7 +81,11 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     };
     Ok(
         ServiceParts::api(api::router(state), api::OrdersApi::openapi())
-            .with_handler(events::PaymentOutcomes { db })
+            .with_handler(Inboxed::new(
+                NAME,
+                db.clone(),
+                events::PaymentOutcomes { db },
+            ))
             .with_background(writer),
     )
 }

@@ -5,41 +5,25 @@ use chrono::{DateTime, Utc};
 use kassa_contracts::Money;
 use uuid::Uuid;
 
-/// Where a payment stands, as seed 003 names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PaymentStatus {
-    Processing,
-    Approved,
-    Declined,
-    Failed,
-    Cancelled,
-    Refunded,
+kassa_contracts::status_enum! {
+    /// Where a payment stands, as seed 003 names it.
+    pub enum PaymentStatus {
+        Processing = "PROCESSING",
+        Approved = "APPROVED",
+        Declined = "DECLINED",
+        Failed = "FAILED",
+        Cancelled = "CANCELLED" | "CANCELED",
+        Refunded = "REFUNDED",
+    }
 }
 
-impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 6] = [
-        PaymentStatus::Processing,
-        PaymentStatus::Approved,
-        PaymentStatus::Declined,
-        PaymentStatus::Failed,
-        PaymentStatus::Cancelled,
-        PaymentStatus::Refunded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Processing => "PROCESSING",
-            PaymentStatus::Approved => "APPROVED",
-            PaymentStatus::Declined => "DECLINED",
-            PaymentStatus::Failed => "FAILED",
-            PaymentStatus::Cancelled => "CANCELLED",
-            PaymentStatus::Refunded => "REFUNDED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        let upper = text.trim().to_ascii_uppercase();
-        PaymentStatus::ALL.into_iter().find(|s| s.as_str() == upper)
+kassa_contracts::status_enum! {
+    /// Why money goes back to the customer.
+    pub enum RefundKind {
+        /// The order of an approved payment was cancelled: the payment becomes REFUNDED.
+        Refund = "refund",
+        /// The provider approved a charge after its payment was cancelled: it stays CANCELLED.
+        Void = "void",
     }
 }
 

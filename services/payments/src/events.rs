@@ -6,23 +6,21 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kassa_contracts::{
     Currency, Envelope, EventContext, Money,
-    events::{
-        Event, OrderCancelled, OrderCreated, PaymentCancelled, PaymentOutcome, PaymentRefunded,
-    },
+    events::{Event, OrderCancelled, OrderCreated, PaymentCancelled, PaymentOutcome},
 };
 use kassa_platform::{
-    bus::{Handler, HandlerError, one_by_one},
+    bus::HandlerError,
     cache::Cache,
-    db::Db,
-    inbox, outbox,
+    consumer::{Applied, Apply, Fresh},
+    db::{Db, Tx},
 };
 use uuid::Uuid;
 
 use crate::{
     NAME,
-    domain::{OnOrderCancelled, Payment, PaymentStatus},
+    domain::{OnOrderCancelled, Payment, PaymentStatus, RefundKind},
     processor::{Processor, Work},
-    provider::PaymentProvider,
+    refunds::Refunds,
     store,
 };
 
@@ -32,9 +30,27 @@ pub const TOPICS: [&str; 2] = [OrderCreated::TYPE, OrderCancelled::TYPE];
 pub struct OrderEvents {
     pub db: Db,
     pub processor: Processor,
-    pub provider: Arc<dyn PaymentProvider>,
+    pub refunds: Refunds,
     pub cache: Arc<dyn Cache>,
     pub lease: std::time::Duration,
+}
+
+/// An order event as payments reads it.
+pub enum OrderEvent {
+    /// A new order: its id, customer and amount.
+    Created(OrderCreated, Money),
+    Cancelled(OrderCancelled),
+}
+
+/// What follows the commit of a batch.
+#[derive(Default)]
+pub struct AfterCommit {
+    /// New payments to charge.
+    charges: Vec<Work>,
+    /// Payments that changed (their cached copies go).
+    changed: Vec<Uuid>,
+    /// Whether refunds were asked for.
+    refunds: bool,
 }
 
 fn outcome_of(p: &Payment) -> PaymentOutcome {
@@ -58,36 +74,22 @@ fn decode_created(event: &Envelope) -> Result<(OrderCreated, Money), HandlerErro
 }
 
 impl OrderEvents {
-    /// New orders in one transaction, with a few multi-row statements: each gets a PROCESSING
-    /// payment (CANCELLED if the order was cancelled first, announced at once), and the charges
-    /// start once the transaction commits. Repeats of events handled before, and orders that
-    /// have a payment already, get nothing.
-    async fn orders_created(&self, events: &[Envelope]) -> Result<(), HandlerError> {
-        // A malformed event fails the batch before anything is written; the bus then handles
-        // each event on its own, and only that one is retried and dead-lettered.
-        let decoded = events
-            .iter()
-            .map(decode_created)
-            .collect::<Result<Vec<_>, _>>()?;
-        let event_ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-        let mut tx = self.db.begin().await?;
-        let mut fresh = inbox::record_all(&mut tx, NAME, &event_ids).await?;
-        let mut todo: Vec<(&Envelope, OrderCreated, Money)> = events
-            .iter()
-            .zip(decoded)
-            .filter(|(e, _)| fresh.remove(&e.id))
-            .map(|(e, (order, amount))| (e, order, amount))
-            .collect();
+    /// New orders, with a few multi-row statements: each gets a PROCESSING payment (CANCELLED if
+    /// the order was cancelled first, announced at once), charged once the batch commits.
+    /// Orders that have a payment already get nothing.
+    async fn orders_created(
+        &self,
+        tx: &mut Tx,
+        mut todo: Vec<(&Envelope, &OrderCreated, Money)>,
+        publish: &mut Vec<Envelope>,
+        after: &mut AfterCommit,
+    ) -> Result<(), HandlerError> {
         // One payment per order, and one locking order for every batch, so two replicas never
         // deadlock on the same orders.
         todo.sort_by_key(|(_, order, _)| order.order_id);
         todo.dedup_by_key(|(_, order, _)| order.order_id);
-        if todo.is_empty() {
-            tx.rollback().await?;
-            return Ok(());
-        }
         let order_ids: Vec<Uuid> = todo.iter().map(|(_, o, _)| o.order_id).collect();
-        let cancelled = store::note_orders(&mut tx, &order_ids, false).await?;
+        let cancelled = store::note_orders(tx, &order_ids, false).await?;
         let payments: Vec<(Payment, EventContext)> = todo
             .iter()
             .map(|(event, order, amount)| {
@@ -102,69 +104,47 @@ impl OrderEvents {
                 )
             })
             .collect();
-        let inserted = store::insert_all(&mut tx, &payments, self.lease).await?;
-        let mut charges = Vec::new();
-        let mut announcements = Vec::new();
+        let inserted = store::insert_all(tx, &payments, self.lease).await?;
         for (payment, ctx) in payments {
             if !inserted.contains(&payment.id) {
                 continue;
             }
             if payment.status == PaymentStatus::Cancelled {
                 let cancelled = PaymentCancelled(outcome_of(&payment));
-                announcements.push(Envelope::new(NAME, payment.id, &cancelled, &ctx));
+                publish.push(Envelope::new(NAME, payment.id, &cancelled, &ctx));
                 continue;
             }
             tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, amount = %payment.amount, correlation_id = %ctx.correlation_id, "payment processing");
-            charges.push(Work {
+            after.charges.push(Work {
                 payment_id: payment.id,
                 context: ctx,
                 payment: Some(payment),
             });
         }
-        outbox::add_all(&mut tx, &announcements).await?;
-        tx.commit().await?;
-        for work in charges {
-            self.processor.submit(work);
-        }
         Ok(())
     }
 
+    /// A cancelled order: a payment in progress is cancelled, an approved one is refunded (the
+    /// request is recorded here, and the refund loop asks the provider once this commits).
     async fn order_cancelled(
         &self,
+        tx: &mut Tx,
         event: &Envelope,
-        order: OrderCancelled,
+        order: &OrderCancelled,
+        publish: &mut Vec<Envelope>,
+        after: &mut AfterCommit,
     ) -> Result<(), HandlerError> {
-        // A refund talks to the provider, which must not happen inside a transaction: do it
-        // first (it is idempotent per payment), then record it.
-        let before = store::find_by_order(&self.db, order.order_id).await?;
-        let refunded_already = match &before {
-            Some(p) if p.status == PaymentStatus::Approved => {
-                self.provider
-                    .refund(p.id, p.amount)
-                    .await
-                    .map_err(HandlerError::new)?;
-                true
-            }
-            _ => false,
-        };
-        let ctx = EventContext::caused_by(event);
-        let mut tx = self.db.begin().await?;
-        if !inbox::record(&mut tx, NAME, event.id).await? {
-            tx.rollback().await?;
-            return Ok(());
-        }
-        store::note_order(&mut tx, order.order_id, true).await?;
-        let Some(payment) =
-            store::find_by_order_for_update(&self.db, &mut tx, order.order_id).await?
+        store::note_order(tx, order.order_id, true).await?;
+        let Some(payment) = store::find_by_order_for_update(&self.db, tx, order.order_id).await?
         else {
             // No payment yet: when order.created arrives it finds the order cancelled.
-            tx.commit().await?;
             return Ok(());
         };
-        let next = match payment.status.on_order_cancelled() {
+        let ctx = EventContext::caused_by(event);
+        match payment.status.on_order_cancelled() {
             OnOrderCancelled::Cancel => {
-                store::transition(
-                    &mut tx,
+                let cancelled = store::transition(
+                    tx,
                     payment.id,
                     PaymentStatus::Processing,
                     PaymentStatus::Cancelled,
@@ -172,70 +152,96 @@ impl OrderEvents {
                     None,
                 )
                 .await?;
-                Some(Envelope::new(
+                if !cancelled {
+                    return Err(HandlerError::new(format!(
+                        "payment {} left PROCESSING while locked",
+                        payment.id
+                    )));
+                }
+                publish.push(Envelope::new(
                     NAME,
                     payment.id,
                     &PaymentCancelled(outcome_of(&payment)),
                     &ctx,
-                ))
-            }
-            OnOrderCancelled::Refund if refunded_already => {
-                store::transition(
-                    &mut tx,
-                    payment.id,
-                    PaymentStatus::Approved,
-                    PaymentStatus::Refunded,
-                    Some("order cancelled"),
-                    None,
-                )
-                .await?;
-                Some(Envelope::new(
-                    NAME,
-                    payment.id,
-                    &PaymentRefunded(outcome_of(&payment)),
-                    &ctx,
-                ))
+                ));
+                after.changed.push(payment.id);
+                tracing::info!(payment_id = %payment.id, order_id = %order.order_id, "payment cancelled with its order");
             }
             OnOrderCancelled::Refund => {
-                // Approved between our read and our lock: try again, and refund then.
-                tx.rollback().await?;
-                return Err(HandlerError::new(
-                    "payment was approved while the cancellation was handled; retrying",
-                ));
+                store::request_refunds(tx, &[(payment.id, RefundKind::Refund, &ctx)]).await?;
+                after.refunds = true;
+                tracing::info!(payment_id = %payment.id, order_id = %order.order_id, "refund requested for a cancelled order");
             }
-            OnOrderCancelled::Nothing => None,
-        };
-        if let Some(next) = &next {
-            outbox::add(&mut tx, next).await?;
-        }
-        tx.commit().await?;
-        if next.is_some() {
-            self.cache.remove(&crate::api::cache_key(payment.id)).await;
-            tracing::info!(payment_id = %payment.id, order_id = %order.order_id, from = payment.status.as_str(), "payment cancelled with its order");
+            OnOrderCancelled::Nothing => {}
         }
         Ok(())
     }
 }
 
 #[async_trait]
-impl Handler for OrderEvents {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+impl Apply for OrderEvents {
+    type Event = OrderEvent;
+    type AfterCommit = AfterCommit;
+
+    fn decode(&self, event: &Envelope) -> Result<OrderEvent, HandlerError> {
         match event.event_type.as_str() {
-            OrderCreated::TYPE => self.orders_created(std::slice::from_ref(event)).await,
-            OrderCancelled::TYPE => self.order_cancelled(event, event.decode()?).await,
+            OrderCreated::TYPE => {
+                let (order, amount) = decode_created(event)?;
+                Ok(OrderEvent::Created(order, amount))
+            }
+            OrderCancelled::TYPE => Ok(OrderEvent::Cancelled(event.decode()?)),
             other => Err(HandlerError::new(format!(
                 "payments does not handle {other}"
             ))),
         }
     }
 
-    /// A run of new orders shares one transaction; a batch with a cancellation in it (which
-    /// talks to the provider) is handled event by event.
-    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), HandlerError> {
-        if events.iter().all(|e| e.event_type == OrderCreated::TYPE) {
-            self.orders_created(events).await
-        } else {
-            one_by_one(self, events).await
+    /// New orders first, then cancellations, so a cancellation in the same batch as its order
+    /// finds the payment; a charge whose payment the batch cancelled never starts.
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        events: Vec<Fresh<'_, OrderEvent>>,
+    ) -> Result<Applied<AfterCommit>, HandlerError> {
+        let mut publish = Vec::new();
+        let mut after = AfterCommit::default();
+        let created: Vec<(&Envelope, &OrderCreated, Money)> = events
+            .iter()
+            .filter_map(|f| match &f.event {
+                OrderEvent::Created(order, amount) => Some((f.envelope, order, *amount)),
+                OrderEvent::Cancelled(_) => None,
+            })
+            .collect();
+        if !created.is_empty() {
+            self.orders_created(tx, created, &mut publish, &mut after)
+                .await?;
+        }
+        for f in &events {
+            match &f.event {
+                OrderEvent::Cancelled(order) => {
+                    self.order_cancelled(tx, f.envelope, order, &mut publish, &mut after)
+                        .await?
+                }
+                OrderEvent::Created(..) => {}
+            }
+        }
+        let changed = &after.changed;
+        after.charges.retain(|w| !changed.contains(&w.payment_id));
+        Ok(Applied {
+            publish,
+            after_commit: after,
+        })
+    }
+
+    async fn committed(&self, after: AfterCommit) {
+        for id in &after.changed {
+            self.cache.remove(&crate::api::cache_key(*id)).await;
+        }
+        if after.refunds {
+            self.refunds.requested();
+        }
+        for work in after.charges {
+            self.processor.submit(work).await;
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - `domain.rs`: payments and their state machine
 //! - `provider.rs`: the provider port and the simulated gateway
 //! - `processor.rs`: where a payment gets approved, declined or failed
+//! - `refunds.rs`: money given back, retried until the provider confirms
 //! - `store.rs`: the payments table
 //! - `events.rs`: what order events do to payments
 
@@ -13,11 +14,13 @@ pub mod domain;
 pub mod events;
 pub mod processor;
 pub mod provider;
+pub mod refunds;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
 
 use kassa_platform::{
+    consumer::Inboxed,
     migrate::{Migration, Migrations},
     service::{BuildError, Infra, Options, Service, ServiceParts, Setting},
 };
@@ -25,17 +28,26 @@ use utoipa::OpenApi;
 
 pub use processor::ProcessorSettings;
 pub use provider::{PaymentProvider, SimulatedGateway, SimulatedSettings};
+pub use refunds::{RefundLoop, Refunds};
 
 pub const NAME: &str = "payments";
 
 pub const MIGRATIONS: Migrations = Migrations {
     component: NAME,
-    steps: &[Migration {
-        version: 1,
-        name: "payments",
-        postgres: include_str!("../migrations/postgres/0001_payments.sql"),
-        sqlite: include_str!("../migrations/sqlite/0001_payments.sql"),
-    }],
+    steps: &[
+        Migration {
+            version: 1,
+            name: "payments",
+            postgres: include_str!("../migrations/postgres/0001_payments.sql"),
+            sqlite: include_str!("../migrations/sqlite/0001_payments.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "refunds",
+            postgres: include_str!("../migrations/postgres/0002_refunds.sql"),
+            sqlite: include_str!("../migrations/sqlite/0002_refunds.sql"),
+        },
+    ],
 };
 
 pub const PROVIDER_LATENCY_MS: Setting = Setting {
@@ -116,24 +128,34 @@ impl Config {
 fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     let config = Config::from_options(&infra.options)?;
     let db = infra.db()?;
+    let refunds = Refunds::default();
     let (processor, processor_loop) = processor::processor(
         db.clone(),
         config.provider.clone(),
         infra.cache.clone(),
+        refunds.clone(),
         config.processor.clone(),
     );
+    let refund_loop = RefundLoop {
+        db: db.clone(),
+        provider: config.provider.clone(),
+        cache: infra.cache.clone(),
+        refunds: refunds.clone(),
+        poll: Duration::from_secs(1),
+    };
     let handler = events::OrderEvents {
         db: db.clone(),
         processor,
-        provider: config.provider.clone(),
+        refunds,
         cache: infra.cache.clone(),
         lease: config.processor.lease,
     };
     let api = api::router(api::AppState {
-        db,
+        db: db.clone(),
         cache: infra.cache.clone(),
     });
     Ok(ServiceParts::api(api, api::PaymentsApi::openapi())
-        .with_handler(handler)
-        .with_background(processor_loop.run(infra.shutdown.clone())))
+        .with_handler(Inboxed::new(NAME, db, handler))
+        .with_background(processor_loop.run(infra.shutdown.clone()))
+        .with_background(refund_loop.run(infra.shutdown.clone())))
 }

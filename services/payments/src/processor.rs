@@ -19,8 +19,9 @@ use uuid::Uuid;
 
 use crate::{
     NAME,
-    domain::{ChargeOutcome, Payment, PaymentStatus},
+    domain::{ChargeOutcome, Payment, PaymentStatus, RefundKind},
     provider::PaymentProvider,
+    refunds::Refunds,
     store,
 };
 
@@ -55,16 +56,27 @@ pub struct Work {
     pub payment: Option<Payment>,
 }
 
+/// Payments handed over and not yet started, at most; a handler that finds the queue full waits,
+/// which holds its delivery and so slows the broker's deliveries down to what the provider takes.
+const QUEUE: usize = 1024;
+/// Payments started together, re-read with one query.
+const START_BATCH: usize = 256;
+
 /// The handle event handlers give new payments to.
 #[derive(Clone)]
 pub struct Processor {
-    queue: mpsc::UnboundedSender<Work>,
+    queue: mpsc::Sender<Work>,
 }
 
 impl Processor {
-    pub fn submit(&self, work: Work) {
-        // If the loop is gone the process is stopping; the lease sweep picks the payment up later.
-        let _ = self.queue.send(work);
+    /// Hands a committed PROCESSING payment over; waits while the queue is full.
+    pub async fn submit(&self, work: Work) {
+        let id = work.payment_id;
+        if self.queue.send(work).await.is_err() {
+            // The loop is gone: the process is stopping. The payment keeps its lease, and the
+            // sweep of whichever process runs next charges it.
+            tracing::debug!(payment_id = %id, "processor stopped; the lease sweep will charge this payment");
+        }
     }
 }
 
@@ -72,23 +84,26 @@ pub struct ProcessorLoop {
     db: Db,
     provider: Arc<dyn PaymentProvider>,
     cache: Arc<dyn Cache>,
+    refunds: Refunds,
     settings: ProcessorSettings,
-    queue: mpsc::UnboundedReceiver<Work>,
+    queue: mpsc::Receiver<Work>,
 }
 
 pub fn processor(
     db: Db,
     provider: Arc<dyn PaymentProvider>,
     cache: Arc<dyn Cache>,
+    refunds: Refunds,
     settings: ProcessorSettings,
 ) -> (Processor, ProcessorLoop) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(QUEUE);
     (
         Processor { queue: tx },
         ProcessorLoop {
             db,
             provider,
             cache,
+            refunds,
             settings,
             queue: rx,
         },
@@ -103,13 +118,22 @@ impl ProcessorLoop {
         let (to_settle, settle_queue) = mpsc::unbounded_channel();
         let settler = tokio::spawn(settle_loop(
             self.db.clone(),
-            self.provider.clone(),
             self.cache.clone(),
+            self.refunds.clone(),
             settle_queue,
         ));
         loop {
             let work = tokio::select! {
-                Some(work) = self.queue.recv() => vec![work],
+                Some(first) = self.queue.recv() => {
+                    let mut work = vec![first];
+                    while work.len() < START_BATCH {
+                        match self.queue.try_recv() {
+                            Ok(more) => work.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    work
+                }
                 _ = sweep.tick() => {
                     let room = slots.available_permits().min(1000);
                     if room == 0 { continue; }
@@ -128,16 +152,38 @@ impl ProcessorLoop {
                 }
                 _ = shutdown.wait() => break,
             };
-            for w in work {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    break;
-                };
+            let mut permits = Vec::with_capacity(work.len());
+            for _ in &work {
+                match slots.clone().acquire_owned().await {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            // A payment cancelled while it waited for a slot is not charged.
+            let ids: Vec<Uuid> = work.iter().map(|w| w.payment_id).collect();
+            let still = match store::processing_among(&self.db, &ids).await {
+                Ok(still) => still,
+                Err(e) => {
+                    // Their leases run out and the sweep starts them again.
+                    tracing::warn!(payments = ids.len(), error = %e, "could not re-read payments before charging; will retry after the lease");
+                    continue;
+                }
+            };
+            for (w, permit) in work.into_iter().zip(permits) {
+                if !still.contains(&w.payment_id) {
+                    tracing::info!(payment_id = %w.payment_id, correlation_id = %w.context.correlation_id, "payment no longer PROCESSING; not charged");
+                    continue;
+                }
                 let (db, provider, to_settle) =
                     (self.db.clone(), self.provider.clone(), to_settle.clone());
                 tokio::spawn(async move {
                     match charge(&db, provider.as_ref(), w).await {
                         Ok(Some(settlement)) => {
-                            let _ = to_settle.send(settlement);
+                            if to_settle.send(settlement).is_err() {
+                                // The settler stopped with the process: the payment stays
+                                // PROCESSING under its lease and is charged again later.
+                                tracing::warn!("outcome not recorded: stopping");
+                            }
                         }
                         Ok(None) => {}
                         // The lease runs out and the sweep tries again.
@@ -194,8 +240,8 @@ const MAX_SETTLEMENTS_PER_COMMIT: usize = 256;
 
 async fn settle_loop(
     db: Db,
-    provider: Arc<dyn PaymentProvider>,
     cache: Arc<dyn Cache>,
+    refunds: Refunds,
     mut queue: mpsc::UnboundedReceiver<Settlement>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -207,7 +253,7 @@ async fn settle_loop(
             }
         }
         let ids: Vec<Uuid> = batch.iter().map(|s| s.payment.id).collect();
-        if let Err(e) = settle(&db, provider.as_ref(), cache.as_ref(), batch).await {
+        if let Err(e) = settle(&db, cache.as_ref(), &refunds, batch).await {
             // The payments stay PROCESSING under their lease; the sweep charges them again
             // (the provider treats that as the same charge) and records them then.
             tracing::warn!(payments = ids.len(), error = %e, "outcomes not recorded; will retry after the lease");
@@ -215,12 +261,12 @@ async fn settle_loop(
     }
 }
 
-/// Records provider outcomes with their events, and voids charges of payments cancelled while
-/// the provider was deciding.
+/// Records provider outcomes with their events, and asks for the charges of payments cancelled
+/// while the provider was deciding to be voided, in the same transaction.
 async fn settle(
     db: &Db,
-    provider: &dyn PaymentProvider,
     cache: &dyn Cache,
+    refunds: &Refunds,
     batch: Vec<Settlement>,
 ) -> Result<(), kassa_platform::db::DbError> {
     // One decision per payment: a payment charged twice (taken over while its first charge was
@@ -271,7 +317,7 @@ async fn settle(
     for (s, d) in decided {
         if !changed.contains(&s.payment.id) {
             if cancelled.contains(&s.payment.id) {
-                to_void.push(&s.payment);
+                to_void.push((s.payment.id, RefundKind::Void, &s.context));
             }
             continue;
         }
@@ -282,35 +328,35 @@ async fn settle(
             currency: s.payment.amount.currency().code().to_owned(),
             reason: d.reason.map(str::to_owned),
         };
-        let event = match d.status {
-            PaymentStatus::Approved => {
+        let event = match &s.outcome {
+            ChargeOutcome::Approved { .. } => {
                 Envelope::new(NAME, s.payment.id, &PaymentApproved(body), &s.context)
             }
-            PaymentStatus::Declined => {
+            ChargeOutcome::Declined { .. } => {
                 Envelope::new(NAME, s.payment.id, &PaymentDeclined(body), &s.context)
             }
-            _ => Envelope::new(NAME, s.payment.id, &PaymentFailed(body), &s.context),
+            ChargeOutcome::Failed { .. } => {
+                Envelope::new(NAME, s.payment.id, &PaymentFailed(body), &s.context)
+            }
         };
         announcements.push(event);
         recorded.push((s, d.status));
     }
     outbox::add_all(&mut tx, &announcements).await?;
+    store::request_refunds(&mut tx, &to_void).await?;
     tx.commit().await?;
+    if !to_void.is_empty() {
+        tracing::info!(
+            payments = to_void.len(),
+            "approved after their payment was cancelled: charges to be voided"
+        );
+        refunds.requested();
+    }
     for (s, settled) in recorded {
         cache.remove(&crate::api::cache_key(s.payment.id)).await;
         metrics::counter!("kassa_payments_settled_total", "status" => settled.as_str())
             .increment(1);
         tracing::info!(payment_id = %s.payment.id, order_id = %s.payment.order_id, status = settled.as_str(), correlation_id = %s.context.correlation_id, "payment settled");
-    }
-    for payment in to_void {
-        match provider.refund(payment.id, payment.amount).await {
-            Ok(()) => {
-                tracing::info!(payment_id = %payment.id, "voided the charge of a payment cancelled meanwhile")
-            }
-            Err(e) => {
-                tracing::error!(payment_id = %payment.id, error = %e, "could not void the charge of a cancelled payment")
-            }
-        }
     }
     Ok(())
 }

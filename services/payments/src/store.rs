@@ -6,27 +6,21 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use kassa_contracts::{Currency, EventContext, Money};
+use kassa_contracts::{Currency, EventContext};
 use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, for_rows, sql};
 use uuid::Uuid;
 
-use crate::domain::{Payment, PaymentStatus};
+use crate::domain::{Payment, PaymentStatus, RefundKind};
 
 const COLUMNS: &str = "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, created_at, updated_at";
 
 fn payment_from(row: &Row) -> DbResult<Payment> {
-    let currency: String = row.get("currency")?;
-    let currency =
-        Currency::parse(&currency).map_err(|e| DbError::column("currency", e.to_string()))?;
-    let status: String = row.get("status")?;
     Ok(Payment {
         id: row.get("id")?,
         order_id: row.get("order_id")?,
         user_id: row.get("user_id")?,
-        amount: Money::from_minor(row.get("amount_minor")?, currency)
-            .map_err(|e| DbError::column("amount_minor", e.to_string()))?,
-        status: PaymentStatus::parse(&status)
-            .ok_or_else(|| DbError::column("status", status.clone()))?,
+        amount: row.money("amount_minor", "currency")?,
+        status: row.parsed("status")?,
         reason: row.get("reason")?,
         provider_reference: row.get("provider_reference")?,
         created_at: row.get("created_at")?,
@@ -144,13 +138,9 @@ pub async fn totals_by_status(db: &Db) -> DbResult<Vec<StatusTotal>> {
         .await?;
     rows.iter()
         .map(|row| {
-            let status: String = row.get("status")?;
-            let currency: String = row.get("currency")?;
             Ok(StatusTotal {
-                status: PaymentStatus::parse(&status)
-                    .ok_or_else(|| DbError::column("status", status.clone()))?,
-                currency: Currency::parse(&currency)
-                    .map_err(|e| DbError::column("currency", e.to_string()))?,
+                status: row.parsed("status")?,
+                currency: row.parsed("currency")?,
                 count: row.get("n")?,
                 total_minor: row.get("total")?,
             })
@@ -301,4 +291,121 @@ pub async fn note_orders(
     seen.iter()
         .map(|r| Ok((r.get("order_id")?, r.get("cancelled")?)))
         .collect()
+}
+
+/// Asks for money to be given back, in the transaction that decides it; a payment has at most
+/// one request (a repeat changes nothing).
+pub async fn request_refunds(
+    tx: &mut Tx,
+    requests: &[(Uuid, RefundKind, &EventContext)],
+) -> DbResult<()> {
+    let now = Utc::now();
+    let rows = requests
+        .iter()
+        .map(|(id, kind, context)| {
+            vec![
+                Arg::from(*id),
+                Arg::from(kind.as_str()),
+                Arg::from(context.correlation_id.as_str()),
+                Arg::from(context.causation_id),
+                Arg::from(now),
+                Arg::from(now),
+            ]
+        })
+        .collect();
+    for_rows(
+        tx,
+        "INSERT INTO refunds (payment_id, kind, correlation_id, causation_id, next_attempt_at, requested_at)",
+        "ON CONFLICT (payment_id) DO NOTHING",
+        rows,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A refund the provider has yet to confirm.
+#[derive(Debug, Clone)]
+pub struct DueRefund {
+    pub payment_id: Uuid,
+    pub kind: RefundKind,
+    pub context: EventContext,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+}
+
+/// Claims refunds that are due, leased to this process for `lease` (so replicas never ask the
+/// provider about one at once, and a process that dies leaves it to another).
+pub async fn claim_due_refunds(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<DueRefund>> {
+    let text = format!(
+        "UPDATE refunds SET next_attempt_at = $1, attempts = attempts + 1 WHERE payment_id IN (
+            SELECT payment_id FROM refunds WHERE next_attempt_at <= $2
+            ORDER BY next_attempt_at LIMIT $3{})
+         RETURNING payment_id, kind, correlation_id, causation_id, attempts",
+        db.skip_locked()
+    );
+    let rows = sql(text)
+        .bind(later(lease))
+        .bind(Utc::now())
+        .bind(limit as i64)
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DueRefund {
+                payment_id: r.get("payment_id")?,
+                kind: r.parsed("kind")?,
+                context: EventContext {
+                    correlation_id: r.get("correlation_id")?,
+                    causation_id: r.get("causation_id")?,
+                },
+                attempts: r.get("attempts")?,
+            })
+        })
+        .collect()
+}
+
+/// Records a failed attempt; the refund is tried again at `retry_at`.
+pub async fn refund_failed(
+    db: &Db,
+    payment_id: Uuid,
+    error: &str,
+    retry_at: DateTime<Utc>,
+) -> DbResult<()> {
+    sql("UPDATE refunds SET last_error = $1, next_attempt_at = $2 WHERE payment_id = $3")
+        .bind(error)
+        .bind(retry_at)
+        .bind(payment_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Removes a refund the provider has confirmed, in the transaction that records its effect.
+pub async fn refund_confirmed(tx: &mut Tx, payment_id: Uuid) -> DbResult<()> {
+    sql("DELETE FROM refunds WHERE payment_id = $1")
+        .bind(payment_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// How many refunds wait for the provider.
+pub async fn refunds_pending(db: &Db) -> DbResult<i64> {
+    sql("SELECT COUNT(*) AS n FROM refunds")
+        .fetch_one(db)
+        .await?
+        .get("n")
+}
+
+/// Which of `ids` are still PROCESSING.
+pub async fn processing_among(db: &Db, ids: &[Uuid]) -> DbResult<HashSet<Uuid>> {
+    let rows = for_keys(
+        db,
+        "SELECT id FROM payments WHERE status = 'PROCESSING' AND id IN",
+        "",
+        Vec::new(),
+        ids.iter().copied(),
+    )
+    .await?;
+    rows.iter().map(|r| r.get("id")).collect()
 }

@@ -15,7 +15,7 @@ use kassa_contracts::{
     events::{OrderCancelled, OrderCreated},
 };
 use kassa_payments::{
-    ProcessorSettings,
+    ProcessorSettings, RefundLoop, Refunds,
     domain::{ChargeOutcome, PaymentStatus},
     events::OrderEvents,
     processor,
@@ -25,17 +25,20 @@ use kassa_payments::{
 use kassa_platform::{
     bus::Handler,
     cache::MemoryCache,
+    consumer::Inboxed,
     db::{Db, DbLocation},
     migrate, outbox, shutdown,
 };
 use uuid::Uuid;
 
-/// Approves every charge (after `latency`) and counts what it was asked to do.
+/// Approves every charge (after `latency`) and counts what it was asked to do; refuses the
+/// first `failing_refunds` refunds.
 #[derive(Default)]
 struct CountingProvider {
     latency: Duration,
     charges: AtomicU32,
     refunds: AtomicU32,
+    failing_refunds: AtomicU32,
 }
 
 #[async_trait]
@@ -49,6 +52,13 @@ impl PaymentProvider for CountingProvider {
     }
 
     async fn refund(&self, _payment_id: Uuid, _amount: Money) -> Result<(), RefundError> {
+        let refusing = self
+            .failing_refunds
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refusing {
+            return Err(RefundError("provider unavailable (test)".into()));
+        }
         self.refunds.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -56,7 +66,7 @@ impl PaymentProvider for CountingProvider {
 
 struct Rig {
     db: Db,
-    handler: OrderEvents,
+    handler: Inboxed<OrderEvents>,
     provider: Arc<CountingProvider>,
     _stop: shutdown::ShutdownTrigger,
 }
@@ -65,34 +75,57 @@ async fn rig() -> Rig {
     rig_with(Duration::ZERO, Duration::from_secs(30)).await
 }
 
-/// A rig whose provider answers after `latency` and whose payments are leased for `lease`.
 async fn rig_with(latency: Duration, lease: Duration) -> Rig {
+    rig_of(
+        CountingProvider {
+            latency,
+            ..CountingProvider::default()
+        },
+        ProcessorSettings {
+            lease,
+            sweep_every: Duration::from_millis(50),
+            ..ProcessorSettings::default()
+        },
+    )
+    .await
+}
+
+/// A rig with this provider and these processor settings.
+async fn rig_of(provider: CountingProvider, settings: ProcessorSettings) -> Rig {
     let path = std::env::temp_dir().join(format!("kassa-payments-{}.db", Uuid::new_v4()));
     let db = Db::connect(&DbLocation::Sqlite { path }).await.unwrap();
     migrate::run(&db, &[&migrate::PLATFORM, &kassa_payments::MIGRATIONS])
         .await
         .unwrap();
-    let provider = Arc::new(CountingProvider {
-        latency,
-        ..CountingProvider::default()
-    });
+    let provider = Arc::new(provider);
     let cache = Arc::new(MemoryCache::new(100));
     let (trigger, stop) = shutdown::channel();
-    let settings = ProcessorSettings {
-        lease,
-        sweep_every: Duration::from_millis(50),
-        ..ProcessorSettings::default()
+    let lease = settings.lease;
+    let refunds = Refunds::default();
+    let (processor, processor_loop) = processor::processor(
+        db.clone(),
+        provider.clone(),
+        cache.clone(),
+        refunds.clone(),
+        settings,
+    );
+    tokio::spawn(processor_loop.run(stop.clone()));
+    let refund_loop = RefundLoop {
+        db: db.clone(),
+        provider: provider.clone(),
+        cache: cache.clone(),
+        refunds: refunds.clone(),
+        poll: Duration::from_millis(50),
     };
-    let (processor, processor_loop) =
-        processor::processor(db.clone(), provider.clone(), cache.clone(), settings);
-    tokio::spawn(processor_loop.run(stop));
-    let handler = OrderEvents {
+    tokio::spawn(refund_loop.run(stop));
+    let events = OrderEvents {
         db: db.clone(),
         processor,
-        provider: provider.clone(),
+        refunds,
         cache,
         lease,
     };
+    let handler = Inboxed::new("payments", db.clone(), events);
     Rig {
         db,
         handler,
@@ -139,6 +172,17 @@ impl Rig {
             "payment of {order_id} is {:?}, not {wanted:?}",
             self.status(order_id).await
         );
+    }
+
+    /// Waits until no refund waits for the provider.
+    async fn refunds_settle(&self) {
+        for _ in 0..200 {
+            if store::refunds_pending(&self.db).await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("refunds still pending");
     }
 
     async fn pending_events(&self) -> usize {
@@ -192,7 +236,7 @@ async fn cancelling_an_approved_payment_refunds_it_once() {
     rig.settles_as(order, PaymentStatus::Approved).await;
     let cancel = cancelled(order);
     rig.handler.handle(&cancel).await.unwrap();
-    assert_eq!(rig.status(order).await, Some(PaymentStatus::Refunded));
+    rig.settles_as(order, PaymentStatus::Refunded).await;
     // A redelivery of the same cancellation changes nothing more.
     rig.handler.handle(&cancel).await.unwrap();
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Refunded));
@@ -230,12 +274,100 @@ async fn an_approval_after_the_payment_was_cancelled_is_voided() {
     let rig = rig_with(Duration::from_millis(300), Duration::from_secs(30)).await;
     let order = Uuid::new_v4();
     rig.handler.handle(&created(order)).await.unwrap();
+    // Cancel once the provider is deciding (a payment cancelled before is never charged).
+    for _ in 0..200 {
+        if rig.provider.charges.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 1);
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Processing));
     rig.handler.handle(&cancelled(order)).await.unwrap();
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
     // The provider approves the charge it was already making; that money goes back.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 1);
+    for _ in 0..200 {
+        if rig.provider.refunds.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(rig.provider.refunds.load(Ordering::SeqCst), 1, "voided");
+    rig.refunds_settle().await;
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
+}
+
+#[tokio::test]
+async fn a_refund_the_provider_refuses_is_retried_until_it_confirms() {
+    let rig = rig_of(
+        CountingProvider {
+            failing_refunds: AtomicU32::new(2),
+            ..CountingProvider::default()
+        },
+        ProcessorSettings::default(),
+    )
+    .await;
+    let order = Uuid::new_v4();
+    rig.handler.handle(&created(order)).await.unwrap();
+    rig.settles_as(order, PaymentStatus::Approved).await;
+    rig.handler.handle(&cancelled(order)).await.unwrap();
+    // The request is durable from the moment the cancellation is handled.
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Approved));
+    // Two refusals, then waits of 1 s and 2 s before the attempt that goes through.
+    for _ in 0..80 {
+        if rig.status(order).await == Some(PaymentStatus::Refunded) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Refunded));
+    rig.refunds_settle().await;
+    assert_eq!(rig.provider.refunds.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_payment_cancelled_while_it_waits_for_the_provider_is_not_charged() {
+    // One charge at a time, each slow: the second order's payment waits for a slot.
+    let rig = rig_of(
+        CountingProvider {
+            latency: Duration::from_millis(400),
+            ..CountingProvider::default()
+        },
+        ProcessorSettings {
+            max_in_flight: 1,
+            ..ProcessorSettings::default()
+        },
+    )
+    .await;
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    rig.handler.handle(&created(first)).await.unwrap();
+    rig.handler.handle(&created(second)).await.unwrap();
+    rig.handler.handle(&cancelled(second)).await.unwrap();
+    assert_eq!(rig.status(second).await, Some(PaymentStatus::Cancelled));
+    rig.settles_as(first, PaymentStatus::Approved).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        rig.provider.charges.load(Ordering::SeqCst),
+        1,
+        "only the first is charged"
+    );
+    assert_eq!(
+        rig.provider.refunds.load(Ordering::SeqCst),
+        0,
+        "nothing to void"
+    );
+}
+
+#[tokio::test]
+async fn an_order_created_and_cancelled_in_one_batch_is_never_charged() {
+    let rig = rig().await;
+    let order = Uuid::new_v4();
+    rig.handler
+        .handle_batch(&[created(order), cancelled(order)])
+        .await
+        .unwrap();
+    assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 0);
+    assert_eq!(rig.pending_events().await, 1, "payment.cancelled once");
 }
