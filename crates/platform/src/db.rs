@@ -381,10 +381,20 @@ pub struct Query {
     args: Vec<Arg>,
 }
 
-/// Starts a query.
-pub fn sql(text: impl Into<String>) -> Query {
+/// Starts a query whose text is written in the code.
+pub fn sql(text: &'static str) -> Query {
     Query {
-        sql: text.into(),
+        sql: text.to_owned(),
+        args: Vec::new(),
+    }
+}
+
+/// Starts a query whose text is put together at run time: from constants (column lists, a
+/// backend's locking clause, a number of placeholders), never from input. Every value goes in
+/// as a bound argument.
+pub fn sql_assembled(text: String) -> Query {
+    Query {
+        sql: text,
         args: Vec::new(),
     }
 }
@@ -577,7 +587,7 @@ pub async fn for_rows(
                 format!("({})", cells.join(", "))
             })
             .collect::<Vec<_>>();
-        let mut q = sql(format!("{head} VALUES {} {tail}", values.join(", ")));
+        let mut q = sql_assembled(format!("{head} VALUES {} {tail}", values.join(", ")));
         for row in rows.by_ref().take(size) {
             q.args.extend(row);
         }
@@ -604,7 +614,7 @@ pub async fn for_keys<'a>(
         let list = (1..=size)
             .map(|i| format!("${}", first.len() + i))
             .collect::<Vec<_>>();
-        let mut q = sql(format!("{head} ({}){tail}", list.join(", ")));
+        let mut q = sql_assembled(format!("{head} ({}){tail}", list.join(", ")));
         q.args.extend(first.iter().cloned());
         q.args.extend(keys.by_ref().take(size));
         returned.extend(q.fetch_all(target.reborrow()).await?);

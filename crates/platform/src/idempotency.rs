@@ -6,12 +6,15 @@
 //! row (PostgreSQL) or on the write lock (SQLite) until the first commits, then finds the stored
 //! response and replays it: a duplicate never does the work twice.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    db::{DbResult, Tx, sql},
+    db::{Db, DbResult, Tx, sql},
     http::ApiError,
 };
 
@@ -132,4 +135,66 @@ pub async fn store(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// A JSON answer from stored bytes.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// How a request with an `Idempotency-Key` starts.
+pub enum Begun {
+    /// The key was used before with the same request: answer this, do nothing.
+    Replay(Response),
+    /// First use: do the work in [`Keyed::tx`], then [`Keyed::finish`].
+    Fresh(Keyed),
+}
+
+/// Work under a fresh key: its transaction holds the key, so a concurrent duplicate waits on it
+/// and then replays the answer this one stores.
+pub struct Keyed {
+    tx: Tx,
+    scope: &'static str,
+    key: IdempotencyKey,
+}
+
+/// Starts the work of a request that carries `key`, in `scope` (one per endpoint), for the
+/// request `fingerprint`: a replay of the stored answer, a 422 for the same key with another
+/// request, or a transaction to do the work in.
+pub async fn begin(
+    db: &Db,
+    scope: &'static str,
+    key: IdempotencyKey,
+    fingerprint: &str,
+) -> Result<Begun, ApiError> {
+    let mut tx = db.begin().await?;
+    match claim(&mut tx, scope, &key, fingerprint).await? {
+        Claim::Replay { status, body } => {
+            tx.rollback().await?;
+            let mut r = json_response(status, body);
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(Begun::Replay(r))
+        }
+        Claim::Fresh => Ok(Begun::Fresh(Keyed { tx, scope, key })),
+    }
+}
+
+impl Keyed {
+    /// The transaction to do the work in.
+    pub fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+
+    /// Stores the answer with the work and commits both; returns the answer.
+    pub async fn finish(mut self, status: StatusCode, body: Vec<u8>) -> Result<Response, ApiError> {
+        store(&mut self.tx, self.scope, &self.key, status, &body).await?;
+        self.tx.commit().await?;
+        Ok(json_response(status, body))
+    }
 }

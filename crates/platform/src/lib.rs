@@ -10,10 +10,11 @@ pub mod housekeeping;
 pub mod http;
 pub mod idempotency;
 pub mod inbox;
+pub mod listing;
 pub mod migrate;
 pub mod outbox;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use db::{Db, Tx, sql};
+pub use db::{Db, Tx, sql, sql_assembled};

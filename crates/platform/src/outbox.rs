@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     bus::{EventBus, Message},
-    db::{Arg, Backend, Db, DbResult, Tx, for_keys, for_rows, sql},
+    db::{Arg, Backend, Db, DbResult, Tx, for_keys, for_rows, sql, sql_assembled},
     shutdown::Shutdown,
 };
 
@@ -117,7 +117,7 @@ async fn claim(db: &Db, after: i64, limit: usize, lease: Duration) -> DbResult<V
             ORDER BY seq LIMIT $3{}) RETURNING seq, id, topic, body",
         db.skip_locked()
     );
-    let rows = sql(text)
+    let rows = sql_assembled(text)
         .bind(until)
         .bind(now)
         .bind(limit as i64)

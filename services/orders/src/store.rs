@@ -1,13 +1,28 @@
 //! Orders in the orders database.
 
 use chrono::{DateTime, Utc};
-use kassa_platform::db::{Arg, Db, DbResult, Row, Tx, for_keys, for_rows, sql};
+use kassa_platform::{
+    db::{Arg, Db, DbResult, Row, Tx, for_keys, for_rows, sql, sql_assembled},
+    http::{Page, Pagination},
+    listing::{Filters, Listing},
+};
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderStatus};
 
-const COLUMNS: &str =
-    "id, user_id, total_minor, currency, status, failure_reason, created_at, updated_at";
+/// The columns an order is read from, as a literal so queries can be `concat!`ed at compile time.
+macro_rules! columns {
+    () => {
+        "id, user_id, total_minor, currency, status, failure_reason, created_at, updated_at"
+    };
+}
+
+/// Orders, newest first.
+const LISTING: Listing = Listing {
+    table: "orders",
+    columns: columns!(),
+    order_by: "created_at DESC, id DESC",
+};
 
 fn order_from(row: &Row) -> DbResult<Order> {
     Ok(Order {
@@ -42,12 +57,18 @@ pub async fn insert_all(tx: &mut Tx, orders: impl IntoIterator<Item = &Order>) -
             ]
         })
         .collect();
-    for_rows(tx, &format!("INSERT INTO orders ({COLUMNS})"), "", rows).await?;
+    for_rows(
+        tx,
+        concat!("INSERT INTO orders (", columns!(), ")"),
+        "",
+        rows,
+    )
+    .await?;
     Ok(())
 }
 
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Order>> {
-    let row = sql(format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
+    let row = sql(concat!("SELECT ", columns!(), " FROM orders WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await?;
@@ -56,8 +77,8 @@ pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Order>> {
 
 /// Reads an order and locks it for the rest of `tx`.
 pub async fn find_for_update(db: &Db, tx: &mut Tx, id: Uuid) -> DbResult<Option<Order>> {
-    let row = sql(format!(
-        "SELECT {COLUMNS} FROM orders WHERE id = $1{}",
+    let row = sql_assembled(format!(
+        concat!("SELECT ", columns!(), " FROM orders WHERE id = $1{}"),
         db.for_update()
     ))
     .bind(id)
@@ -70,7 +91,7 @@ pub async fn find_for_update(db: &Db, tx: &mut Tx, id: Uuid) -> DbResult<Option<
 pub async fn find_all_for_update(db: &Db, tx: &mut Tx, ids: &[Uuid]) -> DbResult<Vec<Order>> {
     let rows = for_keys(
         tx,
-        &format!("SELECT {COLUMNS} FROM orders WHERE id IN"),
+        concat!("SELECT ", columns!(), " FROM orders WHERE id IN"),
         &format!(" ORDER BY id{}", db.for_update()),
         Vec::new(),
         ids.iter().copied(),
@@ -79,20 +100,11 @@ pub async fn find_all_for_update(db: &Db, tx: &mut Tx, ids: &[Uuid]) -> DbResult
     rows.iter().map(order_from).collect()
 }
 
-/// One page, newest first, and the number of orders in all.
-pub async fn page(db: &Db, limit: u32, offset: i64) -> DbResult<(Vec<Order>, i64)> {
-    let rows = sql(format!(
-        "SELECT {COLUMNS} FROM orders ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
-    ))
-    .bind(limit as i64)
-    .bind(offset)
-    .fetch_all(db)
-    .await?;
-    let total: i64 = sql("SELECT COUNT(*) AS n FROM orders")
-        .fetch_one(db)
-        .await?
-        .get("n")?;
-    Ok((rows.iter().map(order_from).collect::<DbResult<_>>()?, total))
+/// One page, newest first, with the number of orders in all.
+pub async fn page(db: &Db, pagination: Pagination) -> DbResult<Page<Order>> {
+    LISTING
+        .page(db, pagination, &Filters::new(), order_from)
+        .await
 }
 
 /// Gives the orders `ids` one status (and reason) at once.

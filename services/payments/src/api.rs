@@ -108,12 +108,11 @@ pub async fn list_payments(
     State(state): State<AppState>,
     pagination: Pagination,
 ) -> ApiResult<Json<Page<PaymentView>>> {
-    let (payments, total) = store::page(&state.db, pagination.limit, pagination.offset()).await?;
-    Ok(Json(Page::new(
-        payments.into_iter().map(PaymentView::from).collect(),
-        pagination,
-        total,
-    )))
+    Ok(Json(
+        store::page(&state.db, pagination)
+            .await?
+            .map(PaymentView::from),
+    ))
 }
 
 /// Read one payment. Payments that can no longer change are served from the cache.

@@ -7,12 +7,28 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use kassa_contracts::{Currency, EventContext};
-use kassa_platform::db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, for_rows, sql};
+use kassa_platform::{
+    db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, for_rows, sql, sql_assembled},
+    http::{Page, Pagination},
+    listing::{Filters, Listing},
+};
 use uuid::Uuid;
 
 use crate::domain::{Payment, PaymentStatus, RefundKind};
 
-const COLUMNS: &str = "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, created_at, updated_at";
+/// The columns a payment is read from, as a literal so queries can be `concat!`ed at compile time.
+macro_rules! columns {
+    () => {
+        "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, created_at, updated_at"
+    };
+}
+
+/// Payments, newest first.
+const LISTING: Listing = Listing {
+    table: "payments",
+    columns: columns!(),
+    order_by: "created_at DESC, id DESC",
+};
 
 fn payment_from(row: &Row) -> DbResult<Payment> {
     Ok(Payment {
@@ -63,7 +79,11 @@ pub async fn insert_all(
         .collect();
     let inserted = for_rows(
         tx,
-        &format!("INSERT INTO payments ({COLUMNS}, locked_until, correlation_id, causation_id)"),
+        concat!(
+            "INSERT INTO payments (",
+            columns!(),
+            ", locked_until, correlation_id, causation_id)"
+        ),
         "ON CONFLICT (order_id) DO NOTHING RETURNING id",
         rows,
     )
@@ -72,16 +92,22 @@ pub async fn insert_all(
 }
 
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Payment>> {
-    let row = sql(format!("SELECT {COLUMNS} FROM payments WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let row = sql(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
     row.as_ref().map(payment_from).transpose()
 }
 
 pub async fn find_by_order(db: &Db, order_id: Uuid) -> DbResult<Option<Payment>> {
-    let row = sql(format!(
-        "SELECT {COLUMNS} FROM payments WHERE order_id = $1"
+    let row = sql(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments WHERE order_id = $1"
     ))
     .bind(order_id)
     .fetch_optional(db)
@@ -95,8 +121,12 @@ pub async fn find_by_order_for_update(
     tx: &mut Tx,
     order_id: Uuid,
 ) -> DbResult<Option<Payment>> {
-    let row = sql(format!(
-        "SELECT {COLUMNS} FROM payments WHERE order_id = $1{}",
+    let row = sql_assembled(format!(
+        concat!(
+            "SELECT ",
+            columns!(),
+            " FROM payments WHERE order_id = $1{}"
+        ),
         db.for_update()
     ))
     .bind(order_id)
@@ -105,23 +135,11 @@ pub async fn find_by_order_for_update(
     row.as_ref().map(payment_from).transpose()
 }
 
-/// One page, newest first, and the number of payments in all.
-pub async fn page(db: &Db, limit: u32, offset: i64) -> DbResult<(Vec<Payment>, i64)> {
-    let rows = sql(format!(
-        "SELECT {COLUMNS} FROM payments ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
-    ))
-    .bind(limit as i64)
-    .bind(offset)
-    .fetch_all(db)
-    .await?;
-    let total: i64 = sql("SELECT COUNT(*) AS n FROM payments")
-        .fetch_one(db)
-        .await?
-        .get("n")?;
-    Ok((
-        rows.iter().map(payment_from).collect::<DbResult<_>>()?,
-        total,
-    ))
+/// One page, newest first, with the number of payments in all.
+pub async fn page(db: &Db, pagination: Pagination) -> DbResult<Page<Payment>> {
+    LISTING
+        .page(db, pagination, &Filters::new(), payment_from)
+        .await
 }
 
 /// Count and sum of payments per status and currency.
@@ -238,7 +256,7 @@ pub async fn claim_stalled(
             ORDER BY locked_until LIMIT $3{}) RETURNING id, correlation_id, causation_id",
         db.skip_locked()
     );
-    let rows = sql(text)
+    let rows = sql_assembled(text)
         .bind(later(lease))
         .bind(Utc::now())
         .bind(limit as i64)
@@ -343,7 +361,7 @@ pub async fn claim_due_refunds(db: &Db, limit: usize, lease: Duration) -> DbResu
          RETURNING payment_id, kind, correlation_id, causation_id, attempts",
         db.skip_locked()
     );
-    let rows = sql(text)
+    let rows = sql_assembled(text)
         .bind(later(lease))
         .bind(Utc::now())
         .bind(limit as i64)

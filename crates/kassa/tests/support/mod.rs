@@ -237,9 +237,10 @@ pub async fn drop_database(name: &str) {
     })
     .await
     .expect("postgres reachable");
-    let _ = kassa_platform::sql(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    let _ =
+        kassa_platform::sql_assembled(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&admin)
+            .await;
     admin.close().await;
 }
 

@@ -472,4 +472,12 @@ impl<T> Page<T> {
             },
         }
     }
+
+    /// The same page with each item turned into what the API shows.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            data: self.data.into_iter().map(f).collect(),
+            meta: self.meta,
+        }
+    }
 }
