@@ -3,8 +3,8 @@
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode},
+    response::Response,
     routing::{get, patch},
 };
 use kassa_contracts::{
@@ -18,7 +18,7 @@ use kassa_platform::{
         ApiError, ApiJson, ApiResult, Page, Pagination, RequestIds, parse_amount, parse_currency,
         parse_uuid,
     },
-    idempotency::{self, Claim, IdempotencyKey},
+    idempotency::{self, Begun, IdempotencyKey, json_response},
     outbox,
 };
 use serde::{Deserialize, Serialize};
@@ -119,15 +119,6 @@ impl From<Order> for OrderView {
     }
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 /// Place an order; its payment is processed asynchronously.
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
@@ -166,35 +157,32 @@ pub async fn create_order(
     let body = serde_json::to_vec(&accepted).map_err(|_| ApiError::internal())?;
     let order_id = order.id;
 
-    match &key {
+    let answer = match key {
         // Without a key, the order joins whatever else is being placed right now.
-        None => state.placer.place(order, event).await?,
+        None => {
+            state.placer.place(order, event).await?;
+            json_response(StatusCode::ACCEPTED, body)
+        }
         // With one, the key is claimed in the order's own transaction: a concurrent duplicate
         // waits on it and then replays the stored answer.
         Some(key) => {
-            let mut tx = state.db.begin().await?;
             let fingerprint = idempotency::fingerprint(&[
                 user_id.as_bytes(),
                 &total.minor().to_be_bytes(),
                 currency.code().as_bytes(),
             ]);
-            if let Claim::Replay { status, body } =
-                idempotency::claim(&mut tx, "orders.create", key, &fingerprint).await?
-            {
-                tx.rollback().await?;
-                let mut r = json_response(status, body);
-                r.headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return Ok(r);
+            match idempotency::begin(&state.db, "orders.create", key, &fingerprint).await? {
+                Begun::Replay(answer) => return Ok(answer),
+                Begun::Fresh(mut keyed) => {
+                    store::insert(keyed.tx(), &order).await?;
+                    outbox::add(keyed.tx(), &event).await?;
+                    keyed.finish(StatusCode::ACCEPTED, body).await?
+                }
             }
-            store::insert(&mut tx, &order).await?;
-            outbox::add(&mut tx, &event).await?;
-            idempotency::store(&mut tx, "orders.create", key, StatusCode::ACCEPTED, &body).await?;
-            tx.commit().await?;
         }
-    }
+    };
     tracing::info!(order_id = %order_id, total = %total, "order placed");
-    Ok(json_response(StatusCode::ACCEPTED, body))
+    Ok(answer)
 }
 
 /// List orders, newest first.
@@ -205,12 +193,11 @@ pub async fn list_orders(
     State(state): State<AppState>,
     pagination: Pagination,
 ) -> ApiResult<Json<Page<OrderView>>> {
-    let (orders, total) = store::page(&state.db, pagination.limit, pagination.offset()).await?;
-    Ok(Json(Page::new(
-        orders.into_iter().map(OrderView::from).collect(),
-        pagination,
-        total,
-    )))
+    Ok(Json(
+        store::page(&state.db, pagination)
+            .await?
+            .map(OrderView::from),
+    ))
 }
 
 /// Read one order.

@@ -20,6 +20,9 @@ use crate::{domain::Order, store};
 
 /// The most orders one transaction takes.
 const MAX_ORDERS_PER_COMMIT: usize = 256;
+/// Orders waiting for the writer, at most; past that a request is answered 503 with
+/// `Retry-After` rather than queued without bound.
+pub const QUEUE: usize = 4096;
 
 struct Placement {
     order: Order,
@@ -30,23 +33,42 @@ struct Placement {
 /// The handle requests place orders through.
 #[derive(Clone)]
 pub struct Placer {
-    queue: mpsc::UnboundedSender<Placement>,
+    queue: mpsc::Sender<Placement>,
 }
 
 impl Placer {
     /// Starts the writer: the handle, and the task that must run for it to answer. The task ends
     /// once every handle is dropped and the queue is empty.
     pub fn start(db: Db) -> (Placer, Background) {
-        let (queue, rx) = mpsc::unbounded_channel();
+        Self::with_capacity(db, QUEUE)
+    }
+
+    /// A writer whose queue holds at most `capacity` orders.
+    pub fn with_capacity(db: Db, capacity: usize) -> (Placer, Background) {
+        let (queue, rx) = mpsc::channel(capacity);
         (Placer { queue }, Box::pin(write_loop(db, rx)))
     }
 
-    /// Stores `order` with its `event` and returns once they are committed.
+    /// Orders waiting for the writer now.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Stores `order` with its `event` and returns once they are committed; a 503 with
+    /// `Retry-After` when the queue is full.
     pub async fn place(&self, order: Order, event: Envelope) -> Result<(), ApiError> {
         let (done, answer) = oneshot::channel();
         self.queue
-            .send(Placement { order, event, done })
-            .map_err(|_| stopping())?;
+            .try_send(Placement { order, event, done })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    metrics::counter!("kassa_orders_refused_busy_total").increment(1);
+                    ApiError::unavailable(
+                        "The orders service has more orders waiting than it takes; try again shortly.",
+                    )
+                }
+                mpsc::error::TrySendError::Closed(_) => stopping(),
+            })?;
         answer.await.map_err(|_| stopping())?
     }
 }
@@ -55,7 +77,7 @@ fn stopping() -> ApiError {
     ApiError::unavailable("The orders service is stopping; try again shortly.")
 }
 
-async fn write_loop(db: Db, mut queue: mpsc::UnboundedReceiver<Placement>) {
+async fn write_loop(db: Db, mut queue: mpsc::Receiver<Placement>) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_ORDERS_PER_COMMIT).await > 0 {
         // A request that gave up while queued (its client left, or it timed out) was answered
@@ -78,7 +100,7 @@ async fn write_loop(db: Db, mut queue: mpsc::UnboundedReceiver<Placement>) {
                         continue;
                     }
                     let result = write(&db, std::slice::from_ref(&p)).await;
-                    let _ = p.done.send(result.map_err(ApiError::from));
+                    answer(vec![p], result.map_err(ApiError::from));
                 }
             }
         }
@@ -89,7 +111,10 @@ fn answer(placements: Vec<Placement>, result: Result<(), ApiError>) {
     for p in placements {
         // A request that gave up during the write is not told; its order stands, as it would
         // had it given up during its own commit.
-        let _ = p.done.send(result.clone());
+        let order_id = p.order.id;
+        if p.done.send(result.clone()).is_err() {
+            tracing::debug!(%order_id, "the request gave up while its order was written");
+        }
     }
 }
 

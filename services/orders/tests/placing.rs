@@ -74,3 +74,37 @@ async fn a_request_that_gives_up_while_queued_leaves_no_order() {
     assert!(store::find(&db, gone.id).await.unwrap().is_none());
     assert_eq!(outbox::pending(&db).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after_and_stores_nothing_for_it() {
+    let db = db().await;
+    // The writer is not running yet, so the queue of two fills up.
+    let (placer, writer) = Placer::with_capacity(db.clone(), 2);
+    let mut waiting = Vec::new();
+    for cents in [100, 200] {
+        let (order, event) = new_order(cents);
+        let placer = placer.clone();
+        waiting.push((
+            order.id,
+            tokio::spawn(async move { placer.place(order, event).await }),
+        ));
+    }
+    // Let both reach the queue.
+    while placer.queued() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let (refused, refused_event) = new_order(300);
+    let e = placer
+        .place(refused.clone(), refused_event)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status.as_u16(), 503);
+    assert_eq!(e.retry_after, Some(1));
+    tokio::spawn(writer);
+    for (id, task) in waiting {
+        task.await.unwrap().unwrap();
+        assert!(store::find(&db, id).await.unwrap().is_some());
+    }
+    assert!(store::find(&db, refused.id).await.unwrap().is_none());
+    assert_eq!(outbox::pending(&db).await.unwrap(), 2);
+}

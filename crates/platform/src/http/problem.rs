@@ -24,6 +24,8 @@ pub struct ApiError {
     pub detail: String,
     /// The request field, query parameter, path segment or header at fault.
     pub param: Option<String>,
+    /// Seconds after which trying again should work (`Retry-After`).
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -48,6 +50,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -62,6 +65,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             param: Some(param.into()),
+            retry_after: None,
         }
     }
 
@@ -77,12 +81,14 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
 
+    /// A 503: the service cannot take the request now; try again in a second.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
             detail,
         )
+        .with_retry_after(1)
     }
 
     pub fn internal() -> Self {
@@ -95,6 +101,11 @@ impl ApiError {
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 }
@@ -137,6 +148,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
