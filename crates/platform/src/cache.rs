@@ -1,53 +1,180 @@
 //! The cache port: Redis in the distributed mode, an in-memory map in the embedded one.
 //!
 //! A cache is never the source of truth: any failure (Redis down, slow, unreachable) is a miss,
-//! so the caller reads its database instead, and a request never fails because of the cache.
+//! and a write that fails is dropped, so the caller reads its database instead, and a request
+//! never fails because of the cache.
+//!
+//! # Versions
+//!
+//! A value that changes is written with [`Cache::put_if_newer`] and a version that grows with
+//! every change (the writer's choice: a counter, a timestamp, a state's rank). The write and the
+//! comparison are one atomic step (a Lua script in Redis, moka's per-key compute in memory), so a
+//! reader that loaded version 3 from its database and writes it after a change already cached
+//! version 4 leaves version 4 in place. An equal version is written again: it is the same
+//! content, refreshed.
+//!
+//! A deletion has the same race the other way round: a reader that loaded the row before it was
+//! deleted could put it back after the deletion removed the entry. [`Cache::remove_if_newer`]
+//! therefore leaves a tombstone, a version without a value that reads as a miss and refuses
+//! writes of its version or older for its time to live; give it at least the time to live of the
+//! values it replaces (a reader slower than that is not protected). Plain [`Cache::remove`]
+//! keeps no tombstone: it suits keys whose writers do not race, or that are rewritten right after.
+//!
+//! Each lookup is counted: `kassa_cache_hits_total` and `kassa_cache_misses_total`, labelled with
+//! the key's family, the part of the key before its first `:` (`payment:…` → `payment`).
 
-use std::time::Duration;
+use std::{
+    sync::{Mutex, OnceLock, RwLock},
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use redis::{AsyncCommands, aio::ConnectionManager};
-use tokio::sync::Mutex;
 
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {
+    /// The value under `key`, if there is one (a tombstone is none).
     async fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Stores `value` whatever the entry holds, without a version: for values that never change.
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration);
+    /// Stores `value` as `version` unless the entry holds a newer version, or a tombstone of the
+    /// same version or newer.
+    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration);
+    /// Replaces the entry by a tombstone of `version`, unless the entry holds a newer version.
+    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration);
+    /// Removes the entry, leaving nothing behind.
     async fn remove(&self, key: &str);
     /// Whether the cache answers now (for `/health/ready`, as information: it is not required).
     async fn ping(&self) -> Result<(), String>;
 }
 
+/// What a write asks of an entry.
+#[derive(Clone, Copy)]
+enum Write {
+    Unversioned,
+    Value(i64),
+    Tombstone(i64),
+}
+
+/// Whether `write` may replace an entry last written as `current` (`None`: no entry, or an
+/// unversioned one). The Redis script applies the same rule.
+fn admits(current: Option<(i64, bool)>, write: Write) -> bool {
+    let Some((version, is_tombstone)) = current else {
+        return true;
+    };
+    match write {
+        Write::Unversioned => true,
+        Write::Value(new) => new > version || (new == version && !is_tombstone),
+        Write::Tombstone(new) => new >= version,
+    }
+}
+
+/// The label of `key` on the hit and miss counters.
+fn family(key: &str) -> String {
+    key.split_once(':')
+        .map_or("other", |(family, _)| family)
+        .to_owned()
+}
+
+fn count_lookup(key: &str, found: bool) {
+    if found {
+        metrics::counter!("kassa_cache_hits_total", "family" => family(key)).increment(1);
+    } else {
+        metrics::counter!("kassa_cache_misses_total", "family" => family(key)).increment(1);
+    }
+}
+
+/// An entry of the memory cache.
+#[derive(Clone)]
+struct Stored {
+    /// `None`: written by [`Cache::set`].
+    version: Option<i64>,
+    /// `None`: a tombstone.
+    value: Option<Vec<u8>>,
+    ttl: Duration,
+}
+
+/// Each entry lives for the time to live it was written with.
+struct TimeToLive;
+
+impl moka::Expiry<String, Stored> for TimeToLive {
+    fn expire_after_create(&self, _: &String, stored: &Stored, _: Instant) -> Option<Duration> {
+        Some(stored.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        stored: &Stored,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(stored.ttl)
+    }
+}
+
 /// The embedded mode's cache: bounded, with a time to live per entry.
 pub struct MemoryCache {
-    entries: moka::future::Cache<String, (Vec<u8>, std::time::Instant)>,
+    entries: moka::future::Cache<String, Stored>,
 }
 
 impl MemoryCache {
     pub fn new(max_entries: u64) -> Self {
         MemoryCache {
-            entries: moka::future::Cache::new(max_entries),
+            entries: moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(TimeToLive)
+                .build(),
         }
+    }
+
+    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
+        use moka::ops::compute::Op;
+        let version = match write {
+            Write::Unversioned => None,
+            Write::Value(v) | Write::Tombstone(v) => Some(v),
+        };
+        self.entries
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                let current = current.and_then(|entry| {
+                    let stored = entry.value();
+                    stored.version.map(|v| (v, stored.value.is_none()))
+                });
+                let op = if admits(current, write) {
+                    Op::Put(Stored {
+                        version,
+                        value,
+                        ttl,
+                    })
+                } else {
+                    Op::Nop
+                };
+                std::future::ready(op)
+            })
+            .await;
     }
 }
 
 #[async_trait]
 impl Cache for MemoryCache {
     async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        match self.entries.get(key).await {
-            Some((value, expires)) if expires > std::time::Instant::now() => Some(value),
-            Some(_) => {
-                self.entries.invalidate(key).await;
-                None
-            }
-            None => None,
-        }
+        let value = self.entries.get(key).await.and_then(|stored| stored.value);
+        count_lookup(key, value.is_some());
+        value
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        self.entries
-            .insert(key.to_owned(), (value, std::time::Instant::now() + ttl))
+        self.write(key, Write::Unversioned, Some(value), ttl).await;
+    }
+
+    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration) {
+        self.write(key, Write::Value(version), Some(value), ttl)
             .await;
+    }
+
+    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration) {
+        self.write(key, Write::Tombstone(version), None, ttl).await;
     }
 
     async fn remove(&self, key: &str) {
@@ -59,13 +186,46 @@ impl Cache for MemoryCache {
     }
 }
 
+/// Every write to Redis: the entry is a hash of the version (`vh`, `vl`: its high and low 32
+/// bits, for Lua's numbers are doubles) and the value (`d`, absent in a tombstone), replaced
+/// only as [`admits`] says. ARGV: mode (`set`, `put`, `tomb`), vh, vl, time to live in
+/// milliseconds, value. An entry of another type (an older layout) is replaced.
+const WRITE_SCRIPT: &str = r"
+local key, mode = KEYS[1], ARGV[1]
+if mode ~= 'set' and redis.call('TYPE', key).ok == 'hash' then
+  local cur = redis.call('HMGET', key, 'vh', 'vl', 'd')
+  if cur[1] then
+    local ch, cl = tonumber(cur[1]), tonumber(cur[2])
+    local nh, nl = tonumber(ARGV[2]), tonumber(ARGV[3])
+    local newer = nh > ch or (nh == ch and nl > cl)
+    local same = nh == ch and nl == cl
+    if not (newer or (same and (mode == 'tomb' or cur[3]))) then
+      return 0
+    end
+  end
+end
+redis.call('DEL', key)
+if mode == 'set' then
+  redis.call('HSET', key, 'd', ARGV[5])
+elseif mode == 'put' then
+  redis.call('HSET', key, 'vh', ARGV[2], 'vl', ARGV[3], 'd', ARGV[5])
+else
+  redis.call('HSET', key, 'vh', ARGV[2], 'vl', ARGV[3])
+end
+redis.call('PEXPIRE', key, ARGV[4])
+return 1
+";
+
 /// Redis with a short deadline on every command; while it is unreachable, reconnection is tried
-/// at most once a second and every read is a miss.
+/// at most once a second and every read is a miss. The connection multiplexes: commands share
+/// it without waiting for each other, and no lock is held while one runs.
 pub struct RedisCache {
     client: redis::Client,
     namespace: String,
-    connection: Mutex<Option<ConnectionManager>>,
-    last_attempt: Mutex<Option<std::time::Instant>>,
+    connection: RwLock<Option<ConnectionManager>>,
+    last_attempt: Mutex<Option<Instant>>,
+    /// The SHA-1 Redis gave the write script when it was loaded.
+    script_sha: OnceLock<String>,
     deadline: Duration,
 }
 
@@ -75,8 +235,9 @@ impl RedisCache {
         Ok(RedisCache {
             client,
             namespace: namespace.to_owned(),
-            connection: Mutex::new(None),
+            connection: RwLock::new(None),
             last_attempt: Mutex::new(None),
+            script_sha: OnceLock::new(),
             deadline: Duration::from_millis(250),
         })
     }
@@ -85,16 +246,39 @@ impl RedisCache {
         format!("{}:{key}", self.namespace)
     }
 
-    async fn connection(&self) -> Option<ConnectionManager> {
-        if let Some(c) = self.connection.lock().await.as_ref() {
-            return Some(c.clone());
+    fn current_connection(&self) -> Option<ConnectionManager> {
+        self.connection
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn replace_connection(&self, connection: Option<ConnectionManager>) {
+        *self
+            .connection
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = connection;
+    }
+
+    /// Whether a reconnection may be tried now (the last one is at least a second old).
+    fn may_reconnect(&self) -> bool {
+        let mut last = self
+            .last_attempt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
         }
-        {
-            let mut last = self.last_attempt.lock().await;
-            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                return None;
-            }
-            *last = Some(std::time::Instant::now());
+        *last = Some(Instant::now());
+        true
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        if let Some(c) = self.current_connection() {
+            return Some(c);
+        }
+        if !self.may_reconnect() {
+            return None;
         }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.deadline))
@@ -107,7 +291,7 @@ impl RedisCache {
         .await
         {
             Ok(Ok(c)) => {
-                *self.connection.lock().await = Some(c.clone());
+                self.replace_connection(Some(c.clone()));
                 Some(c)
             }
             Ok(Err(e)) => {
@@ -132,7 +316,7 @@ impl RedisCache {
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, op = what, "redis command failed");
                 if e.is_connection_dropped() || e.is_io_error() || e.is_timeout() {
-                    *self.connection.lock().await = None;
+                    self.replace_connection(None);
                 }
                 None
             }
@@ -142,26 +326,87 @@ impl RedisCache {
             }
         }
     }
+
+    /// Runs the write script: by its SHA-1 once Redis has it, by its text when Redis lost it
+    /// (a restart, `SCRIPT FLUSH`), which also loads it again.
+    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
+        let key = self.key(key);
+        let (mode, version) = match write {
+            Write::Unversioned => ("set", 0),
+            Write::Value(v) => ("put", v),
+            Write::Tombstone(v) => ("tomb", v),
+        };
+        let args = (
+            mode,
+            version >> 32,
+            version & 0xffff_ffff,
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            value.unwrap_or_default(),
+        );
+        let sha = &self.script_sha;
+        self.run("write", async move |mut c| {
+            let sha = match sha.get() {
+                Some(sha) => sha.clone(),
+                None => {
+                    let loaded: String = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(WRITE_SCRIPT)
+                        .query_async(&mut c)
+                        .await?;
+                    sha.get_or_init(|| loaded).clone()
+                }
+            };
+            let by_sha = redis::cmd("EVALSHA")
+                .arg(sha)
+                .arg(1)
+                .arg(&key)
+                .arg(&args)
+                .query_async::<i64>(&mut c)
+                .await;
+            match by_sha {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    redis::cmd("EVAL")
+                        .arg(WRITE_SCRIPT)
+                        .arg(1)
+                        .arg(&key)
+                        .arg(&args)
+                        .query_async::<i64>(&mut c)
+                        .await
+                }
+                other => other,
+            }
+        })
+        .await;
+    }
 }
 
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let key = self.key(key);
-        self.run("get", async move |mut c| {
-            c.get::<_, Option<Vec<u8>>>(key).await
-        })
-        .await
-        .flatten()
+        let namespaced = self.key(key);
+        let value = self
+            .run("get", async move |mut c| {
+                c.hget::<_, _, Option<Vec<u8>>>(namespaced, "d").await
+            })
+            .await
+            .flatten();
+        count_lookup(key, value.is_some());
+        value
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        let key = self.key(key);
-        let secs = ttl.as_secs().max(1);
-        self.run("set", async move |mut c| {
-            c.set_ex::<_, _, ()>(key, value, secs).await
-        })
-        .await;
+        self.write(key, Write::Unversioned, Some(value), ttl).await;
+    }
+
+    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration) {
+        self.write(key, Write::Value(version), Some(value), ttl)
+            .await;
+    }
+
+    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration) {
+        self.write(key, Write::Tombstone(version), None, ttl).await;
     }
 
     async fn remove(&self, key: &str) {
@@ -184,24 +429,200 @@ impl Cache for RedisCache {
 mod tests {
     use super::*;
 
+    const REDIS: &str = "redis://127.0.0.1:6379/";
+    const LONG: Duration = Duration::from_secs(60);
+
+    fn redis() -> RedisCache {
+        RedisCache::new(REDIS, &format!("test-{}", uuid::Uuid::new_v4())).unwrap()
+    }
+
+    /// A key of its own family, so that counters read by one test are not moved by another.
+    fn fresh_key() -> String {
+        format!("t{}:k", uuid::Uuid::new_v4().simple())
+    }
+
+    /// Runs `body` against both adapters.
+    async fn on_both<F: AsyncFn(&dyn Cache)>(body: F) {
+        body(&MemoryCache::new(100)).await;
+        body(&redis()).await;
+    }
+
     #[tokio::test]
-    async fn memory_entries_expire() {
-        let cache = MemoryCache::new(100);
-        cache
-            .set("a", b"1".to_vec(), Duration::from_millis(30))
-            .await;
-        assert_eq!(cache.get("a").await, Some(b"1".to_vec()));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(cache.get("a").await, None);
+    async fn an_older_version_never_replaces_a_newer_one() {
+        on_both(async |cache| {
+            let key = fresh_key();
+            cache.put_if_newer(&key, 5, b"five".to_vec(), LONG).await;
+            cache.put_if_newer(&key, 4, b"four".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"five".to_vec()));
+            cache.put_if_newer(&key, 6, b"six".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"six".to_vec()));
+            cache
+                .put_if_newer(&key, 6, b"six again".to_vec(), LONG)
+                .await;
+            assert_eq!(cache.get(&key).await, Some(b"six again".to_vec()));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn versions_compare_across_their_full_range() {
+        on_both(async |cache| {
+            let key = fresh_key();
+            // Differ only in bits a double cannot hold, then only in the sign.
+            let big = (1_i64 << 60) + 1;
+            cache.put_if_newer(&key, big, b"big".to_vec(), LONG).await;
+            cache
+                .put_if_newer(&key, big - 1, b"older".to_vec(), LONG)
+                .await;
+            assert_eq!(cache.get(&key).await, Some(b"big".to_vec()));
+            let other = fresh_key();
+            cache.put_if_newer(&other, 1, b"one".to_vec(), LONG).await;
+            cache
+                .put_if_newer(&other, -1, b"minus".to_vec(), LONG)
+                .await;
+            assert_eq!(cache.get(&other).await, Some(b"one".to_vec()));
+            cache
+                .put_if_newer(&other, i64::MAX, b"max".to_vec(), LONG)
+                .await;
+            assert_eq!(cache.get(&other).await, Some(b"max".to_vec()));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_refuses_what_it_deleted_and_older() {
+        on_both(async |cache| {
+            let key = fresh_key();
+            cache.put_if_newer(&key, 3, b"three".to_vec(), LONG).await;
+            cache.remove_if_newer(&key, 2, LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"three".to_vec()));
+            cache.remove_if_newer(&key, 3, LONG).await;
+            assert_eq!(cache.get(&key).await, None);
+            cache.put_if_newer(&key, 3, b"three".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, None);
+            cache.put_if_newer(&key, 4, b"four".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"four".to_vec()));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn set_and_remove_ignore_versions() {
+        on_both(async |cache| {
+            let key = fresh_key();
+            cache.put_if_newer(&key, 9, b"nine".to_vec(), LONG).await;
+            cache.set(&key, b"plain".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"plain".to_vec()));
+            cache.put_if_newer(&key, 1, b"one".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"one".to_vec()));
+            cache.remove(&key).await;
+            assert_eq!(cache.get(&key).await, None);
+            cache.put_if_newer(&key, 0, b"zero".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"zero".to_vec()));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn entries_and_tombstones_expire() {
+        on_both(async |cache| {
+            let key = fresh_key();
+            let short = Duration::from_millis(100);
+            cache.put_if_newer(&key, 2, b"two".to_vec(), short).await;
+            assert_eq!(cache.get(&key).await, Some(b"two".to_vec()));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(cache.get(&key).await, None);
+            cache.put_if_newer(&key, 1, b"one".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"one".to_vec()));
+            cache.remove_if_newer(&key, 5, short).await;
+            assert_eq!(cache.get(&key).await, None);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cache.put_if_newer(&key, 1, b"one".to_vec(), LONG).await;
+            assert_eq!(cache.get(&key).await, Some(b"one".to_vec()));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_leave_the_newest_version() {
+        on_both(async |cache| {
+            // Connected first: a write while the connection is being made is dropped.
+            assert!(cache.ping().await.is_ok());
+            let key = fresh_key();
+            let writes = (0..50_i64).rev().map(|v| {
+                let key = key.clone();
+                async move {
+                    cache
+                        .put_if_newer(&key, v, v.to_string().into_bytes(), LONG)
+                        .await
+                }
+            });
+            futures_util::future::join_all(writes).await;
+            assert_eq!(cache.get(&key).await, Some(b"49".to_vec()));
+        })
+        .await;
+    }
+
+    fn counter(name: &str, family: &str) -> u64 {
+        let label = format!("{name}{{family=\"{family}\"}} ");
+        crate::http::prometheus()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(&label)?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn hits_and_misses_are_counted_by_family() {
+        crate::http::prometheus();
+        on_both(async |cache| {
+            let key = fresh_key();
+            let family = family(&key);
+            cache.get(&key).await;
+            cache.put_if_newer(&key, 1, b"1".to_vec(), LONG).await;
+            cache.get(&key).await;
+            cache.get(&key).await;
+            assert_eq!(counter("kassa_cache_misses_total", &family), 1);
+            assert_eq!(counter("kassa_cache_hits_total", &family), 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn writes_go_on_after_redis_forgets_the_script() {
+        let cache = redis();
+        let key = fresh_key();
+        cache.put_if_newer(&key, 1, b"one".to_vec(), LONG).await;
+        let mut other = redis::Client::open(REDIS)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async::<()>(&mut other)
+            .await
+            .unwrap();
+        cache.put_if_newer(&key, 2, b"two".to_vec(), LONG).await;
+        assert_eq!(cache.get(&key).await, Some(b"two".to_vec()));
     }
 
     #[tokio::test]
     async fn unreachable_redis_is_a_miss_not_an_error() {
         let cache = RedisCache::new("redis://127.0.0.1:1/", "t").unwrap();
         let started = std::time::Instant::now();
-        cache.set("k", b"v".to_vec(), Duration::from_secs(5)).await;
+        cache.set("k", b"v".to_vec(), LONG).await;
+        cache.put_if_newer("k", 1, b"v".to_vec(), LONG).await;
+        cache.remove_if_newer("k", 1, LONG).await;
+        cache.remove("k").await;
         assert_eq!(cache.get("k").await, None);
         assert!(cache.ping().await.is_err());
         assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_key_without_a_colon_is_of_the_other_family() {
+        assert_eq!(family("payment:1:2"), "payment");
+        assert_eq!(family("loose"), "other");
     }
 }
