@@ -24,7 +24,7 @@ use crate::{
     store,
 };
 
-/// How long a settled payment stays cached.
+/// How long a payment stays cached after it was read or changed.
 const CACHE_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Clone)]
@@ -44,6 +44,48 @@ pub fn router(state: AppState) -> Router {
 
 pub fn cache_key(id: Uuid) -> String {
     format!("payment:{id}")
+}
+
+/// Caches `payment` as it is now, unless the cache already holds a later state of it. Call it
+/// after the transaction that created or changed the payment commits, with the payment as that
+/// transaction wrote it (its `updated_at` as stored); never fails.
+pub async fn cache_payment(cache: &dyn Cache, payment: &Payment) {
+    match serde_json::to_vec(&PaymentView::from(payment)) {
+        Ok(body) => cache_view(cache, payment, body).await,
+        Err(e) => tracing::warn!(payment_id = %payment.id, error = %e, "payment not cached"),
+    }
+}
+
+async fn cache_view(cache: &dyn Cache, payment: &Payment, body: Vec<u8>) {
+    cache
+        .put_if_newer(
+            &cache_key(payment.id),
+            cache_version(payment),
+            body,
+            CACHE_TTL,
+        )
+        .await;
+}
+
+/// The version of a payment's cache entry: its status's rank in the state machine, then its
+/// `updated_at` in microseconds. Every change moves a payment to a status of a higher rank, so
+/// a later state always has the higher version even when the clocks of two replicas disagree;
+/// `updated_at` only orders writes of the same status.
+fn cache_version(payment: &Payment) -> i64 {
+    let rank: i64 = match payment.status {
+        PaymentStatus::Processing => 0,
+        PaymentStatus::Approved
+        | PaymentStatus::Declined
+        | PaymentStatus::Failed
+        | PaymentStatus::Cancelled => 1,
+        PaymentStatus::Refunded => 2,
+    };
+    // 56 bits of microseconds since 1970 last until the year 4253.
+    let micros = payment
+        .updated_at
+        .timestamp_micros()
+        .clamp(0, (1 << 56) - 1);
+    (rank << 56) | micros
 }
 
 /// A payment as the API shows it.
@@ -67,18 +109,24 @@ pub struct PaymentView {
     updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-impl From<Payment> for PaymentView {
-    fn from(p: Payment) -> Self {
+impl From<&Payment> for PaymentView {
+    fn from(p: &Payment) -> Self {
         PaymentView {
             id: p.id,
             order_id: p.order_id,
             amount: p.amount.to_json_number(),
             currency: p.amount.currency().code().to_owned(),
             status: p.status.as_str(),
-            reason: p.reason,
+            reason: p.reason.clone(),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
+    }
+}
+
+impl From<Payment> for PaymentView {
+    fn from(p: Payment) -> Self {
+        PaymentView::from(&p)
     }
 }
 
@@ -115,7 +163,7 @@ pub async fn list_payments(
     ))
 }
 
-/// Read one payment. Payments that can no longer change are served from the cache.
+/// Read one payment, from the cache when it holds it.
 #[utoipa::path(get, path = "/api/payments/{id}", tag = "payments", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = PaymentView), (status = 400, description = "Not a UUID"), (status = 404, description = "No such payment")))]
 pub async fn get_payment(
@@ -134,17 +182,10 @@ pub async fn get_payment(
     let payment = store::find(&state.db, id)
         .await?
         .ok_or_else(payment_not_found)?;
-    let settled_for_good = matches!(
-        payment.status,
-        PaymentStatus::Declined
-            | PaymentStatus::Failed
-            | PaymentStatus::Cancelled
-            | PaymentStatus::Refunded
-    );
-    let body = serde_json::to_vec(&PaymentView::from(payment)).map_err(|_| ApiError::internal())?;
-    if settled_for_good {
-        state.cache.set(&key, body.clone(), CACHE_TTL).await;
-    }
+    let body =
+        serde_json::to_vec(&PaymentView::from(&payment)).map_err(|_| ApiError::internal())?;
+    // A change committed since our read has a higher version: this older one is not stored.
+    cache_view(state.cache.as_ref(), &payment, body.clone()).await;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,
