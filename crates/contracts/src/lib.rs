@@ -10,3 +10,10 @@ pub mod status;
 
 pub use envelope::{Envelope, EventContext};
 pub use money::{Currency, Money, MoneyError};
+
+/// The current time to the microsecond, the precision both databases store: a value kept in
+/// memory (and cached) equals the one read back.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

@@ -13,6 +13,7 @@ on_both_backends!(
     declined_and_failed_payments_fail_the_order,
     cancelling_a_processing_payment_cancels_it,
     cancelling_a_paid_order_refunds_it,
+    a_cached_payment_follows_its_changes,
     cancel_rules,
     stats_and_pagination,
     money_round_trips_exactly,
@@ -118,6 +119,38 @@ async fn cancelling_a_paid_order_refunds_it(backend: Backend) {
         "CANCELLED"
     );
     app.stop().await;
+}
+
+/// Reads of a payment come from the cache once it is there, and every change replaces the
+/// cached copy: a read never shows an older state than the one recorded.
+async fn a_cached_payment_follows_its_changes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let id = app.place_order("41").await;
+    let payment = app.payment_of(&id, &["APPROVED"]).await;
+    let path = format!("/api/payments/{}", payment["id"].as_str().unwrap());
+    let hits_before = cache_hits(&app).await;
+    for _ in 0..3 {
+        assert_eq!(app.get(&path).await.1["status"], "APPROVED");
+    }
+    assert!(
+        cache_hits(&app).await >= hits_before + 3.0,
+        "an approved payment is served from the cache"
+    );
+    let (status, _) = app.patch(&format!("/api/orders/{id}/cancel"), None).await;
+    assert_eq!(status, 202);
+    app.wait_for(&path, |p| p["status"] == "REFUNDED").await;
+    app.stop().await;
+}
+
+/// `kassa_cache_hits_total` for payments, as the payments service's `/metrics` shows it.
+async fn cache_hits(app: &TestApp) -> f64 {
+    let (_, body) = app.get_from(&app.payments, "/metrics").await;
+    body.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("kassa_cache_hits_total") && l.contains(r#"family="payment""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn cancel_rules(backend: Backend) {

@@ -74,7 +74,7 @@ pub struct Order {
 impl Order {
     /// A new order waiting for its payment.
     pub fn place(user_id: Uuid, total: Money) -> Self {
-        let now = Utc::now();
+        let now = kassa_contracts::now();
         Order {
             id: Uuid::now_v7(),
             user_id,

@@ -101,7 +101,7 @@ impl Payment {
     /// A payment for an order, in `status` (PROCESSING, or CANCELLED when the order was
     /// cancelled before its payment started).
     pub fn for_order(order_id: Uuid, user_id: Uuid, amount: Money, status: PaymentStatus) -> Self {
-        let now = Utc::now();
+        let now = kassa_contracts::now();
         Payment {
             id: Uuid::now_v7(),
             order_id,

@@ -47,8 +47,8 @@ pub enum OrderEvent {
 pub struct AfterCommit {
     /// New payments to charge.
     charges: Vec<Work>,
-    /// Payments that changed (their cached copies go).
-    changed: Vec<Uuid>,
+    /// Payments created or changed, as stored: the cache gets them.
+    changed: Vec<Payment>,
     /// Whether refunds were asked for.
     refunds: bool,
 }
@@ -112,9 +112,11 @@ impl OrderEvents {
             if payment.status == PaymentStatus::Cancelled {
                 let cancelled = PaymentCancelled(outcome_of(&payment));
                 publish.push(Envelope::new(NAME, payment.id, &cancelled, &ctx));
+                after.changed.push(payment);
                 continue;
             }
             tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, amount = %payment.amount, correlation_id = %ctx.correlation_id, "payment processing");
+            after.changed.push(payment.clone());
             after.charges.push(Work {
                 payment_id: payment.id,
                 context: ctx,
@@ -143,28 +145,27 @@ impl OrderEvents {
         let ctx = EventContext::caused_by(event);
         match payment.status.on_order_cancelled() {
             OnOrderCancelled::Cancel => {
-                let cancelled = store::transition(
+                let Some(cancelled) = store::transition(
                     tx,
-                    payment.id,
-                    PaymentStatus::Processing,
+                    &payment,
                     PaymentStatus::Cancelled,
                     Some("order cancelled"),
                     None,
                 )
-                .await?;
-                if !cancelled {
+                .await?
+                else {
                     return Err(HandlerError::new(format!(
                         "payment {} left PROCESSING while locked",
                         payment.id
                     )));
-                }
+                };
                 publish.push(Envelope::new(
                     NAME,
                     payment.id,
                     &PaymentCancelled(outcome_of(&payment)),
                     &ctx,
                 ));
-                after.changed.push(payment.id);
+                after.changed.push(cancelled);
                 tracing::info!(payment_id = %payment.id, order_id = %order.order_id, "payment cancelled with its order");
             }
             OnOrderCancelled::Refund => {
@@ -225,8 +226,13 @@ impl Apply for OrderEvents {
                 OrderEvent::Created(..) => {}
             }
         }
-        let changed = &after.changed;
-        after.charges.retain(|w| !changed.contains(&w.payment_id));
+        let cancelled: Vec<Uuid> = after
+            .changed
+            .iter()
+            .filter(|p| p.status == PaymentStatus::Cancelled)
+            .map(|p| p.id)
+            .collect();
+        after.charges.retain(|w| !cancelled.contains(&w.payment_id));
         Ok(Applied {
             publish,
             after_commit: after,
@@ -234,14 +240,33 @@ impl Apply for OrderEvents {
     }
 
     async fn committed(&self, after: AfterCommit) {
-        for id in &after.changed {
-            self.cache.remove(&crate::api::cache_key(*id)).await;
-        }
         if after.refunds {
             self.refunds.requested();
         }
         for work in after.charges {
             self.processor.submit(work).await;
         }
+        // Each payment as this batch left it; a later state cached meanwhile (a settlement that
+        // was quicker) is not replaced.
+        let latest = latest_of_each(after.changed);
+        futures_util::future::join_all(
+            latest
+                .iter()
+                .map(|p| crate::api::cache_payment(self.cache.as_ref(), p)),
+        )
+        .await;
     }
+}
+
+/// The last state of each payment in `changed` (a payment created and cancelled in one batch
+/// appears twice).
+fn latest_of_each(changed: Vec<Payment>) -> Vec<Payment> {
+    let mut latest: Vec<Payment> = Vec::with_capacity(changed.len());
+    for p in changed {
+        match latest.iter_mut().find(|q| q.id == p.id) {
+            Some(q) => *q = p,
+            None => latest.push(p),
+        }
+    }
+    latest
 }

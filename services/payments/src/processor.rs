@@ -301,7 +301,8 @@ async fn settle(
     // One locking order for every batch, so two replicas never deadlock on the same payments.
     decided.sort_by_key(|(_, d)| d.id);
     let mut tx = db.begin().await?;
-    let changed = store::settle_all(&mut tx, decided.iter().map(|(_, d)| d)).await?;
+    let now = kassa_contracts::now();
+    let changed = store::settle_all(&mut tx, decided.iter().map(|(_, d)| d), now).await?;
     // An approval the payment no longer takes: voided if the payment was cancelled while the
     // provider was deciding; not if another charge of the same payment (taken over after its
     // lease) settled it first, for that one keeps what it was paid.
@@ -340,7 +341,16 @@ async fn settle(
             }
         };
         announcements.push(event);
-        recorded.push((s, d.status));
+        let mut stored = s.payment.clone();
+        stored.status = d.status;
+        if let Some(reason) = d.reason {
+            stored.reason = Some(reason.to_owned());
+        }
+        if let Some(reference) = d.reference {
+            stored.provider_reference = Some(reference.to_owned());
+        }
+        stored.updated_at = now;
+        recorded.push((s, stored));
     }
     outbox::add_all(&mut tx, &announcements).await?;
     store::request_refunds(&mut tx, &to_void).await?;
@@ -352,11 +362,16 @@ async fn settle(
         );
         refunds.requested();
     }
-    for (s, settled) in recorded {
-        cache.remove(&crate::api::cache_key(s.payment.id)).await;
-        metrics::counter!("kassa_payments_settled_total", "status" => settled.as_str())
+    for (s, stored) in &recorded {
+        metrics::counter!("kassa_payments_settled_total", "status" => stored.status.as_str())
             .increment(1);
-        tracing::info!(payment_id = %s.payment.id, order_id = %s.payment.order_id, status = settled.as_str(), correlation_id = %s.context.correlation_id, "payment settled");
+        tracing::info!(payment_id = %s.payment.id, order_id = %s.payment.order_id, status = stored.status.as_str(), correlation_id = %s.context.correlation_id, "payment settled");
     }
+    futures_util::future::join_all(
+        recorded
+            .iter()
+            .map(|(_, stored)| crate::api::cache_payment(cache, stored)),
+    )
+    .await;
     Ok(())
 }

@@ -107,21 +107,22 @@ impl RefundLoop {
             .await
             .map_err(|e| RefundFailure::Provider(e.to_string()))?;
         let mut tx = self.db.begin().await?;
-        let refunded = match due.kind {
-            RefundKind::Refund => {
+        let refunded = match (due.kind, payment.status) {
+            (RefundKind::Refund, PaymentStatus::Approved) => {
                 store::transition(
                     &mut tx,
-                    payment.id,
-                    PaymentStatus::Approved,
+                    &payment,
                     PaymentStatus::Refunded,
                     Some("order cancelled"),
                     None,
                 )
                 .await?
             }
-            RefundKind::Void => false,
+            // Refunded already (a refund confirmed twice), or a void, which leaves the
+            // payment CANCELLED.
+            (RefundKind::Refund | RefundKind::Void, _) => None,
         };
-        if refunded {
+        if refunded.is_some() {
             let body = PaymentOutcome {
                 payment_id: payment.id,
                 order_id: payment.order_id,
@@ -137,8 +138,8 @@ impl RefundLoop {
         }
         store::refund_confirmed(&mut tx, payment.id).await?;
         tx.commit().await?;
-        if refunded {
-            self.cache.remove(&crate::api::cache_key(payment.id)).await;
+        if let Some(refunded) = &refunded {
+            crate::api::cache_payment(self.cache.as_ref(), refunded).await;
         }
         metrics::counter!("kassa_payments_refunded_total", "kind" => due.kind.as_str())
             .increment(1);

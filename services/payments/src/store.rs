@@ -166,15 +166,16 @@ pub async fn totals_by_status(db: &Db) -> DbResult<Vec<StatusTotal>> {
         .collect()
 }
 
-/// Moves a payment from `from` to `to`; false if it was no longer in `from`.
+/// Moves `payment` from its status to `to` and returns it as stored; `None` if it was no longer
+/// in the status it was read with.
 pub async fn transition(
     tx: &mut Tx,
-    id: Uuid,
-    from: PaymentStatus,
+    payment: &Payment,
     to: PaymentStatus,
     reason: Option<&str>,
     reference: Option<&str>,
-) -> DbResult<bool> {
+) -> DbResult<Option<Payment>> {
+    let at = kassa_contracts::now();
     let changed = sql(
         "UPDATE payments SET status = $1, reason = COALESCE($2, reason), provider_reference = COALESCE($3, provider_reference),
          locked_until = NULL, updated_at = $4 WHERE id = $5 AND status = $6",
@@ -182,12 +183,24 @@ pub async fn transition(
     .bind(to.as_str())
     .bind(reason)
     .bind(reference)
-    .bind(Utc::now())
-    .bind(id)
-    .bind(from.as_str())
+    .bind(at)
+    .bind(payment.id)
+    .bind(payment.status.as_str())
     .execute(tx)
     .await?;
-    Ok(changed == 1)
+    if changed != 1 {
+        return Ok(None);
+    }
+    let mut now = payment.clone();
+    now.status = to;
+    if reason.is_some() {
+        now.reason = reason.map(str::to_owned);
+    }
+    if reference.is_some() {
+        now.provider_reference = reference.map(str::to_owned);
+    }
+    now.updated_at = at;
+    Ok(Some(now))
 }
 
 /// A provider's decision about a PROCESSING payment, to be recorded.
@@ -198,13 +211,13 @@ pub struct Settled<'a> {
     pub reference: Option<&'a str>,
 }
 
-/// Moves PROCESSING payments to their settled status with a few statements; returns the ids of
-/// those that were still PROCESSING (the others were cancelled meanwhile). Each id once.
+/// Moves PROCESSING payments to their settled status at `now` with a few statements; returns the
+/// ids of those that were still PROCESSING (the others were cancelled meanwhile). Each id once.
 pub async fn settle_all<'a>(
     tx: &mut Tx,
     settled: impl IntoIterator<Item = &'a Settled<'a>>,
+    now: DateTime<Utc>,
 ) -> DbResult<HashSet<Uuid>> {
-    let now = Utc::now();
     let rows = settled
         .into_iter()
         .map(|s| {

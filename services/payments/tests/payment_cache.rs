@@ -56,20 +56,16 @@ async fn processing_payment(db: &Db) -> Payment {
 }
 
 async fn approve(db: &Db, id: Uuid) -> Payment {
+    let before = store::find(db, id).await.unwrap().unwrap();
     let mut tx = db.begin().await.unwrap();
-    let changed = store::transition(
-        &mut tx,
-        id,
-        PaymentStatus::Processing,
-        PaymentStatus::Approved,
-        None,
-        Some("ref"),
-    )
-    .await
-    .unwrap();
-    assert!(changed);
+    let changed = store::transition(&mut tx, &before, PaymentStatus::Approved, None, Some("ref"))
+        .await
+        .unwrap()
+        .expect("still PROCESSING");
     tx.commit().await.unwrap();
-    store::find(db, id).await.unwrap().unwrap()
+    let stored = store::find(db, id).await.unwrap().unwrap();
+    assert_eq!(changed, stored, "transition returns the payment as stored");
+    stored
 }
 
 /// The status `GET /api/payments/{id}` answers.
