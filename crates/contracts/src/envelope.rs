@@ -96,7 +96,10 @@ impl Envelope {
         }
     }
 
-    /// Reads the payload as `E`, checking type and version first.
+    /// Reads the payload as `E`, checking its type first. A payload of an older version is
+    /// upgraded to the current one; fields the reader does not know are ignored. A newer version
+    /// than this release knows is refused (it is retried, and can be redriven from the dead
+    /// letters once this consumer is deployed at that version).
     pub fn decode<E: Event + DeserializeOwned>(&self) -> Result<E, DecodeError> {
         if self.event_type != E::TYPE {
             return Err(DecodeError::WrongType {
@@ -104,13 +107,18 @@ impl Envelope {
                 actual: self.event_type.clone(),
             });
         }
-        if self.dataversion != E::VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                event_type: self.event_type.clone(),
-                version: self.dataversion,
-            });
-        }
-        serde_json::from_value(self.data.clone()).map_err(|source| DecodeError::Malformed {
+        let unsupported = || DecodeError::UnsupportedVersion {
+            event_type: self.event_type.clone(),
+            version: self.dataversion,
+        };
+        let data = match self.dataversion.cmp(&E::VERSION) {
+            std::cmp::Ordering::Equal => self.data.clone(),
+            std::cmp::Ordering::Less if self.dataversion >= 1 => {
+                E::upgrade(self.dataversion, self.data.clone()).map_err(|_| unsupported())?
+            }
+            std::cmp::Ordering::Less | std::cmp::Ordering::Greater => return Err(unsupported()),
+        };
+        serde_json::from_value(data).map_err(|source| DecodeError::Malformed {
             event_type: self.event_type.clone(),
             source,
         })
@@ -151,8 +159,69 @@ mod tests {
             wrong.decode::<OrderCancelled>(),
             Err(DecodeError::UnsupportedVersion { .. })
         ));
+        wrong.dataversion = 0;
+        assert!(wrong.decode::<OrderCancelled>().is_err());
         let caused = EventContext::caused_by(&env);
         assert_eq!(caused.causation_id, Some(env.id));
         assert_eq!(caused.correlation_id, "corr-1");
+    }
+
+    /// A type at version 2 whose version 1 called its field `amount`.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Tipped {
+        total_minor: i64,
+        #[serde(default)]
+        tip_minor: i64,
+    }
+
+    impl Event for Tipped {
+        const TYPE: &'static str = "test.tipped";
+        const VERSION: u32 = 2;
+
+        fn upgrade(version: u32, mut data: serde_json::Value) -> Result<serde_json::Value, String> {
+            match version {
+                1 => {
+                    let amount = data["amount"].take();
+                    Ok(serde_json::json!({ "total_minor": amount }))
+                }
+                other => Err(format!("no upgrade from version {other}")),
+            }
+        }
+    }
+
+    #[test]
+    fn older_payloads_are_upgraded_and_unknown_fields_ignored() {
+        let ctx = EventContext::new("c");
+        let mut env = Envelope::new(
+            "test",
+            "s",
+            &Tipped {
+                total_minor: 5,
+                tip_minor: 1,
+            },
+            &ctx,
+        );
+        env.data["addedLater"] = serde_json::json!("ignored");
+        assert_eq!(
+            env.decode::<Tipped>().unwrap(),
+            Tipped {
+                total_minor: 5,
+                tip_minor: 1
+            }
+        );
+        env.dataversion = 1;
+        env.data = serde_json::json!({ "amount": 700 });
+        assert_eq!(
+            env.decode::<Tipped>().unwrap(),
+            Tipped {
+                total_minor: 700,
+                tip_minor: 0
+            }
+        );
+        env.dataversion = 3;
+        assert!(matches!(
+            env.decode::<Tipped>(),
+            Err(DecodeError::UnsupportedVersion { version: 3, .. })
+        ));
     }
 }

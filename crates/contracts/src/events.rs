@@ -1,6 +1,13 @@
 //! The events kassa services publish, one struct per type, each with its schema version.
 //!
 //! Amounts travel as integer minor units with their currency code, never as floats.
+//!
+//! Payloads change only by addition within a version: readers ignore fields they do not know,
+//! and a field added later is optional (`#[serde(default)]`), so producers and consumers of
+//! different releases understand each other during a rolling deploy. A change that removes a
+//! field or changes its meaning bumps the type's `VERSION`, and the type's [`Event::upgrade`]
+//! turns every older payload into the current one, so events published before the deploy (or by
+//! replicas not yet deployed) are still handled.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -11,6 +18,12 @@ pub trait Event: Serialize {
     const TYPE: &'static str;
     /// The payload schema version; bump it when a field changes meaning or goes away.
     const VERSION: u32;
+
+    /// Turns a payload of an older `version` (1 ≤ version < VERSION) into one of this version.
+    /// Types still at their first version have nothing older to upgrade.
+    fn upgrade(version: u32, _data: serde_json::Value) -> Result<serde_json::Value, String> {
+        Err(format!("no upgrade from version {version}"))
+    }
 }
 
 macro_rules! event {
@@ -24,7 +37,7 @@ macro_rules! event {
 
 /// An order was stored PENDING and waits for its payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
     pub order_id: Uuid,
     pub user_id: Uuid,
@@ -35,7 +48,7 @@ event!(OrderCreated, "order.created", 1);
 
 /// A customer cancelled an order; its payment is to be cancelled or refunded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderCancelled {
     pub order_id: Uuid,
 }
@@ -43,7 +56,7 @@ event!(OrderCancelled, "order.cancelled", 1);
 
 /// An order's payment was approved and the order is PAID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderPaid {
     pub order_id: Uuid,
     pub payment_id: Uuid,
@@ -52,7 +65,7 @@ event!(OrderPaid, "order.paid", 1);
 
 /// An order's payment did not go through and the order is FAILED.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderFailed {
     pub order_id: Uuid,
     pub reason: String,
@@ -61,7 +74,7 @@ event!(OrderFailed, "order.failed", 1);
 
 /// What every payment outcome event carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PaymentOutcome {
     pub payment_id: Uuid,
     pub order_id: Uuid,

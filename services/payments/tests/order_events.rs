@@ -371,3 +371,14 @@ async fn an_order_created_and_cancelled_in_one_batch_is_never_charged() {
     assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 0);
     assert_eq!(rig.pending_events().await, 1, "payment.cancelled once");
 }
+
+#[tokio::test]
+async fn an_order_created_with_a_field_added_by_a_newer_release_is_handled() {
+    let rig = rig().await;
+    let order = Uuid::new_v4();
+    let mut event = created(order);
+    event.data["loyaltyPoints"] = serde_json::json!(120);
+    event.data["channel"] = serde_json::json!({ "kind": "kiosk", "id": 7 });
+    rig.handler.handle(&event).await.unwrap();
+    rig.settles_as(order, PaymentStatus::Approved).await;
+}
