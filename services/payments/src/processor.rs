@@ -198,9 +198,20 @@ impl ProcessorLoop {
         // Charges in progress finish (or their lease lets another process finish them), then
         // the last outcomes are recorded.
         let all = self.settings.max_in_flight as u32;
-        let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+        if tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("charges still waiting on the provider at shutdown; their leases let the next process finish them");
+        }
         drop(to_settle);
-        let _ = tokio::time::timeout(Duration::from_secs(10), settler).await;
+        match tokio::time::timeout(Duration::from_secs(10), settler).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the settler stopped abnormally"),
+            Err(_) => tracing::warn!(
+                "outcomes still being recorded at shutdown; their payments are charged again after the lease"
+            ),
+        }
     }
 }
 

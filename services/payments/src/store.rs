@@ -168,6 +168,7 @@ pub async fn totals_by_status(db: &Db) -> DbResult<Vec<StatusTotal>> {
 
 /// Moves `payment` from its status to `to` and returns it as stored; `None` if it was no longer
 /// in the status it was read with.
+#[must_use = "a refused transition must be handled"]
 pub async fn transition(
     tx: &mut Tx,
     payment: &Payment,

@@ -396,10 +396,15 @@ impl EventBus for RabbitBus {
     async fn drain(&self) {
         let handles: Vec<_> = std::mem::take(&mut *self.inner.consumers.lock().await);
         for h in handles {
-            let _ = h.await;
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, "a consumer task ended abnormally");
+            }
         }
-        if let Some(p) = self.inner.publisher.lock().await.take() {
-            let _ = p.conn.close(200, "shutdown".into()).await;
+        if let Some(p) = self.inner.publisher.lock().await.take()
+            && let Err(e) = p.conn.close(200, "shutdown".into()).await
+        {
+            // Every publish was confirmed or is still in an outbox: nothing is lost.
+            tracing::debug!(error = %e, "closing the publisher connection");
         }
     }
 }
@@ -486,12 +491,20 @@ async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Result<(), BusE
         }
     };
     // Let deliveries in progress finish and be acknowledged before the connection goes.
-    let _ = tokio::time::timeout(
+    if tokio::time::timeout(
         Duration::from_secs(10),
         in_flight.acquire_many(inner.prefetch as u32),
     )
-    .await;
-    let _ = conn.close(200, "bye".into()).await;
+    .await
+    .is_err()
+    {
+        // Unacknowledged deliveries go back to the queue and are handled again (the inbox
+        // makes that harmless).
+        tracing::warn!("deliveries still being handled at shutdown; the broker redelivers them");
+    }
+    if let Err(e) = conn.close(200, "bye".into()).await {
+        tracing::debug!(error = %e, "closing a consumer connection");
+    }
     result
 }
 
