@@ -202,7 +202,9 @@ impl ProcessorLoop {
             .await
             .is_err()
         {
-            tracing::warn!("charges still waiting on the provider at shutdown; their leases let the next process finish them");
+            tracing::warn!(
+                "charges still waiting on the provider at shutdown; their leases let the next process finish them"
+            );
         }
         drop(to_settle);
         match tokio::time::timeout(Duration::from_secs(10), settler).await {
