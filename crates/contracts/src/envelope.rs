@@ -96,6 +96,30 @@ impl Envelope {
         }
     }
 
+    /// Wraps a record's JSON as event `event_type` (version 1) about `subject`: the events of
+    /// plain records (`member.created`), whose payload is the record as it is after the change.
+    pub fn record(
+        source: &str,
+        subject: impl ToString,
+        event_type: String,
+        data: serde_json::Value,
+        ctx: &EventContext,
+    ) -> Self {
+        Envelope {
+            specversion: "1.0".into(),
+            id: Uuid::now_v7(),
+            source: format!("/kassa/{source}"),
+            event_type,
+            time: Utc::now(),
+            subject: subject.to_string(),
+            datacontenttype: "application/json".into(),
+            dataversion: 1,
+            correlationid: ctx.correlation_id.clone(),
+            causationid: ctx.causation_id,
+            data,
+        }
+    }
+
     /// Reads the payload as `E`, checking its type first. A payload of an older version is
     /// upgraded to the current one; fields the reader does not know are ignored. A newer version
     /// than this release knows is refused (it is retried, and can be redriven from the dead

@@ -159,7 +159,7 @@ pub enum Begun {
 /// and then replays the answer this one stores.
 pub struct Keyed {
     tx: Tx,
-    scope: &'static str,
+    scope: String,
     key: IdempotencyKey,
 }
 
@@ -168,7 +168,7 @@ pub struct Keyed {
 /// request, or a transaction to do the work in.
 pub async fn begin(
     db: &Db,
-    scope: &'static str,
+    scope: &str,
     key: IdempotencyKey,
     fingerprint: &str,
 ) -> Result<Begun, ApiError> {
@@ -181,7 +181,11 @@ pub async fn begin(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(Begun::Replay(r))
         }
-        Claim::Fresh => Ok(Begun::Fresh(Keyed { tx, scope, key })),
+        Claim::Fresh => Ok(Begun::Fresh(Keyed {
+            tx,
+            scope: scope.to_owned(),
+            key,
+        })),
     }
 }
 
@@ -193,7 +197,7 @@ impl Keyed {
 
     /// Stores the answer with the work and commits both; returns the answer.
     pub async fn finish(mut self, status: StatusCode, body: Vec<u8>) -> Result<Response, ApiError> {
-        store(&mut self.tx, self.scope, &self.key, status, &body).await?;
+        store(&mut self.tx, &self.scope, &self.key, status, &body).await?;
         self.tx.commit().await?;
         Ok(json_response(status, body))
     }

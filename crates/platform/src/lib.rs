@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod listing;
 pub mod migrate;
 pub mod outbox;
+pub mod resource;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

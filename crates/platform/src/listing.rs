@@ -2,6 +2,8 @@
 //! answered as `{data, meta}`. Every list endpoint goes through here, so paging, filters and
 //! their limits behave the same everywhere.
 
+use std::borrow::Cow;
+
 use crate::{
     db::{Arg, Db, DbResult, Row, sql_assembled},
     http::{Page, Pagination},
@@ -9,10 +11,10 @@ use crate::{
 
 /// What a list reads: a table, its columns and an order that is total (ends in a unique column,
 /// so pages never overlap or skip rows).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Listing {
     pub table: &'static str,
-    pub columns: &'static str,
+    pub columns: Cow<'static, str>,
     /// `created_at DESC, id DESC`
     pub order_by: &'static str,
 }

@@ -1,6 +1,8 @@
 //! Orders in the orders database.
 
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+
 use kassa_platform::{
     db::{Arg, Db, DbResult, Row, Tx, for_keys, for_rows, sql, sql_assembled},
     http::{Page, Pagination},
@@ -20,7 +22,7 @@ macro_rules! columns {
 /// Orders, newest first.
 const LISTING: Listing = Listing {
     table: "orders",
-    columns: columns!(),
+    columns: Cow::Borrowed(columns!()),
     order_by: "created_at DESC, id DESC",
 };
 

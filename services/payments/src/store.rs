@@ -1,6 +1,7 @@
 //! Payments in the payments database.
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     time::Duration,
 };
@@ -26,7 +27,7 @@ macro_rules! columns {
 /// Payments, newest first.
 const LISTING: Listing = Listing {
     table: "payments",
-    columns: columns!(),
+    columns: Cow::Borrowed(columns!()),
     order_by: "created_at DESC, id DESC",
 };
 

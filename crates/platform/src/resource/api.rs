@@ -1,0 +1,273 @@
+//! The routes of a kind of record, mounted under each of its path prefixes:
+//!
+//! - `POST /prefix`: create (201, `Location`, `ETag`); an `Idempotency-Key` replays the answer
+//! - `GET /prefix?page=&limit=&<field>=`: a page, newest first, filtered on declared fields
+//! - `GET /prefix/{id}`: one record with its `ETag`
+//! - `PUT /prefix/{id}`: replace every field; `PATCH /prefix/{id}`: a JSON merge patch
+//! - `DELETE /prefix/{id}`: 204
+//!
+//! Changes honour `If-Match` (412 when the record changed since it was read) and lock the record
+//! for their transaction, so two changes never interleave.
+
+use axum::{
+    Json, Router,
+    extract::{MatchedPath, Path, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Map, Value};
+
+use super::{FieldKind, Records, Resource, Stored};
+use crate::{
+    db::Arg,
+    http::{ApiError, ApiJson, ApiResult, Page, Pagination, RequestIds, parse_json, parse_uuid},
+    idempotency::{self, Begun, IdempotencyKey},
+    listing::Filters,
+};
+
+/// The routes of `R` under each of `prefixes` (`/api/members`, and a seed's `/Member`).
+pub fn router<R: Resource>(records: Records<R>, prefixes: &[&str]) -> Router {
+    let mut router = Router::new();
+    for prefix in prefixes {
+        router = router
+            .route(prefix, get(list::<R>).post(create::<R>))
+            .route(
+                &format!("{prefix}/{{id}}"),
+                get(read::<R>)
+                    .put(replace::<R>)
+                    .patch(patch::<R>)
+                    .delete(remove::<R>),
+            );
+    }
+    router.with_state(records)
+}
+
+fn with_etag(mut response: Response, record: &Stored<impl serde::Serialize>) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&record.etag()) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+fn answer<F: serde::Serialize>(status: StatusCode, record: &Stored<F>) -> Response {
+    with_etag((status, Json(record.to_json())).into_response(), record)
+}
+
+fn not_found<R: Resource>() -> ApiError {
+    ApiError::not_found(
+        R::SPEC.not_found,
+        format!("No {} has this id.", R::SPEC.kind),
+    )
+}
+
+/// Refuses a change whose `If-Match` names another version than `current`'s.
+fn precondition<F: serde::Serialize>(headers: &HeaderMap, current: &Stored<F>) -> ApiResult<()> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(());
+    };
+    let etag = current.etag();
+    let matches = value
+        .to_str()
+        .map(|v| v.split(',').map(str::trim).any(|t| t == "*" || t == etag))
+        .unwrap_or(false);
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            format!("The record changed since it was read (its ETag is now {etag}); read it again and retry."),
+        )
+        .with_param("If-Match"))
+    }
+}
+
+async fn create<R: Resource>(
+    State(records): State<Records<R>>,
+    matched: MatchedPath,
+    ids: RequestIds,
+    headers: HeaderMap,
+    ApiJson(mut fields): ApiJson<R::Fields>,
+) -> ApiResult<Response> {
+    R::validate(&mut fields)?;
+    let ctx = ids.event_context();
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let location = |record: &Stored<R::Fields>| format!("{}/{}", matched.as_str(), record.id);
+    let (record, mut response) = match key {
+        None => {
+            let mut tx = records.db().begin().await?;
+            let record = records.create_in(&mut tx, fields, &ctx).await?;
+            tx.commit().await?;
+            let response = answer(StatusCode::CREATED, &record);
+            (record, response)
+        }
+        Some(key) => {
+            let fingerprint = idempotency::fingerprint(&[
+                &serde_json::to_vec(&fields).map_err(|_| ApiError::internal())?
+            ]);
+            let scope = R::SPEC.created();
+            match idempotency::begin(records.db(), &scope, key, &fingerprint).await? {
+                Begun::Replay(response) => return Ok(response),
+                Begun::Fresh(mut keyed) => {
+                    let record = records.create_in(keyed.tx(), fields, &ctx).await?;
+                    let body =
+                        serde_json::to_vec(&record.to_json()).map_err(|_| ApiError::internal())?;
+                    let response = keyed.finish(StatusCode::CREATED, body).await?;
+                    (record.clone(), with_etag(response, &record))
+                }
+            }
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&location(&record)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// A filter's value from the query, as its column's argument.
+fn filter_arg(kind: FieldKind, name: &str, value: &str) -> ApiResult<Arg> {
+    let bad =
+        |what: &str| ApiError::invalid(name, "invalid_filter", format!("`{name}` must be {what}."));
+    Ok(match kind {
+        FieldKind::Text => Arg::from(value),
+        FieldKind::Integer => Arg::from(value.parse::<i64>().map_err(|_| bad("a whole number"))?),
+        FieldKind::Uuid => Arg::from(parse_uuid(name, value)?),
+        FieldKind::Bool => Arg::from(match value {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad("true or false")),
+        }),
+        FieldKind::Timestamp => Arg::from(
+            chrono::DateTime::parse_from_rfc3339(value)
+                .map_err(|_| bad("an RFC 3339 time"))?
+                .with_timezone(&chrono::Utc),
+        ),
+    })
+}
+
+async fn list<R: Resource>(
+    State(records): State<Records<R>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Page<Value>>> {
+    let pagination = Pagination::from_query(query.as_deref())?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "The query string is not valid form encoding.",
+        )
+    })?;
+    let mut filters = Filters::new();
+    for (name, value) in &pairs {
+        if name == "page" || name == "limit" {
+            continue;
+        }
+        let field = R::SPEC.field(name).filter(|f| f.filter).ok_or_else(|| {
+            let known: Vec<&str> = R::SPEC
+                .fields
+                .iter()
+                .filter(|f| f.filter)
+                .map(|f| f.name)
+                .collect();
+            ApiError::invalid(
+                name.as_str(),
+                "unknown_parameter",
+                format!(
+                    "`{name}` is not a parameter of this list; it takes page, limit{}{}.",
+                    if known.is_empty() { "" } else { ", " },
+                    known.join(", ")
+                ),
+            )
+        })?;
+        filters = filters.equal(field.column, Some(filter_arg(field.kind, name, value)?));
+    }
+    let page = records.page(pagination, &filters).await?;
+    Ok(Json(page.map(|r| r.to_json())))
+}
+
+async fn read<R: Resource>(
+    State(records): State<Records<R>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_uuid("id", &id)?;
+    let record = records.find(id).await?.ok_or_else(not_found::<R>)?;
+    Ok(answer(StatusCode::OK, &record))
+}
+
+/// Applies a change to the record `id` under its lock, after checking `If-Match`.
+async fn change<R: Resource>(
+    records: &Records<R>,
+    id: &str,
+    headers: &HeaderMap,
+    ids: &RequestIds,
+    next: impl FnOnce(&Stored<R::Fields>) -> ApiResult<R::Fields>,
+) -> ApiResult<Response> {
+    let id = parse_uuid("id", id)?;
+    let mut tx = records.db().begin().await?;
+    let current = records
+        .find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(not_found::<R>)?;
+    precondition(headers, &current)?;
+    let mut fields = next(&current)?;
+    R::validate(&mut fields)?;
+    let record = records
+        .replace_in(&mut tx, current, fields, &ids.event_context())
+        .await?;
+    tx.commit().await?;
+    Ok(answer(StatusCode::OK, &record))
+}
+
+async fn replace<R: Resource>(
+    State(records): State<Records<R>>,
+    Path(id): Path<String>,
+    ids: RequestIds,
+    headers: HeaderMap,
+    ApiJson(fields): ApiJson<R::Fields>,
+) -> ApiResult<Response> {
+    change(&records, &id, &headers, &ids, |_| Ok(fields)).await
+}
+
+/// RFC 7396: each member of the patch replaces that field; `null` clears it.
+async fn patch<R: Resource>(
+    State(records): State<Records<R>>,
+    Path(id): Path<String>,
+    ids: RequestIds,
+    headers: HeaderMap,
+    ApiJson(patch): ApiJson<Map<String, Value>>,
+) -> ApiResult<Response> {
+    change(&records, &id, &headers, &ids, |current| {
+        let mut merged = match serde_json::to_value(&current.fields) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(ApiError::internal()),
+        };
+        for (name, value) in patch {
+            merged.insert(name, value);
+        }
+        let bytes = serde_json::to_vec(&merged).map_err(|_| ApiError::internal())?;
+        parse_json(&bytes)
+    })
+    .await
+}
+
+async fn remove<R: Resource>(
+    State(records): State<Records<R>>,
+    Path(id): Path<String>,
+    ids: RequestIds,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let id = parse_uuid("id", &id)?;
+    let mut tx = records.db().begin().await?;
+    let current = records
+        .find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(not_found::<R>)?;
+    precondition(&headers, &current)?;
+    records
+        .delete_in(&mut tx, &current, &ids.event_context())
+        .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,149 @@
+//! The resource kit: plain records (a gym's members, classes and staff; a shop's products) with
+//! create, read, full and partial update, delete, paged lists with filters, optimistic
+//! concurrency (`ETag` / `If-Match`), `<kind>.created|updated|deleted` events through the outbox,
+//! and their OpenAPI document. A service declares its record and its rules; the kit does the
+//! rest.
+//!
+//! A record is a table with `id` (UUID), `version`, `created_at`, `updated_at` and one column per
+//! declared [`Field`]; its JSON is the fields in camelCase plus `id`, `createdAt` and
+//! `updatedAt`. Unique constraints of the table answer 409 with the field at fault.
+//!
+//! - `store.rs`: the SQL, written once from the declared fields
+//! - `api.rs`: the routes and their rules (ETag, If-Match, merge-patch, Idempotency-Key)
+//! - `openapi.rs`: the document of those routes
+
+mod api;
+mod openapi;
+mod store;
+
+use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+pub use api::router;
+pub use openapi::document;
+pub use store::Records;
+
+use crate::http::ApiError;
+
+/// How a field is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Text,
+    Integer,
+    Uuid,
+    Bool,
+    Timestamp,
+}
+
+/// One field of a record: its JSON name, its column, and whether lists can filter on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// camelCase, as in the JSON.
+    pub name: &'static str,
+    pub column: &'static str,
+    pub kind: FieldKind,
+    /// `GET /…?name=value` keeps only records whose field equals the value.
+    pub filter: bool,
+}
+
+/// A unique constraint of the table, as a client hears of it: 409 with this code and sentence,
+/// naming the field.
+#[derive(Debug, Clone, Copy)]
+pub struct Unique {
+    pub constraint: &'static str,
+    pub field: &'static str,
+    pub code: &'static str,
+    pub detail: &'static str,
+}
+
+/// What a kind of record is.
+#[derive(Debug)]
+pub struct ResourceSpec {
+    /// Singular, lower case: `member` names the events `member.created|updated|deleted`.
+    pub kind: &'static str,
+    /// The OpenAPI tag and the schema names' stem: `Member`.
+    pub title: &'static str,
+    pub table: &'static str,
+    pub fields: &'static [Field],
+    pub unique: &'static [Unique],
+    /// Problem code for an id that names no record: `member_not_found`.
+    pub not_found: &'static str,
+}
+
+impl ResourceSpec {
+    pub fn created(&self) -> String {
+        format!("{}.created", self.kind)
+    }
+
+    pub fn updated(&self) -> String {
+        format!("{}.updated", self.kind)
+    }
+
+    pub fn deleted(&self) -> String {
+        format!("{}.deleted", self.kind)
+    }
+
+    pub(crate) fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// A kind of record: its declaration and its rules.
+pub trait Resource: Send + Sync + 'static {
+    /// What a client sets, in camelCase JSON; the kit stores each declared field in its column.
+    /// Declare it `#[serde(deny_unknown_fields)]` so a misspelt field is a 400.
+    type Fields: Serialize + DeserializeOwned + utoipa::ToSchema + Clone + Send + Sync + 'static;
+
+    const SPEC: &'static ResourceSpec;
+
+    /// Checks and normalises what a client sent (trims names, lower-cases emails); the error
+    /// names the field at fault.
+    fn validate(fields: &mut Self::Fields) -> Result<(), ApiError>;
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<F> {
+    pub id: Uuid,
+    /// Starts at 1, one more for every change: the `ETag`.
+    pub version: i64,
+    pub fields: F,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A record as the API and the events show it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct View<'a, F> {
+    id: Uuid,
+    #[serde(flatten)]
+    fields: &'a F,
+    #[serde(serialize_with = "kassa_contracts::json::timestamp")]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "kassa_contracts::json::timestamp")]
+    updated_at: DateTime<Utc>,
+}
+
+impl<F: Serialize> Stored<F> {
+    /// The record's JSON: `id`, the fields, `createdAt`, `updatedAt`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(View {
+            id: self.id,
+            fields: &self.fields,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+        // Fields are plain JSON values: serialising them cannot fail.
+        .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The strong `ETag` of this version.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+}
+
+#[cfg(test)]
+mod tests;

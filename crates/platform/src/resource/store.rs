@@ -1,0 +1,324 @@
+//! The SQL of a kind of record, put together from its declared fields (never from input), and
+//! the typed operations on it. Every change writes its event to the outbox in its transaction.
+
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use kassa_contracts::{Envelope, EventContext};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{FieldKind, Resource, ResourceSpec, Stored};
+use crate::{
+    db::{Arg, Db, DbError, DbResult, Row, Tx, sql_assembled},
+    http::{ApiError, Page, Pagination},
+    listing::{Filters, Listing},
+    outbox,
+};
+
+/// The records of one kind in one database.
+pub struct Records<R> {
+    db: Db,
+    /// The service that publishes their events.
+    source: &'static str,
+    _kind: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Records<R> {
+    fn clone(&self) -> Self {
+        Records {
+            db: self.db.clone(),
+            source: self.source,
+            _kind: PhantomData,
+        }
+    }
+}
+
+fn columns(spec: &ResourceSpec) -> String {
+    let mut out = String::from("id, version, created_at, updated_at");
+    for f in spec.fields {
+        out.push_str(", ");
+        out.push_str(f.column);
+    }
+    out
+}
+
+/// A field's JSON value as a bound argument of its column.
+fn arg(kind: FieldKind, name: &str, value: &Value) -> Result<Arg, ApiError> {
+    let wrong = |what: &str| {
+        ApiError::invalid(
+            name,
+            "invalid_field",
+            format!("Field `{name}` must be {what}."),
+        )
+    };
+    Ok(match (kind, value) {
+        (FieldKind::Text, Value::Null) => Arg::Text(None),
+        (FieldKind::Text, Value::String(s)) => Arg::from(s.as_str()),
+        (FieldKind::Integer, Value::Null) => Arg::I64(None),
+        (FieldKind::Integer, Value::Number(n)) => {
+            Arg::from(n.as_i64().ok_or_else(|| wrong("a whole number"))?)
+        }
+        (FieldKind::Uuid, Value::Null) => Arg::Uuid(None),
+        (FieldKind::Uuid, Value::String(s)) => {
+            Arg::from(crate::http::parse_uuid(name, s).map_err(|_| wrong("a UUID"))?)
+        }
+        (FieldKind::Bool, Value::Null) => Arg::Bool(None),
+        (FieldKind::Bool, Value::Bool(b)) => Arg::from(*b),
+        (FieldKind::Timestamp, Value::Null) => Arg::Time(None),
+        (FieldKind::Timestamp, Value::String(s)) => Arg::from(
+            DateTime::parse_from_rfc3339(s)
+                .map_err(|_| wrong("an RFC 3339 time"))?
+                .with_timezone(&Utc),
+        ),
+        (FieldKind::Text, _) => return Err(wrong("a string")),
+        (FieldKind::Integer, _) => return Err(wrong("a whole number")),
+        (FieldKind::Uuid, _) => return Err(wrong("a UUID")),
+        (FieldKind::Bool, _) => return Err(wrong("true or false")),
+        (FieldKind::Timestamp, _) => return Err(wrong("an RFC 3339 time")),
+    })
+}
+
+/// A column's value as the field's JSON value.
+fn json_of(kind: FieldKind, row: &Row, column: &str) -> DbResult<Value> {
+    Ok(match kind {
+        FieldKind::Text => row.get::<Option<String>>(column)?.map(Value::from),
+        FieldKind::Integer => row.get::<Option<i64>>(column)?.map(Value::from),
+        FieldKind::Uuid => row
+            .get::<Option<Uuid>>(column)?
+            .map(|u| Value::from(u.to_string())),
+        FieldKind::Bool => row.get::<Option<bool>>(column)?.map(Value::from),
+        FieldKind::Timestamp => row
+            .get::<Option<DateTime<Utc>>>(column)?
+            .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+    }
+    .unwrap_or(Value::Null))
+}
+
+impl<R: Resource> Records<R> {
+    pub fn new(db: Db, source: &'static str) -> Self {
+        Records {
+            db,
+            source,
+            _kind: PhantomData,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn spec(&self) -> &'static ResourceSpec {
+        R::SPEC
+    }
+
+    /// The declared fields of `fields`, each as its column's argument.
+    fn args(&self, fields: &R::Fields) -> Result<Vec<Arg>, ApiError> {
+        let json = serde_json::to_value(fields).map_err(|_| ApiError::internal())?;
+        self.spec()
+            .fields
+            .iter()
+            .map(|f| arg(f.kind, f.name, json.get(f.name).unwrap_or(&Value::Null)))
+            .collect()
+    }
+
+    fn read(row: &Row) -> DbResult<Stored<R::Fields>> {
+        let spec = R::SPEC;
+        let mut map = Map::new();
+        for f in spec.fields {
+            map.insert(f.name.to_owned(), json_of(f.kind, row, f.column)?);
+        }
+        let fields = serde_json::from_value(Value::Object(map))
+            .map_err(|e| DbError::column(spec.table, e.to_string()))?;
+        Ok(Stored {
+            id: row.get("id")?,
+            version: row.get("version")?,
+            fields,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+
+    /// A 409 for a unique constraint the write broke; other failures as they are.
+    fn refused(&self, e: DbError) -> ApiError {
+        // PostgreSQL names the constraint; SQLite names the table and column.
+        let spec = self.spec();
+        let broke = |name: &str, u: &super::Unique| {
+            name.contains(u.constraint)
+                || spec
+                    .field(u.field)
+                    .is_some_and(|f| name.contains(&format!("{}.{}", spec.table, f.column)))
+        };
+        if let DbError::Constraint(name) = &e
+            && let Some(u) = spec.unique.iter().find(|u| broke(name, u))
+        {
+            return ApiError::conflict(u.code, u.detail).with_param(u.field);
+        }
+        e.into()
+    }
+
+    fn event(
+        &self,
+        event_type: String,
+        record: &Stored<R::Fields>,
+        ctx: &EventContext,
+    ) -> Envelope {
+        Envelope::record(self.source, record.id, event_type, record.to_json(), ctx)
+    }
+
+    /// Stores a new record in `tx` with its `created` event.
+    pub async fn create_in(
+        &self,
+        tx: &mut Tx,
+        fields: R::Fields,
+        ctx: &EventContext,
+    ) -> Result<Stored<R::Fields>, ApiError> {
+        let now = kassa_contracts::now();
+        let record = Stored {
+            id: Uuid::now_v7(),
+            version: 1,
+            fields,
+            created_at: now,
+            updated_at: now,
+        };
+        let spec = self.spec();
+        let mut values = vec![
+            Arg::from(record.id),
+            Arg::from(record.version),
+            Arg::from(now),
+            Arg::from(now),
+        ];
+        values.extend(self.args(&record.fields)?);
+        let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
+        let mut q = sql_assembled(format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            spec.table,
+            columns(spec),
+            placeholders.join(", ")
+        ));
+        for v in values {
+            q = q.bind(v);
+        }
+        q.execute(&mut *tx).await.map_err(|e| self.refused(e))?;
+        outbox::add(tx, &self.event(spec.created(), &record, ctx)).await?;
+        Ok(record)
+    }
+
+    pub async fn find(&self, id: Uuid) -> DbResult<Option<Stored<R::Fields>>> {
+        let spec = self.spec();
+        let row = sql_assembled(format!(
+            "SELECT {} FROM {} WHERE id = $1",
+            columns(spec),
+            spec.table
+        ))
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await?;
+        row.as_ref().map(Self::read).transpose()
+    }
+
+    /// Reads a record and locks it for the rest of `tx`.
+    pub async fn find_for_update(
+        &self,
+        tx: &mut Tx,
+        id: Uuid,
+    ) -> DbResult<Option<Stored<R::Fields>>> {
+        let spec = self.spec();
+        let row = sql_assembled(format!(
+            "SELECT {} FROM {} WHERE id = $1{}",
+            columns(spec),
+            spec.table,
+            self.db.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(tx)
+        .await?;
+        row.as_ref().map(Self::read).transpose()
+    }
+
+    /// One page, newest first, of the records that pass `filters`.
+    pub async fn page(
+        &self,
+        pagination: Pagination,
+        filters: &Filters,
+    ) -> DbResult<Page<Stored<R::Fields>>> {
+        let spec = self.spec();
+        let listing = Listing {
+            table: spec.table,
+            columns: columns(spec).into(),
+            order_by: "created_at DESC, id DESC",
+        };
+        listing
+            .page(&self.db, pagination, filters, Self::read)
+            .await
+    }
+
+    /// Replaces the fields of `current` (read for update in `tx`) with `fields`, with its
+    /// `updated` event.
+    pub async fn replace_in(
+        &self,
+        tx: &mut Tx,
+        current: Stored<R::Fields>,
+        fields: R::Fields,
+        ctx: &EventContext,
+    ) -> Result<Stored<R::Fields>, ApiError> {
+        let spec = self.spec();
+        let now = kassa_contracts::now();
+        let record = Stored {
+            id: current.id,
+            version: current.version + 1,
+            fields,
+            created_at: current.created_at,
+            updated_at: now.max(current.updated_at),
+        };
+        let sets: Vec<String> = spec
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("{} = ${}", f.column, i + 3))
+            .collect();
+        let n = spec.fields.len();
+        let mut q = sql_assembled(format!(
+            "UPDATE {} SET version = $1, updated_at = $2, {} WHERE id = ${} AND version = ${}",
+            spec.table,
+            sets.join(", "),
+            n + 3,
+            n + 4
+        ))
+        .bind(record.version)
+        .bind(record.updated_at);
+        for v in self.args(&record.fields)? {
+            q = q.bind(v);
+        }
+        let changed = q
+            .bind(record.id)
+            .bind(current.version)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.refused(e))?;
+        if changed != 1 {
+            // Read for update in this transaction: only a bug gets here.
+            return Err(ApiError::internal());
+        }
+        outbox::add(tx, &self.event(spec.updated(), &record, ctx)).await?;
+        Ok(record)
+    }
+
+    /// Deletes `current` (read for update in `tx`), with its `deleted` event carrying the
+    /// record as it was.
+    pub async fn delete_in(
+        &self,
+        tx: &mut Tx,
+        current: &Stored<R::Fields>,
+        ctx: &EventContext,
+    ) -> Result<(), ApiError> {
+        let spec = self.spec();
+        sql_assembled(format!("DELETE FROM {} WHERE id = $1", spec.table))
+            .bind(current.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.refused(e))?;
+        outbox::add(tx, &self.event(spec.deleted(), current, ctx)).await?;
+        Ok(())
+    }
+}

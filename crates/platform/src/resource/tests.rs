@@ -1,0 +1,483 @@
+//! The kit on both backends, through its routes, with a small kind of record.
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use super::*;
+use crate::{
+    db::{Db, DbLocation},
+    migrate, outbox, sql,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Widget {
+    name: String,
+    code: String,
+    #[serde(default)]
+    owner_id: Option<Uuid>,
+    #[serde(default)]
+    size: Option<i64>,
+}
+
+struct Widgets;
+
+const SPEC: ResourceSpec = ResourceSpec {
+    kind: "widget",
+    title: "Widget",
+    table: "widgets",
+    fields: &[
+        Field {
+            name: "name",
+            column: "name",
+            kind: FieldKind::Text,
+            filter: false,
+        },
+        Field {
+            name: "code",
+            column: "code",
+            kind: FieldKind::Text,
+            filter: true,
+        },
+        Field {
+            name: "ownerId",
+            column: "owner_id",
+            kind: FieldKind::Uuid,
+            filter: true,
+        },
+        Field {
+            name: "size",
+            column: "size",
+            kind: FieldKind::Integer,
+            filter: false,
+        },
+    ],
+    unique: &[Unique {
+        constraint: "widgets_code",
+        field: "code",
+        code: "code_taken",
+        detail: "Another widget has this code.",
+    }],
+    not_found: "widget_not_found",
+};
+
+impl Resource for Widgets {
+    type Fields = Widget;
+    const SPEC: &'static ResourceSpec = &SPEC;
+
+    fn validate(fields: &mut Widget) -> Result<(), ApiError> {
+        fields.name = fields.name.trim().to_owned();
+        if fields.name.is_empty() {
+            return Err(ApiError::invalid(
+                "name",
+                "blank_name",
+                "`name` must not be blank.",
+            ));
+        }
+        if let Some(size) = fields.size
+            && !(1..=1000).contains(&size)
+        {
+            return Err(ApiError::invalid(
+                "size",
+                "invalid_size",
+                "`size` must be 1 to 1000.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+const TABLE_PG: &str = "CREATE TABLE widgets (id UUID PRIMARY KEY, version BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL, name TEXT NOT NULL,
+    code TEXT NOT NULL CONSTRAINT widgets_code UNIQUE, owner_id UUID, size BIGINT)";
+const TABLE_SQLITE: &str = "CREATE TABLE widgets (id BLOB PRIMARY KEY, version INTEGER NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, name TEXT NOT NULL,
+    code TEXT NOT NULL CONSTRAINT widgets_code UNIQUE, owner_id BLOB, size INTEGER)";
+
+fn app(db: &Db) -> Router {
+    router(
+        Records::<Widgets>::new(db.clone(), "test"),
+        &["/api/widgets", "/Widget"],
+    )
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<String>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let etag = res
+        .headers()
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json, etag)
+}
+
+async fn events(db: &Db) -> Vec<(String, Value)> {
+    let rows = sql("SELECT topic, body FROM outbox ORDER BY seq")
+        .fetch_all(db)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let body: Vec<u8> = r.get("body").unwrap();
+            let env = kassa_contracts::Envelope::from_bytes(&body).unwrap();
+            (r.get("topic").unwrap(), env.data)
+        })
+        .collect()
+}
+
+async fn scenario(db: &Db) {
+    let app = app(db);
+    // Create, with its event.
+    let (status, a, etag) = call(
+        &app,
+        Method::POST,
+        "/api/widgets",
+        &[],
+        Some(json!({"name": "  Bolt ", "code": "B-1", "size": 3})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    assert_eq!(a["name"], "Bolt", "validate normalises");
+    assert_eq!(etag.as_deref(), Some("\"1\""));
+    let id = a["id"].as_str().unwrap().to_owned();
+    assert!(a["createdAt"].is_string() && a["ownerId"].is_null());
+    // Bad input changes nothing.
+    for (body, code) in [
+        (json!({"name": " ", "code": "X"}), "blank_name"),
+        (json!({"name": "x", "code": "X", "size": 0}), "invalid_size"),
+        (
+            json!({"name": "x", "code": "X", "colour": "red"}),
+            "unknown_field",
+        ),
+        (json!({"name": "x"}), "missing_field"),
+    ] {
+        let (status, p, _) = call(&app, Method::POST, "/api/widgets", &[], Some(body)).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{p}"
+        );
+    }
+    // Unique fields answer 409 naming the field.
+    let (status, p, _) = call(
+        &app,
+        Method::POST,
+        "/Widget",
+        &[],
+        Some(json!({"name": "Nut", "code": "B-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str(), p["param"].as_str()),
+        (StatusCode::CONFLICT, Some("code_taken"), Some("code"))
+    );
+    // Read under both prefixes.
+    let (status, got, etag) = call(&app, Method::GET, &format!("/Widget/{id}"), &[], None).await;
+    assert_eq!((status, etag.as_deref()), (StatusCode::OK, Some("\"1\"")));
+    assert_eq!(got, a);
+    let (status, p, _) = call(
+        &app,
+        Method::GET,
+        &format!("/api/widgets/{}", Uuid::now_v7()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("widget_not_found"))
+    );
+    // Merge patch with If-Match; a stale ETag is refused.
+    let owner = Uuid::now_v7().to_string();
+    let (status, b, etag) = call(
+        &app,
+        Method::PATCH,
+        &format!("/api/widgets/{id}"),
+        &[("if-match", "\"1\"")],
+        Some(json!({"ownerId": owner, "size": null})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["ownerId"].as_str(), &b["size"], b["name"].as_str()),
+        (Some(owner.as_str()), &Value::Null, Some("Bolt"))
+    );
+    assert_eq!(etag.as_deref(), Some("\"2\""));
+    let (status, p, _) = call(
+        &app,
+        Method::PUT,
+        &format!("/api/widgets/{id}"),
+        &[("if-match", "\"1\"")],
+        Some(json!({"name": "Late", "code": "B-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::PRECONDITION_FAILED, Some("precondition_failed"))
+    );
+    let (status, p, _) = call(
+        &app,
+        Method::PATCH,
+        &format!("/api/widgets/{id}"),
+        &[],
+        Some(json!({"size": 5000})),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_size"))
+    );
+    // Full replace.
+    let (status, c, etag) = call(
+        &app,
+        Method::PUT,
+        &format!("/api/widgets/{id}"),
+        &[("if-match", "\"2\"")],
+        Some(json!({"name": "Bolt M8", "code": "B-8"})),
+    )
+    .await;
+    assert_eq!(
+        (status, etag.as_deref()),
+        (StatusCode::OK, Some("\"3\"")),
+        "{c}"
+    );
+    assert!(c["ownerId"].is_null(), "a replace sets every field");
+    // Lists: paging and filters.
+    for i in 0..12 {
+        let (status, _, _) = call(&app, Method::POST, "/api/widgets", &[], Some(json!({"name": format!("W{i}"), "code": format!("W-{i}"), "ownerId": if i % 2 == 0 { Some(owner.clone()) } else { None }}))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, page, _) = call(&app, Method::GET, "/api/widgets?page=2&limit=5", &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        page["meta"],
+        json!({"page": 2, "limit": 5, "total": 13, "totalPages": 3})
+    );
+    assert_eq!(page["data"].as_array().unwrap().len(), 5);
+    let (_, page, _) = call(
+        &app,
+        Method::GET,
+        &format!("/api/widgets?ownerId={owner}&limit=100"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(page["meta"]["total"], 6);
+    let (_, page, _) = call(&app, Method::GET, "/api/widgets?code=B-8", &[], None).await;
+    assert_eq!(page["data"][0]["id"].as_str(), Some(id.as_str()));
+    for bad in [
+        "/api/widgets?colour=red",
+        "/api/widgets?name=Bolt",
+        "/api/widgets?ownerId=nope",
+        "/api/widgets?limit=101",
+    ] {
+        let (status, p, _) = call(&app, Method::GET, bad, &[], None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {p}");
+    }
+    // Delete with a stale ETag is refused; then deleted, with its event.
+    let (status, _, _) = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/widgets/{id}"),
+        &[("if-match", "\"2\"")],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, _, _) = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/widgets/{id}"),
+        &[("if-match", "\"3\"")],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = call(&app, Method::GET, &format!("/api/widgets/{id}"), &[], None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Events: each change once, with the record as it is after the change.
+    let mine: Vec<(String, Value)> = events(db)
+        .await
+        .into_iter()
+        .filter(|(_, data)| data["id"] == json!(id))
+        .collect();
+    let topics: Vec<&str> = mine.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "widget.created",
+            "widget.updated",
+            "widget.updated",
+            "widget.deleted"
+        ]
+    );
+    assert_eq!(mine[1].1["ownerId"].as_str(), Some(owner.as_str()));
+    assert_eq!(mine[3].1["name"], "Bolt M8");
+    // 13 created, 2 updated, 1 deleted; nothing for what was refused.
+    assert_eq!(outbox::pending(db).await.unwrap(), 16);
+}
+
+async fn keyed_create(db: &Db) {
+    let app = app(db);
+    let body = json!({"name": "Key", "code": "K-1"});
+    let (s1, a, _) = call(
+        &app,
+        Method::POST,
+        "/api/widgets",
+        &[("idempotency-key", "k1")],
+        Some(body.clone()),
+    )
+    .await;
+    let (s2, b, _) = call(
+        &app,
+        Method::POST,
+        "/api/widgets",
+        &[("idempotency-key", "k1")],
+        Some(body),
+    )
+    .await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(a, b, "the answer is replayed");
+    let (s3, p, _) = call(
+        &app,
+        Method::POST,
+        "/api/widgets",
+        &[("idempotency-key", "k1")],
+        Some(json!({"name": "Other", "code": "K-2"})),
+    )
+    .await;
+    assert_eq!(
+        (s3, p["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("idempotency_key_reused")
+        )
+    );
+}
+
+async fn prepared(db: &Db, table: &'static str) {
+    migrate::run(db, &[&migrate::PLATFORM]).await.unwrap();
+    sql(table).execute(db).await.unwrap();
+}
+
+#[tokio::test]
+async fn records_on_sqlite() {
+    let path = std::env::temp_dir().join(format!("kassa-resource-{}.db", Uuid::now_v7()));
+    let db = Db::connect(&DbLocation::Sqlite { path }).await.unwrap();
+    prepared(&db, TABLE_SQLITE).await;
+    scenario(&db).await;
+    keyed_create(&db).await;
+    racing(&db).await;
+    db.close().await;
+}
+
+#[tokio::test]
+async fn records_on_postgres() {
+    let name = format!("kassa_resource_test_{}", Uuid::now_v7().simple());
+    let server = "postgres://postgres@127.0.0.1:5432";
+    let db = Db::connect(&DbLocation::Postgres {
+        url: format!("{server}/{name}"),
+        max_connections: 4,
+    })
+    .await
+    .expect("PostgreSQL on 127.0.0.1:5432 (.ci/run starts it)");
+    prepared(&db, TABLE_PG).await;
+    scenario(&db).await;
+    keyed_create(&db).await;
+    racing(&db).await;
+    db.close().await;
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// Twenty changes sent at once with the same `If-Match`: exactly one goes through.
+async fn racing(db: &Db) {
+    let app = app(db);
+    let (_, a, _) = call(
+        &app,
+        Method::POST,
+        "/api/widgets",
+        &[],
+        Some(json!({"name": "Race", "code": "R-1"})),
+    )
+    .await;
+    let uri = format!("/api/widgets/{}", a["id"].as_str().unwrap());
+    let tries = (0..20).map(|i| {
+        let (app, uri) = (app.clone(), uri.clone());
+        tokio::spawn(async move {
+            call(
+                &app,
+                Method::PATCH,
+                &uri,
+                &[("if-match", "\"1\"")],
+                Some(json!({"size": i + 1})),
+            )
+            .await
+            .0
+        })
+    });
+    let mut ok = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::PRECONDITION_FAILED => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[test]
+fn the_document_names_every_route_and_error() {
+    let doc = serde_json::to_value(document::<Widgets>(&["/api/widgets"])).unwrap();
+    let item = &doc["paths"]["/api/widgets/{id}"];
+    for method in ["get", "put", "patch", "delete"] {
+        assert!(item[method]["responses"]["404"].is_object(), "{method}");
+        assert!(item[method]["responses"]["503"]["headers"]["Retry-After"].is_object());
+    }
+    assert!(item["put"]["responses"]["412"].is_object());
+    let list = &doc["paths"]["/api/widgets"]["get"];
+    let params: Vec<&str> = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["page", "limit", "code", "ownerId"]);
+    assert!(doc["components"]["schemas"]["WidgetRecord"].is_object());
+    assert!(doc["components"]["schemas"]["Widget"].is_object());
+}
