@@ -80,20 +80,11 @@ impl Envelope {
         event: &E,
         ctx: &EventContext,
     ) -> Self {
-        Envelope {
-            specversion: "1.0".into(),
-            id: Uuid::now_v7(),
-            source: format!("/kassa/{source}"),
-            event_type: E::TYPE.into(),
-            time: Utc::now(),
-            subject: subject.to_string(),
-            datacontenttype: "application/json".into(),
-            dataversion: E::VERSION,
-            correlationid: ctx.correlation_id.clone(),
-            causationid: ctx.causation_id,
-            // Serialising a plain struct of strings and numbers cannot fail.
-            data: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
-        }
+        // Serialising a plain struct of strings and numbers cannot fail.
+        let data = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+        let mut envelope = Envelope::record(source, subject, E::TYPE.into(), data, ctx);
+        envelope.dataversion = E::VERSION;
+        envelope
     }
 
     /// Wraps a record's JSON as event `event_type` (version 1) about `subject`: the events of

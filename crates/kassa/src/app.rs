@@ -12,7 +12,7 @@ use kassa_platform::{
     db::Db,
     http::{Readiness, service_app},
     migrate,
-    service::{Infra, Peer, Reach, Service},
+    service::{Infra, Peer, Reach, Service, ServiceParts},
     shutdown::{self, Shutdown, ShutdownTrigger},
 };
 use tokio::task::JoinSet;
@@ -64,6 +64,26 @@ impl Running {
         for db in &self.dbs {
             db.close().await;
         }
+    }
+
+    /// Starts a built service's background tasks and wraps its API with the HTTP plumbing.
+    fn mount(
+        &mut self,
+        service: &'static Service,
+        parts: ServiceParts,
+        readiness: Readiness,
+        settings: &Settings,
+    ) -> Router {
+        for task in parts.background {
+            self.tasks.spawn(task);
+        }
+        service_app(
+            service.name,
+            parts.api,
+            parts.openapi,
+            readiness,
+            &settings.http,
+        )
     }
 
     /// Runs until Ctrl-C or SIGTERM, then stops gracefully.
@@ -177,9 +197,9 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         services.iter().copied().partition(|s| s.has_storage());
     for service in stateful {
         let db = open_database(&settings, service).await?;
-        let parts = (service.build)(&infra(service, Some(db.clone()), Vec::new()))
+        let mut parts = (service.build)(&infra(service, Some(db.clone()), Vec::new()))
             .with_context(|| format!("starting {}", service.name))?;
-        if let Some(handler) = parts.handler {
+        if let Some(handler) = parts.handler.take() {
             let subscription = Subscription {
                 consumer: service.name.into(),
                 topics: service.consumes.iter().map(|t| t.to_string()).collect(),
@@ -187,9 +207,6 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
                 db: db.clone(),
             };
             bus.subscribe(subscription).await.context("subscribing")?;
-        }
-        for task in parts.background {
-            running.tasks.spawn(task);
         }
         running.tasks.spawn(kassa_platform::housekeeping::run(
             db.clone(),
@@ -208,17 +225,9 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
             cache: Some(cache.clone()),
             shutdown: shutdown.clone(),
         };
-        apps.insert(
-            service.name,
-            service_app(
-                service.name,
-                parts.api,
-                parts.openapi,
-                readiness,
-                &settings.http,
-            ),
-        );
         running.dbs.push(db);
+        let app = running.mount(service, parts, readiness, &settings);
+        apps.insert(service.name, app);
     }
 
     let peers: Vec<Peer> = registry::SERVICES
@@ -241,25 +250,14 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
             "{} consumes events but has no database for its inbox",
             service.name
         );
-        for task in parts.background {
-            running.tasks.spawn(task);
-        }
         let readiness = Readiness {
             db: None,
             bus: None,
             cache: None,
             shutdown: shutdown.clone(),
         };
-        apps.insert(
-            service.name,
-            service_app(
-                service.name,
-                parts.api,
-                parts.openapi,
-                readiness,
-                &settings.http,
-            ),
-        );
+        let app = running.mount(service, parts, readiness, &settings);
+        apps.insert(service.name, app);
     }
 
     for service in services {

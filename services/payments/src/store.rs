@@ -9,7 +9,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use kassa_contracts::{Currency, EventContext};
 use kassa_platform::{
-    db::{Arg, Db, DbError, DbResult, Row, Tx, for_keys, for_rows, sql, sql_assembled},
+    db::{Arg, Db, DbError, DbResult, Lease, Row, Tx, for_keys, for_rows, sql, sql_assembled},
     http::{Page, Pagination},
     listing::{Filters, Listing},
 };
@@ -42,6 +42,14 @@ fn payment_from(row: &Row) -> DbResult<Payment> {
         provider_reference: row.get("provider_reference")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
+    })
+}
+
+/// The flow a row's work belongs to, from its `correlation_id` and `causation_id`.
+fn context_of(row: &Row) -> DbResult<EventContext> {
+    Ok(EventContext {
+        correlation_id: row.get("correlation_id")?,
+        causation_id: row.get("causation_id")?,
     })
 }
 
@@ -265,28 +273,17 @@ pub async fn claim_stalled(
     limit: usize,
     lease: Duration,
 ) -> DbResult<Vec<(Uuid, EventContext)>> {
-    let text = format!(
-        "UPDATE payments SET locked_until = $1 WHERE id IN (
-            SELECT id FROM payments WHERE status = 'PROCESSING' AND (locked_until IS NULL OR locked_until < $2)
-            ORDER BY locked_until LIMIT $3{}) RETURNING id, correlation_id, causation_id",
-        db.skip_locked()
-    );
-    let rows = sql_assembled(text)
-        .bind(later(lease))
-        .bind(Utc::now())
-        .bind(limit as i64)
-        .fetch_all(db)
-        .await?;
+    const STALLED: Lease = Lease {
+        table: "payments",
+        key: "id",
+        set: "locked_until = $1",
+        due: "status = 'PROCESSING' AND (locked_until IS NULL OR locked_until < $2)",
+        order: "locked_until",
+        returning: "id, correlation_id, causation_id",
+    };
+    let rows = db.lease(&STALLED, later(lease), limit).await?;
     rows.iter()
-        .map(|r| {
-            Ok((
-                r.get("id")?,
-                EventContext {
-                    correlation_id: r.get("correlation_id")?,
-                    causation_id: r.get("causation_id")?,
-                },
-            ))
-        })
+        .map(|r| Ok((r.get("id")?, context_of(r)?)))
         .collect()
 }
 
@@ -369,28 +366,21 @@ pub struct DueRefund {
 /// Claims refunds that are due, leased to this process for `lease` (so replicas never ask the
 /// provider about one at once, and a process that dies leaves it to another).
 pub async fn claim_due_refunds(db: &Db, limit: usize, lease: Duration) -> DbResult<Vec<DueRefund>> {
-    let text = format!(
-        "UPDATE refunds SET next_attempt_at = $1, attempts = attempts + 1 WHERE payment_id IN (
-            SELECT payment_id FROM refunds WHERE next_attempt_at <= $2
-            ORDER BY next_attempt_at LIMIT $3{})
-         RETURNING payment_id, kind, correlation_id, causation_id, attempts",
-        db.skip_locked()
-    );
-    let rows = sql_assembled(text)
-        .bind(later(lease))
-        .bind(Utc::now())
-        .bind(limit as i64)
-        .fetch_all(db)
-        .await?;
+    const DUE: Lease = Lease {
+        table: "refunds",
+        key: "payment_id",
+        set: "next_attempt_at = $1, attempts = attempts + 1",
+        due: "next_attempt_at <= $2",
+        order: "next_attempt_at",
+        returning: "payment_id, kind, correlation_id, causation_id, attempts",
+    };
+    let rows = db.lease(&DUE, later(lease), limit).await?;
     rows.iter()
         .map(|r| {
             Ok(DueRefund {
                 payment_id: r.get("payment_id")?,
                 kind: r.parsed("kind")?,
-                context: EventContext {
-                    correlation_id: r.get("correlation_id")?,
-                    causation_id: r.get("causation_id")?,
-                },
+                context: context_of(r)?,
                 attempts: r.get("attempts")?,
             })
         })

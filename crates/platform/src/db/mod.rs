@@ -10,10 +10,14 @@
 
 mod batch;
 mod error;
+mod lease;
 mod query;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use batch::{for_keys, for_rows};
 pub use error::{DbError, DbResult};
+pub use lease::Lease;
 pub use query::{Arg, Column, Query, Row, Target, sql, sql_assembled};
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
@@ -326,40 +330,20 @@ mod tests {
 
     #[tokio::test]
     async fn multi_row_statements_on_sqlite() {
-        let path = std::env::temp_dir().join(format!("kassa-db-{}.db", Uuid::now_v7()));
-        let db = Db::connect(&DbLocation::Sqlite { path: path.clone() })
-            .await
-            .unwrap();
-        multi_row_statements(&db).await;
-        db.close().await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        let t = testing::Throwaway::sqlite().await;
+        multi_row_statements(&t.db).await;
+        t.drop_now().await;
     }
 
     #[tokio::test]
     async fn multi_row_statements_on_postgres() {
-        let name = format!("kassa_db_test_{}", Uuid::now_v7().simple());
-        let server = "postgres://postgres@127.0.0.1:5432";
-        let db = Db::connect(&DbLocation::Postgres {
-            url: format!("{server}/{name}"),
-            max_connections: 2,
-        })
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432 (.ci/run starts it)");
+        let t = testing::Throwaway::postgres().await;
         // PostgreSQL has no BLOB; the same table with its own type names.
         sql("CREATE DOMAIN blob AS uuid")
-            .execute(&db)
+            .execute(&t.db)
             .await
             .unwrap();
-        multi_row_statements(&db).await;
-        db.close().await;
-        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        multi_row_statements(&t.db).await;
+        t.drop_now().await;
     }
 }

@@ -7,13 +7,12 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tower::ServiceExt;
 use uuid::Uuid;
 
 use super::*;
 use crate::{
-    db::{Db, DbLocation},
+    db::{Db, testing::Throwaway},
     migrate, outbox, sql,
 };
 
@@ -389,39 +388,22 @@ async fn prepared(db: &Db, table: &'static str) {
     sql(table).execute(db).await.unwrap();
 }
 
+async fn all_of_it(t: Throwaway, table: &'static str) {
+    prepared(&t.db, table).await;
+    scenario(&t.db).await;
+    keyed_create(&t.db).await;
+    racing(&t.db).await;
+    t.drop_now().await;
+}
+
 #[tokio::test]
 async fn records_on_sqlite() {
-    let path = std::env::temp_dir().join(format!("kassa-resource-{}.db", Uuid::now_v7()));
-    let db = Db::connect(&DbLocation::Sqlite { path }).await.unwrap();
-    prepared(&db, TABLE_SQLITE).await;
-    scenario(&db).await;
-    keyed_create(&db).await;
-    racing(&db).await;
-    db.close().await;
+    all_of_it(Throwaway::sqlite().await, TABLE_SQLITE).await;
 }
 
 #[tokio::test]
 async fn records_on_postgres() {
-    let name = format!("kassa_resource_test_{}", Uuid::now_v7().simple());
-    let server = "postgres://postgres@127.0.0.1:5432";
-    let db = Db::connect(&DbLocation::Postgres {
-        url: format!("{server}/{name}"),
-        max_connections: 4,
-    })
-    .await
-    .expect("PostgreSQL on 127.0.0.1:5432 (.ci/run starts it)");
-    prepared(&db, TABLE_PG).await;
-    scenario(&db).await;
-    keyed_create(&db).await;
-    racing(&db).await;
-    db.close().await;
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    all_of_it(Throwaway::postgres().await, TABLE_PG).await;
 }
 
 /// Twenty changes sent at once with the same `If-Match`: exactly one goes through.

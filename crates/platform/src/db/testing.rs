@@ -1,0 +1,63 @@
+//! Throwaway databases for tests: an SQLite file, or a PostgreSQL database on the local server
+//! (as `.ci/run` starts it), each dropped by [`Throwaway::drop_now`].
+
+use sqlx::Connection;
+use uuid::Uuid;
+
+use super::{Db, DbLocation};
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A database made for one test.
+pub struct Throwaway {
+    pub db: Db,
+    location: DbLocation,
+}
+
+impl Throwaway {
+    pub async fn sqlite() -> Self {
+        let path = std::env::temp_dir().join(format!("kassa-test-{}.db", Uuid::now_v7()));
+        let location = DbLocation::Sqlite { path };
+        let db = Db::connect(&location)
+            .await
+            .expect("an SQLite file in the temp folder");
+        Throwaway { db, location }
+    }
+
+    pub async fn postgres() -> Self {
+        let name = format!("kassa_test_{}", Uuid::now_v7().simple());
+        let location = DbLocation::Postgres {
+            url: format!("{SERVER}/{name}"),
+            max_connections: 4,
+        };
+        let db = Db::connect(&location)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (.ci/run starts it)");
+        Throwaway { db, location }
+    }
+
+    /// Closes the database and removes it.
+    pub async fn drop_now(self) {
+        self.db.close().await;
+        match self.location {
+            DbLocation::Sqlite { path } => {
+                for suffix in ["", "-wal", "-shm"] {
+                    // Absent files (no WAL yet) are fine.
+                    std::fs::remove_file(format!("{}{suffix}", path.display())).ok();
+                }
+            }
+            DbLocation::Postgres { url, .. } => {
+                let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+                let mut admin = sqlx::PgConnection::connect(&format!("{SERVER}/postgres"))
+                    .await
+                    .expect("PostgreSQL admin connection");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .expect("test database dropped");
+            }
+        }
+    }
+}
