@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmarks recorded in docs/benchmarks.md, one after the other on this machine, and
-# prints each `kassa bench --json` report. Needs the release build and, for the distributed runs,
-# PostgreSQL, RabbitMQ and Redis on their default local ports (as .ci/run starts them).
+# prints each `kassa bench --json` report. Needs the release build, wrk (Debian's package) and,
+# for the distributed runs, PostgreSQL, RabbitMQ and Redis on their default local ports (as
+# .ci/run starts them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -36,8 +37,27 @@ run "distributed, offered 600/s" serve gateway orders payments --namespace "${ns
 run "distributed, offered 400/s" serve gateway orders payments --namespace "${ns}c" -- -n 8000 -c 256 --rate 400
 run "distributed, provider latency 1500 ms" serve gateway orders payments --namespace "${ns}d" --provider-latency-ms 1500 -- -n "$N" -c 512
 
+# Reading one APPROVED payment through the gateway (served from the Redis cache) against
+# /health/live of the same process, each with wrk for 10 s at 64 connections.
+reads() {
+  "$kassa" serve gateway orders payments --namespace "${ns}f" >/dev/null 2>&1 &
+  local pid=$!
+  sleep 3
+  "$kassa" bench --json -n 200 -c 16 >/dev/null
+  local payment
+  payment=$(curl -s 'http://127.0.0.1:3000/api/payments?limit=1' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
+  echo "== reads through the gateway (payment $payment)"
+  for path in "/api/payments/$payment" /health/live; do
+    printf '%s: ' "$path"
+    wrk -t2 -c64 -d10s "http://127.0.0.1:3000$path" | awk '/Requests\/sec/ {print $2 " req/s"} /Non-2xx/ {print "  " $0}'
+  done
+  stop "$pid"
+}
+reads
+
 # The distributed runs leave their databases behind; drop them.
-for suffix in a b c d e; do
+for suffix in a b c d e f; do
   for service in orders payments; do
     psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
   done
