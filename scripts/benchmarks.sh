@@ -29,6 +29,22 @@ run() { # run LABEL SERVER-ARGS -- BENCH-ARGS
   rm -rf "$data"
 }
 
+# `kassa up` (every service, embedded): time from start to the first 200 of the gateway's
+# /health/ready, and its idle RSS five seconds later.
+startup() {
+  local data; data=$(mktemp -d)
+  local t0; t0=$(date +%s%N)
+  "$kassa" up --data-dir "$data" >/dev/null 2>&1 &
+  local pid=$!
+  until curl -sf -o /dev/null http://127.0.0.1:3000/health/ready; do sleep 0.01; done
+  local t1; t1=$(date +%s%N)
+  sleep 5
+  echo "== kassa up: /health/ready after $(( (t1 - t0) / 1000000 )) ms; idle RSS $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") kB"
+  stop "$pid"
+  rm -rf "$data"
+}
+startup
+
 ns="bench$(date +%s)"
 run "embedded" up -- -n "$N" -c 64
 run "distributed, provider latency 0" serve gateway orders payments --namespace "${ns}a" -- -n "$N" -c 64 --pgbench "$PG"
