@@ -347,6 +347,7 @@ fn per_service_args() -> Vec<Arg> {
     for s in registry::SERVICES {
         args.push(
             flag(format!("{}-port", s.name))
+                .value_name("PORT")
                 .env(s.env("PORT"))
                 .value_parser(clap::value_parser!(u16))
                 .default_value(s.default_port.to_string())
@@ -355,6 +356,7 @@ fn per_service_args() -> Vec<Arg> {
         if !s.routes.is_empty() {
             args.push(
                 flag(format!("{}-url", s.name))
+                    .value_name("URL")
                     .env(s.env("URL"))
                     .default_value(format!("http://127.0.0.1:{}", s.default_port))
                     .help(format!(
@@ -366,6 +368,7 @@ fn per_service_args() -> Vec<Arg> {
         if s.has_storage() {
             args.push(
                 flag(format!("{}-database-url", s.name))
+                    .value_name("URL")
                     .env(s.env("DATABASE_URL"))
                     .help(format!(
                         "The PostgreSQL database of {}, named outright (default: <namespace>_{} on --database-url)",
@@ -376,6 +379,7 @@ fn per_service_args() -> Vec<Arg> {
         for setting in s.settings {
             args.push(
                 flag(setting.name.to_owned())
+                    .value_name("VALUE")
                     .env(setting.env())
                     .default_value(setting.default)
                     .help(setting.help),
