@@ -1,10 +1,19 @@
-//! The test harness: starts kassa in this process on free ports against real infrastructure,
-//! either embedded (SQLite files in a fresh folder) or distributed (PostgreSQL, RabbitMQ and
-//! Redis on this machine, under a namespace of its own), and cleans up after itself.
+//! The test harness: starts kassa in this process on ports the system picks (port 0, the
+//! address read back) against real infrastructure, either embedded (SQLite files in a fresh
+//! folder) or distributed (PostgreSQL, RabbitMQ and Redis on this machine, under a namespace of
+//! its own), and cleans up after itself. Tests wait for facts ([`eventually`]), never for time,
+//! and a test whose infrastructure is not running fails with one line saying which
+//! ([`require`]).
 
 #![allow(dead_code)]
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    fmt::Debug,
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use kassa::{Infrastructure, Running, Settings, registry};
 use kassa_platform::bus::RetryPolicy;
@@ -13,6 +22,122 @@ use serde_json::{Value, json};
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
+/// A piece of infrastructure the distributed tests use on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    PostgreSql,
+    RabbitMq,
+    Redis,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::PostgreSql, Service::RabbitMq, Service::Redis];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::PostgreSql => "PostgreSQL",
+            Service::RabbitMq => "RabbitMQ",
+            Service::Redis => "Redis",
+        }
+    }
+
+    /// Where [`PG_URL`], [`AMQP_URL`] and [`REDIS_URL`] point.
+    pub fn addr(self) -> &'static str {
+        match self {
+            Service::PostgreSql => "127.0.0.1:5432",
+            Service::RabbitMq => "127.0.0.1:5672",
+            Service::Redis => "127.0.0.1:6379",
+        }
+    }
+}
+
+/// Fails the test with one line naming `service` unless it accepts connections; asked once per
+/// test binary.
+pub fn require(service: Service) {
+    static ANSWERS: [OnceLock<Result<(), String>>; 3] = [const { OnceLock::new() }; 3];
+    let answer = ANSWERS[service as usize].get_or_init(|| reachable(service, service.addr()));
+    if let Err(line) = answer {
+        panic!("{line}");
+    }
+}
+
+/// [`require`] for everything the distributed backend runs on.
+pub fn require_distributed() {
+    for service in Service::ALL {
+        require(service);
+    }
+}
+
+/// Whether `service` accepts connections at `addr`, or the line that says it does not.
+pub fn reachable(service: Service, addr: &str) -> Result<(), String> {
+    let unreachable = || {
+        format!(
+            "{} is not reachable at {addr}: start it (see .ci/run)",
+            service.name()
+        )
+    };
+    let addr: SocketAddr = addr.parse().map_err(|_| unreachable())?;
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map(drop)
+        .map_err(|_| unreachable())
+}
+
+/// Observes a value every 20 ms until `done` holds for it, and returns it; fails the test with
+/// the last value observed once `within` has passed.
+pub async fn eventually<T: Debug>(
+    what: &str,
+    within: Duration,
+    mut observe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = observe().await;
+        if done(&value) {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}; last observed {value:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The sum of a metric's series whose labels include `labels`, in the Prometheus text `text`
+/// (0 when there are none: a counter nobody has incremented is not rendered).
+pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series_labels.contains(&format!(r#"{k}="{v}""#)))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
+
+/// A metric as the service at `base` shows it on `/metrics` (see [`metric_in`]).
+pub async fn metric(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics has a body");
+    metric_in(&text, name, labels)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -27,7 +152,7 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Settings for a test: free ports, fast retries, a namespace and folder of its own.
+/// Settings for a test: ports the system picks, fast retries, a namespace and folder of its own.
 pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
     let data_dir = std::env::temp_dir().join(format!("kassa-test-{namespace}"));
     let mut s = Settings::embedded(data_dir);
@@ -69,6 +194,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    if backend == Backend::Distributed {
+        require_distributed();
+    }
     let namespace = unique("t");
     let mut settings = test_settings(backend, &namespace);
     adjust(&mut settings);
@@ -176,17 +304,24 @@ impl TestApp {
 
     /// Polls `path` until `done` holds (10 s at most).
     pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut last = json!(null);
-        while std::time::Instant::now() < deadline {
-            let (status, body) = self.get(path).await;
-            if status == 200 && done(&body) {
-                return body;
-            }
-            last = json!({ "status": status, "body": body });
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{path} never got there; last answer {last}");
+        let answer = eventually(
+            &format!("GET {path}"),
+            Duration::from_secs(10),
+            async || {
+                let (status, body) = self.get(path).await;
+                json!({ "status": status, "body": body })
+            },
+            |answer| answer["status"] == 200 && done(&answer["body"]),
+        )
+        .await;
+        answer["body"].clone()
+    }
+
+    /// A metric as `/metrics` of the service at `base` shows it. The recorder is the process's:
+    /// apps started in one test binary share it, so compare before and after rather than
+    /// expecting a number.
+    pub async fn metric(&self, base: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric(&self.client, base, name, labels).await
     }
 
     pub async fn count_orders(&self) -> i64 {
