@@ -27,7 +27,10 @@ use kassa_platform::{
     sql,
 };
 use serde::Serialize;
-use support::{AMQP_URL, Backend, unique};
+use support::{AMQP_URL, Backend, eventually, unique};
+
+/// How long a fact may take to show.
+const PATIENCE: Duration = Duration::from_secs(15);
 
 #[derive(Serialize)]
 struct Probe {
@@ -42,13 +45,23 @@ impl Event for Probe {
 struct Recorder {
     db: Db,
     failures: u32,
+    /// Calls begun.
     calls: AtomicU32,
+    /// Calls ended, their transaction committed or rolled back.
+    handled: AtomicU32,
 }
 
-#[async_trait]
-impl Handler for Recorder {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+impl Recorder {
+    fn new(db: Db, failures: u32) -> Self {
+        Recorder {
+            db,
+            failures,
+            calls: AtomicU32::new(0),
+            handled: AtomicU32::new(0),
+        }
+    }
+
+    async fn record(&self, event: &Envelope, call: u32) -> Result<(), HandlerError> {
         if call <= self.failures {
             return Err(HandlerError::new(format!("failure number {call}")));
         }
@@ -63,6 +76,16 @@ impl Handler for Recorder {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = self.record(event, call).await;
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        result
     }
 }
 
@@ -113,11 +136,7 @@ async fn rig(backend: Backend, failures: u32) -> Rig {
             shutdown.clone(),
         )),
     };
-    let recorder = Arc::new(Recorder {
-        db: db.clone(),
-        failures,
-        calls: AtomicU32::new(0),
-    });
+    let recorder = Arc::new(Recorder::new(db.clone(), failures));
     bus.subscribe(Subscription {
         consumer: "probe".into(),
         topics: vec![Probe::TYPE.into()],
@@ -245,11 +264,22 @@ async fn redelivery_has_no_second_effect(backend: Backend) {
     for _ in 0..3 {
         rig.bus.publish(&message).await.unwrap();
     }
-    rig.eventually("three deliveries", async |r| {
-        r.recorder.calls.load(Ordering::SeqCst) == 3
-    })
+    // Deliveries handled to their end: one that has merely begun may not have committed yet.
+    eventually(
+        "three deliveries handled",
+        PATIENCE,
+        async || rig.recorder.handled.load(Ordering::SeqCst),
+        |n| *n == 3,
+    )
     .await;
-    assert_eq!(rig.effects().await, 1);
+    let effects = eventually(
+        "the effect",
+        PATIENCE,
+        async || rig.effects().await,
+        |n| *n >= 1,
+    )
+    .await;
+    assert_eq!(effects, 1, "three deliveries of one event, one effect");
     rig.stop().await;
 }
 
@@ -406,11 +436,7 @@ async fn rabbitmq_batches_deliveries_and_falls_back_to_one_by_one() {
         .unwrap();
     }
     let batcher = Arc::new(Batcher {
-        inner: Recorder {
-            db: db.clone(),
-            failures: 0,
-            calls: AtomicU32::new(0),
-        },
+        inner: Recorder::new(db.clone(), 0),
         batches: AtomicU32::new(0),
     });
     bus.subscribe(Subscription {
