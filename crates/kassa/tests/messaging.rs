@@ -27,7 +27,7 @@ use kassa_platform::{
     sql,
 };
 use serde::Serialize;
-use support::{AMQP_URL, Backend, eventually, unique};
+use support::{AMQP_URL, Backend, Service, eventually, unique};
 
 /// How long a fact may take to show.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -100,6 +100,10 @@ struct Rig {
 }
 
 async fn rig(backend: Backend, failures: u32) -> Rig {
+    if backend == Backend::Distributed {
+        support::require(Service::PostgreSql);
+        support::require(Service::RabbitMq);
+    }
     let namespace = unique("m");
     let location = match backend {
         Backend::Embedded => DbLocation::Sqlite {
@@ -172,17 +176,6 @@ impl Rig {
             .unwrap()
     }
 
-    async fn eventually(&self, what: &str, check: impl AsyncFn(&Rig) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
-            if check(self).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("never happened: {what}");
-    }
-
     async fn dead_letters(&self) -> Vec<kassa_platform::bus::DeadLetter> {
         match self.backend {
             Backend::Embedded => memory::list_dead_letters(&self.db).await.unwrap(),
@@ -238,18 +231,33 @@ async fn outbox_publishes_only_what_was_committed(backend: Backend) {
         outbox::add(&mut tx, &probe(n)).await.unwrap();
     }
     tx.commit().await.unwrap();
-    rig.eventually("ten effects", async |r| r.effects().await == 10)
-        .await;
-    rig.eventually("an empty outbox", async |r| {
-        outbox::pending(&r.db).await.unwrap() == 0
-    })
+    eventually(
+        "ten effects",
+        PATIENCE,
+        async || rig.effects().await,
+        |n| *n == 10,
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        rig.effects().await,
-        10,
-        "the rolled-back event must never be published"
-    );
+    eventually(
+        "an empty outbox",
+        PATIENCE,
+        async || outbox::pending(&rig.db).await.unwrap(),
+        |n| *n == 0,
+    )
+    .await;
+    // The relay publishes in the order events were written: once an event written after all
+    // the others has its effect, anything the rolled-back transaction left would have had its.
+    let mut tx = rig.db.begin().await.unwrap();
+    outbox::add(&mut tx, &probe(12)).await.unwrap();
+    tx.commit().await.unwrap();
+    let effects = eventually(
+        "the later event's effect",
+        PATIENCE,
+        async || rig.effects().await,
+        |n| *n >= 11,
+    )
+    .await;
+    assert_eq!(effects, 11, "the rolled-back event must never be published");
     rig.stop().await;
 }
 
@@ -289,12 +297,15 @@ async fn failures_are_retried_then_dead_lettered_and_redriven(backend: Backend) 
     let mut tx = rig.db.begin().await.unwrap();
     outbox::add(&mut tx, &event).await.unwrap();
     tx.commit().await.unwrap();
-    rig.eventually("a dead letter", async |r| r.dead_letters().await.len() == 1)
-        .await;
-    // Exactly the configured attempts, then nothing more: no hot loop.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let letters = eventually(
+        "a dead letter",
+        PATIENCE,
+        async || rig.dead_letters().await,
+        |letters| !letters.is_empty(),
+    )
+    .await;
+    // Exactly the configured attempts (the last of them dead-lettered the event).
     assert_eq!(rig.recorder.calls.load(Ordering::SeqCst), 3);
-    let letters = rig.dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].attempts, 3);
     assert_eq!(letters[0].topic, Probe::TYPE);
@@ -306,9 +317,20 @@ async fn failures_are_retried_then_dead_lettered_and_redriven(backend: Backend) 
     assert_eq!(rig.effects().await, 0);
     // The handler works now (its failures are used up): a redrive delivers the event once.
     assert_eq!(rig.redrive().await, 1);
-    rig.eventually("the redriven effect", async |r| r.effects().await == 1)
-        .await;
+    eventually(
+        "the redriven effect",
+        PATIENCE,
+        async || rig.effects().await,
+        |n| *n == 1,
+    )
+    .await;
     assert!(rig.dead_letters().await.is_empty());
+    // Nothing called the handler between the dead letter and the redrive: no hot loop.
+    assert_eq!(
+        rig.recorder.calls.load(Ordering::SeqCst),
+        4,
+        "three attempts, then the redriven one"
+    );
     rig.stop().await;
 }
 
@@ -317,9 +339,12 @@ async fn a_transient_failure_is_retried_to_success(backend: Backend) {
     let mut tx = rig.db.begin().await.unwrap();
     outbox::add(&mut tx, &probe(3)).await.unwrap();
     tx.commit().await.unwrap();
-    rig.eventually("the effect after two failures", async |r| {
-        r.effects().await == 1
-    })
+    eventually(
+        "the effect after two failures",
+        PATIENCE,
+        async || rig.effects().await,
+        |n| *n == 1,
+    )
     .await;
     assert_eq!(rig.recorder.calls.load(Ordering::SeqCst), 3);
     assert!(rig.dead_letters().await.is_empty());
@@ -395,6 +420,8 @@ impl Handler for Batcher {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_batches_deliveries_and_falls_back_to_one_by_one() {
+    support::require(Service::PostgreSql);
+    support::require(Service::RabbitMq);
     let namespace = unique("m");
     let db = Db::connect(&DbLocation::Postgres {
         url: support::settings_db_url(&namespace),
@@ -447,31 +474,27 @@ async fn rabbitmq_batches_deliveries_and_falls_back_to_one_by_one() {
     })
     .await
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let n: i64 = sql("SELECT COUNT(*) AS n FROM effects")
+    let effects = async || -> i64 {
+        sql("SELECT COUNT(*) AS n FROM effects")
             .fetch_one(&db)
             .await
             .unwrap()
             .get("n")
-            .unwrap();
-        if n == 40 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {n} of 40 effects"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let n: i64 = sql("SELECT COUNT(*) AS n FROM effects")
-        .fetch_one(&db)
-        .await
-        .unwrap()
-        .get("n")
-        .unwrap();
-    assert_eq!(n, 40, "every event once, none twice");
+            .unwrap()
+    };
+    eventually("40 effects", PATIENCE, effects, |n| *n == 40).await;
+    // A delivery queued after all the others: once it has its effect, a second delivery of any
+    // of the 40 would have had its too.
+    let later = probe(40);
+    bus.publish(&Message {
+        id: later.id,
+        topic: later.event_type.clone(),
+        body: later.to_bytes(),
+    })
+    .await
+    .unwrap();
+    let n = eventually("the later event's effect", PATIENCE, effects, |n| *n >= 41).await;
+    assert_eq!(n, 41, "every event once, none twice");
     assert!(
         batcher.batches.load(Ordering::SeqCst) >= 1,
         "deliveries that arrive together are batched"
