@@ -2,11 +2,12 @@
 //! the orders and repetitions a broker may deliver them.
 
 use std::{
+    fmt::Debug,
     sync::{
         Arc,
         atomic::{AtomicU32, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -36,7 +37,10 @@ use uuid::Uuid;
 #[derive(Default)]
 struct CountingProvider {
     latency: Duration,
+    /// Charges asked for.
     charges: AtomicU32,
+    /// Charges answered.
+    answered: AtomicU32,
     refunds: AtomicU32,
     failing_refunds: AtomicU32,
 }
@@ -46,6 +50,7 @@ impl PaymentProvider for CountingProvider {
     async fn charge(&self, payment_id: Uuid, _amount: Money) -> ChargeOutcome {
         self.charges.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
+        self.answered.fetch_add(1, Ordering::SeqCst);
         ChargeOutcome::Approved {
             reference: format!("ref_{payment_id}"),
         }
@@ -134,6 +139,27 @@ async fn rig_of(provider: CountingProvider, settings: ProcessorSettings) -> Rig 
     }
 }
 
+/// Observes a value every 10 ms until `done` holds for it, and returns it; fails the test with
+/// the last value observed once `within` has passed.
+async fn eventually<T: Debug>(
+    what: &str,
+    within: Duration,
+    mut observe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = observe().await;
+        if done(&value) {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}; last observed {value:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn created(order_id: Uuid) -> Envelope {
     let event = OrderCreated {
         order_id,
@@ -162,27 +188,38 @@ impl Rig {
     }
 
     async fn settles_as(&self, order_id: Uuid, wanted: PaymentStatus) {
-        for _ in 0..200 {
-            if self.status(order_id).await == Some(wanted) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "payment of {order_id} is {:?}, not {wanted:?}",
-            self.status(order_id).await
-        );
+        self.settles_within(order_id, wanted, Duration::from_secs(2))
+            .await
+    }
+
+    async fn settles_within(&self, order_id: Uuid, wanted: PaymentStatus, within: Duration) {
+        eventually(
+            &format!("payment of {order_id} {wanted:?}"),
+            within,
+            async || self.status(order_id).await,
+            |status| *status == Some(wanted),
+        )
+        .await;
     }
 
     /// Waits until no refund waits for the provider.
     async fn refunds_settle(&self) {
-        for _ in 0..200 {
-            if store::refunds_pending(&self.db).await.unwrap() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("refunds still pending");
+        eventually(
+            "no refund pending",
+            Duration::from_secs(2),
+            async || store::refunds_pending(&self.db).await.unwrap(),
+            |n| *n == 0,
+        )
+        .await;
+    }
+
+    /// Creates a payment for a new order after everything handled so far and waits until it is
+    /// approved: the processor takes payments in turn, so whatever it was to do with earlier
+    /// ones it has begun.
+    async fn a_later_order_is_approved(&self) {
+        let later = Uuid::new_v4();
+        self.handler.handle(&created(later)).await.unwrap();
+        self.settles_as(later, PaymentStatus::Approved).await;
     }
 
     async fn pending_events(&self) -> usize {
@@ -203,8 +240,12 @@ async fn a_repeated_order_created_charges_once() {
         payment.amount,
         Money::from_minor(1_250, Currency::USD).unwrap()
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 1);
+    rig.a_later_order_is_approved().await;
+    assert_eq!(
+        rig.provider.charges.load(Ordering::SeqCst),
+        2,
+        "one charge for each order"
+    );
 }
 
 #[tokio::test]
@@ -215,16 +256,16 @@ async fn a_cancellation_that_overtakes_its_order_prevents_the_charge() {
     assert_eq!(rig.status(order).await, None, "nothing to cancel yet");
     rig.handler.handle(&created(order)).await.unwrap();
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        rig.provider.charges.load(Ordering::SeqCst),
-        0,
-        "a cancelled order is never charged"
-    );
     assert_eq!(
         rig.pending_events().await,
         1,
         "payment.cancelled is published"
+    );
+    rig.a_later_order_is_approved().await;
+    assert_eq!(
+        rig.provider.charges.load(Ordering::SeqCst),
+        1,
+        "a cancelled order is never charged, only the later one"
     );
 }
 
@@ -254,12 +295,23 @@ async fn a_payment_charged_twice_is_approved_once_and_keeps_its_money() {
     let order = Uuid::new_v4();
     rig.handler.handle(&created(order)).await.unwrap();
     rig.settles_as(order, PaymentStatus::Approved).await;
-    // Let the later charges come back and be recorded too.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(
-        rig.provider.charges.load(Ordering::SeqCst) >= 2,
-        "taken over"
-    );
+    // Let the later charges come back.
+    eventually(
+        "a charge taken over and every charge answered",
+        Duration::from_secs(5),
+        async || {
+            (
+                rig.provider.charges.load(Ordering::SeqCst),
+                rig.provider.answered.load(Ordering::SeqCst),
+            )
+        },
+        |(charges, answered)| *charges >= 2 && answered == charges,
+    )
+    .await;
+    // And be recorded: a void, were one wrongly decided, is requested in the transaction that
+    // records the answer and sent within the refund loop's 50 ms poll. A sleep, not a poll:
+    // nothing marks the answer recorded when it changes nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Approved));
     assert_eq!(
         rig.provider.refunds.load(Ordering::SeqCst),
@@ -275,24 +327,24 @@ async fn an_approval_after_the_payment_was_cancelled_is_voided() {
     let order = Uuid::new_v4();
     rig.handler.handle(&created(order)).await.unwrap();
     // Cancel once the provider is deciding (a payment cancelled before is never charged).
-    for _ in 0..200 {
-        if rig.provider.charges.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 1);
+    eventually(
+        "the provider deciding",
+        Duration::from_secs(2),
+        async || rig.provider.charges.load(Ordering::SeqCst),
+        |n| *n == 1,
+    )
+    .await;
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Processing));
     rig.handler.handle(&cancelled(order)).await.unwrap();
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
     // The provider approves the charge it was already making; that money goes back.
-    for _ in 0..200 {
-        if rig.provider.refunds.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(rig.provider.refunds.load(Ordering::SeqCst), 1, "voided");
+    eventually(
+        "the approval voided",
+        Duration::from_secs(2),
+        async || rig.provider.refunds.load(Ordering::SeqCst),
+        |n| *n == 1,
+    )
+    .await;
     rig.refunds_settle().await;
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
 }
@@ -314,13 +366,8 @@ async fn a_refund_the_provider_refuses_is_retried_until_it_confirms() {
     // The request is durable from the moment the cancellation is handled.
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Approved));
     // Two refusals, then waits of 1 s and 2 s before the attempt that goes through.
-    for _ in 0..80 {
-        if rig.status(order).await == Some(PaymentStatus::Refunded) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(rig.status(order).await, Some(PaymentStatus::Refunded));
+    rig.settles_within(order, PaymentStatus::Refunded, Duration::from_secs(8))
+        .await;
     rig.refunds_settle().await;
     assert_eq!(rig.provider.refunds.load(Ordering::SeqCst), 1);
 }
@@ -345,11 +392,12 @@ async fn a_payment_cancelled_while_it_waits_for_the_provider_is_not_charged() {
     rig.handler.handle(&cancelled(second)).await.unwrap();
     assert_eq!(rig.status(second).await, Some(PaymentStatus::Cancelled));
     rig.settles_as(first, PaymentStatus::Approved).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // One slot: the later order's charge starts only once the second's turn has passed.
+    rig.a_later_order_is_approved().await;
     assert_eq!(
         rig.provider.charges.load(Ordering::SeqCst),
-        1,
-        "only the first is charged"
+        2,
+        "only the first and the later one are charged"
     );
     assert_eq!(
         rig.provider.refunds.load(Ordering::SeqCst),
@@ -367,9 +415,18 @@ async fn an_order_created_and_cancelled_in_one_batch_is_never_charged() {
         .await
         .unwrap();
     assert_eq!(rig.status(order).await, Some(PaymentStatus::Cancelled));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 0);
     assert_eq!(rig.pending_events().await, 1, "payment.cancelled once");
+    rig.a_later_order_is_approved().await;
+    assert_eq!(
+        rig.provider.charges.load(Ordering::SeqCst),
+        1,
+        "only the later order is charged"
+    );
+    assert_eq!(
+        rig.pending_events().await,
+        2,
+        "payment.cancelled once, then the later payment.approved"
+    );
 }
 
 #[tokio::test]
