@@ -27,7 +27,18 @@ async fn database() -> Db {
     db
 }
 
+/// Fails the test with one line unless Redis accepts connections (a cache that cannot reach it
+/// misses quietly, which would fail the tests far from the cause).
+fn require_redis() {
+    let addr = "127.0.0.1:6379";
+    if std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)).is_err()
+    {
+        panic!("Redis is not reachable at {addr}: start it (see .ci/run)");
+    }
+}
+
 fn caches() -> Vec<Arc<dyn Cache>> {
+    require_redis();
     let redis = RedisCache::new(
         "redis://127.0.0.1:6379/",
         &format!("test-{}", Uuid::new_v4()),
