@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{AMQP_URL, PG_URL, REDIS_URL, Service, USER, eventually, unique};
+use support::{AMQP_URL, PG_URL, REDIS_URL, Service, USER, eventually, metric, unique};
 use tokio::{net::TcpListener, sync::watch};
 
 /// One `kassa` process; killed when dropped.
@@ -782,10 +782,25 @@ async fn a_database_outage_delays_payments_and_dead_letters_nothing() {
     );
     let problem: Value = r.json().await.unwrap();
     assert_eq!(problem["code"], "service_unavailable");
-    // Longer than two attempts would last, each waiting at most the 5 s a connection is
-    // awaited from the pool. A sleep, not a poll: the consumer counts no delivery it puts back
-    // for want of its database (with such a counter, wait until it passes --max-attempts).
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // More deliveries put back for want of the database than the ten events' attempts add up
+    // to (10 × --max-attempts 2), so at least one event was put back more often than its
+    // attempts allow: had the outage used them up, it would have been dead-lettered.
+    let base = payments.url("payments").to_owned();
+    eventually(
+        "payments puts deliveries back while its database is down",
+        Duration::from_secs(60),
+        async || {
+            metric(
+                &client.http,
+                &base,
+                "kassa_consumer_unavailable_total",
+                &[("consumer", "payments")],
+            )
+            .await
+        },
+        |n| *n > 20.0,
+    )
+    .await;
 
     switch.send_replace(true);
     let statuses = client.all_terminal(&ids, Duration::from_secs(60)).await;

@@ -143,6 +143,7 @@ async fn deliver_to(
             Ok(()) => return Ok(()),
             Err(e) if e.unavailable => {
                 // The consumer's own infrastructure is down: wait it out, attempts untouched.
+                metrics::counter!("kassa_consumer_unavailable_total", "consumer" => sub.consumer.clone()).increment(1);
                 let wait = policy.delay_after(policy.max_attempts.saturating_sub(1).max(1));
                 tracing::warn!(consumer = %sub.consumer, event_id = %message.id, retry_in_ms = wait.as_millis() as u64, error = %e, "handler cannot reach its infrastructure; will retry");
                 tokio::select! {

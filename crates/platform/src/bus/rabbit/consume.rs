@@ -236,6 +236,8 @@ pub(super) async fn retry_or_dead_letter(
     if error.unavailable {
         // The consumer's own infrastructure is down: wait at the longest backoff, attempts
         // untouched, for as long as the outage lasts.
+        metrics::counter!("kassa_consumer_unavailable_total", "consumer" => sub.consumer.clone())
+            .increment(1);
         if inner.policy.max_attempts < 2 {
             tokio::time::sleep(Duration::from_secs(1)).await;
             return Err(unavailable("no retry queue to wait in"));
