@@ -17,5 +17,7 @@ pub mod resource;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use db::{Db, Tx, sql, sql_assembled};

@@ -2,12 +2,11 @@
 //! the orders and repetitions a broker may deliver them.
 
 use std::{
-    fmt::Debug,
     sync::{
         Arc,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -29,6 +28,7 @@ use kassa_platform::{
     consumer::Inboxed,
     db::{Db, DbLocation},
     migrate, outbox, shutdown,
+    testing::eventually,
 };
 use uuid::Uuid;
 
@@ -136,27 +136,6 @@ async fn rig_of(provider: CountingProvider, settings: ProcessorSettings) -> Rig 
         handler,
         provider,
         _stop: trigger,
-    }
-}
-
-/// Observes a value every 10 ms until `done` holds for it, and returns it; fails the test with
-/// the last value observed once `within` has passed.
-async fn eventually<T: Debug>(
-    what: &str,
-    within: Duration,
-    mut observe: impl AsyncFnMut() -> T,
-    done: impl Fn(&T) -> bool,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        let value = observe().await;
-        if done(&value) {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("{what}: not within {within:?}; last observed {value:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

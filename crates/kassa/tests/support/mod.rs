@@ -12,7 +12,7 @@ use std::{
     net::{SocketAddr, TcpStream},
     path::PathBuf,
     sync::OnceLock,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use kassa::{Infrastructure, Running, Settings, registry};
@@ -83,26 +83,7 @@ pub fn reachable(service: Service, addr: &str) -> Result<(), String> {
         .map_err(|_| unreachable())
 }
 
-/// Observes a value every 20 ms until `done` holds for it, and returns it; fails the test with
-/// the last value observed once `within` has passed.
-pub async fn eventually<T: Debug>(
-    what: &str,
-    within: Duration,
-    mut observe: impl AsyncFnMut() -> T,
-    done: impl Fn(&T) -> bool,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        let value = observe().await;
-        if done(&value) {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("{what}: not within {within:?}; last observed {value:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use kassa_platform::testing::eventually;
 
 /// The sum of a metric's series whose labels include `labels`, in the Prometheus text `text`
 /// (0 when there are none: a counter nobody has incremented is not rendered).

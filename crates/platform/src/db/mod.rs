@@ -12,8 +12,6 @@ mod batch;
 mod error;
 mod lease;
 mod query;
-#[cfg(test)]
-pub(crate) mod testing;
 
 pub use batch::{for_keys, for_rows};
 pub use error::{DbError, DbResult};
@@ -330,14 +328,14 @@ mod tests {
 
     #[tokio::test]
     async fn multi_row_statements_on_sqlite() {
-        let t = testing::Throwaway::sqlite().await;
+        let t = crate::testing::Throwaway::sqlite().await;
         multi_row_statements(&t.db).await;
         t.drop_now().await;
     }
 
     #[tokio::test]
     async fn multi_row_statements_on_postgres() {
-        let t = testing::Throwaway::postgres().await;
+        let t = crate::testing::Throwaway::postgres().await;
         // PostgreSQL has no BLOB; the same table with its own type names.
         sql("CREATE DOMAIN blob AS uuid")
             .execute(&t.db)

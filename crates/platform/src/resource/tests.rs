@@ -11,10 +11,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 use super::*;
-use crate::{
-    db::{Db, testing::Throwaway},
-    migrate, outbox, sql,
-};
+use crate::{db::Db, migrate, outbox, sql, testing::Throwaway};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

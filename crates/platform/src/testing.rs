@@ -1,10 +1,38 @@
-//! Throwaway databases for tests: an SQLite file, or a PostgreSQL database on the local server
-//! (as `.ci/run` starts it), each dropped by [`Throwaway::drop_now`].
+//! What the tests of every crate share (feature `testing`, a dev-dependency only): throwaway
+//! databases, an SQLite file or a PostgreSQL database on the local server (as `.ci/run` starts
+//! it), each dropped by [`Throwaway::drop_now`]; and [`eventually`], which waits for a fact
+//! instead of for time.
+
+use std::{
+    fmt::Debug,
+    time::{Duration, Instant},
+};
 
 use sqlx::Connection;
 use uuid::Uuid;
 
-use super::{Db, DbLocation};
+use crate::db::{Db, DbLocation};
+
+/// Observes a value every 10 ms until `done` holds for it, and returns it; fails the test with
+/// the last value observed once `within` has passed.
+pub async fn eventually<T: Debug>(
+    what: &str,
+    within: Duration,
+    mut observe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = observe().await;
+        if done(&value) {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}; last observed {value:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
