@@ -35,13 +35,26 @@ use redis::{AsyncCommands, aio::ConnectionManager};
 pub trait Cache: Send + Sync + 'static {
     /// The value under `key`, if there is one (a tombstone is none).
     async fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Applies `write` (with `value`, none for a tombstone) if [`admits`] lets it replace the
+    /// entry, in one atomic step.
+    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration);
+
     /// Stores `value` whatever the entry holds, without a version: for values that never change.
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration);
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        self.write(key, Write::Unversioned, Some(value), ttl).await;
+    }
+
     /// Stores `value` as `version` unless the entry holds a newer version, or a tombstone of the
     /// same version or newer.
-    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration);
+    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration) {
+        self.write(key, Write::Value(version), Some(value), ttl)
+            .await;
+    }
+
     /// Replaces the entry by a tombstone of `version`, unless the entry holds a newer version.
-    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration);
+    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration) {
+        self.write(key, Write::Tombstone(version), None, ttl).await;
+    }
     /// Removes the entry, leaving nothing behind.
     async fn remove(&self, key: &str);
     /// Whether the cache answers now (for `/health/ready`, as information: it is not required).
@@ -49,8 +62,8 @@ pub trait Cache: Send + Sync + 'static {
 }
 
 /// What a write asks of an entry.
-#[derive(Clone, Copy)]
-enum Write {
+#[derive(Debug, Clone, Copy)]
+pub enum Write {
     Unversioned,
     Value(i64),
     Tombstone(i64),
@@ -58,7 +71,7 @@ enum Write {
 
 /// Whether `write` may replace an entry last written as `current` (`None`: no entry, or an
 /// unversioned one). The Redis script applies the same rule.
-fn admits(current: Option<(i64, bool)>, write: Write) -> bool {
+pub fn admits(current: Option<(i64, bool)>, write: Write) -> bool {
     let Some((version, is_tombstone)) = current else {
         return true;
     };
@@ -128,7 +141,7 @@ impl MemoryCache {
         }
     }
 
-    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
+    async fn apply(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
         use moka::ops::compute::Op;
         let version = match write {
             Write::Unversioned => None,
@@ -164,17 +177,8 @@ impl Cache for MemoryCache {
         value
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        self.write(key, Write::Unversioned, Some(value), ttl).await;
-    }
-
-    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration) {
-        self.write(key, Write::Value(version), Some(value), ttl)
-            .await;
-    }
-
-    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration) {
-        self.write(key, Write::Tombstone(version), None, ttl).await;
+    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
+        self.apply(key, write, value, ttl).await;
     }
 
     async fn remove(&self, key: &str) {
@@ -329,7 +333,7 @@ impl RedisCache {
 
     /// Runs the write script: by its SHA-1 once Redis has it, by its text when Redis lost it
     /// (a restart, `SCRIPT FLUSH`), which also loads it again.
-    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
+    async fn apply(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
         let key = self.key(key);
         let (mode, version) = match write {
             Write::Unversioned => ("set", 0),
@@ -396,17 +400,8 @@ impl Cache for RedisCache {
         value
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        self.write(key, Write::Unversioned, Some(value), ttl).await;
-    }
-
-    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration) {
-        self.write(key, Write::Value(version), Some(value), ttl)
-            .await;
-    }
-
-    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration) {
-        self.write(key, Write::Tombstone(version), None, ttl).await;
+    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
+        self.apply(key, write, value, ttl).await;
     }
 
     async fn remove(&self, key: &str) {
@@ -447,79 +442,104 @@ mod tests {
         body(&redis()).await;
     }
 
-    #[tokio::test]
-    async fn an_older_version_never_replaces_a_newer_one() {
+    /// One step of a cache scenario.
+    enum Step {
+        /// `put_if_newer` with this version and value.
+        Put(i64, &'static str),
+        /// `remove_if_newer` with this version.
+        Tomb(i64),
+        /// `set`, which ignores versions.
+        Set(&'static str),
+        /// `remove`, which ignores versions.
+        Remove,
+        /// `get` answers this.
+        Holds(Option<&'static str>),
+    }
+    use Step::*;
+
+    /// Plays `steps` on a fresh key of each adapter.
+    async fn scenario(steps: &[Step]) {
         on_both(async |cache| {
             let key = fresh_key();
-            cache.put_if_newer(&key, 5, b"five".to_vec(), LONG).await;
-            cache.put_if_newer(&key, 4, b"four".to_vec(), LONG).await;
-            assert_eq!(cache.get(&key).await, Some(b"five".to_vec()));
-            cache.put_if_newer(&key, 6, b"six".to_vec(), LONG).await;
-            assert_eq!(cache.get(&key).await, Some(b"six".to_vec()));
-            cache
-                .put_if_newer(&key, 6, b"six again".to_vec(), LONG)
-                .await;
-            assert_eq!(cache.get(&key).await, Some(b"six again".to_vec()));
+            for (i, step) in steps.iter().enumerate() {
+                match step {
+                    Put(v, value) => {
+                        cache
+                            .put_if_newer(&key, *v, value.as_bytes().to_vec(), LONG)
+                            .await
+                    }
+                    Tomb(v) => cache.remove_if_newer(&key, *v, LONG).await,
+                    Set(value) => cache.set(&key, value.as_bytes().to_vec(), LONG).await,
+                    Remove => cache.remove(&key).await,
+                    Holds(wanted) => assert_eq!(
+                        cache.get(&key).await,
+                        wanted.map(|w| w.as_bytes().to_vec()),
+                        "step {i}"
+                    ),
+                }
+            }
         })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_one() {
+        scenario(&[
+            Put(5, "five"),
+            Put(4, "four"),
+            Holds(Some("five")),
+            Put(6, "six"),
+            Holds(Some("six")),
+            Put(6, "six again"),
+            Holds(Some("six again")),
+        ])
         .await;
     }
 
     #[tokio::test]
     async fn versions_compare_across_their_full_range() {
-        on_both(async |cache| {
-            let key = fresh_key();
-            // Differ only in bits a double cannot hold, then only in the sign.
-            let big = (1_i64 << 60) + 1;
-            cache.put_if_newer(&key, big, b"big".to_vec(), LONG).await;
-            cache
-                .put_if_newer(&key, big - 1, b"older".to_vec(), LONG)
-                .await;
-            assert_eq!(cache.get(&key).await, Some(b"big".to_vec()));
-            let other = fresh_key();
-            cache.put_if_newer(&other, 1, b"one".to_vec(), LONG).await;
-            cache
-                .put_if_newer(&other, -1, b"minus".to_vec(), LONG)
-                .await;
-            assert_eq!(cache.get(&other).await, Some(b"one".to_vec()));
-            cache
-                .put_if_newer(&other, i64::MAX, b"max".to_vec(), LONG)
-                .await;
-            assert_eq!(cache.get(&other).await, Some(b"max".to_vec()));
-        })
+        // Differ only in bits a double cannot hold, then only in the sign.
+        let big = (1_i64 << 60) + 1;
+        scenario(&[Put(big, "big"), Put(big - 1, "older"), Holds(Some("big"))]).await;
+        scenario(&[
+            Put(1, "one"),
+            Put(-1, "minus"),
+            Holds(Some("one")),
+            Put(i64::MAX, "max"),
+            Holds(Some("max")),
+        ])
         .await;
     }
 
     #[tokio::test]
     async fn a_tombstone_refuses_what_it_deleted_and_older() {
-        on_both(async |cache| {
-            let key = fresh_key();
-            cache.put_if_newer(&key, 3, b"three".to_vec(), LONG).await;
-            cache.remove_if_newer(&key, 2, LONG).await;
-            assert_eq!(cache.get(&key).await, Some(b"three".to_vec()));
-            cache.remove_if_newer(&key, 3, LONG).await;
-            assert_eq!(cache.get(&key).await, None);
-            cache.put_if_newer(&key, 3, b"three".to_vec(), LONG).await;
-            assert_eq!(cache.get(&key).await, None);
-            cache.put_if_newer(&key, 4, b"four".to_vec(), LONG).await;
-            assert_eq!(cache.get(&key).await, Some(b"four".to_vec()));
-        })
+        scenario(&[
+            Put(3, "three"),
+            Tomb(2),
+            Holds(Some("three")),
+            Tomb(3),
+            Holds(None),
+            Put(3, "three"),
+            Holds(None),
+            Put(4, "four"),
+            Holds(Some("four")),
+        ])
         .await;
     }
 
     #[tokio::test]
     async fn set_and_remove_ignore_versions() {
-        on_both(async |cache| {
-            let key = fresh_key();
-            cache.put_if_newer(&key, 9, b"nine".to_vec(), LONG).await;
-            cache.set(&key, b"plain".to_vec(), LONG).await;
-            assert_eq!(cache.get(&key).await, Some(b"plain".to_vec()));
-            cache.put_if_newer(&key, 1, b"one".to_vec(), LONG).await;
-            assert_eq!(cache.get(&key).await, Some(b"one".to_vec()));
-            cache.remove(&key).await;
-            assert_eq!(cache.get(&key).await, None);
-            cache.put_if_newer(&key, 0, b"zero".to_vec(), LONG).await;
-            assert_eq!(cache.get(&key).await, Some(b"zero".to_vec()));
-        })
+        scenario(&[
+            Put(9, "nine"),
+            Set("plain"),
+            Holds(Some("plain")),
+            Put(1, "one"),
+            Holds(Some("one")),
+            Remove,
+            Holds(None),
+            Put(0, "zero"),
+            Holds(Some("zero")),
+        ])
         .await;
     }
 
