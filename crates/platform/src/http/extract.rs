@@ -5,7 +5,7 @@ use axum::{
     extract::{FromRequest, FromRequestParts, Request},
     http::{HeaderMap, StatusCode, header, request::Parts},
 };
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use uuid::Uuid;
 
 use super::problem::ApiError;
@@ -63,6 +63,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         })?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// For an optional field that may be left out but not sent as `null`:
+/// `#[serde(default, deserialize_with = "not_null")]` (serde reads `null` as `None` otherwise).
+pub fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Whether every `Content-Encoding` the request declares is `identity`. Empty list elements are
@@ -197,7 +205,7 @@ pub fn parse_uuid(param: &str, value: &str) -> Result<Uuid, ApiError> {
     Ok(id)
 }
 
-/// `?page=&limit=` with page ≥ 1 (default 1) and 1 ≤ limit ≤ 100 (default 10).
+/// `?page=&limit=` with 1 ≤ page ≤ 1,000,000 (default 1) and 1 ≤ limit ≤ 100 (default 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pagination {
     pub page: u32,
@@ -205,6 +213,7 @@ pub struct Pagination {
 }
 
 pub const MAX_LIMIT: u32 = 100;
+pub const MAX_PAGE: u32 = 1_000_000;
 
 impl Pagination {
     pub fn offset(&self) -> i64 {
@@ -216,7 +225,7 @@ impl Pagination {
         let mut limit = 10;
         for (key, value) in form_pairs(query.unwrap_or("")) {
             match key.as_str() {
-                "page" => page = parse_bounded("page", &value, 1, 1_000_000)?,
+                "page" => page = parse_bounded("page", &value, 1, MAX_PAGE)?,
                 "limit" => limit = parse_bounded("limit", &value, 1, MAX_LIMIT)?,
                 _ => {}
             }
@@ -229,9 +238,11 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default()
 }
 
+/// Reads plain decimal digits only: no sign, no spaces, no fraction, as the document says.
 fn parse_bounded(param: &str, value: &str, min: u32, max: u32) -> Result<u32, ApiError> {
-    match value.trim().parse::<u64>() {
-        Ok(n) if n >= min as u64 && n <= max as u64 => Ok(n as u32),
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    match value.parse::<u64>() {
+        Ok(n) if digits && n >= min as u64 && n <= max as u64 => Ok(n as u32),
         _ => Err(ApiError::invalid(
             param,
             "invalid_pagination",
@@ -432,6 +443,26 @@ mod tests {
         assert_eq!(
             Pagination::from_query(Some("limit=abc")).unwrap_err().code,
             "invalid_pagination"
+        );
+        for query in [
+            "page=%2B2",
+            "page=%202",
+            "page=2%20",
+            "page=",
+            "limit=1.0",
+            "limit=-1",
+        ] {
+            assert_eq!(
+                Pagination::from_query(Some(query)).unwrap_err().code,
+                "invalid_pagination",
+                "{query}"
+            );
+        }
+        assert_eq!(
+            Pagination::from_query(Some("page=007"))
+                .map(|p| p.page)
+                .ok(),
+            Some(7)
         );
         assert_eq!(
             Pagination::from_query(Some("page=2&limit=5"))

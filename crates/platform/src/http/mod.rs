@@ -3,6 +3,7 @@
 //! OpenAPI and Swagger UI.
 
 pub mod extract;
+pub mod openapi;
 pub mod problem;
 
 use std::{
@@ -13,7 +14,7 @@ use std::{
 use axum::{
     Extension, Json, Router,
     extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
-    http::{HeaderName, HeaderValue, StatusCode, request::Parts},
+    http::{HeaderName, HeaderValue, StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -24,7 +25,7 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
-pub use extract::{ApiJson, Page, PageMeta, Pagination, parse_json, parse_uuid};
+pub use extract::{ApiJson, Page, PageMeta, Pagination, not_null, parse_json, parse_uuid};
 pub use problem::{ApiError, ApiResult};
 
 use crate::{bus::EventBus, cache::Cache, db::Db, shutdown::Shutdown};
@@ -122,6 +123,48 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     // Runs inside the request's span, so the line carries the request and correlation ids.
     tracing::error!(panic = message, "handler panicked");
     ApiError::internal().into_response()
+}
+
+/// Answers an error that is not a problem yet as one, with the same status and its text as the
+/// detail. axum's own extractors answer in plain text: `Path` when a segment is not UTF-8 once
+/// percent-decoded (`/api/orders/%FF`), `Query` and `Json` when theirs do not deserialize.
+async fn errors_as_problems(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let text = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status.as_u16() {
+        400 => "invalid_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "body_too_large",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_request",
+        500..=599 => "internal_error",
+        _ => "request_refused",
+    };
+    let detail = match text.as_str() {
+        "" => status.canonical_reason().unwrap_or("Error").to_owned(),
+        t if t.ends_with('.') => t.to_owned(),
+        t => format!("{t}."),
+    };
+    let mut problem = ApiError::new(status, code, detail);
+    problem.retry_after = retry_after;
+    problem.into_response()
 }
 
 /// Gives the request its ids, logs it, times it, and echoes the ids in the response.
@@ -282,6 +325,8 @@ pub fn service_app(
     settings: &HttpSettings,
 ) -> Router {
     prometheus();
+    let mut openapi = openapi;
+    openapi::prune_links(&mut openapi);
     let swagger: Router = utoipa_swagger_ui::SwaggerUi::new("/swagger")
         .url("/openapi.json", openapi)
         .into();
@@ -293,6 +338,7 @@ pub fn service_app(
         .route("/metrics", get(render_metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(errors_as_problems))
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(middleware::from_fn_with_state(
             settings.request_timeout,
@@ -344,9 +390,13 @@ pub fn parse_amount(
         .map_err(|e| ApiError::invalid(param, "invalid_amount", format!("`{param}` {e}.")))
 }
 
-/// Parses an ISO 4217 currency code field.
+/// Parses an ISO 4217 currency code field: three letters, in any case, nothing around them.
 pub fn parse_currency(param: &str, code: &str) -> Result<kassa_contracts::Currency, ApiError> {
-    kassa_contracts::Currency::parse(code).map_err(|_| {
+    let letters = code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic());
+    let currency = kassa_contracts::Currency::parse(code)
+        .ok()
+        .filter(|_| letters);
+    currency.ok_or_else(|| {
         ApiError::invalid(
             param,
             "invalid_currency",
@@ -530,6 +580,29 @@ mod tests {
         let body = body_json(response).await;
         assert_eq!(body["code"], "request_timeout");
         assert_eq!(body["requestId"], "slow-1");
+    }
+
+    #[tokio::test]
+    async fn extractor_rejections_are_problems() {
+        async fn segment(axum::extract::Path(id): axum::extract::Path<String>) -> String {
+            id
+        }
+        let app = app(Router::new().route("/things/{id}", get(segment)));
+        let req = Request::builder()
+            .uri("/things/%FF")
+            .header(REQUEST_ID, "utf8-1")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/problem+json"
+        );
+        let body = body_json(response).await;
+        assert_eq!(body["code"], "invalid_request");
+        assert_eq!(body["requestId"], "utf8-1");
+        assert!(body["detail"].as_str().unwrap().contains("UTF-8"), "{body}");
     }
 
     /// Sends `raw` to a real server running `app` and returns everything it answers.

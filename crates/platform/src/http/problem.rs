@@ -28,18 +28,38 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
-#[derive(Serialize)]
+/// An error as `application/problem+json` (RFC 9457) writes it.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Problem<'a> {
+#[schema(example = json!({
+    "type": "urn:kassa:problem:invalid_amount",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "`total` has more decimal places than the currency allows (2).",
+    "code": "invalid_amount",
+    "param": "total",
+    "requestId": "0190c5a4-7d1e-7cc3-8a57-3f4c8e5b2a10"
+}))]
+pub struct Problem<'a> {
+    /// A URI: `urn:kassa:problem:` followed by `code`.
     #[serde(rename = "type")]
     kind: String,
+    /// The HTTP status's reason phrase.
     title: &'a str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
+    /// A sentence a person understands.
     detail: &'a str,
+    /// A stable machine-readable code, such as `invalid_amount`.
     code: &'a str,
+    /// The body field, query or path parameter or header at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     param: Option<&'a str>,
+    /// The id of the request (as in `X-Request-Id`), to quote when reporting the error.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     request_id: Option<String>,
 }
 
@@ -148,7 +168,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Some(seconds) = self.retry_after {
+        // A 503 always says when to try again.
+        let retry_after = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
