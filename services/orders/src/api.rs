@@ -15,15 +15,19 @@ use kassa_contracts::{
 use kassa_platform::{
     db::Db,
     http::{
-        ApiError, ApiJson, ApiResult, Page, Pagination, RequestIds, parse_amount, parse_currency,
-        parse_uuid,
+        ApiError, ApiJson, ApiResult, Page, Pagination, RequestIds, not_null,
+        openapi::{
+            self, CurrencyCode, IdempotencyKeyHeader, InvalidBody, InvalidParams, PricedObject,
+            ProblemResponses,
+        },
+        parse_amount, parse_currency, parse_uuid,
     },
     idempotency::{self, Begun, IdempotencyKey, json_response},
     outbox,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use utoipa::ToSchema;
+use serde_json::{json, value::RawValue};
+use utoipa::{PartialSchema, ToSchema, openapi::RefOr, openapi::schema::Schema};
 use uuid::Uuid;
 
 use crate::{
@@ -50,26 +54,55 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `POST /api/orders` body.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
-    /// The customer placing the order.
-    #[schema(value_type = String, format = Uuid, example = "d55fa6d6-63c2-4633-aeaf-ecf0c80fb48f")]
     user_id: String,
-    /// The amount to pay, as a decimal number with no more places than the currency allows.
-    #[schema(value_type = f64, example = 150.50)]
     total: Box<RawValue>,
-    /// ISO 4217 code; the configured default (USD) when absent.
-    #[schema(example = "USD")]
+    #[serde(default, deserialize_with = "not_null")]
     currency: Option<String>,
 }
+
+impl PartialSchema for CreateOrder {
+    fn schema() -> RefOr<Schema> {
+        PricedObject {
+            description: "An order to place: who places it and what it costs. The currency \
+                decides how many decimal places `total` may have.",
+            properties: vec![("userId", openapi::Id::schema(), true)],
+            amount: "total",
+            currency: "currency",
+            // The document is the same for every configuration; the default is configurable.
+            default_currency: Some(Currency::USD),
+            example: json!({"userId": "d55fa6d6-63c2-4633-aeaf-ecf0c80fb48f", "total": 150.50}),
+        }
+        .schema()
+        .into()
+    }
+}
+
+impl ToSchema for CreateOrder {}
 
 /// `PATCH /api/orders/{id}` body: only `CANCELLED` can be asked for.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrder {
-    #[schema(example = "CANCELLED")]
+    #[schema(schema_with = requestable_status)]
     status: String,
+}
+
+/// The statuses a client may ask for, in any case; the others (PENDING, PAID, FAILED) are a 422.
+const REQUESTABLE: [&str; 2] = ["CANCELLED", "CANCELED"];
+
+fn requestable_status() -> Schema {
+    openapi::any_case_text(
+        &REQUESTABLE,
+        "CANCELLED (or CANCELED), in any letter case. PENDING, PAID and FAILED follow from the \
+         payment and are refused with 422 `status_not_requestable`.",
+    )
+}
+
+fn order_status() -> Schema {
+    openapi::text_enum(OrderStatus::ALL.iter().map(|s| s.as_str()))
 }
 
 /// The answer to a create or cancel request: the work goes on asynchronously.
@@ -78,9 +111,14 @@ pub struct UpdateOrder {
 pub struct Accepted {
     order_id: Uuid,
     message: &'static str,
+    /// Only in the answer to `POST /api/orders`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "PENDING_PAYMENT")]
+    #[schema(schema_with = pending_payment)]
     status: Option<&'static str>,
+}
+
+fn pending_payment() -> Schema {
+    openapi::text_enum(["PENDING_PAYMENT"])
 }
 
 /// An order as the API shows it.
@@ -89,10 +127,11 @@ pub struct Accepted {
 pub struct OrderView {
     id: Uuid,
     user_id: Uuid,
-    #[schema(value_type = f64, example = 999)]
+    #[schema(schema_with = openapi::amount_output)]
     total: Box<RawValue>,
+    #[schema(value_type = CurrencyCode)]
     currency: String,
-    #[schema(example = "PAID")]
+    #[schema(schema_with = order_status)]
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure_reason: Option<String>,
@@ -121,8 +160,20 @@ impl From<Order> for OrderView {
 
 /// Place an order; its payment is processed asynchronously.
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 202, body = Accepted), (status = 400, description = "Invalid input"), (status = 422, description = "Idempotency-Key reused with another request")))]
+    params(IdempotencyKeyHeader),
+    responses(
+        (status = 202, body = Accepted, description = "The order is stored as PENDING and its \
+            payment will be processed asynchronously; a repeat with the same Idempotency-Key gets \
+            this same answer.", links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/orderId")))),
+            ("UpdateOrder" = (operation_id = "update_order", parameters(("id" = "$response.body#/orderId")))),
+            ("CancelOrder" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/orderId")))),
+            ("GetPaymentOfOrder" = (operation_id = "payment_by_order", parameters(("orderId" = "$response.body#/orderId")))),
+        )),
+        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A request with this Idempotency-Key is still being processed (`idempotency_key_in_use`); retry shortly."),
+        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "This Idempotency-Key was used before with a different request (`idempotency_key_reused`)."),
+        InvalidBody,
+    ))]
 pub async fn create_order(
     State(state): State<AppState>,
     ids: RequestIds,
@@ -186,9 +237,8 @@ pub async fn create_order(
 }
 
 /// List orders, newest first.
-#[utoipa::path(get, path = "/api/orders", tag = "orders",
-    params(("page" = Option<u32>, Query, description = "1-based page, default 1"), ("limit" = Option<u32>, Query, description = "1 to 100, default 10")),
-    responses((status = 200, body = Page<OrderView>), (status = 400, description = "Invalid page or limit")))]
+#[utoipa::path(get, path = "/api/orders", tag = "orders", params(Pagination),
+    responses((status = 200, body = Page<OrderView>, description = "One page of orders."), InvalidParams))]
 pub async fn list_orders(
     State(state): State<AppState>,
     pagination: Pagination,
@@ -201,8 +251,12 @@ pub async fn list_orders(
 }
 
 /// Read one order.
-#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = OrderView), (status = 400, description = "Not a UUID"), (status = 404, description = "No such order")))]
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
+    responses(
+        (status = 200, body = OrderView, description = "The order."),
+        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this id (`order_not_found`)."),
+        InvalidParams,
+    ))]
 pub async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -216,8 +270,17 @@ pub async fn get_order(
 
 /// Change an order's status; only `CANCELLED` can be asked for (PAID and FAILED follow from
 /// the payment).
-#[utoipa::path(patch, path = "/api/orders/{id}", tag = "orders", request_body = UpdateOrder, params(("id" = String, Path, format = Uuid)),
-    responses((status = 202, body = Accepted), (status = 404, description = "No such order"), (status = 409, description = "The order can no longer be cancelled"), (status = 422, description = "A status that cannot be requested")))]
+#[utoipa::path(patch, path = "/api/orders/{id}", tag = "orders", request_body = UpdateOrder,
+    params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
+    responses(
+        (status = 202, body = Accepted, description = CANCEL_ACCEPTED, links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/orderId")))),
+        )),
+        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this id (`order_not_found`)."),
+        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = CANCEL_CONFLICT),
+        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "PENDING, PAID or FAILED was asked for; those follow from the payment (`status_not_requestable`)."),
+        InvalidBody,
+    ))]
 pub async fn update_order(
     State(state): State<AppState>,
     ids: RequestIds,
@@ -225,7 +288,9 @@ pub async fn update_order(
     ApiJson(body): ApiJson<UpdateOrder>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let id = parse_uuid("id", &id)?;
-    match OrderStatus::parse(&body.status) {
+    // Any letter case, nothing around the word: what the document's pattern says.
+    let letters = body.status.bytes().all(|b| b.is_ascii_alphabetic());
+    match OrderStatus::parse(&body.status).filter(|_| letters) {
         Some(OrderStatus::Cancelled) => cancel(&state.db, id, &ids.event_context()).await,
         Some(_) => Err(ApiError::unprocessable(
             "status_not_requestable",
@@ -241,8 +306,16 @@ pub async fn update_order(
 }
 
 /// Cancel an order: a payment in progress is cancelled, an approved one refunded.
-#[utoipa::path(patch, path = "/api/orders/{id}/cancel", tag = "orders", params(("id" = String, Path, format = Uuid)),
-    responses((status = 202, body = Accepted), (status = 404, description = "No such order"), (status = 409, description = "The order can no longer be cancelled")))]
+#[utoipa::path(patch, path = "/api/orders/{id}/cancel", tag = "orders",
+    params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
+    responses(
+        (status = 202, body = Accepted, description = CANCEL_ACCEPTED, links(
+            ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/orderId")))),
+        )),
+        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this id (`order_not_found`)."),
+        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = CANCEL_CONFLICT),
+        InvalidParams,
+    ))]
 pub async fn cancel_order(
     State(state): State<AppState>,
     ids: RequestIds,
@@ -251,6 +324,11 @@ pub async fn cancel_order(
     let id = parse_uuid("id", &id)?;
     cancel(&state.db, id, &ids.event_context()).await
 }
+
+const CANCEL_ACCEPTED: &str = "The order is CANCELLED (or already was); a payment in progress \
+    is cancelled and an approved one refunded, asynchronously.";
+const CANCEL_CONFLICT: &str =
+    "The order is FAILED and can no longer be cancelled (`order_not_cancellable`).";
 
 async fn cancel(db: &Db, id: Uuid, ctx: &EventContext) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let mut tx = db.begin().await?;
@@ -300,6 +378,7 @@ fn order_not_found() -> ApiError {
         description = "Orders of seed 003: placed PENDING, then PAID, FAILED or CANCELLED."
     ),
     paths(create_order, list_orders, get_order, update_order, cancel_order),
-    components(schemas(CreateOrder, UpdateOrder, Accepted, OrderView))
+    components(schemas(CreateOrder, UpdateOrder, Accepted, OrderView)),
+    modifiers(&ProblemResponses)
 )]
 pub struct OrdersApi;

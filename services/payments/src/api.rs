@@ -12,11 +12,15 @@ use kassa_contracts::json::timestamp;
 use kassa_platform::{
     cache::Cache,
     db::Db,
-    http::{ApiError, ApiResult, Page, Pagination, parse_uuid},
+    http::{
+        ApiError, ApiResult, Page, Pagination,
+        openapi::{self, CurrencyCode, Failures, InvalidParams, ProblemResponses},
+        parse_uuid,
+    },
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
-use utoipa::ToSchema;
+use utoipa::{ToSchema, openapi::schema::Schema};
 use uuid::Uuid;
 
 use crate::{
@@ -37,7 +41,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/payments", get(list_payments))
         .route("/api/payments/stats", get(payment_stats))
-        .route("/api/payments/order/{order_id}", get(payment_by_order))
+        .route("/api/payments/order/{orderId}", get(payment_by_order))
         .route("/api/payments/{id}", get(get_payment))
         .with_state(state)
 }
@@ -88,17 +92,23 @@ fn cache_version(payment: &Payment) -> i64 {
     (rank << 56) | micros
 }
 
+fn payment_status() -> Schema {
+    openapi::text_enum(PaymentStatus::ALL.iter().map(|s| s.as_str()))
+}
+
 /// A payment as the API shows it.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentView {
     id: Uuid,
     order_id: Uuid,
-    #[schema(value_type = f64, example = 999)]
+    #[schema(schema_with = openapi::amount_output)]
     amount: Box<RawValue>,
+    #[schema(value_type = CurrencyCode)]
     currency: String,
-    #[schema(example = "APPROVED")]
+    #[schema(schema_with = payment_status)]
     status: &'static str,
+    /// Why the payment was declined or failed, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(serialize_with = "timestamp")]
@@ -134,14 +144,17 @@ impl From<Payment> for PaymentView {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusStats {
-    #[schema(example = "APPROVED")]
+    #[schema(schema_with = payment_status)]
     status: &'static str,
+    #[schema(minimum = 1)]
     count: i64,
-    #[schema(value_type = f64, example = 1998)]
+    #[schema(schema_with = openapi::amount_output)]
     total_amount: Box<RawValue>,
+    #[schema(value_type = CurrencyCode)]
     currency: String,
 }
 
+/// Payment totals: one entry per status and currency that has payments.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentStats {
@@ -149,9 +162,8 @@ pub struct PaymentStats {
 }
 
 /// List payments, newest first.
-#[utoipa::path(get, path = "/api/payments", tag = "payments",
-    params(("page" = Option<u32>, Query, description = "1-based page, default 1"), ("limit" = Option<u32>, Query, description = "1 to 100, default 10")),
-    responses((status = 200, body = Page<PaymentView>), (status = 400, description = "Invalid page or limit")))]
+#[utoipa::path(get, path = "/api/payments", tag = "payments", params(Pagination),
+    responses((status = 200, body = Page<PaymentView>, description = "One page of payments."), InvalidParams))]
 pub async fn list_payments(
     State(state): State<AppState>,
     pagination: Pagination,
@@ -164,8 +176,16 @@ pub async fn list_payments(
 }
 
 /// Read one payment, from the cache when it holds it.
-#[utoipa::path(get, path = "/api/payments/{id}", tag = "payments", params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = PaymentView), (status = 400, description = "Not a UUID"), (status = 404, description = "No such payment")))]
+#[utoipa::path(get, path = "/api/payments/{id}", tag = "payments",
+    params(("id" = inline(openapi::Id), Path, description = "The payment's id.")),
+    responses(
+        (status = 200, body = PaymentView, description = "The payment.", links(
+            ("GetPaymentOfOrder" = (operation_id = "payment_by_order", parameters(("orderId" = "$response.body#/orderId")))),
+            ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/orderId")))),
+        )),
+        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No payment has this id (`payment_not_found`)."),
+        InvalidParams,
+    ))]
 pub async fn get_payment(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -194,8 +214,16 @@ pub async fn get_payment(
 }
 
 /// The payment of an order.
-#[utoipa::path(get, path = "/api/payments/order/{orderId}", tag = "payments", params(("orderId" = String, Path, format = Uuid)),
-    responses((status = 200, body = PaymentView), (status = 400, description = "Not a UUID"), (status = 404, description = "The order has no payment (yet)")))]
+#[utoipa::path(get, path = "/api/payments/order/{orderId}", tag = "payments",
+    params(("orderId" = inline(openapi::Id), Path, description = "The id of the order the payment is for.")),
+    responses(
+        (status = 200, body = PaymentView, description = "The order's payment.", links(
+            ("GetPayment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The order has no payment, or not yet: payments are created \
+            asynchronously after the order (`payment_not_found`)."),
+        InvalidParams,
+    ))]
 pub async fn payment_by_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -210,7 +238,8 @@ pub async fn payment_by_order(
 }
 
 /// Count and total amount of payments per status.
-#[utoipa::path(get, path = "/api/payments/stats", tag = "payments", responses((status = 200, body = PaymentStats)))]
+#[utoipa::path(get, path = "/api/payments/stats", tag = "payments",
+    responses((status = 200, body = PaymentStats, description = "Count and total per status and currency."), Failures))]
 pub async fn payment_stats(State(state): State<AppState>) -> ApiResult<Json<PaymentStats>> {
     let totals = store::totals_by_status(&state.db).await?;
     let by_status = totals
@@ -236,6 +265,7 @@ fn payment_not_found() -> ApiError {
         description = "Payments of seed 003: PROCESSING, then APPROVED, DECLINED or FAILED; CANCELLED or REFUNDED with their order."
     ),
     paths(list_payments, get_payment, payment_by_order, payment_stats),
-    components(schemas(PaymentView, PaymentStats, StatusStats))
+    components(schemas(PaymentView, PaymentStats, StatusStats)),
+    modifiers(&ProblemResponses)
 )]
 pub struct PaymentsApi;
