@@ -13,10 +13,11 @@ use axum::{
     routing::any,
 };
 use kassa_platform::{
-    http::{ApiError, CORRELATION_ID, REQUEST_ID, RequestIds},
+    http::{ApiError, CORRELATION_ID, REQUEST_ID, RequestIds, openapi},
     service::{BuildError, Infra, Reach, Service, ServiceParts},
 };
 use tower::ServiceExt;
+use utoipa::openapi::{Ref, RefOr};
 
 /// The gateway: keeps nothing, consumes nothing, and routes to every service that declares
 /// routes.
@@ -209,6 +210,38 @@ pub fn openapi(parts: Vec<utoipa::openapi::OpenApi>) -> utoipa::openapi::OpenApi
         .build();
     for part in parts {
         doc.merge(part);
+    }
+    // Between the client and a service that runs elsewhere, the forwarding itself can fail.
+    let failures = [
+        (
+            502,
+            "BadGateway",
+            "The service behind the gateway is unreachable or broke off its answer \
+             (`upstream_unavailable`).",
+        ),
+        (
+            504,
+            "GatewayTimeout",
+            "The service behind the gateway did not answer in time (`upstream_timeout`); the \
+             request may or may not have taken effect.",
+        ),
+    ];
+    for item in doc.paths.paths.values_mut() {
+        for operation in openapi::operations_mut(item) {
+            for (status, name, _) in failures {
+                operation.responses.responses.insert(
+                    status.to_string(),
+                    RefOr::Ref(Ref::from_response_name(name)),
+                );
+            }
+        }
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    for (status, name, description) in failures {
+        components.responses.insert(
+            name.into(),
+            RefOr::T(openapi::problem_response(status, description)),
+        );
     }
     doc
 }
