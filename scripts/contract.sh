@@ -18,6 +18,12 @@ REPORTS=${REPORTS:-}
 
 st=$(command -v st || command -v schemathesis || true)
 if [ -z "$st" ]; then
+  # Installed by pip but not on PATH yet (a version manager's shims not refreshed): the script
+  # sits beside the interpreter that installed it.
+  beside=$(python3 -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "st"))')
+  [ -x "$beside" ] && st=$beside
+fi
+if [ -z "$st" ]; then
   echo "schemathesis is not installed: python3 -m pip install schemathesis==4.32.5" >&2
   exit 2
 fi
