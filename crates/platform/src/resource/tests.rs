@@ -446,7 +446,10 @@ fn the_document_names_every_route_and_error() {
     let item = &doc["paths"]["/api/widgets/{id}"];
     for method in ["get", "put", "patch", "delete"] {
         assert!(item[method]["responses"]["404"].is_object(), "{method}");
-        assert!(item[method]["responses"]["503"]["headers"]["Retry-After"].is_object());
+        assert_eq!(
+            item[method]["responses"]["503"]["$ref"],
+            "#/components/responses/ServiceUnavailable"
+        );
     }
     assert!(item["put"]["responses"]["412"].is_object());
     let list = &doc["paths"]["/api/widgets"]["get"];
@@ -457,6 +460,10 @@ fn the_document_names_every_route_and_error() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(params, ["page", "limit", "code", "ownerId"]);
+    assert!(
+        doc["components"]["responses"]["ServiceUnavailable"]["headers"]["Retry-After"].is_object()
+    );
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
     assert!(doc["components"]["schemas"]["WidgetRecord"].is_object());
     assert!(doc["components"]["schemas"]["Widget"].is_object());
 }
