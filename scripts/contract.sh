@@ -4,14 +4,14 @@
 # phase, the stateful one (following the documents' links) included, against the documents of
 # orders, payments and the gateway. Exits non-zero on any failure.
 #
-#   scripts/contract.sh                  about a minute per service (EXAMPLES=40)
+#   scripts/contract.sh                  about a minute in all (EXAMPLES=300, ~10,000 requests)
 #   EXAMPLES=2000 scripts/contract.sh    a long run
 #
 # Needs schemathesis (`python3 -m pip install schemathesis==4.32.5`) and builds kassa first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXAMPLES=${EXAMPLES:-40}
+EXAMPLES=${EXAMPLES:-300}
 SEED=${SEED:-}
 SERVICES=${SERVICES:-"orders payments gateway"}
 REPORTS=${REPORTS:-}
