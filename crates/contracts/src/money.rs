@@ -59,19 +59,22 @@ impl Currency {
         exponent: 2,
     };
 
+    /// Every currency kassa supports, in code order.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES.iter().map(|(c, exponent)| {
+            let b = c.as_bytes();
+            Currency {
+                code: [b[0], b[1], b[2]],
+                exponent: *exponent,
+            }
+        })
+    }
+
     /// Looks a currency up by its code, in any letter case.
     pub fn parse(code: &str) -> Result<Self, MoneyError> {
         let upper = code.trim().to_ascii_uppercase();
-        CURRENCIES
-            .iter()
-            .find(|(c, _)| *c == upper)
-            .map(|(c, exponent)| {
-                let b = c.as_bytes();
-                Currency {
-                    code: [b[0], b[1], b[2]],
-                    exponent: *exponent,
-                }
-            })
+        Currency::all()
+            .find(|c| c.code() == upper)
             .ok_or(MoneyError::UnknownCurrency)
     }
 

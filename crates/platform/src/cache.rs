@@ -227,6 +227,10 @@ pub struct RedisCache {
     client: redis::Client,
     namespace: String,
     connection: RwLock<Option<ConnectionManager>>,
+    /// Held by the one call that opens the connection. While the first connection is opened, the
+    /// calls that arrive meanwhile wait for it (within their deadline) rather than each
+    /// counting a miss or dropping a write.
+    connecting: tokio::sync::Mutex<()>,
     last_attempt: Mutex<Option<Instant>>,
     /// The SHA-1 Redis gave the write script when it was loaded.
     script_sha: OnceLock<String>,
@@ -240,6 +244,7 @@ impl RedisCache {
             client,
             namespace: namespace.to_owned(),
             connection: RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             last_attempt: Mutex::new(None),
             script_sha: OnceLock::new(),
             deadline: Duration::from_millis(250),
@@ -278,6 +283,23 @@ impl RedisCache {
     }
 
     async fn connection(&self) -> Option<ConnectionManager> {
+        if let Some(c) = self.current_connection() {
+            return Some(c);
+        }
+        // The first connection is waited for; a reconnection (Redis went away) is left to the
+        // one call that makes it, and the others are misses meanwhile, as in any outage.
+        let never_tried = self
+            .last_attempt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_none();
+        let _opening = if never_tried {
+            tokio::time::timeout(self.deadline * 4, self.connecting.lock())
+                .await
+                .ok()?
+        } else {
+            self.connecting.try_lock().ok()?
+        };
         if let Some(c) = self.current_connection() {
             return Some(c);
         }

@@ -240,14 +240,8 @@ impl Apply for OrderEvents {
     }
 
     async fn committed(&self, after: AfterCommit) {
-        if after.refunds {
-            self.refunds.requested();
-        }
-        for work in after.charges {
-            self.processor.submit(work).await;
-        }
-        // Each payment as this batch left it; a later state cached meanwhile (a settlement that
-        // was quicker) is not replaced.
+        // Each payment as this batch left it, cached before its charge starts, so the
+        // settlement's entry always comes after this one.
         let latest = latest_of_each(after.changed);
         futures_util::future::join_all(
             latest
@@ -255,6 +249,12 @@ impl Apply for OrderEvents {
                 .map(|p| crate::api::cache_payment(self.cache.as_ref(), p)),
         )
         .await;
+        if after.refunds {
+            self.refunds.requested();
+        }
+        for work in after.charges {
+            self.processor.submit(work).await;
+        }
     }
 }
 
