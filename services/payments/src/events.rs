@@ -240,21 +240,25 @@ impl Apply for OrderEvents {
     }
 
     async fn committed(&self, after: AfterCommit) {
-        // Each payment as this batch left it, cached before its charge starts, so the
-        // settlement's entry always comes after this one.
-        let latest = latest_of_each(after.changed);
-        futures_util::future::join_all(
-            latest
-                .iter()
-                .map(|p| crate::api::cache_payment(self.cache.as_ref(), p)),
-        )
-        .await;
         if after.refunds {
             self.refunds.requested();
         }
         for work in after.charges {
             self.processor.submit(work).await;
         }
+        // Each payment as this batch left it, cached beside the next deliveries; should the
+        // settlement's entry land first, this older state does not replace it (the entries are
+        // versioned).
+        let latest = latest_of_each(after.changed);
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            futures_util::future::join_all(
+                latest
+                    .iter()
+                    .map(|p| crate::api::cache_payment(cache.as_ref(), p)),
+            )
+            .await;
+        });
     }
 }
 

@@ -159,41 +159,47 @@ impl ProcessorLoop {
                     Err(_) => break,
                 }
             }
-            // A payment cancelled while it waited for a slot is not charged.
-            let ids: Vec<Uuid> = work.iter().map(|w| w.payment_id).collect();
-            let still = match store::processing_among(&self.db, &ids).await {
-                Ok(still) => still,
-                Err(e) => {
-                    // Their leases run out and the sweep starts them again.
-                    tracing::warn!(payments = ids.len(), error = %e, "could not re-read payments before charging; will retry after the lease");
-                    continue;
-                }
-            };
-            for (w, permit) in work.into_iter().zip(permits) {
-                if !still.contains(&w.payment_id) {
-                    tracing::info!(payment_id = %w.payment_id, correlation_id = %w.context.correlation_id, "payment no longer PROCESSING; not charged");
-                    continue;
-                }
-                let (db, provider, to_settle) =
-                    (self.db.clone(), self.provider.clone(), to_settle.clone());
-                tokio::spawn(async move {
-                    match charge(&db, provider.as_ref(), w).await {
-                        Ok(Some(settlement)) => {
-                            if to_settle.send(settlement).is_err() {
-                                // The settler stopped with the process: the payment stays
-                                // PROCESSING under its lease and is charged again later.
-                                tracing::warn!("outcome not recorded: stopping");
+            let (db, provider, to_settle) =
+                (self.db.clone(), self.provider.clone(), to_settle.clone());
+            // The batch is re-read and charged in a task of its own, so the loop goes on taking
+            // work while the database answers.
+            tokio::spawn(async move {
+                // A payment cancelled while it waited for a slot is not charged.
+                let ids: Vec<Uuid> = work.iter().map(|w| w.payment_id).collect();
+                let still = match store::processing_among(&db, &ids).await {
+                    Ok(still) => still,
+                    Err(e) => {
+                        // Their leases run out and the sweep starts them again.
+                        tracing::warn!(payments = ids.len(), error = %e, "could not re-read payments before charging; will retry after the lease");
+                        return;
+                    }
+                };
+                let charges = work.into_iter().zip(permits).filter_map(|(w, permit)| {
+                    if !still.contains(&w.payment_id) {
+                        tracing::info!(payment_id = %w.payment_id, correlation_id = %w.context.correlation_id, "payment no longer PROCESSING; not charged");
+                        return None;
+                    }
+                    let (db, provider, to_settle) = (&db, &provider, &to_settle);
+                    Some(async move {
+                        match charge(db, provider.as_ref(), w).await {
+                            Ok(Some(settlement)) => {
+                                if to_settle.send(settlement).is_err() {
+                                    // The settler stopped with the process: the payment stays
+                                    // PROCESSING under its lease and is charged again later.
+                                    tracing::warn!("outcome not recorded: stopping");
+                                }
+                            }
+                            Ok(None) => {}
+                            // The lease runs out and the sweep tries again.
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not read a payment to charge; will retry after the lease")
                             }
                         }
-                        Ok(None) => {}
-                        // The lease runs out and the sweep tries again.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not read a payment to charge; will retry after the lease")
-                        }
-                    }
-                    drop(permit);
+                        drop(permit);
+                    })
                 });
-            }
+                futures_util::future::join_all(charges).await;
+            });
         }
         // Charges in progress finish (or their lease lets another process finish them), then
         // the last outcomes are recorded.
@@ -266,7 +272,7 @@ async fn settle_loop(
             }
         }
         let ids: Vec<Uuid> = batch.iter().map(|s| s.payment.id).collect();
-        if let Err(e) = settle(&db, cache.as_ref(), &refunds, batch).await {
+        if let Err(e) = settle(&db, &cache, &refunds, batch).await {
             // The payments stay PROCESSING under their lease; the sweep charges them again
             // (the provider treats that as the same charge) and records them then.
             tracing::warn!(payments = ids.len(), error = %e, "outcomes not recorded; will retry after the lease");
@@ -278,7 +284,7 @@ async fn settle_loop(
 /// while the provider was deciding to be voided, in the same transaction.
 async fn settle(
     db: &Db,
-    cache: &dyn Cache,
+    cache: &Arc<dyn Cache>,
     refunds: &Refunds,
     batch: Vec<Settlement>,
 ) -> Result<(), kassa_platform::db::DbError> {
@@ -380,11 +386,17 @@ async fn settle(
             .increment(1);
         tracing::info!(payment_id = %s.payment.id, order_id = %s.payment.order_id, status = stored.status.as_str(), correlation_id = %s.context.correlation_id, "payment settled");
     }
-    futures_util::future::join_all(
-        recorded
-            .iter()
-            .map(|(_, stored)| crate::api::cache_payment(cache, stored)),
-    )
-    .await;
+    // The cache is brought up to date beside the loop, which goes on recording outcomes; a
+    // write that lands late still wins over older states (the entries are versioned).
+    let stored: Vec<Payment> = recorded.into_iter().map(|(_, stored)| stored).collect();
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        futures_util::future::join_all(
+            stored
+                .iter()
+                .map(|p| crate::api::cache_payment(cache.as_ref(), p)),
+        )
+        .await;
+    });
     Ok(())
 }
