@@ -121,6 +121,7 @@ impl OrderEvents {
                 payment_id: payment.id,
                 context: ctx,
                 payment: Some(payment),
+                handed_at: std::time::Instant::now(),
             });
         }
         Ok(())

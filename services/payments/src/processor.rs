@@ -7,7 +7,11 @@
 //! lease; once the lease runs out the sweep takes it over and charges again with the same payment
 //! id, which the provider treats as the same charge.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kassa_contracts::{
     Envelope, EventContext,
@@ -54,7 +58,14 @@ pub struct Work {
     /// The payment as its creator just committed it, which saves reading it back; `None` to
     /// read it (a payment taken over from another process).
     pub payment: Option<Payment>,
+    /// When it was handed over.
+    pub handed_at: Instant,
 }
+
+/// How long a handed-over payment may wait for a slot and still be charged without reading its
+/// status again. A cancellation inside that window is caught after the charge instead: the
+/// approval finds the payment CANCELLED and the charge is voided through a refund request.
+const FRESH: Duration = Duration::from_millis(50);
 
 /// Payments handed over and not yet started, at most; a handler that finds the queue full waits,
 /// which holds its delivery and so slows the broker's deliveries down to what the provider takes.
@@ -142,7 +153,7 @@ impl ProcessorLoop {
                             if !ids.is_empty() {
                                 tracing::info!(count = ids.len(), "taking over payments left PROCESSING");
                             }
-                            ids.into_iter().map(|(payment_id, context)| Work { payment_id, context, payment: None }).collect()
+                            ids.into_iter().map(|(payment_id, context)| Work { payment_id, context, payment: None, handed_at: Instant::now() }).collect()
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "could not look for stalled payments");
@@ -164,18 +175,29 @@ impl ProcessorLoop {
             // The batch is re-read and charged in a task of its own, so the loop goes on taking
             // work while the database answers.
             tokio::spawn(async move {
-                // A payment cancelled while it waited for a slot is not charged.
-                let ids: Vec<Uuid> = work.iter().map(|w| w.payment_id).collect();
-                let still = match store::processing_among(&db, &ids).await {
-                    Ok(still) => still,
-                    Err(e) => {
-                        // Their leases run out and the sweep starts them again.
-                        tracing::warn!(payments = ids.len(), error = %e, "could not re-read payments before charging; will retry after the lease");
-                        return;
+                // A payment cancelled while it waited for a slot is not charged. One read back
+                // from the database (taken over) is checked when it is read; one handed over
+                // moments ago has had no time to wait.
+                let waited: HashSet<Uuid> = work
+                    .iter()
+                    .filter(|w| w.payment.is_some() && w.handed_at.elapsed() >= FRESH)
+                    .map(|w| w.payment_id)
+                    .collect();
+                let still = if waited.is_empty() {
+                    HashSet::new()
+                } else {
+                    let ids: Vec<Uuid> = waited.iter().copied().collect();
+                    match store::processing_among(&db, &ids).await {
+                        Ok(still) => still,
+                        Err(e) => {
+                            // Their leases run out and the sweep starts them again.
+                            tracing::warn!(payments = waited.len(), error = %e, "could not re-read payments before charging; will retry after the lease");
+                            return;
+                        }
                     }
                 };
                 let charges = work.into_iter().zip(permits).filter_map(|(w, permit)| {
-                    if !still.contains(&w.payment_id) {
+                    if waited.contains(&w.payment_id) && !still.contains(&w.payment_id) {
                         tracing::info!(payment_id = %w.payment_id, correlation_id = %w.context.correlation_id, "payment no longer PROCESSING; not charged");
                         return None;
                     }
