@@ -13,6 +13,9 @@ export RUST_LOG=warn
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# ONLY="startup reads" runs just those parts: startup embedded distributed rates latency reads.
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
 run() { # run LABEL SERVER-ARGS -- BENCH-ARGS
   local label=$1; shift
   local server=()
@@ -43,15 +46,15 @@ startup() {
   stop "$pid"
   rm -rf "$data"
 }
-startup
+want startup && startup
 
 ns="bench$(date +%s)"
-run "embedded" up -- -n "$N" -c 64
-run "distributed, provider latency 0" serve gateway orders payments --namespace "${ns}a" -- -n "$N" -c 64 --pgbench "$PG"
-run "distributed, offered 1000/s" serve gateway orders payments --namespace "${ns}b" -- -n 10000 -c 256 --rate 1000
-run "distributed, offered 600/s" serve gateway orders payments --namespace "${ns}e" -- -n 9000 -c 256 --rate 600
-run "distributed, offered 400/s" serve gateway orders payments --namespace "${ns}c" -- -n 8000 -c 256 --rate 400
-run "distributed, provider latency 1500 ms" serve gateway orders payments --namespace "${ns}d" --provider-latency-ms 1500 -- -n "$N" -c 512
+want embedded && run "embedded" up -- -n "$N" -c 64
+want distributed && run "distributed, provider latency 0" serve gateway orders payments --namespace "${ns}a" -- -n "$N" -c 64 --pgbench "$PG"
+want rates && run "distributed, offered 1000/s" serve gateway orders payments --namespace "${ns}b" -- -n 10000 -c 256 --rate 1000
+want rates && run "distributed, offered 600/s" serve gateway orders payments --namespace "${ns}e" -- -n 9000 -c 256 --rate 600
+want rates && run "distributed, offered 400/s" serve gateway orders payments --namespace "${ns}c" -- -n 8000 -c 256 --rate 400
+want latency && run "distributed, provider latency 1500 ms" serve gateway orders payments --namespace "${ns}d" --provider-latency-ms 1500 -- -n "$N" -c 512
 
 # Reading one APPROVED payment through the gateway (served from the Redis cache) against
 # /health/live of the same process, each with wrk for 10 s at 64 connections.
@@ -65,12 +68,14 @@ reads() {
     python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
   echo "== reads through the gateway (payment $payment)"
   for path in "/api/payments/$payment" /health/live; do
+    # Two seconds to open the connections (to Redis too), then the measured ten.
+    wrk -t2 -c64 -d2s "http://127.0.0.1:3000$path" >/dev/null
     printf '%s: ' "$path"
     wrk -t2 -c64 -d10s "http://127.0.0.1:3000$path" | awk '/Requests\/sec/ {print $2 " req/s"} /Non-2xx/ {print "  " $0}'
   done
   stop "$pid"
 }
-reads
+want reads && reads
 
 # The distributed runs leave their databases behind; drop them.
 for suffix in a b c d e f; do
