@@ -96,21 +96,6 @@ fn header_id(req: &Request, name: &HeaderName) -> Option<String> {
     safe.then(|| value.to_owned())
 }
 
-/// Abandons a request that runs longer than `limit` with a 503 problem. (tower-http's timeout
-/// layer answers with an empty body, and every error a client sees is meant to be a problem.)
-async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request_timeout",
-            "The request took longer than this service allows and was abandoned; it may or may \
-             not have taken effect.",
-        )
-        .into_response(),
-    }
-}
-
 /// Answers a panic in a handler (or a layer under this one) as an internal error. Without it the
 /// panic unwinds through the connection task and hyper drops the connection: no status, no
 /// problem, no request id for the client to quote.
@@ -128,8 +113,7 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Answers an error that is not a problem yet as one, with the same status and its text as the
 /// detail. axum's own extractors answer in plain text: `Path` when a segment is not UTF-8 once
 /// percent-decoded (`/api/orders/%FF`), `Query` and `Json` when theirs do not deserialize.
-async fn errors_as_problems(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+async fn errors_as_problems(response: Response) -> Response {
     let status = response.status();
     let plain = response
         .headers()
@@ -168,7 +152,34 @@ async fn errors_as_problems(req: Request, next: Next) -> Response {
 }
 
 /// Gives the request its ids, logs it, times it, and echoes the ids in the response.
+/// The label of a method on the request metrics, without allocating.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The label of a status code on the request metrics, made once per code.
+fn status_label(status: StatusCode) -> &'static str {
+    static LABELS: OnceLock<Vec<String>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| (0..1000).map(|code| code.to_string()).collect());
+    labels
+        .get(status.as_u16() as usize)
+        .map_or("other", String::as_str)
+}
+
+/// Everything every request goes through, in one layer: its ids, its time limit (past it a 503
+/// problem), errors turned into problems, a log line, and its metrics.
 async fn request_context(
+    State(limit): State<Duration>,
     Extension(service): Extension<ServiceName>,
     mut req: Request,
     next: Next,
@@ -187,8 +198,21 @@ async fn request_context(
     });
     let span = tracing::info_span!("request", service = service.0, %method, path = %req.uri().path(), %request_id, %correlation_id);
     let started = Instant::now();
+    let handled = async move {
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(response) => errors_as_problems(response).await,
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                "The request took longer than this service allows and was abandoned; it may or \
+                 may not have taken effect.",
+            )
+            .with_retry_after(1)
+            .into_response(),
+        }
+    };
     let mut response = problem::REQUEST_ID
-        .scope(request_id.clone(), next.run(req))
+        .scope(request_id.clone(), handled)
         .instrument(span.clone())
         .await;
     let elapsed = started.elapsed();
@@ -205,10 +229,10 @@ async fn request_context(
         }
     });
     let labels = [
-        ("service", service.0.to_owned()),
-        ("method", method.to_string()),
-        ("route", route),
-        ("status", status.to_string()),
+        ("service", metrics::SharedString::from(service.0)),
+        ("method", method_label(&method).into()),
+        ("route", route.into()),
+        ("status", status_label(response.status()).into()),
     ];
     metrics::counter!("kassa_http_requests_total", &labels).increment(1);
     metrics::histogram!("kassa_http_request_duration_seconds", &labels[..3])
@@ -338,18 +362,16 @@ pub fn service_app(
         .route("/metrics", get(render_metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(middleware::from_fn(errors_as_problems))
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(middleware::from_fn_with_state(
-            settings.request_timeout,
-            time_limit,
-        ))
         // Inside `request_context`, so a panic's problem carries the request id and is logged and
         // counted like any other 500.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(
+            settings.request_timeout,
+            request_context,
+        ))
         .layer(Extension(ServiceName(name)))
 }
 
