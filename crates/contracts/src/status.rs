@@ -60,6 +60,14 @@ macro_rules! status_enum {
                 None
             }
 
+            /// The OpenAPI schema of the text form an API writes: a string, one of them.
+            pub fn schema() -> ::utoipa::openapi::schema::Schema {
+                ::utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(::utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(Self::ALL.iter().map(|s| s.as_str())))
+                    .into()
+            }
+
             /// The text forms, for messages: `PENDING, PAID`.
             pub fn expected() -> String {
                 Self::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
@@ -104,5 +112,7 @@ mod tests {
         assert_eq!(Light::parse(" go "), Some(Light::Green));
         let e = "AMBER".parse::<Light>().unwrap_err();
         assert_eq!(e.to_string(), "`AMBER` is not one of RED, GREEN");
+        let schema = serde_json::to_value(Light::schema()).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(["RED", "GREEN"]));
     }
 }

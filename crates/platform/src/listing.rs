@@ -85,6 +85,29 @@ impl Listing {
     }
 }
 
+/// Declares a `GET` list endpoint answering `{data, meta}`: its handler reads a page through a
+/// store function `fn(&Db, Pagination) -> DbResult<Page<Row>>` from the state's `db`, shows each
+/// row as `$view` (`From<Row>`), and documents itself (paging parameters, 400, 500, 503).
+#[macro_export]
+macro_rules! list_endpoint {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident(path = $path:literal, tag = $tag:literal, description = $description:literal,
+            state = $state:ty, view = $view:ident, page = $page:path)
+    ) => {
+        $(#[$doc])*
+        #[utoipa::path(get, path = $path, tag = $tag, params($crate::http::Pagination),
+            responses((status = 200, body = $crate::http::Page<$view>, description = $description),
+                $crate::http::openapi::InvalidParams))]
+        pub async fn $name(
+            ::axum::extract::State(state): ::axum::extract::State<$state>,
+            pagination: $crate::http::Pagination,
+        ) -> $crate::http::ApiResult<::axum::Json<$crate::http::Page<$view>>> {
+            Ok(::axum::Json($page(&state.db, pagination).await?.map($view::from)))
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use kassa_contracts::{
 use kassa_platform::{
     db::Db,
     http::{
-        ApiError, ApiJson, ApiResult, Page, Pagination, RequestIds, not_null,
+        ApiError, ApiJson, ApiResult, RequestIds, not_null,
         openapi::{
             self, CurrencyCode, IdempotencyKeyHeader, InvalidBody, InvalidParams, PricedObject,
             ProblemResponses,
@@ -101,10 +101,6 @@ fn requestable_status() -> Schema {
     )
 }
 
-fn order_status() -> Schema {
-    openapi::text_enum(OrderStatus::ALL.iter().map(|s| s.as_str()))
-}
-
 /// The answer to a create or cancel request: the work goes on asynchronously.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -131,7 +127,7 @@ pub struct OrderView {
     total: Box<RawValue>,
     #[schema(value_type = CurrencyCode)]
     currency: String,
-    #[schema(schema_with = order_status)]
+    #[schema(schema_with = OrderStatus::schema)]
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure_reason: Option<String>,
@@ -236,18 +232,10 @@ pub async fn create_order(
     Ok(answer)
 }
 
-/// List orders, newest first.
-#[utoipa::path(get, path = "/api/orders", tag = "orders", params(Pagination),
-    responses((status = 200, body = Page<OrderView>, description = "One page of orders."), InvalidParams))]
-pub async fn list_orders(
-    State(state): State<AppState>,
-    pagination: Pagination,
-) -> ApiResult<Json<Page<OrderView>>> {
-    Ok(Json(
-        store::page(&state.db, pagination)
-            .await?
-            .map(OrderView::from),
-    ))
+kassa_platform::list_endpoint! {
+    /// List orders, newest first.
+    fn list_orders(path = "/api/orders", tag = "orders", description = "One page of orders.",
+        state = AppState, view = OrderView, page = store::page)
 }
 
 /// Read one order.

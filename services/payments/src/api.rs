@@ -13,14 +13,14 @@ use kassa_platform::{
     cache::Cache,
     db::Db,
     http::{
-        ApiError, ApiResult, Page, Pagination,
+        ApiError, ApiResult,
         openapi::{self, CurrencyCode, Failures, InvalidParams, ProblemResponses},
         parse_uuid,
     },
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
-use utoipa::{ToSchema, openapi::schema::Schema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -92,10 +92,6 @@ fn cache_version(payment: &Payment) -> i64 {
     (rank << 56) | micros
 }
 
-fn payment_status() -> Schema {
-    openapi::text_enum(PaymentStatus::ALL.iter().map(|s| s.as_str()))
-}
-
 /// A payment as the API shows it.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -106,7 +102,7 @@ pub struct PaymentView {
     amount: Box<RawValue>,
     #[schema(value_type = CurrencyCode)]
     currency: String,
-    #[schema(schema_with = payment_status)]
+    #[schema(schema_with = PaymentStatus::schema)]
     status: &'static str,
     /// Why the payment was declined or failed, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,7 +140,7 @@ impl From<Payment> for PaymentView {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusStats {
-    #[schema(schema_with = payment_status)]
+    #[schema(schema_with = PaymentStatus::schema)]
     status: &'static str,
     #[schema(minimum = 1)]
     count: i64,
@@ -161,18 +157,10 @@ pub struct PaymentStats {
     by_status: Vec<StatusStats>,
 }
 
-/// List payments, newest first.
-#[utoipa::path(get, path = "/api/payments", tag = "payments", params(Pagination),
-    responses((status = 200, body = Page<PaymentView>, description = "One page of payments."), InvalidParams))]
-pub async fn list_payments(
-    State(state): State<AppState>,
-    pagination: Pagination,
-) -> ApiResult<Json<Page<PaymentView>>> {
-    Ok(Json(
-        store::page(&state.db, pagination)
-            .await?
-            .map(PaymentView::from),
-    ))
+kassa_platform::list_endpoint! {
+    /// List payments, newest first.
+    fn list_payments(path = "/api/payments", tag = "payments", description = "One page of payments.",
+        state = AppState, view = PaymentView, page = store::page)
 }
 
 /// Read one payment, from the cache when it holds it.
