@@ -36,24 +36,27 @@ pub trait Cache: Send + Sync + 'static {
     /// The value under `key`, if there is one (a tombstone is none).
     async fn get(&self, key: &str) -> Option<Vec<u8>>;
     /// Applies `write` (with `value`, none for a tombstone) if [`admits`] lets it replace the
-    /// entry, in one atomic step.
-    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration);
+    /// entry, in one atomic step. False when the cache did not answer (down, slow): the entry is
+    /// then as it was, which a writer after a change may want to try again.
+    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) -> bool;
 
     /// Stores `value` whatever the entry holds, without a version: for values that never change.
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        self.write(key, Write::Unversioned, Some(value), ttl).await;
+        // A value that never changes: a missed write is a later miss, nothing stale.
+        let _answered = self.write(key, Write::Unversioned, Some(value), ttl).await;
     }
 
     /// Stores `value` as `version` unless the entry holds a newer version, or a tombstone of the
-    /// same version or newer.
-    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration) {
+    /// same version or newer. False when the cache did not answer.
+    async fn put_if_newer(&self, key: &str, version: i64, value: Vec<u8>, ttl: Duration) -> bool {
         self.write(key, Write::Value(version), Some(value), ttl)
-            .await;
+            .await
     }
 
     /// Replaces the entry by a tombstone of `version`, unless the entry holds a newer version.
-    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration) {
-        self.write(key, Write::Tombstone(version), None, ttl).await;
+    /// False when the cache did not answer.
+    async fn remove_if_newer(&self, key: &str, version: i64, ttl: Duration) -> bool {
+        self.write(key, Write::Tombstone(version), None, ttl).await
     }
     /// Removes the entry, leaving nothing behind.
     async fn remove(&self, key: &str);
@@ -141,7 +144,7 @@ impl MemoryCache {
         }
     }
 
-    async fn apply(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
+    async fn apply(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) -> bool {
         use moka::ops::compute::Op;
         let version = match write {
             Write::Unversioned => None,
@@ -166,6 +169,7 @@ impl MemoryCache {
                 std::future::ready(op)
             })
             .await;
+        true
     }
 }
 
@@ -177,8 +181,8 @@ impl Cache for MemoryCache {
         value
     }
 
-    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
-        self.apply(key, write, value, ttl).await;
+    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) -> bool {
+        self.apply(key, write, value, ttl).await
     }
 
     async fn remove(&self, key: &str) {
@@ -355,7 +359,7 @@ impl RedisCache {
 
     /// Runs the write script: by its SHA-1 once Redis has it, by its text when Redis lost it
     /// (a restart, `SCRIPT FLUSH`), which also loads it again.
-    async fn apply(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
+    async fn apply(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) -> bool {
         let key = self.key(key);
         let (mode, version) = match write {
             Write::Unversioned => ("set", 0),
@@ -404,7 +408,8 @@ impl RedisCache {
                 other => other,
             }
         })
-        .await;
+        .await
+        .is_some()
     }
 }
 
@@ -422,8 +427,8 @@ impl Cache for RedisCache {
         value
     }
 
-    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
-        self.apply(key, write, value, ttl).await;
+    async fn write(&self, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) -> bool {
+        self.apply(key, write, value, ttl).await
     }
 
     async fn remove(&self, key: &str) {
@@ -485,12 +490,13 @@ mod tests {
             let key = fresh_key();
             for (i, step) in steps.iter().enumerate() {
                 match step {
-                    Put(v, value) => {
+                    Put(v, value) => assert!(
                         cache
                             .put_if_newer(&key, *v, value.as_bytes().to_vec(), LONG)
-                            .await
-                    }
-                    Tomb(v) => cache.remove_if_newer(&key, *v, LONG).await,
+                            .await,
+                        "step {i}"
+                    ),
+                    Tomb(v) => assert!(cache.remove_if_newer(&key, *v, LONG).await, "step {i}"),
                     Set(value) => cache.set(&key, value.as_bytes().to_vec(), LONG).await,
                     Remove => cache.remove(&key).await,
                     Holds(wanted) => assert_eq!(

@@ -54,13 +54,31 @@ pub fn cache_key(id: Uuid) -> String {
 /// after the transaction that created or changed the payment commits, with the payment as that
 /// transaction wrote it (its `updated_at` as stored); never fails.
 pub async fn cache_payment(cache: &dyn Cache, payment: &Payment) {
-    match serde_json::to_vec(&PaymentView::from(payment)) {
-        Ok(body) => cache_view(cache, payment, body).await,
-        Err(e) => tracing::warn!(payment_id = %payment.id, error = %e, "payment not cached"),
+    let body = match serde_json::to_vec(&PaymentView::from(payment)) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(payment_id = %payment.id, error = %e, "payment not cached");
+            return;
+        }
+    };
+    // A change must reach the cache, or a read would serve the state before it until the entry
+    // expires: a write the cache did not answer (Redis slow or down) is tried again for a few
+    // seconds (late writes are harmless, entries being versioned); if it still fails, the entry
+    // is removed.
+    let mut wait = Duration::from_millis(50);
+    for _ in 0..6 {
+        if cache_view(cache, payment, body.clone()).await {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
     }
+    tracing::warn!(payment_id = %payment.id, "the cache did not take a changed payment; removing its entry");
+    cache.remove(&cache_key(payment.id)).await;
 }
 
-async fn cache_view(cache: &dyn Cache, payment: &Payment, body: Vec<u8>) {
+/// Writes `payment`'s view unless a later state is cached; false when the cache did not answer.
+async fn cache_view(cache: &dyn Cache, payment: &Payment, body: Vec<u8>) -> bool {
     cache
         .put_if_newer(
             &cache_key(payment.id),
@@ -68,7 +86,7 @@ async fn cache_view(cache: &dyn Cache, payment: &Payment, body: Vec<u8>) {
             body,
             CACHE_TTL,
         )
-        .await;
+        .await
 }
 
 /// The version of a payment's cache entry: its status's rank in the state machine, then its
@@ -193,7 +211,8 @@ pub async fn get_payment(
     let body =
         serde_json::to_vec(&PaymentView::from(&payment)).map_err(|_| ApiError::internal())?;
     // A change committed since our read has a higher version: this older one is not stored.
-    cache_view(state.cache.as_ref(), &payment, body.clone()).await;
+    // Best effort: a read that cannot cache is served all the same.
+    let _cached = cache_view(state.cache.as_ref(), &payment, body.clone()).await;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,
