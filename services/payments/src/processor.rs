@@ -137,7 +137,9 @@ impl ProcessorLoop {
             let work = tokio::select! {
                 Some(first) = self.queue.recv() => {
                     let mut work = vec![first];
-                    while work.len() < START_BATCH {
+                    // Never more than there are slots: the batch's slots are all taken before
+                    // its task starts, so a batch larger than the limit would wait for itself.
+                    while work.len() < START_BATCH.min(self.settings.max_in_flight) {
                         match self.queue.try_recv() {
                             Ok(more) => work.push(more),
                             Err(_) => break,

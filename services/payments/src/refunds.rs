@@ -31,6 +31,9 @@ const BATCH: usize = 64;
 const LEASE: Duration = Duration::from_secs(60);
 /// The longest wait between two attempts of one refund.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Attempts after which a refund that is still not confirmed is reported as stuck (counted in
+/// `kassa_payments_refunds_stuck_total` and logged as an error), about half an hour in.
+const STUCK_AFTER: i64 = 15;
 
 /// Wakes the refund loop when a transaction has asked for a refund.
 #[derive(Clone, Default)]
@@ -89,7 +92,13 @@ impl RefundLoop {
         let id = due.payment_id;
         if let Err(e) = self.try_give_back(&due).await {
             let retry_in = backoff(due.attempts);
-            tracing::warn!(payment_id = %id, attempts = due.attempts, retry_in_secs = retry_in.as_secs(), error = %e, correlation_id = %due.context.correlation_id, "refund not confirmed yet; will retry");
+            if due.attempts >= STUCK_AFTER {
+                // Still retried, but someone should look: money is owed and not moving.
+                metrics::counter!("kassa_payments_refunds_stuck_total").increment(1);
+                tracing::error!(payment_id = %id, attempts = due.attempts, error = %e, correlation_id = %due.context.correlation_id, "refund still not confirmed; needs attention");
+            } else {
+                tracing::warn!(payment_id = %id, attempts = due.attempts, retry_in_secs = retry_in.as_secs(), error = %e, correlation_id = %due.context.correlation_id, "refund not confirmed yet; will retry");
+            }
             let at = Utc::now() + chrono::Duration::from_std(retry_in).unwrap_or_default();
             if let Err(e) = store::refund_failed(&self.db, id, &e.to_string(), at).await {
                 // The lease runs out and the refund is claimed again.
@@ -138,8 +147,10 @@ impl RefundLoop {
         }
         store::refund_confirmed(&mut tx, payment.id).await?;
         tx.commit().await?;
-        if let Some(refunded) = &refunded {
-            crate::api::cache_payment(self.cache.as_ref(), refunded).await;
+        if let Some(refunded) = refunded {
+            // Beside the loop: a Redis outage must not slow the refunds down.
+            let cache = self.cache.clone();
+            tokio::spawn(async move { crate::api::cache_payment(cache.as_ref(), &refunded).await });
         }
         metrics::counter!("kassa_payments_refunded_total", "kind" => due.kind.as_str())
             .increment(1);

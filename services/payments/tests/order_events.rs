@@ -418,3 +418,27 @@ async fn an_order_created_with_a_field_added_by_a_newer_release_is_handled() {
     rig.handler.handle(&event).await.unwrap();
     rig.settles_as(order, PaymentStatus::Approved).await;
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_the_charges_allowed_at_once_is_charged_in_turn() {
+    // Two charges at a time, five new orders in one delivery batch: the processor must not wait
+    // for more slots than there are.
+    let rig = rig_of(
+        CountingProvider {
+            latency: Duration::from_millis(20),
+            ..CountingProvider::default()
+        },
+        ProcessorSettings {
+            max_in_flight: 2,
+            ..ProcessorSettings::default()
+        },
+    )
+    .await;
+    let orders: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    let events: Vec<Envelope> = orders.iter().map(|o| created(*o)).collect();
+    rig.handler.handle_batch(&events).await.unwrap();
+    for order in &orders {
+        rig.settles_as(*order, PaymentStatus::Approved).await;
+    }
+    assert_eq!(rig.provider.charges.load(Ordering::SeqCst), 5);
+}
