@@ -27,7 +27,12 @@ use kassa_platform::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, value::RawValue};
-use utoipa::{PartialSchema, ToSchema, openapi::RefOr, openapi::schema::Schema};
+use std::collections::BTreeMap;
+
+use utoipa::{
+    IntoResponses, PartialSchema, ToSchema,
+    openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, link::LinkBuilder, schema::Schema},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -261,11 +266,7 @@ pub async fn get_order(
 #[utoipa::path(patch, path = "/api/orders/{id}", tag = "orders", request_body = UpdateOrder,
     params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
     responses(
-        (status = 202, body = Accepted, description = CANCEL_ACCEPTED, links(
-            ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/orderId")))),
-        )),
-        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this id (`order_not_found`)."),
-        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = CANCEL_CONFLICT),
+        CancelAnswers,
         (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "PENDING, PAID or FAILED was asked for; those follow from the payment (`status_not_requestable`)."),
         InvalidBody,
     ))]
@@ -297,11 +298,7 @@ pub async fn update_order(
 #[utoipa::path(patch, path = "/api/orders/{id}/cancel", tag = "orders",
     params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
     responses(
-        (status = 202, body = Accepted, description = CANCEL_ACCEPTED, links(
-            ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/orderId")))),
-        )),
-        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this id (`order_not_found`)."),
-        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = CANCEL_CONFLICT),
+        CancelAnswers,
         InvalidParams,
     ))]
 pub async fn cancel_order(
@@ -313,10 +310,49 @@ pub async fn cancel_order(
     cancel(&state.db, id, &ids.event_context()).await
 }
 
-const CANCEL_ACCEPTED: &str = "The order is CANCELLED (or already was); a payment in progress \
-    is cancelled and an approved one refunded, asynchronously.";
-const CANCEL_CONFLICT: &str =
-    "The order is FAILED and can no longer be cancelled (`order_not_cancellable`).";
+/// What either way of cancelling answers: 202 with a link to the order, 404 and 409.
+struct CancelAnswers;
+
+impl IntoResponses for CancelAnswers {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let accepted = ResponseBuilder::new()
+            .description(
+                "The order is CANCELLED (or already was); a payment in progress is cancelled \
+                 and an approved one refunded, asynchronously.",
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Accepted")))
+                    .build(),
+            )
+            .link(
+                "GetOrder",
+                LinkBuilder::new()
+                    .operation_id("get_order")
+                    .parameter("id", "$response.body#/orderId")
+                    .build(),
+            )
+            .build();
+        BTreeMap::from([
+            ("202".to_owned(), RefOr::T(accepted)),
+            (
+                "404".to_owned(),
+                RefOr::T(openapi::problem_response(
+                    404,
+                    "No order has this id (`order_not_found`).",
+                )),
+            ),
+            (
+                "409".to_owned(),
+                RefOr::T(openapi::problem_response(
+                    409,
+                    "The order is FAILED and can no longer be cancelled (`order_not_cancellable`).",
+                )),
+            ),
+        ])
+    }
+}
 
 async fn cancel(db: &Db, id: Uuid, ctx: &EventContext) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let mut tx = db.begin().await?;
