@@ -180,6 +180,9 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         bus: bus.clone(),
         dbs: Vec::new(),
     };
+    running
+        .tasks
+        .spawn(kassa_platform::http::metrics_upkeep(shutdown.clone()));
     let mut apps: BTreeMap<&'static str, Router> = BTreeMap::new();
     let infra = |service: &'static Service, db: Option<Db>, peers: Vec<Peer>| Infra {
         db,
@@ -211,9 +214,11 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         running.tasks.spawn(kassa_platform::housekeeping::run(
             db.clone(),
             Duration::from_secs(600),
+            Duration::from_secs(30),
             shutdown.clone(),
         ));
         running.tasks.spawn(kassa_platform::outbox::relay(
+            service.name,
             db.clone(),
             bus.clone(),
             settings.relay.clone(),

@@ -52,6 +52,21 @@ pub struct BenchReport {
     pub pgbench_insert_tps: Option<f64>,
     /// Terminal orders per second divided by pgbench's single-row inserts per second.
     pub ratio_to_pgbench: Option<f64>,
+    /// The gateway process's resident memory once the orders had settled, from its `/metrics`.
+    pub server_rss_bytes: Option<u64>,
+}
+
+/// Several rounds against one running process: whether it keeps its pace as work accumulates.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    pub rounds: Vec<BenchReport>,
+    /// The last round's terminal orders/s over the first's.
+    pub last_to_first_throughput: f64,
+    /// The last round's p99 create→terminal over the first's.
+    pub last_to_first_p99: f64,
+    /// Server RSS after the last round over RSS after the second (after the first when there
+    /// are fewer than three rounds, so warm-up is left out where it can be).
+    pub rss_growth: Option<f64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -90,7 +105,40 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// One round of `options.orders` orders.
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    let (client, base, pgbench_tps) = prepare(&options).await?;
+    round(&client, &base, &options, pgbench_tps, None).await
+}
+
+/// `rounds` rounds of `options.orders` orders each, one after another against the same process;
+/// `each` is called with every round's report as it ends.
+pub async fn soak(
+    options: BenchOptions,
+    rounds: usize,
+    mut each: impl FnMut(usize, &BenchReport),
+) -> anyhow::Result<SoakReport> {
+    let (client, base, pgbench_tps) = prepare(&options).await?;
+    let mut reports = Vec::with_capacity(rounds);
+    for n in 1..=rounds.max(1) {
+        let report = round(&client, &base, &options, pgbench_tps, Some(n)).await?;
+        each(n, &report);
+        reports.push(report);
+    }
+    let (first, last) = (&reports[0], &reports[reports.len() - 1]);
+    let baseline = reports.get(1).filter(|_| reports.len() > 2).unwrap_or(first);
+    Ok(SoakReport {
+        last_to_first_throughput: last.terminal_per_sec / first.terminal_per_sec.max(1e-9),
+        last_to_first_p99: last.p99_ms / first.p99_ms.max(1e-9),
+        rss_growth: match (baseline.server_rss_bytes, last.server_rss_bytes) {
+            (Some(before), Some(after)) if before > 0 => Some(after as f64 / before as f64),
+            _ => None,
+        },
+        rounds: reports,
+    })
+}
+
+async fn prepare(options: &BenchOptions) -> anyhow::Result<(reqwest::Client, String, Option<f64>)> {
     let base = options.url.trim_end_matches('/').to_owned();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency.max(1))
@@ -101,19 +149,49 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         .send()
         .await
         .with_context(|| format!("no kassa answers at {base}"))?;
+    let pgbench_tps = match &options.pgbench {
+        Some(url) => Some(pgbench_insert_tps(url, options.concurrency.min(32)).await?),
+        None => None,
+    };
+    Ok((client, base, pgbench_tps))
+}
+
+/// The resident memory the process behind `base` reports on `/metrics`.
+async fn server_rss(client: &reqwest::Client, base: &str) -> Option<u64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+async fn round(
+    client: &reqwest::Client,
+    base: &str,
+    options: &BenchOptions,
+    pgbench_tps: Option<f64>,
+    number: Option<usize>,
+) -> anyhow::Result<BenchReport> {
+    let (client, base) = (client.clone(), base.to_owned());
     let body = format!(
         r#"{{"userId":"{}","total":{}}}"#,
         Uuid::new_v4(),
         options.amount
     );
-
-    let pgbench_tps = match &options.pgbench {
-        Some(url) => Some(pgbench_insert_tps(url, options.concurrency.min(32)).await?),
-        None => None,
+    let label = |what: &str| match number {
+        Some(n) => format!("{what} {n}"),
+        None => what.to_owned(),
     };
 
     // Phase 1: place the orders.
-    let created = bar(options.orders, "placing", options.progress);
+    let created = bar(options.orders, &label("placing"), options.progress);
     let started = Instant::now();
     let interval = options
         .rate
@@ -156,7 +234,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     // placed, so only a window of the oldest unsettled ones is read at a time, and a window
     // that is not settled yet is read again after a pause: about one read per order, so the
     // benchmark does not load the system it measures with polling.
-    let settling = bar(accepted, "settling", options.progress);
+    let settling = bar(accepted, &label("settling"), options.progress);
     let deadline = Instant::now() + options.settle_timeout;
     let mut pending: std::collections::VecDeque<Uuid> = ids.into();
     let mut settled: Vec<OrderView> = Vec::with_capacity(accepted);
@@ -220,6 +298,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         _ => 1.0,
     };
     let terminal_per_sec = settled.len() as f64 / span;
+    let server_rss_bytes = server_rss(&client, &base).await;
     Ok(BenchReport {
         orders: options.orders,
         concurrency: options.concurrency,
@@ -236,6 +315,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         not_terminal: pending.len(),
         pgbench_insert_tps: pgbench_tps,
         ratio_to_pgbench: pgbench_tps.map(|tps| terminal_per_sec / tps),
+        server_rss_bytes,
     })
 }
 
@@ -280,6 +360,19 @@ async fn pgbench_insert_tps(url: &str, clients: usize) -> anyhow::Result<f64> {
 }
 
 impl BenchReport {
+    /// One line for a round of a soak.
+    pub fn print_round(&self, n: usize) {
+        println!(
+            "round {n:>3}   terminal {:>6.0}/s   p99 {:>8.1} ms   not terminal {}   server RSS {}",
+            self.terminal_per_sec,
+            self.p99_ms,
+            self.not_terminal,
+            self.server_rss_bytes
+                .map(|b| format!("{:.1} MB", b as f64 / 1e6))
+                .unwrap_or_else(|| "unknown".into())
+        );
+    }
+
     pub fn print(&self) {
         println!(
             "orders        {} at concurrency {}{}",
@@ -311,6 +404,26 @@ impl BenchReport {
             println!(
                 "pgbench       {tps:.0} single-row inserts/s; kassa terminal orders/s ÷ that = {ratio:.3}"
             );
+        }
+        if let Some(bytes) = self.server_rss_bytes {
+            println!("server RSS    {:.1} MB", bytes as f64 / 1e6);
+        }
+    }
+}
+
+impl SoakReport {
+    pub fn print_summary(&self) {
+        println!(
+            "last round ÷ first: throughput {:.2}, p99 {:.2}; RSS last ÷ {} {}",
+            self.last_to_first_throughput,
+            self.last_to_first_p99,
+            if self.rounds.len() > 2 { "second" } else { "first" },
+            self.rss_growth
+                .map(|g| format!("{g:.2}"))
+                .unwrap_or_else(|| "unknown".into())
+        );
+        if let Some(ratio) = self.rounds.first().and_then(|r| r.ratio_to_pgbench) {
+            println!("first round's ratio to pgbench {ratio:.3}");
         }
     }
 }

@@ -100,6 +100,10 @@ enum Command {
         /// Also measure pgbench's single-row insert TPS on this PostgreSQL, for a ratio.
         #[arg(long)]
         pgbench: Option<String>,
+        /// Run this many rounds of `-n` orders against the same process (a soak), printing each
+        /// round's throughput, p99 and the server's RSS, then how the last compares to the first.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        rounds: u32,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -152,14 +156,6 @@ struct Common {
         global = true
     )]
     retry_base_ms: u64,
-    /// Seconds an outbox row stays claimed by one relay.
-    #[arg(
-        long,
-        env = "KASSA_OUTBOX_LEASE_SECS",
-        default_value_t = 10,
-        global = true
-    )]
-    outbox_lease_secs: u64,
     /// Seconds before a request is answered 503.
     #[arg(
         long,
@@ -287,7 +283,6 @@ impl Common {
             max_attempts: self.max_attempts,
             base_delay: Duration::from_millis(self.retry_base_ms),
         };
-        s.relay.lease = Duration::from_secs(self.outbox_lease_secs.max(1));
         s.http.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
         Ok(s)
     }
@@ -514,9 +509,10 @@ async fn main() -> anyhow::Result<()> {
             amount,
             settle_timeout,
             pgbench,
+            rounds,
             json,
         } => {
-            let report = bench::run(BenchOptions {
+            let options = BenchOptions {
                 url,
                 orders,
                 concurrency,
@@ -525,12 +521,26 @@ async fn main() -> anyhow::Result<()> {
                 settle_timeout: Duration::from_secs(settle_timeout),
                 progress: !json,
                 pgbench,
-            })
-            .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            };
+            if rounds > 1 {
+                let report = bench::soak(options, rounds as usize, |n, round| {
+                    if !json {
+                        round.print_round(n);
+                    }
+                })
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    report.print_summary();
+                }
             } else {
-                report.print();
+                let report = bench::run(options).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    report.print();
+                }
             }
         }
     }

@@ -227,8 +227,6 @@ async fn killing_payments_mid_flow_loses_nothing_and_doubles_nothing() {
             "400",
             "--payment-lease-secs",
             "2",
-            "--outbox-lease-secs",
-            "2",
         ]
         .map(str::to_owned)
     };

@@ -100,6 +100,11 @@ struct Rig {
 }
 
 async fn rig(backend: Backend, failures: u32) -> Rig {
+    rig_with(backend, failures, Some(outbox::RelaySettings::default())).await
+}
+
+/// A rig whose relay paces itself by `relay`, or that has none when `None`.
+async fn rig_with(backend: Backend, failures: u32, relay: Option<outbox::RelaySettings>) -> Rig {
     if backend == Backend::Distributed {
         support::require(Service::PostgreSql);
         support::require(Service::RabbitMq);
@@ -149,12 +154,15 @@ async fn rig(backend: Backend, failures: u32) -> Rig {
     })
     .await
     .unwrap();
-    tokio::spawn(outbox::relay(
-        db.clone(),
-        bus.clone(),
-        Default::default(),
-        shutdown,
-    ));
+    if let Some(relay) = relay {
+        tokio::spawn(outbox::relay(
+            "probe",
+            db.clone(),
+            bus.clone(),
+            relay,
+            shutdown,
+        ));
+    }
     Rig {
         backend,
         namespace,
@@ -383,6 +391,143 @@ async fn housekeeping_sweeps_only_what_expired(backend: Backend) {
         .get("n")
         .unwrap();
     assert_eq!(inbox, 1);
+    rig.stop().await;
+}
+
+/// Commits `events` in one transaction.
+async fn commit(db: &Db, events: impl IntoIterator<Item = u32>) {
+    let mut tx = db.begin().await.unwrap();
+    for n in events {
+        outbox::add(&mut tx, &probe(n)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// A relay of its own over `rig`'s database, as another process would run: its own connections
+/// and stop signal.
+async fn another_relay(rig: &Rig) -> (Db, tokio::task::JoinHandle<()>) {
+    let db = Db::connect(&DbLocation::Postgres {
+        url: support::settings_db_url(&rig.namespace),
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    let (trigger, shutdown) = shutdown::channel();
+    let relay = tokio::spawn({
+        let (db, bus) = (db.clone(), rig.bus.clone());
+        async move {
+            outbox::relay("probe", db, bus, Default::default(), shutdown).await;
+            drop(trigger);
+        }
+    });
+    (db, relay)
+}
+
+/// Two processes relaying one outbox: one publishes, so nothing goes out twice; when it dies
+/// (its connection with it), the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_publishes_and_another_takes_over_when_it_dies() {
+    let rig = rig_with(Backend::Distributed, 0, None).await;
+    let (first_db, first) = another_relay(&rig).await;
+    commit(&rig.db, 1..=100).await;
+    let wait_for = async |n: i64| {
+        eventually(
+            &format!("{n} effects"),
+            PATIENCE,
+            async || rig.effects().await,
+            |e| *e == n,
+        )
+        .await;
+        eventually(
+            "an empty outbox",
+            PATIENCE,
+            async || outbox::pending(&rig.db).await.unwrap(),
+            |p| *p == 0,
+        )
+        .await;
+    };
+    wait_for(100).await;
+    let (second_db, second) = another_relay(&rig).await;
+    for chunk in 0..10 {
+        commit(&rig.db, 101 + chunk * 10..111 + chunk * 10).await;
+    }
+    wait_for(200).await;
+    assert_eq!(
+        rig.recorder.calls.load(Ordering::SeqCst),
+        200,
+        "while one relay leads, the other publishes nothing"
+    );
+    // The leader dies as a killed process would: its task and connections gone at once.
+    first.abort();
+    let _ = first.await;
+    first_db.close().await;
+    commit(&rig.db, 201..=300).await;
+    wait_for(300).await;
+    assert_eq!(rig.recorder.calls.load(Ordering::SeqCst), 300);
+    second.abort();
+    let _ = second.await;
+    second_db.close().await;
+    rig.stop().await;
+}
+
+/// A transaction that took its outbox sequence number before others committed, and commits
+/// after them (soon, or after the relay stopped looking for the gap), is still published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_committed_after_later_ones_is_still_published() {
+    let relay = outbox::RelaySettings {
+        gap_wait: Duration::from_millis(200),
+        sweep_every: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let rig = rig_with(Backend::Distributed, 0, Some(relay)).await;
+    for hold in [Duration::from_millis(50), Duration::from_millis(800)] {
+        let before = rig.effects().await;
+        let mut slow = rig.db.begin().await.unwrap();
+        outbox::add(&mut slow, &probe(1)).await.unwrap();
+        commit(&rig.db, [2, 3]).await;
+        eventually(
+            "the later events' effects",
+            PATIENCE,
+            async || rig.effects().await,
+            |n| *n == before + 2,
+        )
+        .await;
+        // Holding the transaction open is the scenario itself, not a wait for a result.
+        tokio::time::sleep(hold).await;
+        commit(&rig.db, [4]).await;
+        slow.commit().await.unwrap();
+        eventually(
+            "the late event's effect",
+            PATIENCE,
+            async || rig.effects().await,
+            |n| *n == before + 4,
+        )
+        .await;
+    }
+    assert_eq!(rig.recorder.calls.load(Ordering::SeqCst), 8);
+    rig.stop().await;
+}
+
+/// The relay vacuums the outbox as it deletes from it, whether or not autovacuum runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_vacuums_the_outbox_it_churns() {
+    let relay = outbox::RelaySettings {
+        vacuum_after: 50,
+        ..Default::default()
+    };
+    let rig = rig_with(Backend::Distributed, 0, Some(relay)).await;
+    let vacuums = async || -> i64 {
+        sql("SELECT vacuum_count AS n FROM pg_stat_user_tables WHERE relname = 'outbox'")
+            .fetch_one(&rig.db)
+            .await
+            .unwrap()
+            .get("n")
+            .unwrap()
+    };
+    let before = vacuums().await;
+    commit(&rig.db, 1..=120).await;
+    eventually("120 effects", PATIENCE, async || rig.effects().await, |n| *n == 120).await;
+    eventually("a vacuum of the outbox", PATIENCE, vacuums, |n| *n > before).await;
     rig.stop().await;
 }
 

@@ -24,12 +24,20 @@ pub struct Migrations {
 /// The tables every service database has: outbox, inbox, dead letters, idempotency keys.
 pub const PLATFORM: Migrations = Migrations {
     component: "platform",
-    steps: &[Migration {
-        version: 1,
-        name: "messaging and idempotency",
-        postgres: include_str!("migrations/postgres/0001_messaging.sql"),
-        sqlite: include_str!("migrations/sqlite/0001_messaging.sql"),
-    }],
+    steps: &[
+        Migration {
+            version: 1,
+            name: "messaging and idempotency",
+            postgres: include_str!("migrations/postgres/0001_messaging.sql"),
+            sqlite: include_str!("migrations/sqlite/0001_messaging.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "cursor relay, retention indexes",
+            postgres: include_str!("migrations/postgres/0002_relay_and_retention.sql"),
+            sqlite: include_str!("migrations/sqlite/0002_relay_and_retention.sql"),
+        },
+    ],
 };
 
 const LEDGER_PG: &str = "CREATE TABLE IF NOT EXISTS kassa_migrations (

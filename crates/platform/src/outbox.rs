@@ -1,20 +1,33 @@
 //! Transactional outbox: events are written in the transaction of the change that causes them,
 //! and a relay hands them to the bus, deleting each row only once the bus has confirmed it.
 //!
-//! Rows are claimed with a lease (`locked_until`), so several replicas can relay from one
-//! database without publishing the same row twice at once, and a row claimed by a process that
-//! died is published again once its lease runs out.
+//! A row is written twice in its life: inserted, and deleted once published. One relay per
+//! database publishes (the [`Leader`](crate::db::Leader): on PostgreSQL the process holding an
+//! advisory lock, which a dead process releases at once), so rows need no per-row claim: the
+//! relay reads them in sequence order after a cursor and remembers what it has handed to the bus.
+//! Sequence numbers are taken when a row is written but become visible when its transaction
+//! commits, possibly after a higher one: numbers the cursor passed without seeing (gaps) are
+//! looked for again for a while, and a periodic sweep below the cursor finds any row that
+//! committed later still. Deleted rows are vacuumed away as they accumulate, so the table's cost
+//! stays that of the rows waiting, however many went before (see docs/architecture.md).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use chrono::Utc;
-use futures_util::{StreamExt, stream::FuturesUnordered};
+use chrono::{DateTime, Utc};
+use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 use kassa_contracts::Envelope;
 use uuid::Uuid;
 
 use crate::{
-    bus::{EventBus, Message},
-    db::{Arg, Backend, Db, DbResult, Tx, for_keys, for_rows, sql, sql_assembled},
+    bus::{BusError, EventBus, Message},
+    db::{Arg, Backend, Db, DbResult, Leader, Tx, for_keys, for_rows, sql},
     shutdown::Shutdown,
 };
 
@@ -75,16 +88,24 @@ pub async fn pending(db: &Db) -> DbResult<i64> {
 /// How the relay paces itself.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
-    /// Rows claimed per query.
+    /// Rows read per query.
     pub batch: usize,
-    /// Messages handed to the bus and not yet confirmed, at most.
+    /// Rows handed to the bus and not yet confirmed (or waiting to be offered again), at most.
     pub max_in_flight: usize,
-    /// How long a claim holds before another relay may take the row.
-    pub lease: Duration,
-    /// How often to look for rows nobody announced (other replicas, expired leases).
+    /// How often to look for rows when no commit in this process announced any (other replicas
+    /// write to the same outbox).
     pub poll: Duration,
     /// How long a row waits after the bus refused it.
     pub retry_after: Duration,
+    /// How long a sequence number the cursor passed is looked for before the sweep is left to
+    /// find its row (a transaction that commits that long after writing to the outbox).
+    pub gap_wait: Duration,
+    /// How often rows below the cursor are looked for.
+    pub sweep_every: Duration,
+    /// Deleted rows after which the outbox is vacuumed (PostgreSQL).
+    pub vacuum_after: u64,
+    /// How often the outbox's depth, oldest row and dead-row ratios are measured for `/metrics`.
+    pub watch_every: Duration,
 }
 
 impl Default for RelaySettings {
@@ -92,51 +113,332 @@ impl Default for RelaySettings {
         RelaySettings {
             batch: 512,
             max_in_flight: 4096,
-            lease: Duration::from_secs(10),
             poll: Duration::from_millis(250),
             retry_after: Duration::from_secs(1),
+            gap_wait: Duration::from_secs(2),
+            sweep_every: Duration::from_secs(1),
+            vacuum_after: 10_000,
+            watch_every: Duration::from_secs(5),
         }
     }
 }
 
-/// How far behind its cursor a relay looks for rows committed out of sequence order.
-const CURSOR_SLACK: i64 = 256;
+/// The advisory lock whose holder relays a database's outbox.
+const RELAY_JOB: i64 = 0x6b61_7373_6101;
+/// How often the leader makes sure its lock's connection is still there.
+const LEADER_CHECK: Duration = Duration::from_secs(1);
+/// The most sequence gaps looked for at once (a rolled-back batch leaves one per row).
+const MAX_GAPS: usize = 16_384;
 
-struct Claimed {
+/// A row read from the outbox.
+struct Read {
     seq: i64,
     message: Message,
+    at: Instant,
 }
 
-/// Claims up to `limit` unleased rows after `after` (a sequence number).
-async fn claim(db: &Db, after: i64, limit: usize, lease: Duration) -> DbResult<Vec<Claimed>> {
-    let now = Utc::now();
-    let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10));
-    let text = format!(
-        "UPDATE outbox SET locked_until = $1, attempts = attempts + 1 WHERE seq IN (
-            SELECT seq FROM outbox WHERE seq > $4 AND (locked_until IS NULL OR locked_until < $2)
-            ORDER BY seq LIMIT $3{}) RETURNING seq, id, topic, body",
-        db.skip_locked()
+type Outcome = (Read, Result<(), BusError>);
+
+/// Publishes the outbox of `db` to `bus` until `shutdown` while this process leads for `db`,
+/// and keeps the outbox small and measured; rows still pending at shutdown stay for the next
+/// start. `service` labels its metrics.
+pub async fn relay(
+    service: &'static str,
+    db: Db,
+    bus: Arc<dyn EventBus>,
+    settings: RelaySettings,
+    shutdown: Shutdown,
+) {
+    let deleted = AtomicU64::new(0);
+    tokio::join!(
+        lead(service, &db, &bus, &settings, &shutdown, &deleted),
+        keep(service, &db, &settings, &shutdown, &deleted),
     );
-    let rows = sql_assembled(text)
-        .bind(until)
-        .bind(now)
-        .bind(limit as i64)
-        .bind(after)
-        .fetch_all(db)
-        .await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for row in rows {
-        claimed.push(Claimed {
-            seq: row.get("seq")?,
-            message: Message {
-                id: row.get("id")?,
-                topic: row.get("topic")?,
-                body: row.get("body")?,
-            },
-        });
+}
+
+/// Relays whenever this process leads; otherwise waits to.
+async fn lead(
+    service: &'static str,
+    db: &Db,
+    bus: &Arc<dyn EventBus>,
+    settings: &RelaySettings,
+    shutdown: &Shutdown,
+    deleted: &AtomicU64,
+) {
+    let leading = metrics::gauge!("kassa_outbox_relay_leader", "service" => service);
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_triggered() {
+        let wait = match db.try_lead(RELAY_JOB).await {
+            Ok(Some(leader)) => {
+                backoff = Duration::from_millis(100);
+                leading.set(1.0);
+                tracing::debug!(service, "relaying the outbox");
+                let relay = Relay {
+                    service,
+                    db,
+                    bus,
+                    settings,
+                    deleted,
+                    high: None,
+                    gaps: BTreeMap::new(),
+                    held: BTreeSet::new(),
+                    retry: VecDeque::new(),
+                    last_sweep: Instant::now(),
+                };
+                relay.run(leader, shutdown).await;
+                leading.set(0.0);
+                // Lost the lock (its connection): try again soon.
+                backoff
+            }
+            // Another process relays this outbox; take over if it goes.
+            Ok(None) => LEADER_CHECK,
+            Err(e) => {
+                tracing::warn!(service, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the database to relay the outbox");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => {}
+        }
     }
-    claimed.sort_by_key(|c| c.seq);
-    Ok(claimed)
+}
+
+/// The leader's state: what it has read and not yet settled, and where its cursor stands.
+struct Relay<'a> {
+    service: &'static str,
+    db: &'a Db,
+    bus: &'a Arc<dyn EventBus>,
+    settings: &'a RelaySettings,
+    deleted: &'a AtomicU64,
+    /// The highest sequence number read; `None` before the first row.
+    high: Option<i64>,
+    /// Sequence numbers below `high` not seen yet, since when.
+    gaps: BTreeMap<i64, Instant>,
+    /// Rows handed to the bus (or waiting to be offered again) and not yet deleted.
+    held: BTreeSet<i64>,
+    /// Rows the bus refused, with when to offer them again.
+    retry: VecDeque<(Instant, Read)>,
+    last_sweep: Instant,
+}
+
+impl Relay<'_> {
+    async fn run(mut self, mut leader: Leader, shutdown: &Shutdown) {
+        let mut in_flight = FuturesUnordered::new();
+        let mut last_check = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let bus: Arc<dyn EventBus> = self.bus.clone();
+        let publish = |row: Read| {
+            let bus = bus.clone();
+            async move {
+                let result = bus.publish(&row.message).await;
+                (row, result)
+            }
+        };
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            if last_check.elapsed() >= LEADER_CHECK {
+                last_check = Instant::now();
+                if !leader.still_leads().await {
+                    tracing::warn!(
+                        service = self.service,
+                        "lost the outbox relay's database connection; relaying again once it is back"
+                    );
+                    break;
+                }
+            }
+            let now = Instant::now();
+            while self.retry.front().is_some_and(|(due, _)| *due <= now) {
+                if let Some((_, row)) = self.retry.pop_front() {
+                    in_flight.push(publish(row));
+                }
+            }
+            let room = self.settings.max_in_flight.saturating_sub(self.held.len());
+            let mut read_any = false;
+            if room > 0 {
+                match self.read(room.min(self.settings.batch)).await {
+                    Ok(rows) => {
+                        backoff = Duration::from_millis(100);
+                        read_any = !rows.is_empty();
+                        for row in rows {
+                            self.held.insert(row.seq);
+                            in_flight.push(publish(row));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = self.service, error = %e, retry_in_ms = backoff.as_millis() as u64, "reading the outbox failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.wait() => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            let next_retry = self.retry.front().map(|(due, _)| *due);
+            tokio::select! {
+                Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                    let mut done = vec![first];
+                    while let Some(Some(more)) = in_flight.next().now_or_never() {
+                        done.push(more);
+                    }
+                    self.settle(done).await;
+                }
+                _ = self.db.outbox_written() => {}
+                _ = tokio::time::sleep(self.settings.poll), if !read_any => {}
+                _ = tokio::time::sleep_until(next_retry.unwrap_or(now).into()), if next_retry.is_some() => {}
+                _ = shutdown.wait() => {}
+            }
+        }
+        // Let what was handed to the bus finish, so it is confirmed and deleted, not sent twice.
+        let mut rest = Vec::new();
+        let drain = async {
+            while let Some(r) = in_flight.next().await {
+                rest.push(r);
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                service = self.service,
+                "outbox relay stopped with messages unconfirmed; they stay in the outbox"
+            );
+        }
+        self.settle(rest).await;
+        leader.resign().await;
+    }
+
+    /// The next rows to publish, at most `want`: after the cursor (and in the gaps behind it),
+    /// or, once per sweep interval, anywhere below it.
+    async fn read(&mut self, want: usize) -> DbResult<Vec<Read>> {
+        let now = Instant::now();
+        let gap_wait = self.settings.gap_wait;
+        self.gaps.retain(|_, since| now.duration_since(*since) < gap_wait);
+        let sweep = self.high.is_some() && self.last_sweep.elapsed() >= self.settings.sweep_every;
+        let (query, bound, held) = match self.high {
+            Some(high) if sweep => {
+                self.last_sweep = now;
+                (
+                    "SELECT seq, id, topic, body FROM outbox WHERE seq <= $1 ORDER BY seq LIMIT $2",
+                    high,
+                    self.held.range(..=high).count(),
+                )
+            }
+            _ => {
+                let after = match (self.high, self.gaps.first_key_value()) {
+                    (None, _) => 0,
+                    (Some(high), Some((gap, _))) => (gap - 1).min(high),
+                    (Some(high), None) => high,
+                };
+                (
+                    "SELECT seq, id, topic, body FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    after,
+                    self.held.range(after + 1..).count(),
+                )
+            }
+        };
+        // Rows this relay holds come back when they fall in the range: ask for that many more.
+        let rows = sql(query)
+            .bind(bound)
+            .bind((want + held) as i64)
+            .fetch_all(self.db)
+            .await?;
+        let mut fresh = Vec::with_capacity(rows.len().min(want));
+        for row in rows {
+            let seq: i64 = row.get("seq")?;
+            if self.held.contains(&seq) {
+                continue;
+            }
+            self.saw(seq, now);
+            fresh.push(Read {
+                seq,
+                message: Message {
+                    id: row.get("id")?,
+                    topic: row.get("topic")?,
+                    body: row.get("body")?,
+                },
+                at: now,
+            });
+            if fresh.len() == want {
+                break;
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Moves the cursor over `seq`: the numbers it skips are gaps to look for again.
+    fn saw(&mut self, seq: i64, now: Instant) {
+        match self.high {
+            None => self.high = Some(seq),
+            Some(high) if seq > high => {
+                let room = MAX_GAPS.saturating_sub(self.gaps.len()) as i64;
+                for gap in (high + 1)..seq.min(high + 1 + room) {
+                    self.gaps.insert(gap, now);
+                }
+                self.high = Some(seq);
+            }
+            Some(_) => {
+                self.gaps.remove(&seq);
+            }
+        }
+    }
+
+    /// Deletes what the bus confirmed and sets what it refused aside to offer again.
+    async fn settle(&mut self, done: Vec<Outcome>) {
+        let mut published = Vec::with_capacity(done.len());
+        let mut oldest = None::<Instant>;
+        let retry_at = Instant::now() + self.settings.retry_after;
+        let mut refused = 0u64;
+        for (row, result) in done {
+            match result {
+                Ok(()) => {
+                    oldest = Some(oldest.map_or(row.at, |o| o.min(row.at)));
+                    published.push(row.seq);
+                }
+                Err(e) => {
+                    // One line per batch, not per row: a broker outage refuses thousands at once.
+                    if refused == 0 {
+                        tracing::warn!(service = self.service, event_id = %row.message.id, error = %e, "publish failed; will retry");
+                    }
+                    refused += 1;
+                    self.retry.push_back((retry_at, row));
+                }
+            }
+        }
+        if refused > 0 {
+            metrics::counter!("kassa_outbox_publish_failures_total", "service" => self.service)
+                .increment(refused);
+        }
+        if published.is_empty() {
+            return;
+        }
+        metrics::counter!("kassa_outbox_published_total", "service" => self.service)
+            .increment(published.len() as u64);
+        match delete(self.db, &published).await {
+            Ok(()) => {
+                self.deleted
+                    .fetch_add(published.len() as u64, Ordering::Relaxed);
+            }
+            // The rows stay; the sweep finds and publishes them again, which consumers' inboxes
+            // make harmless.
+            Err(e) => {
+                tracing::warn!(service = self.service, error = %e, "could not delete published outbox rows")
+            }
+        }
+        for seq in &published {
+            self.held.remove(seq);
+        }
+        if let Some(oldest) = oldest {
+            metrics::histogram!("kassa_outbox_relay_batch_seconds", "service" => self.service)
+                .record(oldest.elapsed().as_secs_f64());
+        }
+    }
 }
 
 async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
@@ -151,142 +453,75 @@ async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
     Ok(())
 }
 
-async fn postpone(db: &Db, seqs: &[i64], after: Duration) -> DbResult<()> {
-    let at = Utc::now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::seconds(1));
-    for_keys(
-        db,
-        "UPDATE outbox SET locked_until = $1 WHERE seq IN",
-        "",
-        vec![Arg::from(at)],
-        seqs.iter().copied(),
-    )
-    .await?;
-    Ok(())
-}
+/// The platform's tables whose dead-row ratio `/metrics` shows.
+const WATCHED_TABLES: [&str; 3] = ["outbox", "inbox", "idempotency_keys"];
 
-/// Publishes the outbox of `db` to `bus` until `shutdown`; rows still pending then stay for the
-/// next start.
-pub async fn relay(db: Db, bus: Arc<dyn EventBus>, settings: RelaySettings, shutdown: Shutdown) {
-    if db.backend() == Backend::Sqlite {
-        // One process owns an SQLite file: leases left by a previous run belong to nobody now.
-        if let Err(e) = sql("UPDATE outbox SET locked_until = NULL")
-            .execute(&db)
-            .await
-        {
-            tracing::warn!(error = %e, "could not clear outbox leases");
-        }
-    }
-    let mut in_flight = FuturesUnordered::new();
-    let mut cursor: i64 = 0;
-    let mut last_full_scan = std::time::Instant::now() - settings.poll;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if shutdown.is_triggered() {
-            break;
-        }
-        let room = settings.max_in_flight.saturating_sub(in_flight.len());
-        let mut claimed_any = false;
-        if room > 0 {
-            // Rows this relay has claimed are leased, and a scan from the start would step over
-            // every one of them (and over the dead versions they leave) on each claim. So claims
-            // start a little before the last row claimed (transactions that commit out of
-            // sequence order land there), and once per poll interval from the start, for
-            // expired leases and stragglers.
-            let from_start = last_full_scan.elapsed() >= settings.poll;
-            let after = if from_start {
-                0
-            } else {
-                cursor.saturating_sub(CURSOR_SLACK)
-            };
-            match claim(&db, after, room.min(settings.batch), settings.lease).await {
-                Ok(rows) => {
-                    backoff = Duration::from_millis(100);
-                    if from_start {
-                        last_full_scan = std::time::Instant::now();
-                    }
-                    claimed_any = !rows.is_empty();
-                    if let Some(last) = rows.last() {
-                        cursor = cursor.max(last.seq);
-                    }
-                    for row in rows {
-                        let bus = bus.clone();
-                        in_flight.push(async move {
-                            let result = bus.publish(&row.message).await;
-                            (row.seq, row.message.id, result)
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox claim failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.wait() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-        }
-        tokio::select! {
-            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
-                let mut done = vec![first];
-                while let Some(Some(more)) = futures_util::FutureExt::now_or_never(in_flight.next()) {
-                    done.push(more);
-                }
-                settle(&db, done, &settings).await;
-            }
-            _ = db.outbox_written() => {}
-            _ = tokio::time::sleep(settings.poll), if !claimed_any => {}
-            _ = shutdown.wait() => {}
-        }
-    }
-    // Let what was handed to the bus finish, so it is confirmed and deleted, not sent twice.
-    let mut rest = Vec::new();
-    let drain = async {
-        while let Some(r) = in_flight.next().await {
-            rest.push(r);
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(10), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("outbox relay stopped with messages unconfirmed; they stay in the outbox");
-    }
-    settle(&db, rest, &settings).await;
-}
-
-async fn settle(
+/// Vacuums the outbox as the relay deletes from it, and measures it for `/metrics`.
+async fn keep(
+    service: &'static str,
     db: &Db,
-    done: Vec<(i64, Uuid, Result<(), crate::bus::BusError>)>,
     settings: &RelaySettings,
+    shutdown: &Shutdown,
+    deleted: &AtomicU64,
 ) {
-    let mut published = Vec::with_capacity(done.len());
-    let mut refused = Vec::new();
-    for (seq, id, result) in done {
-        match result {
-            Ok(()) => published.push(seq),
-            Err(e) => {
-                // One line per batch, not per row: a broker outage refuses thousands at once.
-                if refused.is_empty() {
-                    tracing::warn!(event_id = %id, error = %e, "publish failed; will retry");
-                }
-                refused.push(seq);
+    let mut last_watch: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait() => return,
+        }
+        if deleted.load(Ordering::Relaxed) >= settings.vacuum_after {
+            deleted.store(0, Ordering::Relaxed);
+            match db.vacuum("outbox").await {
+                Ok(()) => metrics::counter!("kassa_outbox_vacuums_total", "service" => service)
+                    .increment(1),
+                Err(e) => tracing::warn!(service, error = %e, "could not vacuum the outbox"),
+            }
+        }
+        if last_watch.is_none_or(|at| at.elapsed() >= settings.watch_every) {
+            last_watch = Some(Instant::now());
+            if let Err(e) = watch(service, db).await {
+                tracing::debug!(service, error = %e, "could not measure the outbox");
             }
         }
     }
-    if !refused.is_empty() {
-        metrics::counter!("kassa_outbox_publish_failures_total").increment(refused.len() as u64);
-        if let Err(e) = postpone(db, &refused, settings.retry_after).await {
-            tracing::warn!(error = %e, "could not postpone outbox rows; their lease will expire");
+}
+
+/// Sets the outbox's depth, its oldest row's age and the platform tables' dead-row ratios.
+async fn watch(service: &'static str, db: &Db) -> DbResult<()> {
+    let row = sql("SELECT COUNT(*) AS n FROM outbox").fetch_one(db).await?;
+    metrics::gauge!("kassa_outbox_pending", "service" => service).set(row.get::<i64>("n")? as f64);
+    let oldest = sql("SELECT created_at FROM outbox ORDER BY seq LIMIT 1")
+        .fetch_optional(db)
+        .await?
+        .map(|r| r.get::<DateTime<Utc>>("created_at"))
+        .transpose()?;
+    let age = oldest.map_or(0.0, |at| {
+        (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    metrics::gauge!("kassa_outbox_oldest_pending_seconds", "service" => service).set(age);
+    if db.backend() == Backend::Postgres {
+        let rows = for_keys(
+            db,
+            "SELECT relname::text AS name, n_live_tup AS live, n_dead_tup AS dead FROM pg_stat_user_tables WHERE relname IN",
+            "",
+            Vec::new(),
+            WATCHED_TABLES,
+        )
+        .await?;
+        for row in rows {
+            let (name, live, dead): (String, i64, i64) =
+                (row.get("name")?, row.get("live")?, row.get("dead")?);
+            let ratio = if live + dead > 0 {
+                dead as f64 / (live + dead) as f64
+            } else {
+                0.0
+            };
+            if let Some(table) = WATCHED_TABLES.iter().find(|t| **t == name) {
+                metrics::gauge!("kassa_table_dead_rows_ratio", "service" => service, "table" => *table)
+                    .set(ratio);
+            }
         }
     }
-    if published.is_empty() {
-        return;
-    }
-    metrics::counter!("kassa_outbox_published_total").increment(published.len() as u64);
-    if let Err(e) = delete(db, &published).await {
-        // The rows will be published again when their lease ends; the inbox makes that harmless.
-        tracing::warn!(error = %e, "could not delete published outbox rows");
-    }
+    Ok(())
 }

@@ -126,7 +126,9 @@ impl ProcessorLoop {
         let slots = Arc::new(Semaphore::new(self.settings.max_in_flight));
         let mut sweep = tokio::time::interval(self.settings.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (to_settle, settle_queue) = mpsc::unbounded_channel();
+        // Bounded: a charge keeps its slot until its outcome is queued, so outcomes waiting to be
+        // recorded never outnumber the charges allowed at once.
+        let (to_settle, settle_queue) = mpsc::channel(self.settings.max_in_flight.max(1));
         let settler = tokio::spawn(settle_loop(
             self.db.clone(),
             self.cache.clone(),
@@ -207,7 +209,7 @@ impl ProcessorLoop {
                     Some(async move {
                         match charge(db, provider.as_ref(), w).await {
                             Ok(Some(settlement)) => {
-                                if to_settle.send(settlement).is_err() {
+                                if to_settle.send(settlement).await.is_err() {
                                     // The settler stopped with the process: the payment stays
                                     // PROCESSING under its lease and is charged again later.
                                     tracing::warn!("outcome not recorded: stopping");
@@ -285,7 +287,7 @@ async fn settle_loop(
     db: Db,
     cache: Arc<dyn Cache>,
     refunds: Refunds,
-    mut queue: mpsc::UnboundedReceiver<Settlement>,
+    mut queue: mpsc::Receiver<Settlement>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];

@@ -10,11 +10,13 @@
 
 mod batch;
 mod error;
+mod leader;
 mod lease;
 mod query;
 
 pub use batch::{for_keys, for_rows};
 pub use error::{DbError, DbResult};
+pub use leader::Leader;
 pub use lease::Lease;
 pub use query::{Arg, Column, Query, Row, Target, sql, sql_assembled};
 
@@ -169,6 +171,20 @@ impl Db {
     /// Resolves when a committed transaction wrote to the outbox.
     pub(crate) async fn outbox_written(&self) {
         self.outbox_written.notified().await
+    }
+
+    /// Gives the space of `table`'s deleted and outdated rows back for new rows: PostgreSQL's
+    /// `VACUUM`, which a table churned by inserts and deletes needs to stay small whether or not
+    /// the server's autovacuum runs (and reaches it in time). A table another vacuum is working
+    /// on is left to it. SQLite reuses freed pages by itself.
+    pub async fn vacuum(&self, table: &str) -> DbResult<()> {
+        if let Pool::Pg(pool) = &self.pool {
+            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM (SKIP_LOCKED) {quoted}")))
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Runs SQL that may hold several statements (migrations).

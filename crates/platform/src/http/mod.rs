@@ -313,7 +313,22 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Folds the samples histograms collected into their summaries every few seconds until
+/// `shutdown`: without it they pile up between scrapes, and without a scraper, forever.
+pub async fn metrics_upkeep(shutdown: crate::shutdown::Shutdown) {
+    let handle = prometheus();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
 async fn render_metrics() -> Response {
+    if let Some(bytes) = resident_memory_bytes() {
+        metrics::gauge!("process_resident_memory_bytes").set(bytes as f64);
+    }
     let body = prometheus().render();
     (
         [(
@@ -323,6 +338,14 @@ async fn render_metrics() -> Response {
         body,
     )
         .into_response()
+}
+
+/// This process's resident set size, where the system tells it (Linux's `/proc`).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 async fn no_route() -> ApiError {
