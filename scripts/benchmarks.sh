@@ -13,8 +13,10 @@ export RUST_LOG=warn
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-# ONLY="startup reads" runs just those parts: startup embedded distributed rates latency reads.
-want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+# ONLY="startup reads" runs just those parts: startup embedded distributed rates latency reads
+# soak. The soak (ten rounds of N orders against one process) runs only when named, as it takes
+# five minutes: ONLY=soak, or ONLY=soak with PostgreSQL's autovacuum on and off in turn.
+want() { { [ -z "${ONLY:-}" ] && [ "$1" != soak ]; } || [[ " ${ONLY:-} " == *" $1 "* ]]; }
 
 run() { # run LABEL SERVER-ARGS -- BENCH-ARGS
   local label=$1; shift
@@ -56,6 +58,10 @@ want rates && run "distributed, offered 600/s" serve gateway orders payments --n
 want rates && run "distributed, offered 400/s" serve gateway orders payments --namespace "${ns}c" -- -n 8000 -c 256 --rate 400
 want latency && run "distributed, provider latency 1500 ms" serve gateway orders payments --namespace "${ns}d" --provider-latency-ms 1500 -- -n "$N" -c 512
 
+# Sustained load: ten rounds of N orders against one process; each round's throughput, p99 and
+# the server's RSS, then the last round against the first (and RSS against round two).
+want soak && run "distributed soak, 10 rounds, autovacuum $(psql "$PG" -Atc 'show autovacuum')" serve gateway orders payments --namespace "${ns}g" -- -n "$N" -c 64 --rounds 10
+
 # Reading one APPROVED payment through the gateway (served from the Redis cache) against
 # /health/live of the same process, each with wrk for 10 s at 64 connections.
 reads() {
@@ -78,7 +84,7 @@ reads() {
 want reads && reads
 
 # The distributed runs leave their databases behind; drop them.
-for suffix in a b c d e f; do
+for suffix in a b c d e f g; do
   for service in orders payments; do
     psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
   done

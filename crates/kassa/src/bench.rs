@@ -52,7 +52,8 @@ pub struct BenchReport {
     pub pgbench_insert_tps: Option<f64>,
     /// Terminal orders per second divided by pgbench's single-row inserts per second.
     pub ratio_to_pgbench: Option<f64>,
-    /// The gateway process's resident memory once the orders had settled, from its `/metrics`.
+    /// The gateway process's resident memory once the orders had settled (in a soak, 6 s later),
+    /// from its `/metrics`.
     pub server_rss_bytes: Option<u64>,
 }
 
@@ -298,6 +299,11 @@ async fn round(
         _ => 1.0,
     };
     let terminal_per_sec = settled.len() as f64 / span;
+    // In a soak, RSS is read once the process has had its moment to give memory freed by the
+    // round back (it does every 5 s), so rounds compare what it holds, not its last garbage.
+    if number.is_some() {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
     let server_rss_bytes = server_rss(&client, &base).await;
     Ok(BenchReport {
         orders: options.orders,

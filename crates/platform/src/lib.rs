@@ -11,6 +11,7 @@ pub mod http;
 pub mod idempotency;
 pub mod inbox;
 pub mod listing;
+pub mod memory;
 pub mod migrate;
 pub mod outbox;
 pub mod resource;

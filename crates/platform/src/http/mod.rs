@@ -313,13 +313,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Folds the samples histograms collected into their summaries every few seconds until
-/// `shutdown`: without it they pile up between scrapes, and without a scraper, forever.
+/// Every few seconds until `shutdown`: folds the samples histograms collected into their
+/// summaries (without it they pile up between scrapes, and without a scraper, forever), and
+/// gives memory freed since back to the system (see [`crate::memory`]).
 pub async fn metrics_upkeep(shutdown: crate::shutdown::Shutdown) {
     let handle = prometheus();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                handle.run_upkeep();
+                tokio::task::spawn_blocking(crate::memory::give_back);
+            }
             _ = shutdown.wait() => return,
         }
     }
