@@ -127,7 +127,10 @@ pub async fn soak(
         reports.push(report);
     }
     let (first, last) = (&reports[0], &reports[reports.len() - 1]);
-    let baseline = reports.get(1).filter(|_| reports.len() > 2).unwrap_or(first);
+    let baseline = reports
+        .get(1)
+        .filter(|_| reports.len() > 2)
+        .unwrap_or(first);
     Ok(SoakReport {
         last_to_first_throughput: last.terminal_per_sec / first.terminal_per_sec.max(1e-9),
         last_to_first_p99: last.p99_ms / first.p99_ms.max(1e-9),
@@ -423,7 +426,11 @@ impl SoakReport {
             "last round ÷ first: throughput {:.2}, p99 {:.2}; RSS last ÷ {} {}",
             self.last_to_first_throughput,
             self.last_to_first_p99,
-            if self.rounds.len() > 2 { "second" } else { "first" },
+            if self.rounds.len() > 2 {
+                "second"
+            } else {
+                "first"
+            },
             self.rss_growth
                 .map(|g| format!("{g:.2}"))
                 .unwrap_or_else(|| "unknown".into())

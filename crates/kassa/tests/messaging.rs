@@ -526,7 +526,13 @@ async fn the_relay_vacuums_the_outbox_it_churns() {
     };
     let before = vacuums().await;
     commit(&rig.db, 1..=120).await;
-    eventually("120 effects", PATIENCE, async || rig.effects().await, |n| *n == 120).await;
+    eventually(
+        "120 effects",
+        PATIENCE,
+        async || rig.effects().await,
+        |n| *n == 120,
+    )
+    .await;
     eventually("a vacuum of the outbox", PATIENCE, vacuums, |n| *n > before).await;
     rig.stop().await;
 }

@@ -69,10 +69,8 @@ pub async fn vacuum_churned(db: &Db) -> DbResult<Vec<String>> {
     if db.backend() != Backend::Postgres {
         return Ok(Vec::new());
     }
-    let rows = sql(
-        "SELECT relname::text AS name FROM pg_stat_user_tables
-         WHERE n_dead_tup > $1 AND n_dead_tup * $2 > n_live_tup ORDER BY n_dead_tup DESC",
-    )
+    let rows = sql("SELECT relname::text AS name FROM pg_stat_user_tables
+         WHERE n_dead_tup > $1 AND n_dead_tup * $2 > n_live_tup ORDER BY n_dead_tup DESC")
     .bind(VACUUM_DEAD_ROWS)
     .bind(VACUUM_LIVE_PER_DEAD)
     .fetch_all(db)

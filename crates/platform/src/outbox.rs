@@ -319,7 +319,8 @@ impl Relay<'_> {
     async fn read(&mut self, want: usize) -> DbResult<Vec<Read>> {
         let now = Instant::now();
         let gap_wait = self.settings.gap_wait;
-        self.gaps.retain(|_, since| now.duration_since(*since) < gap_wait);
+        self.gaps
+            .retain(|_, since| now.duration_since(*since) < gap_wait);
         let sweep = self.high.is_some() && self.last_sweep.elapsed() >= self.settings.sweep_every;
         let (query, bound, held) = match self.high {
             Some(high) if sweep => {
@@ -489,7 +490,9 @@ async fn keep(
 
 /// Sets the outbox's depth, its oldest row's age and the platform tables' dead-row ratios.
 async fn watch(service: &'static str, db: &Db) -> DbResult<()> {
-    let row = sql("SELECT COUNT(*) AS n FROM outbox").fetch_one(db).await?;
+    let row = sql("SELECT COUNT(*) AS n FROM outbox")
+        .fetch_one(db)
+        .await?;
     metrics::gauge!("kassa_outbox_pending", "service" => service).set(row.get::<i64>("n")? as f64);
     let oldest = sql("SELECT created_at FROM outbox ORDER BY seq LIMIT 1")
         .fetch_optional(db)

@@ -180,9 +180,11 @@ impl Db {
     pub async fn vacuum(&self, table: &str) -> DbResult<()> {
         if let Pool::Pg(pool) = &self.pool {
             let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM (SKIP_LOCKED) {quoted}")))
-                .execute(pool)
-                .await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "VACUUM (SKIP_LOCKED) {quoted}"
+            )))
+            .execute(pool)
+            .await?;
         }
         Ok(())
     }
