@@ -5,6 +5,7 @@
 pub mod extract;
 pub mod openapi;
 pub mod problem;
+mod raw_errors;
 
 use std::{
     sync::{Arc, OnceLock},
@@ -404,19 +405,14 @@ pub fn service_app(
 
 /// Serves `app` on `listener` until `shutdown`; requests in flight then are finished.
 ///
-/// A request whose head hyper cannot parse never reaches `app`, so it gets hyper's own bare
-/// answer, not a problem: 400 for a control character in a header value (or a bad method, target
-/// or version), 414 for a target over 65,534 bytes, 431 for a head over the read buffer (about
-/// 400 KB) or over 100 headers. hyper 1 writes that response in its HTTP/1 server role with a
-/// fixed status and no body and offers no hook or builder option to change it, and
-/// `axum::serve` does not expose hyper's builder anyway; only a connection wrapper that parses
-/// HTTP/1 framing ahead of hyper could answer those, which is riskier than the bare status.
+/// A request whose head hyper cannot parse never reaches `app`; hyper's own answer to it (400,
+/// 414 or 431) is written as a problem by the connection wrapper in `raw_errors.rs`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
+    axum::serve(raw_errors::ProblemListener(listener), app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
 }
@@ -685,19 +681,35 @@ mod tests {
         assert!(answer.contains("route_not_found"), "{answer:.200}");
     }
 
-    /// Pins a limit this crate cannot lift: hyper answers a request head it cannot parse itself,
-    /// before any service runs, with a fixed status and an empty body (see `serve`).
+    /// hyper answers a request head it cannot parse itself, before any service runs; the
+    /// connection wrapper turns that answer into a problem.
     #[tokio::test]
-    async fn heads_hyper_cannot_parse_get_its_bare_answer() {
+    async fn heads_hyper_cannot_parse_get_a_problem() {
         let control = b"GET / HTTP/1.1\r\nHost: kassa\r\nX-Note: a\x01b\r\n\r\n";
-        let answer = exchange(app(Router::new()), control).await;
-        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:.200}");
-        assert!(!answer.contains("problem+json"), "{answer:.200}");
-
-        let path = format!("/{}", "a".repeat(70_000));
-        let raw = format!("GET {path} HTTP/1.1\r\nHost: kassa\r\n\r\n");
-        let answer = exchange(app(Router::new()), raw.as_bytes()).await;
-        assert!(answer.starts_with("HTTP/1.1 414"), "{answer:.200}");
-        assert!(!answer.contains("problem+json"), "{answer:.200}");
+        let long = format!(
+            "GET /{} HTTP/1.1\r\nHost: kassa\r\n\r\n",
+            "a".repeat(70_000)
+        );
+        let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: kassa\r\n{many}\r\n");
+        for (raw, status, code) in [
+            (&control[..], "400", "malformed_request"),
+            (long.as_bytes(), "414", "uri_too_long"),
+            (many.as_bytes(), "431", "headers_too_large"),
+        ] {
+            let answer = exchange(app(Router::new()), raw).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{answer:.200}"
+            );
+            assert!(
+                answer.contains("content-type: application/problem+json"),
+                "{answer:.200}"
+            );
+            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let problem: serde_json::Value = serde_json::from_str(body).expect(body);
+            assert_eq!(problem["code"], code);
+            assert_eq!(problem["status"].to_string(), status);
+        }
     }
 }
