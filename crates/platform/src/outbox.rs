@@ -129,6 +129,11 @@ const RELAY_JOB: i64 = 0x6b61_7373_6101;
 const LEADER_CHECK: Duration = Duration::from_secs(1);
 /// The most sequence gaps looked for at once (a rolled-back batch leaves one per row).
 const MAX_GAPS: usize = 16_384;
+/// Held rows a read may fetch again to see behind the cursor; past that, gaps are looked up by
+/// number.
+const REREAD_AT_MOST: usize = 64;
+/// Gaps looked up by number in one read, at most.
+const MAX_GAP_LOOKUP: usize = 512;
 
 /// A row read from the outbox.
 struct Read {
@@ -183,6 +188,7 @@ async fn lead(
                     gaps: BTreeMap::new(),
                     held: BTreeSet::new(),
                     retry: VecDeque::new(),
+                    undeleted: Vec::new(),
                     last_sweep: Instant::now(),
                 };
                 relay.run(leader, shutdown).await;
@@ -220,6 +226,8 @@ struct Relay<'a> {
     held: BTreeSet<i64>,
     /// Rows the bus refused, with when to offer them again.
     retry: VecDeque<(Instant, Read)>,
+    /// Published rows whose delete failed, to delete again.
+    undeleted: Vec<i64>,
     last_sweep: Instant,
 }
 
@@ -256,13 +264,19 @@ impl Relay<'_> {
                     in_flight.push(publish(row));
                 }
             }
+            if !self.undeleted.is_empty() {
+                self.delete(Vec::new()).await;
+            }
             let room = self.settings.max_in_flight.saturating_sub(self.held.len());
             let mut read_any = false;
             if room > 0 {
+                let last_sweep = self.last_sweep;
                 match self.read(room.min(self.settings.batch)).await {
                     Ok(rows) => {
                         backoff = Duration::from_millis(100);
-                        read_any = !rows.is_empty();
+                        // A sweep that found nothing says nothing of the rows after the cursor:
+                        // read again at once rather than wait for the next poll.
+                        read_any = !rows.is_empty() || self.last_sweep != last_sweep;
                         for row in rows {
                             self.held.insert(row.seq);
                             in_flight.push(publish(row));
@@ -322,34 +336,66 @@ impl Relay<'_> {
         self.gaps
             .retain(|_, since| now.duration_since(*since) < gap_wait);
         let sweep = self.high.is_some() && self.last_sweep.elapsed() >= self.settings.sweep_every;
-        let (query, bound, held) = match self.high {
+        let forward =
+            "SELECT seq, id, topic, body FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2";
+        // Rows this relay holds come back when they fall in the range read: each query asks for
+        // that many more than it wants.
+        let rows = match self.high {
             Some(high) if sweep => {
                 self.last_sweep = now;
-                (
-                    "SELECT seq, id, topic, body FROM outbox WHERE seq <= $1 ORDER BY seq LIMIT $2",
-                    high,
-                    self.held.range(..=high).count(),
-                )
+                let held = self.held.range(..=high).count();
+                sql("SELECT seq, id, topic, body FROM outbox WHERE seq <= $1 ORDER BY seq LIMIT $2")
+                    .bind(high)
+                    .bind((want + held) as i64)
+                    .fetch_all(self.db)
+                    .await?
             }
-            _ => {
-                let after = match (self.high, self.gaps.first_key_value()) {
-                    (None, _) => 0,
-                    (Some(high), Some((gap, _))) => (gap - 1).min(high),
-                    (Some(high), None) => high,
-                };
-                (
-                    "SELECT seq, id, topic, body FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    after,
-                    self.held.range(after + 1..).count(),
-                )
+            None => {
+                sql(forward)
+                    .bind(0i64)
+                    .bind((want + self.held.len()) as i64)
+                    .fetch_all(self.db)
+                    .await?
+            }
+            Some(high) => {
+                let after = self.gaps.first_key_value().map_or(high, |(gap, _)| gap - 1);
+                let held = self.held.range(after + 1..).count();
+                if held <= REREAD_AT_MOST {
+                    // Usually: the gaps are transactions moments from committing, and the rows
+                    // between them and the cursor few.
+                    sql(forward)
+                        .bind(after)
+                        .bind((want + held) as i64)
+                        .fetch_all(self.db)
+                        .await?
+                } else {
+                    // A gap that lasts (a rolled-back transaction) would have every read fetch
+                    // the rows held since again: look for the gaps by number instead.
+                    let mut rows = sql(forward)
+                        .bind(high)
+                        .bind(want as i64)
+                        .fetch_all(self.db)
+                        .await?;
+                    let gaps: Vec<i64> = self.gaps.keys().copied().take(MAX_GAP_LOOKUP).collect();
+                    rows.extend(
+                        for_keys(
+                            self.db,
+                            "SELECT seq, id, topic, body FROM outbox WHERE seq IN",
+                            "",
+                            Vec::new(),
+                            gaps,
+                        )
+                        .await?,
+                    );
+                    let mut keyed = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        keyed.push((row.get::<i64>("seq")?, row));
+                    }
+                    keyed.sort_by_key(|(seq, _)| *seq);
+                    keyed.into_iter().map(|(_, row)| row).collect()
+                }
             }
         };
-        // Rows this relay holds come back when they fall in the range: ask for that many more.
-        let rows = sql(query)
-            .bind(bound)
-            .bind((want + held) as i64)
-            .fetch_all(self.db)
-            .await?;
         let mut fresh = Vec::with_capacity(rows.len().min(want));
         for row in rows {
             let seq: i64 = row.get("seq")?;
@@ -421,23 +467,32 @@ impl Relay<'_> {
         }
         metrics::counter!("kassa_outbox_published_total", "service" => self.service)
             .increment(published.len() as u64);
-        match delete(self.db, &published).await {
-            Ok(()) => {
-                self.deleted
-                    .fetch_add(published.len() as u64, Ordering::Relaxed);
-            }
-            // The rows stay; the sweep finds and publishes them again, which consumers' inboxes
-            // make harmless.
-            Err(e) => {
-                tracing::warn!(service = self.service, error = %e, "could not delete published outbox rows")
-            }
-        }
-        for seq in &published {
-            self.held.remove(seq);
-        }
+        self.delete(published).await;
         if let Some(oldest) = oldest {
             metrics::histogram!("kassa_outbox_relay_batch_seconds", "service" => self.service)
                 .record(oldest.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Deletes published rows, with any whose delete failed before. Rows stay held until their
+    /// delete succeeds, so a failed delete is tried again, never the publish.
+    async fn delete(&mut self, published: Vec<i64>) {
+        let mut seqs = std::mem::take(&mut self.undeleted);
+        seqs.extend(published);
+        if seqs.is_empty() {
+            return;
+        }
+        match delete(self.db, &seqs).await {
+            Ok(()) => {
+                self.deleted.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                for seq in &seqs {
+                    self.held.remove(seq);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(service = self.service, rows = seqs.len(), error = %e, "could not delete published outbox rows; will try again");
+                self.undeleted = seqs;
+            }
         }
     }
 }

@@ -127,7 +127,7 @@ impl ProcessorLoop {
         let mut sweep = tokio::time::interval(self.settings.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Bounded: a charge keeps its slot until its outcome is queued, so outcomes waiting to be
-        // recorded never outnumber the charges allowed at once.
+        // recorded (queued, or waiting to be) never outnumber twice the charges allowed at once.
         let (to_settle, settle_queue) = mpsc::channel(self.settings.max_in_flight.max(1));
         let settler = tokio::spawn(settle_loop(
             self.db.clone(),
