@@ -131,7 +131,7 @@ const LEADER_CHECK: Duration = Duration::from_secs(1);
 const MAX_GAPS: usize = 16_384;
 /// Held rows a read may fetch again to see behind the cursor; past that, gaps are looked up by
 /// number.
-const REREAD_AT_MOST: usize = 64;
+const REREAD_AT_MOST: usize = 512;
 /// Gaps looked up by number in one read, at most.
 const MAX_GAP_LOOKUP: usize = 512;
 
