@@ -23,26 +23,30 @@ const VACUUM_DEAD_ROWS: i64 = 10_000;
 /// ...and more than one in this many of its live rows (autovacuum's default scale factor, 0.2).
 const VACUUM_LIVE_PER_DEAD: i64 = 5;
 
-/// Deletes idempotency keys and inbox entries older than they are kept; returns how many rows.
-pub async fn sweep(db: &Db) -> DbResult<u64> {
-    let ago = |d: Duration| {
-        Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1))
-    };
-    let keys = delete_in_batches(
-        db,
+/// What is removed by age: a statement deleting at most `$2` rows older than `$1`, oldest first,
+/// and how long rows are kept.
+const RETENTION: [(&str, Duration); 2] = [
+    (
         "DELETE FROM idempotency_keys WHERE (scope, key) IN (
             SELECT scope, key FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
-        ago(IDEMPOTENCY_KEYS_KEPT),
-    )
-    .await?;
-    let inbox = delete_in_batches(
-        db,
+        IDEMPOTENCY_KEYS_KEPT,
+    ),
+    (
         "DELETE FROM inbox WHERE (consumer, event_id) IN (
             SELECT consumer, event_id FROM inbox WHERE handled_at < $1 ORDER BY handled_at LIMIT $2)",
-        ago(INBOX_KEPT),
-    )
-    .await?;
-    Ok(keys + inbox)
+        INBOX_KEPT,
+    ),
+];
+
+/// Deletes idempotency keys and inbox entries older than they are kept; returns how many rows.
+pub async fn sweep(db: &Db) -> DbResult<u64> {
+    let mut total = 0;
+    for (statement, kept) in RETENTION {
+        let before =
+            Utc::now() - chrono::Duration::from_std(kept).unwrap_or(chrono::Duration::days(1));
+        total += delete_in_batches(db, statement, before).await?;
+    }
+    Ok(total)
 }
 
 /// Runs `statement` (which deletes at most `$2` rows older than `$1`) until it deletes fewer.

@@ -482,8 +482,15 @@ impl Relay<'_> {
         if seqs.is_empty() {
             return;
         }
-        match delete(self.db, &seqs).await {
-            Ok(()) => {
+        let deleting = for_keys(
+            self.db,
+            "DELETE FROM outbox WHERE seq IN",
+            "",
+            Vec::new(),
+            seqs.iter().copied(),
+        );
+        match deleting.await {
+            Ok(_) => {
                 self.deleted.fetch_add(seqs.len() as u64, Ordering::Relaxed);
                 for seq in &seqs {
                     self.held.remove(seq);
@@ -495,18 +502,6 @@ impl Relay<'_> {
             }
         }
     }
-}
-
-async fn delete(db: &Db, seqs: &[i64]) -> DbResult<()> {
-    for_keys(
-        db,
-        "DELETE FROM outbox WHERE seq IN",
-        "",
-        Vec::new(),
-        seqs.iter().copied(),
-    )
-    .await?;
-    Ok(())
 }
 
 /// The platform's tables whose dead-row ratio `/metrics` shows.

@@ -77,6 +77,15 @@ pub async fn cache_payment(cache: &dyn Cache, payment: &Payment) {
     cache.remove(&cache_key(payment.id)).await;
 }
 
+/// Caches `payments` (see [`cache_payment`]) in a task of their own, so the loop that changed
+/// them goes on while Redis answers, or does not.
+pub fn cache_payments_beside(cache: Arc<dyn Cache>, payments: Vec<Payment>) {
+    tokio::spawn(async move {
+        futures_util::future::join_all(payments.iter().map(|p| cache_payment(cache.as_ref(), p)))
+            .await;
+    });
+}
+
 /// Writes `payment`'s view unless a later state is cached; false when the cache did not answer.
 async fn cache_view(cache: &dyn Cache, payment: &Payment, body: Vec<u8>) -> bool {
     cache

@@ -250,16 +250,7 @@ impl Apply for OrderEvents {
         // Each payment as this batch left it, cached beside the next deliveries; should the
         // settlement's entry land first, this older state does not replace it (the entries are
         // versioned).
-        let latest = latest_of_each(after.changed);
-        let cache = self.cache.clone();
-        tokio::spawn(async move {
-            futures_util::future::join_all(
-                latest
-                    .iter()
-                    .map(|p| crate::api::cache_payment(cache.as_ref(), p)),
-            )
-            .await;
-        });
+        crate::api::cache_payments_beside(self.cache.clone(), latest_of_each(after.changed));
     }
 }
 

@@ -415,14 +415,6 @@ async fn settle(
     // The cache is brought up to date beside the loop, which goes on recording outcomes; a
     // write that lands late still wins over older states (the entries are versioned).
     let stored: Vec<Payment> = recorded.into_iter().map(|(_, stored)| stored).collect();
-    let cache = cache.clone();
-    tokio::spawn(async move {
-        futures_util::future::join_all(
-            stored
-                .iter()
-                .map(|p| crate::api::cache_payment(cache.as_ref(), p)),
-        )
-        .await;
-    });
+    crate::api::cache_payments_beside(cache.clone(), stored);
     Ok(())
 }

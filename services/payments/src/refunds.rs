@@ -149,8 +149,7 @@ impl RefundLoop {
         tx.commit().await?;
         if let Some(refunded) = refunded {
             // Beside the loop: a Redis outage must not slow the refunds down.
-            let cache = self.cache.clone();
-            tokio::spawn(async move { crate::api::cache_payment(cache.as_ref(), &refunded).await });
+            crate::api::cache_payments_beside(self.cache.clone(), vec![refunded]);
         }
         metrics::counter!("kassa_payments_refunded_total", "kind" => due.kind.as_str())
             .increment(1);
