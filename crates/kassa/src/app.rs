@@ -198,6 +198,10 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
     // Services with storage first: those without (the gateway) route to them.
     let (stateful, stateless): (Vec<&'static Service>, Vec<&'static Service>) =
         services.iter().copied().partition(|s| s.has_storage());
+    // Relays start once every consumer of this process has subscribed: the in-process bus
+    // delivers a message to the subscribers it has when it is published, so an event relayed
+    // before its consumer subscribed would reach nobody and leave the outbox all the same.
+    let mut relays = Vec::new();
     for service in stateful {
         let db = open_database(&settings, service).await?;
         let mut parts = (service.build)(&infra(service, Some(db.clone()), Vec::new()))
@@ -217,13 +221,7 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
             Duration::from_secs(30),
             shutdown.clone(),
         ));
-        running.tasks.spawn(kassa_platform::outbox::relay(
-            service.name,
-            db.clone(),
-            bus.clone(),
-            settings.relay.clone(),
-            shutdown.clone(),
-        ));
+        relays.push((service.name, db.clone()));
         let readiness = Readiness {
             db: Some(db.clone()),
             bus: Some(bus.clone()),
@@ -233,6 +231,15 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         running.dbs.push(db);
         let app = running.mount(service, parts, readiness, &settings);
         apps.insert(service.name, app);
+    }
+    for (name, db) in relays {
+        running.tasks.spawn(kassa_platform::outbox::relay(
+            name,
+            db,
+            bus.clone(),
+            settings.relay.clone(),
+            shutdown.clone(),
+        ));
     }
 
     let peers: Vec<Peer> = registry::SERVICES
