@@ -2,7 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::Response,
     routing::{get, patch},
@@ -15,7 +15,7 @@ use kassa_contracts::{
 use kassa_platform::{
     db::Db,
     http::{
-        ApiError, ApiJson, ApiResult, RequestIds, not_null,
+        ApiError, ApiJson, ApiResult, PathId, RequestIds, found, not_null,
         openapi::{
             self, CurrencyCode, IdempotencyKeyHeader, InvalidBody, InvalidParams, PricedObject,
             ProblemResponses,
@@ -252,13 +252,9 @@ kassa_platform::list_endpoint! {
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<OrderView>> {
-    let id = parse_uuid("id", &id)?;
-    let order = store::find(&state.db, id)
-        .await?
-        .ok_or_else(order_not_found)?;
-    Ok(Json(order.into()))
+    found(store::find(&state.db, id).await?, order_not_found)
 }
 
 /// Change an order's status; only `CANCELLED` can be asked for (PAID and FAILED follow from
@@ -273,10 +269,9 @@ pub async fn get_order(
 pub async fn update_order(
     State(state): State<AppState>,
     ids: RequestIds,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<UpdateOrder>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    let id = parse_uuid("id", &id)?;
     // Any letter case, nothing around the word: what the document's pattern says.
     let letters = body.status.bytes().all(|b| b.is_ascii_alphabetic());
     match OrderStatus::parse(&body.status).filter(|_| letters) {
@@ -304,9 +299,8 @@ pub async fn update_order(
 pub async fn cancel_order(
     State(state): State<AppState>,
     ids: RequestIds,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    let id = parse_uuid("id", &id)?;
     cancel(&state.db, id, &ids.event_context()).await
 }
 

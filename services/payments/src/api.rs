@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -13,9 +13,8 @@ use kassa_platform::{
     cache::Cache,
     db::Db,
     http::{
-        ApiError, ApiResult,
+        ApiError, ApiResult, PathId, found,
         openapi::{self, CurrencyCode, Failures, InvalidParams, ProblemResponses},
-        parse_uuid,
     },
 };
 use serde::Serialize;
@@ -201,11 +200,7 @@ kassa_platform::list_endpoint! {
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No payment has this id (`payment_not_found`)."),
         InvalidParams,
     ))]
-pub async fn get_payment(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let id = parse_uuid("id", &id)?;
+pub async fn get_payment(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
     let key = cache_key(id);
     if let Some(bytes) = state.cache.get(&key).await {
         return Ok((
@@ -242,15 +237,11 @@ pub async fn get_payment(
     ))]
 pub async fn payment_by_order(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    PathId(order_id): PathId,
 ) -> ApiResult<Json<PaymentView>> {
-    let order_id = parse_uuid("orderId", &order_id)?;
-    let payment = store::find_by_order(&state.db, order_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found("payment_not_found", "This order has no payment (yet).")
-        })?;
-    Ok(Json(payment.into()))
+    found(store::find_by_order(&state.db, order_id).await?, || {
+        ApiError::not_found("payment_not_found", "This order has no payment (yet).")
+    })
 }
 
 /// Count and total amount of payments per status.

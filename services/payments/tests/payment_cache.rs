@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use kassa_contracts::{Currency, EventContext, Money};
 use kassa_payments::{
     api::{self, AppState},
@@ -81,7 +81,7 @@ async fn approve(db: &Db, id: Uuid) -> Payment {
 
 /// The status `GET /api/payments/{id}` answers.
 async fn status_served(state: &AppState, id: Uuid) -> String {
-    let response = api::get_payment(State(state.clone()), Path(id.to_string()))
+    let response = api::get_payment(State(state.clone()), kassa_platform::http::PathId(id))
         .await
         .unwrap_or_else(|_| panic!("payment {id} not served"));
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)

@@ -2,7 +2,7 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Request},
+    extract::{FromRequest, FromRequestParts, RawPathParams, Request},
     http::{HeaderMap, StatusCode, header, request::Parts},
 };
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
@@ -249,6 +249,47 @@ fn parse_bounded(param: &str, value: &str, min: u32, max: u32) -> Result<u32, Ap
             format!("`{param}` must be a whole number from {min} to {max}."),
         )),
     }
+}
+
+/// The one id in a request's path (`/api/orders/{id}`, `/api/payments/order/{orderId}`), read
+/// as [`parse_uuid`] reads it: a bad one is a 400 naming the route's own parameter.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| {
+                // Only a segment that is not UTF-8 once percent-decoded gets here.
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_uuid",
+                    "The id in the path must be a UUID; this one is not even UTF-8 text.",
+                )
+            })?;
+        let mut params = params.iter();
+        match (params.next(), params.next()) {
+            (Some((name, value)), None) => parse_uuid(name, value).map(PathId),
+            // A route with no or several parameters is the handler's mistake, not the caller's.
+            _ => {
+                tracing::error!(
+                    path = parts.uri.path(),
+                    "PathId used on a route without exactly one parameter"
+                );
+                Err(ApiError::internal())
+            }
+        }
+    }
+}
+
+/// A record read by id as its view, or the problem `missing` makes when there is none.
+pub fn found<T, V: From<T>>(
+    record: Option<T>,
+    missing: impl FnOnce() -> ApiError,
+) -> Result<axum::Json<V>, ApiError> {
+    record.map(|r| axum::Json(V::from(r))).ok_or_else(missing)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Pagination {

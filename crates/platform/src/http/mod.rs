@@ -26,7 +26,9 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
-pub use extract::{ApiJson, Page, PageMeta, Pagination, not_null, parse_json, parse_uuid};
+pub use extract::{
+    ApiJson, Page, PageMeta, Pagination, PathId, found, not_null, parse_json, parse_uuid,
+};
 pub use problem::{ApiError, ApiResult};
 
 use crate::{bus::EventBus, cache::Cache, db::Db, shutdown::Shutdown};
@@ -648,6 +650,51 @@ mod tests {
         assert_eq!(body["code"], "invalid_request");
         assert_eq!(body["requestId"], "utf8-1");
         assert!(body["detail"].as_str().unwrap().contains("UTF-8"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_path_id_is_a_canonical_uuid_named_as_the_route_names_it() {
+        async fn one(PathId(id): PathId) -> String {
+            id.to_string()
+        }
+        let app = app(Router::new()
+            .route("/things/{thingId}", get(one))
+            .route("/pairs/{a}/{b}", get(one)));
+        let get_path = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
+        let id = "476f5730-aa83-4ff0-ab9f-d6e19836e195";
+        let response = app
+            .clone()
+            .oneshot(get_path(&format!("/things/{id}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(text, id.as_bytes());
+
+        for bad in ["nope", "00000000-0000-0000-0000-000000000000", "%FF"] {
+            let response = app
+                .clone()
+                .oneshot(get_path(&format!("/things/{bad}")))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+            let body = body_json(response).await;
+            assert!(
+                ["invalid_uuid", "invalid_request"].contains(&body["code"].as_str().unwrap()),
+                "{bad}: {body}"
+            );
+            if bad != "%FF" {
+                assert_eq!(body["param"], "thingId", "{bad}: {body}");
+            }
+        }
+        // Two parameters: the handler's mistake, a 500, never a guess at which one is meant.
+        let response = app
+            .oneshot(get_path(&format!("/pairs/{id}/{id}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     /// Sends `raw` to a real server running `app` and returns everything it answers.

@@ -11,17 +11,20 @@
 
 use axum::{
     Json, Router,
-    extract::{MatchedPath, Path, RawQuery, State},
+    extract::{MatchedPath, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use super::{FieldKind, Records, Resource, Stored};
 use crate::{
     db::Arg,
-    http::{ApiError, ApiJson, ApiResult, Page, Pagination, RequestIds, parse_json, parse_uuid},
+    http::{
+        ApiError, ApiJson, ApiResult, Page, Pagination, PathId, RequestIds, parse_json, parse_uuid,
+    },
     idempotency::{self, Begun, IdempotencyKey},
     listing::Filters,
 };
@@ -189,9 +192,8 @@ async fn list<R: Resource>(
 
 async fn read<R: Resource>(
     State(records): State<Records<R>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let id = parse_uuid("id", &id)?;
     let record = records.find(id).await?.ok_or_else(not_found::<R>)?;
     Ok(answer(StatusCode::OK, &record))
 }
@@ -199,12 +201,11 @@ async fn read<R: Resource>(
 /// Applies a change to the record `id` under its lock, after checking `If-Match`.
 async fn change<R: Resource>(
     records: &Records<R>,
-    id: &str,
+    id: Uuid,
     headers: &HeaderMap,
     ids: &RequestIds,
     next: impl FnOnce(&Stored<R::Fields>) -> ApiResult<R::Fields>,
 ) -> ApiResult<Response> {
-    let id = parse_uuid("id", id)?;
     let mut tx = records.db().begin().await?;
     let current = records
         .find_for_update(&mut tx, id)
@@ -222,23 +223,23 @@ async fn change<R: Resource>(
 
 async fn replace<R: Resource>(
     State(records): State<Records<R>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ids: RequestIds,
     headers: HeaderMap,
     ApiJson(fields): ApiJson<R::Fields>,
 ) -> ApiResult<Response> {
-    change(&records, &id, &headers, &ids, |_| Ok(fields)).await
+    change(&records, id, &headers, &ids, |_| Ok(fields)).await
 }
 
 /// RFC 7396: each member of the patch replaces that field; `null` clears it.
 async fn patch<R: Resource>(
     State(records): State<Records<R>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ids: RequestIds,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<Map<String, Value>>,
 ) -> ApiResult<Response> {
-    change(&records, &id, &headers, &ids, |current| {
+    change(&records, id, &headers, &ids, |current| {
         let mut merged = match serde_json::to_value(&current.fields) {
             Ok(Value::Object(map)) => map,
             _ => return Err(ApiError::internal()),
@@ -254,11 +255,10 @@ async fn patch<R: Resource>(
 
 async fn remove<R: Resource>(
     State(records): State<Records<R>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ids: RequestIds,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let id = parse_uuid("id", &id)?;
     let mut tx = records.db().begin().await?;
     let current = records
         .find_for_update(&mut tx, id)
