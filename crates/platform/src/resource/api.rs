@@ -7,7 +7,9 @@
 //! - `DELETE /prefix/{id}`: 204
 //!
 //! Changes honour `If-Match` (412 when the record changed since it was read) and lock the record
-//! for their transaction, so two changes never interleave.
+//! for their transaction, so two changes never interleave. A prefix of [`Style::Seed`] answers
+//! as a seed's clients expect (a list is an array, a replace is 204, bodies may carry `id` and
+//! the timestamps); fields that are not `writable` keep their value whatever the style.
 
 use axum::{
     Json, Router,
@@ -19,31 +21,112 @@ use axum::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{FieldKind, Records, Resource, Stored};
+use super::{FieldKind, Mount, Records, Resource, Stored, Style};
 use crate::{
     db::Arg,
-    http::{
-        ApiError, ApiJson, ApiResult, Page, Pagination, PathId, RequestIds, parse_json, parse_uuid,
-    },
+    http::extract::MAX_LIMIT,
+    http::{ApiError, ApiJson, ApiResult, Pagination, PathId, RequestIds, parse_json, parse_uuid},
     idempotency::{self, Begun, IdempotencyKey},
     listing::Filters,
 };
 
-/// The routes of `R` under each of `prefixes` (`/api/members`, and a seed's `/Member`).
-pub fn router<R: Resource>(records: Records<R>, prefixes: &[&str]) -> Router {
+/// The routes of `R` under each of `mounts` (`/api/members`, and a seed's `/Member`).
+pub fn router<R: Resource>(records: Records<R>, mounts: &[Mount]) -> Router {
     let mut router = Router::new();
-    for prefix in prefixes {
-        router = router
-            .route(prefix, get(list::<R>).post(create::<R>))
-            .route(
-                &format!("{prefix}/{{id}}"),
-                get(read::<R>)
-                    .put(replace::<R>)
-                    .patch(patch::<R>)
-                    .delete(remove::<R>),
-            );
+    for mount in mounts {
+        router = match mount.style {
+            Style::Kassa => routes::<R, false>(router, mount.prefix),
+            Style::Seed => routes::<R, true>(router, mount.prefix),
+        };
     }
     router.with_state(records)
+}
+
+/// `SEED`: the prefix answers in [`Style::Seed`].
+fn routes<R: Resource, const SEED: bool>(
+    router: Router<Records<R>>,
+    prefix: &str,
+) -> Router<Records<R>> {
+    router
+        .route(prefix, get(list::<R, SEED>).post(create::<R, SEED>))
+        .route(
+            &format!("{prefix}/{{id}}"),
+            get(read::<R>)
+                .put(replace::<R, SEED>)
+                .patch(patch::<R>)
+                .delete(remove::<R>),
+        )
+}
+
+/// The fields of a body, after the style's and the read-only fields' rules: `path_id` is the
+/// record a replace is for, `current` its fields (`None` on create).
+fn fields_of<R: Resource>(
+    mut body: Map<String, Value>,
+    seed: bool,
+    path_id: Option<Uuid>,
+    current: Option<&R::Fields>,
+) -> ApiResult<R::Fields> {
+    if seed {
+        body.remove("createdAt");
+        body.remove("updatedAt");
+        let id = body.remove("id");
+        if let (Some(id), Some(path_id)) = (id, path_id) {
+            let same = id
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .is_some_and(|id| id == path_id);
+            if !same {
+                return Err(ApiError::invalid(
+                    "id",
+                    "id_mismatch",
+                    "The body's `id` must be the id in the path (or be left out).",
+                ));
+            }
+        }
+    }
+    keep_read_only::<R>(&mut body, current)?;
+    let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
+    parse_json(&bytes)
+}
+
+/// Gives each field clients may not set its current value (`null` on create), refusing a body
+/// that asks for another.
+fn keep_read_only<R: Resource>(
+    body: &mut Map<String, Value>,
+    current: Option<&R::Fields>,
+) -> ApiResult<()> {
+    let current = match current {
+        Some(fields) => serde_json::to_value(fields).map_err(|_| ApiError::internal())?,
+        None => Value::Null,
+    };
+    for field in R::SPEC.fields.iter().filter(|f| !f.writable) {
+        let now = current.get(field.name).cloned().unwrap_or(Value::Null);
+        match body.get(field.name) {
+            Some(asked) if !same_value(field.kind, asked, &now) => {
+                return Err(ApiError::unprocessable(
+                    "read_only_field",
+                    format!(
+                        "`{}` is kept by the service and cannot be set here; send its current \
+                         value or leave it out.",
+                        field.name
+                    ),
+                )
+                .with_param(field.name));
+            }
+            _ => {
+                body.insert(field.name.to_owned(), now);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two JSON values of a field are the same value (UUIDs in any letter case).
+fn same_value(kind: FieldKind, a: &Value, b: &Value) -> bool {
+    match (kind, a, b) {
+        (FieldKind::Uuid, Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
+        _ => a == b,
+    }
 }
 
 fn with_etag(mut response: Response, record: &Stored<impl serde::Serialize>) -> Response {
@@ -86,13 +169,14 @@ fn precondition<F: serde::Serialize>(headers: &HeaderMap, current: &Stored<F>) -
     }
 }
 
-async fn create<R: Resource>(
+async fn create<R: Resource, const SEED: bool>(
     State(records): State<Records<R>>,
     matched: MatchedPath,
     ids: RequestIds,
     headers: HeaderMap,
-    ApiJson(mut fields): ApiJson<R::Fields>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> ApiResult<Response> {
+    let mut fields = fields_of::<R>(body, SEED, None, None)?;
     R::validate(&mut fields)?;
     let ctx = ids.event_context();
     let key = IdempotencyKey::from_headers(&headers)?;
@@ -149,11 +233,12 @@ fn filter_arg(kind: FieldKind, name: &str, value: &str) -> ApiResult<Arg> {
     })
 }
 
-async fn list<R: Resource>(
+async fn list<R: Resource, const SEED: bool>(
     State(records): State<Records<R>>,
+    matched: MatchedPath,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Page<Value>>> {
-    let pagination = Pagination::from_query(query.as_deref())?;
+) -> ApiResult<Response> {
+    let mut pagination = Pagination::from_query(query.as_deref())?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|_| {
         ApiError::new(
@@ -186,8 +271,35 @@ async fn list<R: Resource>(
         })?;
         filters = filters.equal(field.column, Some(filter_arg(field.kind, name, value)?));
     }
-    let page = records.page(pagination, &filters).await?;
-    Ok(Json(page.map(|r| r.to_json())))
+    if SEED && !pairs.iter().any(|(name, _)| name == "limit") {
+        // A seed's clients read the whole list from one call: give them the most a page holds.
+        pagination.limit = MAX_LIMIT;
+    }
+    let page = records
+        .page(pagination, &filters)
+        .await?
+        .map(|r| r.to_json());
+    if !SEED {
+        return Ok(Json(page).into_response());
+    }
+    let mut response = Json(&page.data).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", HeaderValue::from(page.meta.total));
+    if page.meta.page < page.meta.total_pages as u32 {
+        let mut next: Vec<(String, String)> = pairs
+            .into_iter()
+            .filter(|(name, _)| name != "page" && name != "limit")
+            .collect();
+        next.push(("page".into(), (page.meta.page + 1).to_string()));
+        next.push(("limit".into(), page.meta.limit.to_string()));
+        let query = serde_urlencoded::to_string(&next).map_err(|_| ApiError::internal())?;
+        if let Ok(link) =
+            HeaderValue::from_str(&format!("<{}?{query}>; rel=\"next\"", matched.as_str()))
+        {
+            headers.insert(header::LINK, link);
+        }
+    }
+    Ok(response)
 }
 
 async fn read<R: Resource>(
@@ -221,14 +333,22 @@ async fn change<R: Resource>(
     Ok(answer(StatusCode::OK, &record))
 }
 
-async fn replace<R: Resource>(
+async fn replace<R: Resource, const SEED: bool>(
     State(records): State<Records<R>>,
     PathId(id): PathId,
     ids: RequestIds,
     headers: HeaderMap,
-    ApiJson(fields): ApiJson<R::Fields>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> ApiResult<Response> {
-    change(&records, id, &headers, &ids, |_| Ok(fields)).await
+    let changed = change(&records, id, &headers, &ids, |current| {
+        fields_of::<R>(body, SEED, Some(id), Some(&current.fields))
+    })
+    .await?;
+    Ok(if SEED {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        changed
+    })
 }
 
 /// RFC 7396: each member of the patch replaces that field; `null` clears it.
@@ -247,8 +367,7 @@ async fn patch<R: Resource>(
         for (name, value) in patch {
             merged.insert(name, value);
         }
-        let bytes = serde_json::to_vec(&merged).map_err(|_| ApiError::internal())?;
-        parse_json(&bytes)
+        fields_of::<R>(merged, false, Some(current.id), Some(&current.fields))
     })
     .await
 }

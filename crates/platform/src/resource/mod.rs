@@ -36,7 +36,8 @@ pub enum FieldKind {
     Timestamp,
 }
 
-/// One field of a record: its JSON name, its column, and whether lists can filter on it.
+/// One field of a record: its JSON name, its column, whether lists can filter on it, and
+/// whether clients may set it.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
     /// camelCase, as in the JSON.
@@ -45,6 +46,44 @@ pub struct Field {
     pub kind: FieldKind,
     /// `GET /…?name=value` keeps only records whose field equals the value.
     pub filter: bool,
+    /// `false` for a field the service keeps from what happens elsewhere (a member's `classId`
+    /// follows their enrolment): a body may leave it out, send `null` on create or send its
+    /// current value; any other value is a 422 naming it.
+    pub writable: bool,
+}
+
+/// How a prefix's routes answer: kassa's way, or the way a seed's clients already expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Lists are `{data, meta}`; a replace answers 200 with the record.
+    Kassa,
+    /// Lists are a plain JSON array of one page (`X-Total-Count` tells how many in all); a
+    /// replace answers 204; bodies may carry the record's `id` (on a replace it must be the
+    /// path's), `createdAt` and `updatedAt`, which are not the client's to set and are ignored.
+    Seed,
+}
+
+/// A path prefix the routes of a kind of record are served under.
+#[derive(Debug, Clone, Copy)]
+pub struct Mount {
+    pub prefix: &'static str,
+    pub style: Style,
+}
+
+impl Mount {
+    pub const fn kassa(prefix: &'static str) -> Self {
+        Mount {
+            prefix,
+            style: Style::Kassa,
+        }
+    }
+
+    pub const fn seed(prefix: &'static str) -> Self {
+        Mount {
+            prefix,
+            style: Style::Seed,
+        }
+    }
 }
 
 /// A unique constraint of the table, as a client hears of it: 409 with this code and sentence,

@@ -16,7 +16,7 @@ use utoipa::{
     },
 };
 
-use super::{FieldKind, Resource};
+use super::{FieldKind, Mount, Resource, Style};
 use crate::http::{
     Pagination,
     openapi::{
@@ -117,15 +117,42 @@ fn body(schema: impl Into<RefOr<Schema>>) -> RequestBody {
         .build()
 }
 
-/// The document of `R`'s routes under each of `prefixes`.
-pub fn document<R: Resource>(prefixes: &[&str]) -> OpenApi {
+/// The document of `R`'s routes under each of `mounts`.
+pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
     let spec = R::SPEC;
     let fields = R::Fields::name().into_owned();
     let record_name = format!("{}Record", spec.title);
     let page_name = format!("{}Page", spec.title);
+    let seed_body_name = format!("{}SeedBody", spec.title);
     let taken = "A field that must be unique is taken (`param` names it).";
+    let read_only: Vec<&str> = spec
+        .fields
+        .iter()
+        .filter(|f| !f.writable)
+        .map(|f| f.name)
+        .collect();
+    let refused_read_only = format!(
+        "A field the service keeps ({}) was sent with another value than its current one \
+         (`read_only_field`).",
+        read_only.join(", ")
+    );
+    let read_only_answer = |op: OperationBuilder, also: &str| {
+        if read_only.is_empty() {
+            op.response("422", problem(422, also))
+        } else if also.is_empty() {
+            op.response("422", problem(422, &refused_read_only))
+        } else {
+            op.response(
+                "422",
+                problem(422, &format!("{also} Or: {refused_read_only}")),
+            )
+        }
+    };
     let mut paths = PathsBuilder::new();
-    for prefix in prefixes {
+    for mount in mounts {
+        let prefix = mount.prefix;
+        let seed = mount.style == Style::Seed;
+        let body_schema = if seed { &seed_body_name } else { &fields };
         let op = |verb: &str, summary: String| {
             OperationBuilder::new()
                 .tag(spec.title)
@@ -137,7 +164,7 @@ pub fn document<R: Resource>(prefixes: &[&str]) -> OpenApi {
             InvalidBody::responses(),
         )
         .parameters(Some(IdempotencyKeyHeader::into_params(|| None)))
-        .request_body(Some(body(Ref::from_schema_name(&fields))))
+        .request_body(Some(body(Ref::from_schema_name(body_schema))))
         .response("201", record(&record_name, "Created; `Location` names it."))
         .response(
             "409",
@@ -147,11 +174,8 @@ pub fn document<R: Resource>(prefixes: &[&str]) -> OpenApi {
                     "{taken} Or a request with this Idempotency-Key is still being processed."
                 ),
             ),
-        )
-        .response(
-            "422",
-            problem(422, "The Idempotency-Key was used with another request."),
         );
+        let create = read_only_answer(create, "The Idempotency-Key was used with another request.");
         let filters = spec
             .fields
             .iter()
@@ -163,19 +187,58 @@ pub fn document<R: Resource>(prefixes: &[&str]) -> OpenApi {
         )
         .parameters(Some(
             Pagination::into_params(|| None).into_iter().chain(filters),
-        ))
-        .response(
-            "200",
-            ResponseBuilder::new()
-                .description("One page and the paging facts.")
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name(&page_name)))
-                        .build(),
-                )
-                .build(),
-        );
+        ));
+        let list = if seed {
+            list.description(Some(
+                "A plain array, as the seed's clients read it: one page, 100 records unless \
+                 `limit` says fewer.",
+            ))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("One page of records.")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(
+                                ArrayBuilder::new().items(Ref::from_schema_name(&record_name)),
+                            ))
+                            .build(),
+                    )
+                    .header(
+                        "X-Total-Count",
+                        HeaderBuilder::new()
+                            .schema(Some(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::Integer)
+                                    .minimum(Some(0)),
+                            ))
+                            .description(Some("How many records pass the filters, in all."))
+                            .build(),
+                    )
+                    .header(
+                        "Link",
+                        HeaderBuilder::new()
+                            .schema(Some(string()))
+                            .description(Some("`<…>; rel=\"next\"` when a next page exists."))
+                            .build(),
+                    )
+                    .build(),
+            )
+        } else {
+            list.response(
+                "200",
+                ResponseBuilder::new()
+                    .description("One page and the paging facts.")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(&page_name)))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
         paths = paths.path(
             prefix.to_string(),
             PathItem::builder()
@@ -190,15 +253,20 @@ pub fn document<R: Resource>(prefixes: &[&str]) -> OpenApi {
                 .response("404", problem(404, "No record has this id."))
         };
         let change = |verb: &str, summary: String| {
-            by_id(verb, summary, InvalidBody::responses())
+            let op = by_id(verb, summary, InvalidBody::responses())
                 .parameter(if_match())
                 .response("409", problem(409, taken))
                 .response(
                     "412",
                     problem(412, "The record changed since the ETag in `If-Match`."),
-                )
-                .response("200", record(&record_name, "The record as changed."))
+                );
+            if read_only.is_empty() {
+                op
+            } else {
+                read_only_answer(op, "")
+            }
         };
+        let changed = record(&record_name, "The record as changed.");
         let read = by_id(
             "read",
             format!("Read a {}", spec.kind),
@@ -206,7 +274,17 @@ pub fn document<R: Resource>(prefixes: &[&str]) -> OpenApi {
         )
         .response("200", record(&record_name, "The record."));
         let replace = change("replace", format!("Replace every field of a {}", spec.kind))
-            .request_body(Some(body(Ref::from_schema_name(&fields))));
+            .request_body(Some(body(Ref::from_schema_name(body_schema))));
+        let replace = if seed {
+            replace.response(
+                "204",
+                ResponseBuilder::new()
+                    .description("Replaced, as the seed answers: read it again for its new state.")
+                    .build(),
+            )
+        } else {
+            replace.response("200", changed.clone())
+        };
         let patch = change(
             "patch",
             format!("Change some fields of a {} (JSON merge patch)", spec.kind),
@@ -215,7 +293,8 @@ pub fn document<R: Resource>(prefixes: &[&str]) -> OpenApi {
             "Each member replaces that field; `null` clears an optional one. The result must \
                  be valid as a whole.",
         ))
-        .request_body(Some(body(ObjectBuilder::new())));
+        .request_body(Some(body(ObjectBuilder::new())))
+        .response("200", changed);
         let delete = by_id(
             "delete",
             format!("Delete a {}", spec.kind),
@@ -273,8 +352,17 @@ pub fn document<R: Resource>(prefixes: &[&str]) -> OpenApi {
         .required("meta");
     let mut nested = Vec::new();
     R::Fields::schemas(&mut nested);
+    // What a seed's clients send: the fields, and what they read back with them (the fields'
+    // schema allows no other member, so it is widened rather than combined).
+    let mut seed_body = R::Fields::schema();
+    if let RefOr::T(Schema::Object(object)) = &mut seed_body {
+        object.properties.insert("id".into(), Id::schema());
+        object.properties.insert("createdAt".into(), time().into());
+        object.properties.insert("updatedAt".into(), time().into());
+    }
     let mut components = ComponentsBuilder::new()
         .schema(fields.clone(), R::Fields::schema())
+        .schema(seed_body_name, seed_body)
         .schema(record_name, record_schema)
         .schema(page_name, page_schema);
     for (name, schema) in nested {

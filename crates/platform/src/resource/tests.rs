@@ -22,6 +22,9 @@ struct Widget {
     owner_id: Option<Uuid>,
     #[serde(default)]
     size: Option<i64>,
+    /// Kept by the service, never set by a client.
+    #[serde(default)]
+    badge: Option<String>,
 }
 
 struct Widgets;
@@ -36,24 +39,35 @@ const SPEC: ResourceSpec = ResourceSpec {
             column: "name",
             kind: FieldKind::Text,
             filter: false,
+            writable: true,
         },
         Field {
             name: "code",
             column: "code",
             kind: FieldKind::Text,
             filter: true,
+            writable: true,
         },
         Field {
             name: "ownerId",
             column: "owner_id",
             kind: FieldKind::Uuid,
             filter: true,
+            writable: true,
         },
         Field {
             name: "size",
             column: "size",
             kind: FieldKind::Integer,
             filter: false,
+            writable: true,
+        },
+        Field {
+            name: "badge",
+            column: "badge",
+            kind: FieldKind::Text,
+            filter: false,
+            writable: false,
         },
     ],
     unique: &[Unique {
@@ -93,15 +107,15 @@ impl Resource for Widgets {
 
 const TABLE_PG: &str = "CREATE TABLE widgets (id UUID PRIMARY KEY, version BIGINT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL, name TEXT NOT NULL,
-    code TEXT NOT NULL CONSTRAINT widgets_code UNIQUE, owner_id UUID, size BIGINT)";
+    code TEXT NOT NULL CONSTRAINT widgets_code UNIQUE, owner_id UUID, size BIGINT, badge TEXT)";
 const TABLE_SQLITE: &str = "CREATE TABLE widgets (id BLOB PRIMARY KEY, version INTEGER NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL, name TEXT NOT NULL,
-    code TEXT NOT NULL CONSTRAINT widgets_code UNIQUE, owner_id BLOB, size INTEGER)";
+    code TEXT NOT NULL CONSTRAINT widgets_code UNIQUE, owner_id BLOB, size INTEGER, badge TEXT)";
 
 fn app(db: &Db) -> Router {
     router(
         Records::<Widgets>::new(db.clone(), "test"),
-        &["/api/widgets", "/Widget"],
+        &[Mount::kassa("/api/widgets"), Mount::seed("/Widget")],
     )
 }
 
@@ -389,6 +403,7 @@ async fn all_of_it(t: Throwaway, table: &'static str) {
     prepared(&t.db, table).await;
     scenario(&t.db).await;
     keyed_create(&t.db).await;
+    seed_style_and_kept_fields(&t.db).await;
     racing(&t.db).await;
     t.drop_now().await;
 }
@@ -401,6 +416,161 @@ async fn records_on_sqlite() {
 #[tokio::test]
 async fn records_on_postgres() {
     all_of_it(Throwaway::postgres().await, TABLE_PG).await;
+}
+
+/// The seed's prefix answers as its clients expect, and a field the service keeps is never set
+/// through the API under either prefix.
+async fn seed_style_and_kept_fields(db: &Db) {
+    let app = app(db);
+    // A seed's body carries an id and timestamps of its own: ignored on create.
+    let (status, a, _) = call(
+        &app,
+        Method::POST,
+        "/Widget",
+        &[],
+        Some(json!({"id": 0, "createdAt": "2020-01-01T00:00:00Z", "name": "Seed", "code": "S-1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    assert_ne!(a["createdAt"], "2020-01-01T00:00:00Z");
+    let id = a["id"].as_str().unwrap().to_owned();
+    // Kassa's prefix stays strict about them.
+    let (status, p, _) = call(
+        &app,
+        Method::POST,
+        "/api/widgets",
+        &[],
+        Some(json!({"id": id, "name": "Strict", "code": "S-2"})),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_field"))
+    );
+    // A kept field cannot be set on create, under either prefix.
+    for prefix in ["/Widget", "/api/widgets"] {
+        let (status, p, _) = call(
+            &app,
+            Method::POST,
+            prefix,
+            &[],
+            Some(json!({"name": "Badge", "code": "S-3", "badge": "gold"})),
+        )
+        .await;
+        assert_eq!(
+            (status, p["code"].as_str(), p["param"].as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("read_only_field"),
+                Some("badge")
+            ),
+            "{prefix}"
+        );
+    }
+    // The list is a plain array with the count in a header; a short page links the next.
+    let req = Request::builder()
+        .uri("/Widget?limit=1")
+        .body(Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let total: i64 = res.headers()["x-total-count"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total >= 2, "{total}");
+    let link = res.headers()[header::LINK].to_str().unwrap().to_owned();
+    assert_eq!(link, "</Widget?page=2&limit=1>; rel=\"next\"");
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let list: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    // The service sets the kept field (as a consumer would).
+    let records = Records::<Widgets>::new(db.clone(), "test");
+    let mut tx = db.begin().await.unwrap();
+    let current = records
+        .find_for_update(&mut tx, id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut fields = current.fields.clone();
+    fields.badge = Some("gold".into());
+    let ctx = kassa_contracts::EventContext::new("test");
+    records
+        .replace_in(&mut tx, current, fields, &ctx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // A seed replace: the body's id must be the path's; 204; the kept field stays when left
+    // out or sent as it is, and another value is refused.
+    let uri = format!("/Widget/{id}");
+    let (status, p, _) = call(
+        &app,
+        Method::PUT,
+        &uri,
+        &[],
+        Some(json!({"id": Uuid::now_v7(), "name": "Seed 2", "code": "S-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id_mismatch"))
+    );
+    let (status, _, _) = call(
+        &app,
+        Method::PUT,
+        &uri,
+        &[],
+        Some(
+            json!({"id": id, "name": "Seed 2", "code": "S-1", "createdAt": "2020-01-01T00:00:00Z"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, got, etag) = call(&app, Method::GET, &uri, &[], None).await;
+    assert_eq!(
+        (got["name"].as_str(), got["badge"].as_str()),
+        (Some("Seed 2"), Some("gold"))
+    );
+    assert_eq!(got["createdAt"], a["createdAt"]);
+    assert_eq!(etag.as_deref(), Some("\"3\""));
+    let (status, _, _) = call(
+        &app,
+        Method::PUT,
+        &uri,
+        &[],
+        Some(json!({"name": "Seed 3", "code": "S-1", "badge": "gold"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for (method, body) in [
+        (
+            Method::PUT,
+            json!({"name": "Seed 4", "code": "S-1", "badge": "silver"}),
+        ),
+        (Method::PATCH, json!({"badge": null})),
+    ] {
+        let (status, p, _) = call(
+            &app,
+            method.clone(),
+            &format!("/api/widgets/{id}"),
+            &[],
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("read_only_field")),
+            "{method}"
+        );
+    }
+    let (_, got, _) = call(&app, Method::GET, &uri, &[], None).await;
+    assert_eq!(
+        (got["name"].as_str(), got["badge"].as_str()),
+        (Some("Seed 3"), Some("gold"))
+    );
 }
 
 /// Twenty changes sent at once with the same `If-Match`: exactly one goes through.
@@ -442,7 +612,11 @@ async fn racing(db: &Db) {
 
 #[test]
 fn the_document_names_every_route_and_error() {
-    let doc = serde_json::to_value(document::<Widgets>(&["/api/widgets"])).unwrap();
+    let doc = serde_json::to_value(document::<Widgets>(&[
+        Mount::kassa("/api/widgets"),
+        Mount::seed("/Widget"),
+    ]))
+    .unwrap();
     let item = &doc["paths"]["/api/widgets/{id}"];
     for method in ["get", "put", "patch", "delete"] {
         assert!(item[method]["responses"]["404"].is_object(), "{method}");
@@ -466,4 +640,19 @@ fn the_document_names_every_route_and_error() {
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     assert!(doc["components"]["schemas"]["WidgetRecord"].is_object());
     assert!(doc["components"]["schemas"]["Widget"].is_object());
+    // The seed's prefix: an array, a 204 replace, bodies that may carry the record's id.
+    let seed = &doc["paths"]["/Widget"]["get"]["responses"]["200"];
+    assert_eq!(
+        seed["content"]["application/json"]["schema"]["type"],
+        "array"
+    );
+    assert!(seed["headers"]["X-Total-Count"].is_object());
+    let put = &doc["paths"]["/Widget/{id}"]["put"]["responses"];
+    assert!(put["204"].is_object() && put["200"].is_null());
+    assert!(
+        put["422"].is_object(),
+        "a kept field's refusal is documented"
+    );
+    assert!(doc["components"]["schemas"]["WidgetSeedBody"]["properties"]["id"].is_object());
+    assert!(doc["components"]["schemas"]["Widget"]["properties"]["id"].is_null());
 }
