@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks that every service answers as its OpenAPI document says: starts `kassa up` (embedded
 # storage, free ports, a fresh data folder) and runs schemathesis with every check and every
-# phase, the stateful one (following the documents' links) included, against the documents of
-# orders, payments and the gateway. Exits non-zero on any failure.
+# phase, the stateful one (following the documents' links) included, against the document of
+# every service `kassa up` runs (SERVICES="orders members" for some). Exits non-zero on any
+# failure.
 #
 #   scripts/contract.sh                  about a minute in all (EXAMPLES=300, ~10,000 requests)
 #   EXAMPLES=2000 scripts/contract.sh    a long run
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 EXAMPLES=${EXAMPLES:-300}
 SEED=${SEED:-}
-SERVICES=${SERVICES:-"orders payments gateway"}
+SERVICES=${SERVICES:-}
 REPORTS=${REPORTS:-}
 
 st=$(command -v st || command -v schemathesis || true)
@@ -33,8 +34,9 @@ kassa=${CARGO_TARGET_DIR:-target}/debug/kassa
 
 data=$(mktemp -d)
 out="$data/kassa.out"
-RUST_LOG=${RUST_LOG:-warn} "$kassa" up --data-dir "$data" \
-  --gateway-port 0 --orders-port 0 --payments-port 0 >"$out" 2>"$data/kassa.err" &
+# Every service on a free port: one `--<service>-port 0` per port option kassa has.
+mapfile -t ports < <("$kassa" up --help | grep -oE -- '--[a-z]+-port' | sort -u | sed 's/$/=0/')
+RUST_LOG=${RUST_LOG:-warn} "$kassa" up --data-dir "$data" "${ports[@]}" >"$out" 2>"$data/kassa.err" &
 pid=$!
 declare -A runs=()
 stop() {
@@ -61,6 +63,11 @@ for _ in $(seq 120); do
   sleep 0.5
 done
 
+# Every service kassa up printed an address for, unless SERVICES names some.
+[ -n "$SERVICES" ] || SERVICES=$(awk '$2 ~ /^http:/ { print $1 }' "$out" | xargs)
+
+config="$PWD/scripts/schemathesis.toml"
+
 # A client that ties each Idempotency-Key to one request (see contract_hooks.py).
 export PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=contract_hooks
 
@@ -78,7 +85,7 @@ for service in $SERVICES; do
   [ -n "$SEED" ] && args+=(--seed "$SEED")
   [ -n "$REPORTS" ] && args+=(--report ndjson --report-dir "$REPORTS/$service")
   # From the temporary folder, where schemathesis leaves its `.schemathesis` cache.
-  (cd "$data" && exec "$st" "${args[@]}") >"$data/$service.log" 2>&1 &
+  (cd "$data" && exec "$st" --config-file "$config" "${args[@]}") >"$data/$service.log" 2>&1 &
   runs[$service]=$!
 done
 

@@ -20,5 +20,6 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod validate;
 
 pub use db::{Db, Tx, sql, sql_assembled};

@@ -89,3 +89,66 @@ impl Throwaway {
         }
     }
 }
+
+/// What a route answered: its status, its body as JSON (`Null` when it is not JSON) and its
+/// headers.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: axum::http::StatusCode,
+    pub json: serde_json::Value,
+    pub headers: axum::http::HeaderMap,
+}
+
+impl Answer {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one request to `app` (a JSON body when `body` is `Some`) and reads the whole answer.
+pub async fn call(
+    app: &axum::Router,
+    method: axum::http::Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+) -> Answer {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(b.to_string())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .expect("a well-formed request");
+    let res = app.clone().oneshot(req).await.expect("routers do not fail");
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .expect("a whole body");
+    Answer {
+        status: parts.status,
+        json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        headers: parts.headers,
+    }
+}
+
+/// The events in `db`'s outbox, oldest first: each one's type and data.
+pub async fn outbox_events(db: &Db) -> Vec<(String, serde_json::Value)> {
+    let rows = crate::db::sql("SELECT topic, body FROM outbox ORDER BY seq")
+        .fetch_all(db)
+        .await
+        .expect("the outbox is readable");
+    rows.iter()
+        .map(|r| {
+            let body: Vec<u8> = r.get("body").expect("an event's body");
+            let env = kassa_contracts::Envelope::from_bytes(&body).expect("a stored envelope");
+            (r.get("topic").expect("an event's type"), env.data)
+        })
+        .collect()
+}

@@ -13,7 +13,7 @@ use std::{
 };
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, StatusCode, header, request::Parts},
     middleware::{self, Next},
@@ -26,6 +26,8 @@ use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// The router services answer with (re-exported so a service crate need not name axum).
+pub use axum::Router;
 pub use extract::{
     ApiJson, Page, PageMeta, Pagination, PathId, found, not_null, parse_json, parse_uuid,
 };

@@ -67,66 +67,77 @@ fn fields_of<R: Resource>(
     current: Option<&R::Fields>,
 ) -> ApiResult<R::Fields> {
     if seed {
-        body.remove("createdAt");
-        body.remove("updatedAt");
-        let id = body.remove("id");
-        if let (Some(id), Some(path_id)) = (id, path_id) {
-            let same = id
-                .as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .is_some_and(|id| id == path_id);
-            if !same {
+        // What the client read back with the record: ignored, but only when it is what it
+        // says it is.
+        for name in ["createdAt", "updatedAt"] {
+            match body.remove(name) {
+                None => {}
+                Some(Value::String(t)) if chrono::DateTime::parse_from_rfc3339(&t).is_ok() => {}
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        name,
+                        "invalid_field",
+                        format!("Field `{name}` must be an RFC 3339 time (it is ignored)."),
+                    ));
+                }
+            }
+        }
+        match (body.remove("id"), path_id) {
+            (None, _) => {}
+            (Some(Value::String(id)), path_id) => {
+                let id = parse_uuid("id", &id)?;
+                if path_id.is_some_and(|path_id| path_id != id) {
+                    return Err(ApiError::invalid(
+                        "id",
+                        "id_mismatch",
+                        "The body's `id` must be the id in the path (or be left out).",
+                    ));
+                }
+            }
+            (Some(_), _) => {
                 return Err(ApiError::invalid(
                     "id",
-                    "id_mismatch",
-                    "The body's `id` must be the id in the path (or be left out).",
+                    "invalid_field",
+                    "Field `id` must be the record's id, a UUID (or be left out).",
                 ));
             }
         }
     }
-    keep_read_only::<R>(&mut body, current)?;
+    keep_read_only::<R>(&mut body, current, seed)?;
     let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::internal())?;
     parse_json(&bytes)
 }
 
-/// Gives each field clients may not set its current value (`null` on create), refusing a body
-/// that asks for another.
+/// Gives each field clients may not set its current value (`null` on create). On kassa's
+/// routes a body that names one is refused (422); a seed's clients send back what they read,
+/// so there a value of the right type is ignored.
 fn keep_read_only<R: Resource>(
     body: &mut Map<String, Value>,
     current: Option<&R::Fields>,
+    seed: bool,
 ) -> ApiResult<()> {
     let current = match current {
         Some(fields) => serde_json::to_value(fields).map_err(|_| ApiError::internal())?,
         None => Value::Null,
     };
     for field in R::SPEC.fields.iter().filter(|f| !f.writable) {
-        let now = current.get(field.name).cloned().unwrap_or(Value::Null);
-        match body.get(field.name) {
-            Some(asked) if !same_value(field.kind, asked, &now) => {
+        if let Some(sent) = body.get(field.name) {
+            if !seed {
                 return Err(ApiError::unprocessable(
                     "read_only_field",
                     format!(
-                        "`{}` is kept by the service and cannot be set here; send its current \
-                         value or leave it out.",
+                        "`{}` is kept by the service and cannot be set; leave it out.",
                         field.name
                     ),
                 )
                 .with_param(field.name));
             }
-            _ => {
-                body.insert(field.name.to_owned(), now);
-            }
+            super::store::arg(field.kind, field.name, sent)?;
         }
+        let now = current.get(field.name).cloned().unwrap_or(Value::Null);
+        body.insert(field.name.to_owned(), now);
     }
     Ok(())
-}
-
-/// Whether two JSON values of a field are the same value (UUIDs in any letter case).
-fn same_value(kind: FieldKind, a: &Value, b: &Value) -> bool {
-    match (kind, a, b) {
-        (FieldKind::Uuid, Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
-        _ => a == b,
-    }
 }
 
 fn with_etag(mut response: Response, record: &Stored<impl serde::Serialize>) -> Response {
@@ -147,23 +158,47 @@ fn not_found<R: Resource>() -> ApiError {
     )
 }
 
-/// Refuses a change whose `If-Match` names another version than `current`'s.
+/// The entity tags of an `If-Match` value (RFC 9110: `*`, or `"…"` and `W/"…"` separated by
+/// commas); `None` when it is not one.
+fn entity_tags(value: &str) -> Option<Vec<&str>> {
+    if value.trim() == "*" {
+        return Some(vec!["*"]);
+    }
+    value
+        .split(',')
+        .map(|tag| {
+            let tag = tag.trim_matches([' ', '\t']);
+            let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+            let inner = opaque.strip_prefix('"')?.strip_suffix('"')?;
+            inner
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+                .then_some(tag)
+        })
+        .collect()
+}
+
+/// Refuses a change whose `If-Match` names no current version of the record (412). A value
+/// that is not a list of entity tags names none, so it is refused the same way, as RFC 9110
+/// evaluates it: the condition is false.
 fn precondition<F: serde::Serialize>(headers: &HeaderMap, current: &Stored<F>) -> ApiResult<()> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(());
     };
     let etag = current.etag();
-    let matches = value
+    // A weak tag never matches (strong comparison, RFC 9110 13.1.1).
+    let tags = value
         .to_str()
-        .map(|v| v.split(',').map(str::trim).any(|t| t == "*" || t == etag))
-        .unwrap_or(false);
-    if matches {
+        .ok()
+        .and_then(entity_tags)
+        .unwrap_or_default();
+    if tags.iter().any(|t| *t == "*" || *t == etag) {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             "precondition_failed",
-            format!("The record changed since it was read (its ETag is now {etag}); read it again and retry."),
+            format!("The record is not at the version `If-Match` names (its ETag is now {etag}); read it again and retry."),
         )
         .with_param("If-Match"))
     }
@@ -323,9 +358,11 @@ async fn change<R: Resource>(
         .find_for_update(&mut tx, id)
         .await?
         .ok_or_else(not_found::<R>)?;
-    precondition(headers, &current)?;
+    // What is wrong with the request itself (400, 422) comes before what is wrong with its
+    // timing (412).
     let mut fields = next(&current)?;
     R::validate(&mut fields)?;
+    precondition(headers, &current)?;
     let record = records
         .replace_in(&mut tx, current, fields, &ids.event_context())
         .await?;
@@ -364,6 +401,10 @@ async fn patch<R: Resource>(
             Ok(Value::Object(map)) => map,
             _ => return Err(ApiError::internal()),
         };
+        // Only what the patch names is the client's; the kept fields are put back as they are.
+        for field in R::SPEC.fields.iter().filter(|f| !f.writable) {
+            merged.remove(field.name);
+        }
         for (name, value) in patch {
             merged.insert(name, value);
         }

@@ -22,6 +22,11 @@ use uuid::Uuid;
 
 pub use api::router;
 pub use openapi::document;
+
+/// The API and document of `R` under `mounts`: all a service of plain records serves.
+pub fn parts<R: Resource>(records: Records<R>, mounts: &[Mount]) -> crate::service::ServiceParts {
+    crate::service::ServiceParts::api(router(records, mounts), document::<R>(mounts))
+}
 pub use store::Records;
 
 use crate::http::ApiError;
@@ -50,6 +55,47 @@ pub struct Field {
     /// follows their enrolment): a body may leave it out, send `null` on create or send its
     /// current value; any other value is a 422 naming it.
     pub writable: bool,
+}
+
+impl Field {
+    /// A field clients set, not filtered on.
+    pub const fn new(name: &'static str, column: &'static str, kind: FieldKind) -> Self {
+        Field {
+            name,
+            column,
+            kind,
+            filter: false,
+            writable: true,
+        }
+    }
+
+    pub const fn text(name: &'static str, column: &'static str) -> Self {
+        Field::new(name, column, FieldKind::Text)
+    }
+
+    pub const fn uuid(name: &'static str, column: &'static str) -> Self {
+        Field::new(name, column, FieldKind::Uuid)
+    }
+
+    pub const fn integer(name: &'static str, column: &'static str) -> Self {
+        Field::new(name, column, FieldKind::Integer)
+    }
+
+    /// Lists can filter on it.
+    pub const fn filtered(self) -> Self {
+        Field {
+            filter: true,
+            ..self
+        }
+    }
+
+    /// The service keeps it; clients cannot set it.
+    pub const fn kept(self) -> Self {
+        Field {
+            writable: false,
+            ..self
+        }
+    }
 }
 
 /// How a prefix's routes answer: kassa's way, or the way a seed's clients already expect.
@@ -186,3 +232,83 @@ impl<F: Serialize> Stored<F> {
 
 #[cfg(test)]
 mod tests;
+
+/// Declares a service of plain records: its name, port, migrations, routes and how it is
+/// built, so the service's crate holds only its record and rules. It defines `NAME`,
+/// `MIGRATIONS`, `MOUNTS`, `SERVICE`, `records(db)` and `api(records)`:
+///
+/// ```ignore
+/// kassa_platform::records_service! {
+///     name: "members", port: 5062, resource: Members,
+///     mounts: [kassa "/api/members", seed "/Member"],
+///     migrations: [1 "0001_members"],
+/// }
+/// ```
+///
+/// Migration `0001_members` is read from `migrations/postgres/0001_members.sql` and
+/// `migrations/sqlite/0001_members.sql` beside the crate's `src`. A service that also consumes
+/// events or serves more routes names them and a function that adds its parts:
+/// `consumes: &TOPICS, extend: more` with `fn more(infra: &Infra, parts: ServiceParts,
+/// records: Records<R>) -> Result<ServiceParts, BuildError>`.
+#[macro_export]
+macro_rules! records_service {
+    (
+        name: $name:literal, port: $port:literal, resource: $resource:ty,
+        mounts: [$($style:ident $prefix:literal),+ $(,)?],
+        migrations: [$($version:literal $file:literal),+ $(,)?]
+        $(, consumes: $consumes:expr, extend: $extend:path)? $(,)?
+    ) => {
+        pub const NAME: &str = $name;
+
+        pub const MIGRATIONS: $crate::migrate::Migrations = $crate::migrate::Migrations {
+            component: NAME,
+            steps: &[$($crate::migrate::Migration {
+                version: $version,
+                name: $file,
+                postgres: include_str!(concat!("../migrations/postgres/", $file, ".sql")),
+                sqlite: include_str!(concat!("../migrations/sqlite/", $file, ".sql")),
+            }),+],
+        };
+
+        /// The prefixes the routes are served under, each in its style.
+        pub const MOUNTS: &[$crate::resource::Mount] = &[$($crate::resource::Mount::$style($prefix)),+];
+
+        pub static SERVICE: $crate::service::Service = $crate::service::Service {
+            name: NAME,
+            default_port: $port,
+            migrations: Some(&MIGRATIONS),
+            routes: &[$($prefix),+],
+            consumes: $crate::records_service!(@consumes $($consumes)?),
+            settings: &[],
+            openapi: || $crate::resource::document::<$resource>(MOUNTS),
+            build,
+        };
+
+        /// The records in `db`, whose events name this service as their source.
+        pub fn records(db: $crate::db::Db) -> $crate::resource::Records<$resource> {
+            $crate::resource::Records::new(db, NAME)
+        }
+
+        /// The record routes over `records`.
+        pub fn api(records: $crate::resource::Records<$resource>) -> $crate::http::Router {
+            $crate::resource::router(records, MOUNTS)
+        }
+
+        fn build(
+            infra: &$crate::service::Infra,
+        ) -> ::std::result::Result<$crate::service::ServiceParts, $crate::service::BuildError> {
+            let records = records(infra.db()?);
+            let parts = $crate::resource::parts(records.clone(), MOUNTS);
+            $crate::records_service!(@extend infra, parts, records $(, $extend)?)
+        }
+    };
+    (@consumes) => { &[] };
+    (@consumes $consumes:expr) => { $consumes };
+    (@extend $infra:ident, $parts:ident, $records:ident) => {{
+        let _ = $records;
+        Ok($parts)
+    }};
+    (@extend $infra:ident, $parts:ident, $records:ident, $extend:path) => {
+        $extend($infra, $parts, $records)
+    };
+}

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use utoipa::{
     IntoParams, IntoResponses, Modify, PartialSchema, ToSchema,
     openapi::{
-        AllOfBuilder, ArrayBuilder, ComponentsBuilder, ContentBuilder, HttpMethod, KnownFormat,
-        ObjectBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Ref, RefOr, Required,
-        Response, ResponseBuilder, Schema, SchemaFormat, Type,
+        ArrayBuilder, ComponentsBuilder, ContentBuilder, HttpMethod, KnownFormat, ObjectBuilder,
+        OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Ref, RefOr, Required, Response,
+        ResponseBuilder, Schema, SchemaFormat, Type,
         header::HeaderBuilder,
         path::{OperationBuilder, Parameter, ParameterBuilder, ParameterIn},
         request_body::{RequestBody, RequestBodyBuilder},
@@ -84,10 +84,58 @@ fn if_match() -> Parameter {
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
         .description(Some(
-            "Change only if the record is still at this ETag (or `*`); otherwise 412.",
+            "Change only if the record is still at one of these entity tags (`\"3\"`, or \
+             several separated by commas), or exists at all (`*`); otherwise 412, also for a \
+             value that names no entity tag.",
         ))
-        .schema(Some(string().max_length(Some(256))))
+        .schema(Some(string()))
         .build()
+}
+
+/// The fields' schema with more properties: `(name, schema, required)`.
+fn widened(
+    fields: RefOr<Schema>,
+    extra: Vec<(&str, RefOr<Schema>, bool)>,
+    keep_required: bool,
+) -> RefOr<Schema> {
+    let mut schema = fields;
+    if let RefOr::T(Schema::Object(object)) = &mut schema {
+        if !keep_required {
+            object.required.clear();
+        }
+        for (name, property, required) in extra {
+            object.properties.insert(name.to_owned(), property);
+            if required {
+                object.required.push(name.to_owned());
+            }
+        }
+    }
+    schema
+}
+
+/// The fields' schema with each kept field marked `readOnly`, whatever the record declares.
+fn kept_read_only(schema: RefOr<Schema>, kept: &[&str]) -> RefOr<Schema> {
+    match schema {
+        RefOr::T(Schema::Object(mut object)) => {
+            for name in kept {
+                if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(*name) {
+                    property.read_only = Some(true);
+                }
+            }
+            RefOr::T(Schema::Object(object))
+        }
+        other => other,
+    }
+}
+
+fn described(schema: RefOr<Schema>, description: &str) -> RefOr<Schema> {
+    match schema {
+        RefOr::T(Schema::Object(mut object)) => {
+            object.description = Some(description.to_owned());
+            RefOr::T(Schema::Object(object))
+        }
+        other => other,
+    }
 }
 
 fn filter(name: &str, kind: FieldKind) -> Parameter {
@@ -124,6 +172,7 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
     let record_name = format!("{}Record", spec.title);
     let page_name = format!("{}Page", spec.title);
     let seed_body_name = format!("{}SeedBody", spec.title);
+    let patch_name = format!("{}Patch", spec.title);
     let taken = "A field that must be unique is taken (`param` names it).";
     let read_only: Vec<&str> = spec
         .fields
@@ -132,12 +181,14 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
         .map(|f| f.name)
         .collect();
     let refused_read_only = format!(
-        "A field the service keeps ({}) was sent with another value than its current one \
-         (`read_only_field`).",
+        "A field the service keeps ({}) was sent (`read_only_field`).",
         read_only.join(", ")
     );
-    let read_only_answer = |op: OperationBuilder, also: &str| {
-        if read_only.is_empty() {
+    // `lenient`: a seed's body, where a kept field's value is ignored rather than refused.
+    let read_only_answer = |op: OperationBuilder, also: &str, lenient: bool| {
+        if (read_only.is_empty() || lenient) && also.is_empty() {
+            op
+        } else if read_only.is_empty() || lenient {
             op.response("422", problem(422, also))
         } else if also.is_empty() {
             op.response("422", problem(422, &refused_read_only))
@@ -175,7 +226,11 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
                 ),
             ),
         );
-        let create = read_only_answer(create, "The Idempotency-Key was used with another request.");
+        let create = read_only_answer(
+            create,
+            "The Idempotency-Key was used with another request.",
+            seed,
+        );
         let filters = spec
             .fields
             .iter()
@@ -252,7 +307,7 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
                 .parameter(id_parameter("id", "The record's id."))
                 .response("404", problem(404, "No record has this id."))
         };
-        let change = |verb: &str, summary: String| {
+        let change = |verb: &str, summary: String, lenient: bool| {
             let op = by_id(verb, summary, InvalidBody::responses())
                 .parameter(if_match())
                 .response("409", problem(409, taken))
@@ -260,11 +315,7 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
                     "412",
                     problem(412, "The record changed since the ETag in `If-Match`."),
                 );
-            if read_only.is_empty() {
-                op
-            } else {
-                read_only_answer(op, "")
-            }
+            read_only_answer(op, "", lenient)
         };
         let changed = record(&record_name, "The record as changed.");
         let read = by_id(
@@ -273,8 +324,12 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
             InvalidParams::responses(),
         )
         .response("200", record(&record_name, "The record."));
-        let replace = change("replace", format!("Replace every field of a {}", spec.kind))
-            .request_body(Some(body(Ref::from_schema_name(body_schema))));
+        let replace = change(
+            "replace",
+            format!("Replace every field of a {}", spec.kind),
+            seed,
+        )
+        .request_body(Some(body(Ref::from_schema_name(body_schema))));
         let replace = if seed {
             replace.response(
                 "204",
@@ -288,12 +343,13 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
         let patch = change(
             "patch",
             format!("Change some fields of a {} (JSON merge patch)", spec.kind),
+            false,
         )
         .description(Some(
             "Each member replaces that field; `null` clears an optional one. The result must \
                  be valid as a whole.",
         ))
-        .request_body(Some(body(ObjectBuilder::new())))
+        .request_body(Some(body(Ref::from_schema_name(&patch_name))))
         .response("200", changed);
         let delete = by_id(
             "delete",
@@ -320,17 +376,16 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
         );
     }
 
-    let record_schema = AllOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .property("id", Id::schema())
-                .required("id")
-                .property("createdAt", time())
-                .required("createdAt")
-                .property("updatedAt", time())
-                .required("updatedAt"),
-        )
-        .item(Ref::from_schema_name(&fields));
+    // The fields' schema admits no other member, so the record's is the fields' widened.
+    let record_schema = widened(
+        R::Fields::schema(),
+        vec![
+            ("id", Id::schema(), true),
+            ("createdAt", time().into(), true),
+            ("updatedAt", time().into(), true),
+        ],
+        true,
+    );
     let page_schema = ObjectBuilder::new()
         .property(
             "data",
@@ -352,17 +407,57 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
         .required("meta");
     let mut nested = Vec::new();
     R::Fields::schemas(&mut nested);
-    // What a seed's clients send: the fields, and what they read back with them (the fields'
-    // schema allows no other member, so it is widened rather than combined).
-    let mut seed_body = R::Fields::schema();
-    if let RefOr::T(Schema::Object(object)) = &mut seed_body {
-        object.properties.insert("id".into(), Id::schema());
-        object.properties.insert("createdAt".into(), time().into());
-        object.properties.insert("updatedAt".into(), time().into());
-    }
+    // What a seed's clients send: the fields, and what they read back with them, which the
+    // server does not take from them.
+    let seed_body = widened(
+        R::Fields::schema(),
+        vec![
+            (
+                "id",
+                described(
+                    Id::schema(),
+                    "The record's id, as read; on a replace it must be the id in the path.",
+                ),
+                false,
+            ),
+            (
+                "createdAt",
+                described(time().into(), "As read; ignored."),
+                false,
+            ),
+            (
+                "updatedAt",
+                described(time().into(), "As read; ignored."),
+                false,
+            ),
+        ],
+        true,
+    );
+    // A kept field may come back with the rest of what was read: its value is ignored.
+    let seed_body = match seed_body {
+        RefOr::T(Schema::Object(mut object)) => {
+            for name in &read_only {
+                if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(*name) {
+                    property.read_only = None;
+                    property.description = Some(format!(
+                        "{} Kept by the service: a value sent here is ignored.",
+                        property.description.clone().unwrap_or_default()
+                    ));
+                }
+            }
+            RefOr::T(Schema::Object(object))
+        }
+        other => other,
+    };
+    // A merge patch: any of the fields, none required.
+    let patch_schema = widened(R::Fields::schema(), Vec::new(), false);
     let mut components = ComponentsBuilder::new()
-        .schema(fields.clone(), R::Fields::schema())
+        .schema(
+            fields.clone(),
+            kept_read_only(R::Fields::schema(), &read_only),
+        )
         .schema(seed_body_name, seed_body)
+        .schema(patch_name, patch_schema)
         .schema(record_name, record_schema)
         .schema(page_name, page_schema);
     for (name, schema) in nested {

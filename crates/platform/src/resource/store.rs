@@ -44,7 +44,7 @@ fn columns(spec: &ResourceSpec) -> String {
 }
 
 /// A field's JSON value as a bound argument of its column.
-fn arg(kind: FieldKind, name: &str, value: &Value) -> Result<Arg, ApiError> {
+pub(super) fn arg(kind: FieldKind, name: &str, value: &Value) -> Result<Arg, ApiError> {
     let wrong = |what: &str| {
         ApiError::invalid(
             name,

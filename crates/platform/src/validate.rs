@@ -1,0 +1,215 @@
+//! Rules for the text fields people type (names, emails, phone numbers), each answering a 400
+//! that names the field. A record's `validate` calls them; its OpenAPI schema states the same
+//! rules (`TEXT_PATTERN`, `PHONE_PATTERN`, `format = Email` and the lengths), so a client that
+//! follows the document is never refused.
+
+use crate::http::ApiError;
+
+/// What a non-blank text must match: one character that is not white space.
+pub const TEXT_PATTERN: &str = r"\S";
+
+/// E.164: a plus, then up to 15 digits, the first not zero (country codes start at 1).
+pub const PHONE_PATTERN: &str = r"^\+[1-9][0-9]{6,14}$";
+
+/// The longest address SMTP carries (RFC 5321: 254 octets in a path, less its brackets).
+pub const EMAIL_MAX: usize = 254;
+
+/// White space as JSON Schema patterns read `\s` (ECMA-262: the Zs category, tab, vertical tab,
+/// form feed, the byte order mark and the line terminators), so that a value the documents'
+/// `\S` pattern admits is never refused as blank. (Rust's `trim` also strips U+0085 and
+/// U+180E, which `\S` matches.)
+fn is_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+    )
+}
+
+/// Trims `value` and refuses it blank or longer than `max` characters.
+pub fn text(param: &str, value: &mut String, max: usize) -> Result<(), ApiError> {
+    let trimmed = value.trim_matches(is_space);
+    if trimmed.is_empty() {
+        return Err(ApiError::invalid(
+            param,
+            "blank_field",
+            format!("`{param}` must not be blank."),
+        ));
+    }
+    if trimmed.chars().count() > max {
+        return Err(ApiError::invalid(
+            param,
+            "field_too_long",
+            format!("`{param}` must be at most {max} characters."),
+        ));
+    }
+    if trimmed.len() != value.len() {
+        *value = trimmed.to_owned();
+    }
+    Ok(())
+}
+
+/// An address of the form `local@domain`, stored in lower case (so that two
+/// spellings of one address are one): a dot-atom local part (RFC 5322) and a domain of at
+/// least two labels of letters, digits and inner hyphens.
+pub fn email(param: &str, value: &mut String) -> Result<(), ApiError> {
+    // Not trimmed: white space around an address is no address (the document's `format: email`
+    // says so too).
+    let address = value.to_ascii_lowercase();
+    if !is_email(&address) {
+        return Err(ApiError::invalid(
+            param,
+            "invalid_email",
+            format!(
+                "`{param}` must be an email address such as ada@example.com (at most {EMAIL_MAX} characters)."
+            ),
+        ));
+    }
+    *value = address;
+    Ok(())
+}
+
+fn is_email(address: &str) -> bool {
+    if address.len() > EMAIL_MAX {
+        return false;
+    }
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && domain.len() <= 253
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()));
+    local_ok && domain_ok
+}
+
+/// A phone number in E.164 (`+4915112345678`): written that way, nothing around it.
+pub fn phone(param: &str, value: &str) -> Result<(), ApiError> {
+    let digits = value.strip_prefix('+').unwrap_or("");
+    let ok = (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            param,
+            "invalid_phone_number",
+            format!(
+                "`{param}` must be in E.164 form: a plus and 7 to 15 digits with the country \
+                 code, no spaces (+4915112345678)."
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        for good in [
+            "ada@example.com",
+            "Ada.Lovelace+gym@Example.CO.uk",
+            "o'neil@a-b.example",
+            "x@y.io",
+        ] {
+            let mut v = good.to_owned();
+            email("email", &mut v).unwrap_or_else(|e| panic!("{good}: {}", e.detail));
+            assert_eq!(v, good.to_ascii_lowercase());
+        }
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "ada@@example.com",
+            "a da@example.com",
+            " ada@example.com",
+            "ada.@example.com",
+            "ada@-example.com",
+            "ada@example..com",
+            "ada@example.123",
+        ] {
+            let mut v = bad.to_owned();
+            let e = email("email", &mut v).unwrap_err();
+            assert_eq!(
+                (e.code, e.param.as_deref()),
+                ("invalid_email", Some("email")),
+                "{bad}"
+            );
+        }
+        let mut long = format!("{}@example.com", "a".repeat(250));
+        assert!(email("email", &mut long).is_err());
+    }
+
+    #[test]
+    fn phones() {
+        for good in ["+4915112345678", "+12025550123", "+3531234567"] {
+            phone("phoneNumber", good).unwrap();
+        }
+        for bad in [
+            "4915112345678",
+            "+0123456789",
+            "+49 151 1234",
+            "+123",
+            "+1234567890123456",
+            "+49151x2345678",
+            "",
+        ] {
+            assert_eq!(
+                phone("phoneNumber", bad).unwrap_err().code,
+                "invalid_phone_number",
+                "{bad}"
+            );
+        }
+        let pattern = PHONE_PATTERN;
+        assert!(pattern.starts_with('^') && pattern.ends_with('$'));
+    }
+
+    #[test]
+    fn texts() {
+        // NEL is no white space to `\S`, so it is a name (if a strange one).
+        let mut v = "\u{85}".to_owned();
+        text("name", &mut v, 10).unwrap();
+        let mut v = "\u{3000}\u{feff}".to_owned();
+        assert_eq!(text("name", &mut v, 10).unwrap_err().code, "blank_field");
+        let mut v = "  Yoga  ".to_owned();
+        text("name", &mut v, 10).unwrap();
+        assert_eq!(v, "Yoga");
+        assert_eq!(
+            text("name", &mut " \t".to_owned(), 10).unwrap_err().code,
+            "blank_field"
+        );
+        assert_eq!(
+            text("name", &mut "ééééééééééé".to_owned(), 10)
+                .unwrap_err()
+                .code,
+            "field_too_long"
+        );
+        text("name", &mut "éééééééééé".to_owned(), 10).unwrap();
+    }
+}

@@ -1,0 +1,75 @@
+//! The members service of seed 000: a gym's members, with `member.created|updated|deleted`
+//! events. Served under `/api/members` and, as the seed's clients call it, `/Member`.
+//!
+//! A member's `classId` is not set through this API: it follows the member's enrolment, which
+//! the classes service decides and announces.
+
+use kassa_platform::{
+    http::ApiError,
+    resource::{Field, Resource, ResourceSpec, Unique},
+    validate,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+kassa_platform::records_service! {
+    name: "members", port: 5062, resource: Members,
+    mounts: [kassa "/api/members", seed "/Member"],
+    migrations: [1 "0001_members"],
+}
+
+/// A member, as clients send and read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Member {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Ada Lovelace"
+    )]
+    pub name: String,
+    /// Unique among members, in any letter case; stored in lower case.
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
+    pub email: String,
+    /// E.164.
+    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$", example = "+4915112345678")]
+    pub phone_number: String,
+    /// The class the member is enrolled in (`POST /api/classes/{id}/enrollments`); kept by the
+    /// service.
+    #[serde(default)]
+    #[schema(read_only)]
+    pub class_id: Option<Uuid>,
+}
+
+pub struct Members;
+
+const SPEC: ResourceSpec = ResourceSpec {
+    kind: "member",
+    title: "Member",
+    table: "members",
+    fields: &[
+        Field::text("name", "name"),
+        Field::text("email", "email").filtered(),
+        Field::text("phoneNumber", "phone_number"),
+        Field::uuid("classId", "class_id").filtered().kept(),
+    ],
+    unique: &[Unique {
+        constraint: "members_email",
+        field: "email",
+        code: "email_taken",
+        detail: "Another member has this email address.",
+    }],
+    not_found: "member_not_found",
+};
+
+impl Resource for Members {
+    type Fields = Member;
+    const SPEC: &'static ResourceSpec = &SPEC;
+
+    fn validate(member: &mut Member) -> Result<(), ApiError> {
+        validate::text("name", &mut member.name, 200)?;
+        validate::email("email", &mut member.email)?;
+        validate::phone("phoneNumber", &member.phone_number)
+    }
+}
