@@ -100,3 +100,21 @@ payment_event!(PaymentDeclined, "payment.declined");
 payment_event!(PaymentFailed, "payment.failed");
 payment_event!(PaymentCancelled, "payment.cancelled");
 payment_event!(PaymentRefunded, "payment.refunded");
+
+/// A member was enrolled in a class (seed 000's gym; published by classes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentCreated {
+    pub class_id: Uuid,
+    pub member_id: Uuid,
+}
+event!(EnrollmentCreated, "enrollment.created", 1);
+
+/// A member left a class, or the class or the member was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentDeleted {
+    pub class_id: Uuid,
+    pub member_id: Uuid,
+}
+event!(EnrollmentDeleted, "enrollment.deleted", 1);

@@ -9,6 +9,7 @@ pub static SERVICES: &[&Service] = &[
     &kassa_gateway::SERVICE,
     &kassa_orders::SERVICE,
     &kassa_payments::SERVICE,
+    &kassa_classes::SERVICE,
     &kassa_members::SERVICE,
     &kassa_personnel::SERVICE,
 ];

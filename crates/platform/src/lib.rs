@@ -10,6 +10,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod idempotency;
 pub mod inbox;
+pub mod known;
 pub mod listing;
 pub mod memory;
 pub mod migrate;

@@ -37,6 +37,12 @@ pub const PLATFORM: Migrations = Migrations {
             postgres: include_str!("migrations/postgres/0002_relay_and_retention.sql"),
             sqlite: include_str!("migrations/sqlite/0002_relay_and_retention.sql"),
         },
+        Migration {
+            version: 3,
+            name: "known records of other services",
+            postgres: include_str!("migrations/postgres/0003_known_records.sql"),
+            sqlite: include_str!("migrations/sqlite/0003_known_records.sql"),
+        },
     ],
 };
 

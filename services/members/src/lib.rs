@@ -16,6 +16,23 @@ kassa_platform::records_service! {
     name: "members", port: 5062, resource: Members,
     mounts: [kassa "/api/members", seed "/Member"],
     migrations: [1 "0001_members"],
+    consumes: &enrolment::TOPICS, extend: follow_enrolments,
+}
+
+pub mod enrolment;
+
+/// Members follow their enrolment from the classes service's events.
+fn follow_enrolments(
+    infra: &kassa_platform::service::Infra,
+    parts: kassa_platform::service::ServiceParts,
+    records: kassa_platform::resource::Records<Members>,
+) -> Result<kassa_platform::service::ServiceParts, kassa_platform::service::BuildError> {
+    let handler = enrolment::Enrolments { records };
+    Ok(parts.with_handler(kassa_platform::consumer::Inboxed::new(
+        NAME,
+        infra.db()?,
+        handler,
+    )))
 }
 
 /// A member, as clients send and read it.

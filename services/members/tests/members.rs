@@ -163,3 +163,125 @@ async fn members_on_sqlite() {
 async fn members_on_postgres() {
     members(Throwaway::postgres().await).await;
 }
+
+/// A member's `classId` follows what the classes service announces.
+async fn class_follows_enrolment(t: Throwaway) {
+    use kassa_contracts::{
+        Envelope, EventContext,
+        events::{EnrollmentCreated, EnrollmentDeleted},
+    };
+    use kassa_platform::{bus::Handler, consumer::Inboxed};
+    let app = app(&t.db).await;
+    let consumer = Inboxed::new(
+        kassa_members::NAME,
+        t.db.clone(),
+        kassa_members::enrolment::Enrolments {
+            records: kassa_members::records(t.db.clone()),
+        },
+    );
+    let ctx = EventContext::new("test");
+    let created = call(
+        &app,
+        Method::POST,
+        "/api/members",
+        &[],
+        Some(json!({"name": "Ada", "email": "ada@example.com", "phoneNumber": "+4915112345678"})),
+    )
+    .await;
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let member: uuid::Uuid = id.parse().unwrap();
+    let (yoga, pilates) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let read = async |app: &Router| {
+        call(app, Method::GET, &format!("/Member/{id}"), &[], None)
+            .await
+            .json
+    };
+
+    let joined = EnrollmentCreated {
+        class_id: yoga,
+        member_id: member,
+    };
+    consumer
+        .handle(&Envelope::new("classes", yoga, &joined, &ctx))
+        .await
+        .unwrap();
+    assert_eq!(read(&app).await["classId"], yoga.to_string());
+    // Leaving another class does not touch it; leaving this one clears it.
+    let elsewhere = EnrollmentDeleted {
+        class_id: pilates,
+        member_id: member,
+    };
+    consumer
+        .handle(&Envelope::new("classes", pilates, &elsewhere, &ctx))
+        .await
+        .unwrap();
+    assert_eq!(read(&app).await["classId"], yoga.to_string());
+    let left = EnrollmentDeleted {
+        class_id: yoga,
+        member_id: member,
+    };
+    consumer
+        .handle(&Envelope::new("classes", yoga, &left, &ctx))
+        .await
+        .unwrap();
+    assert_eq!(read(&app).await["classId"], serde_json::Value::Null);
+    // A deleted class takes its members' classId with it.
+    let joined = EnrollmentCreated {
+        class_id: pilates,
+        member_id: member,
+    };
+    consumer
+        .handle(&Envelope::new("classes", pilates, &joined, &ctx))
+        .await
+        .unwrap();
+    let gone = Envelope::record(
+        "classes",
+        pilates,
+        "class.deleted".into(),
+        json!({"id": pilates}),
+        &ctx,
+    );
+    consumer.handle(&gone).await.unwrap();
+    assert_eq!(read(&app).await["classId"], serde_json::Value::Null);
+    // A seed client sending back what it read keeps the member as the service keeps it.
+    let mut echoed = read(&app).await;
+    echoed["classId"] = json!(yoga);
+    let put = call(
+        &app,
+        Method::PUT,
+        &format!("/Member/{id}"),
+        &[],
+        Some(echoed),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    assert_eq!(read(&app).await["classId"], serde_json::Value::Null);
+
+    let updates: Vec<_> = outbox_events(&t.db)
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == "member.updated")
+        .map(|(_, data)| data["classId"].clone())
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            json!(yoga),
+            json!(null),
+            json!(pilates),
+            json!(null),
+            json!(null)
+        ]
+    );
+    t.drop_now().await;
+}
+
+#[tokio::test]
+async fn class_follows_enrolment_on_sqlite() {
+    class_follows_enrolment(Throwaway::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn class_follows_enrolment_on_postgres() {
+    class_follows_enrolment(Throwaway::postgres().await).await;
+}

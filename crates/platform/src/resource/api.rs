@@ -219,6 +219,7 @@ async fn create<R: Resource, const SEED: bool>(
     let (record, mut response) = match key {
         None => {
             let mut tx = records.db().begin().await?;
+            R::in_write(&mut tx, None, Some(&fields)).await?;
             let record = records.create_in(&mut tx, fields, &ctx).await?;
             tx.commit().await?;
             let response = answer(StatusCode::CREATED, &record);
@@ -232,6 +233,7 @@ async fn create<R: Resource, const SEED: bool>(
             match idempotency::begin(records.db(), &scope, key, &fingerprint).await? {
                 Begun::Replay(response) => return Ok(response),
                 Begun::Fresh(mut keyed) => {
+                    R::in_write(keyed.tx(), None, Some(&fields)).await?;
                     let record = records.create_in(keyed.tx(), fields, &ctx).await?;
                     let body =
                         serde_json::to_vec(&record.to_json()).map_err(|_| ApiError::internal())?;
@@ -363,6 +365,7 @@ async fn change<R: Resource>(
     let mut fields = next(&current)?;
     R::validate(&mut fields)?;
     precondition(headers, &current)?;
+    R::in_write(&mut tx, Some(id), Some(&fields)).await?;
     let record = records
         .replace_in(&mut tx, current, fields, &ids.event_context())
         .await?;
@@ -425,6 +428,7 @@ async fn remove<R: Resource>(
         .await?
         .ok_or_else(not_found::<R>)?;
     precondition(&headers, &current)?;
+    R::in_write(&mut tx, Some(id), None).await?;
     records
         .delete_in(&mut tx, &current, &ids.event_context())
         .await?;

@@ -175,6 +175,7 @@ impl ResourceSpec {
 }
 
 /// A kind of record: its declaration and its rules.
+#[async_trait::async_trait]
 pub trait Resource: Send + Sync + 'static {
     /// What a client sets, in camelCase JSON; the kit stores each declared field in its column.
     /// Declare it `#[serde(deny_unknown_fields)]` so a misspelt field is a 400.
@@ -185,6 +186,18 @@ pub trait Resource: Send + Sync + 'static {
     /// Checks and normalises what a client sent (trims names, lower-cases emails); the error
     /// names the field at fault.
     fn validate(fields: &mut Self::Fields) -> Result<(), ApiError>;
+
+    /// Runs in a write's transaction, before the write: checks it against what else the
+    /// service holds (a class's enrolments against its capacity, a reference against the
+    /// records it knows) and changes what goes with it. `id` is `None` on create, `fields`
+    /// `None` on delete. By default there is nothing to check.
+    async fn in_write(
+        _tx: &mut crate::db::Tx,
+        _id: Option<Uuid>,
+        _fields: Option<&Self::Fields>,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// A stored record.

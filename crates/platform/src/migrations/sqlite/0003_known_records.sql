@@ -1,0 +1,10 @@
+-- What a service knows of other services' records from their `<kind>.created|updated|deleted`
+-- events: that one exists, or existed and was deleted (ids are never reused, so a deletion is
+-- final whatever order the events arrive in).
+CREATE TABLE known_records (
+    kind TEXT NOT NULL,
+    id BLOB NOT NULL,
+    deleted INTEGER NOT NULL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);

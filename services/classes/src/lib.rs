@@ -1,0 +1,144 @@
+//! The classes service of seed 000: a gym's classes (`class.created|updated|deleted`), who is
+//! enrolled in each (`enrollment.created|deleted`), and its own copy of which members and staff
+//! exist, kept from their events. Served under `/api/classes` and, as the seed's clients call
+//! it, `/Class/member`.
+//!
+//! - `enrollments.rs`: enrolling and leaving, never beyond a class's capacity
+//! - `known.rs`: what member and staff events change here
+
+pub mod enrollments;
+pub mod known;
+
+use kassa_platform::{
+    db::{Tx, sql},
+    http::ApiError,
+    resource::{Field, Resource, ResourceSpec},
+    service::{BuildError, Infra, ServiceParts},
+    validate,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+kassa_platform::records_service! {
+    name: "classes", port: 5041, resource: Classes,
+    mounts: [kassa "/api/classes", seed "/Class/member"],
+    migrations: [1 "0001_classes"],
+    consumes: &known::TOPICS, extend: extend,
+}
+
+/// A class, as clients send and read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Class)]
+pub struct Class {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "Yoga")]
+    pub name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"\S",
+        example = "Slow flow"
+    )]
+    pub description: String,
+    /// How many members it holds at most, 1 to 1000; never below those enrolled.
+    #[schema(minimum = 1, maximum = 1000, example = 20)]
+    pub capacity: i64,
+    /// The member of staff who teaches it (personnel); cleared when they are deleted.
+    #[serde(default)]
+    pub instructor_id: Option<Uuid>,
+}
+
+pub struct Classes;
+
+const SPEC: ResourceSpec = ResourceSpec {
+    kind: "class",
+    title: "Class",
+    table: "classes",
+    fields: &[
+        Field::text("name", "name"),
+        Field::text("description", "description"),
+        Field::integer("capacity", "capacity"),
+        Field::uuid("instructorId", "instructor_id").filtered(),
+    ],
+    unique: &[],
+    not_found: "class_not_found",
+};
+
+#[async_trait::async_trait]
+impl Resource for Classes {
+    type Fields = Class;
+    const SPEC: &'static ResourceSpec = &SPEC;
+
+    fn validate(class: &mut Class) -> Result<(), ApiError> {
+        validate::text("name", &mut class.name, 200)?;
+        validate::text("description", &mut class.description, 2000)?;
+        if !(1..=1000).contains(&class.capacity) {
+            return Err(ApiError::invalid(
+                "capacity",
+                "invalid_capacity",
+                "`capacity` must be a whole number from 1 to 1000.",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn in_write(
+        tx: &mut Tx,
+        id: Option<Uuid>,
+        class: Option<&Class>,
+    ) -> Result<(), ApiError> {
+        match (id, class) {
+            // A new or changed class: a known instructor, room for who is enrolled.
+            (id, Some(class)) => {
+                if let Some(instructor) = class.instructor_id
+                    && !kassa_platform::known::exists(tx, known::STAFF, instructor).await?
+                {
+                    return Err(ApiError::unprocessable(
+                        "unknown_instructor",
+                        "`instructorId` names no member of staff this service knows (yet).",
+                    )
+                    .with_param("instructorId"));
+                }
+                if let Some(id) = id {
+                    let enrolled = enrollments::count(tx, id).await?;
+                    if class.capacity < enrolled {
+                        return Err(ApiError::conflict(
+                            "capacity_below_enrolled",
+                            format!(
+                                "{enrolled} members are enrolled; the capacity cannot go below that."
+                            ),
+                        )
+                        .with_param("capacity"));
+                    }
+                }
+                Ok(())
+            }
+            // A class deleted: its enrolments go with it (members hear `class.deleted`).
+            (Some(id), None) => {
+                sql("DELETE FROM enrollments WHERE class_id = $1")
+                    .bind(id)
+                    .execute(tx)
+                    .await?;
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// The enrolment routes beside the class routes, and the consumer that keeps the copy of
+/// members and staff.
+fn extend(
+    infra: &Infra,
+    mut parts: ServiceParts,
+    records: kassa_platform::resource::Records<Classes>,
+) -> Result<ServiceParts, BuildError> {
+    let db = infra.db()?;
+    parts.api = parts.api.merge(enrollments::router(db.clone()));
+    parts.openapi.merge(enrollments::document());
+    Ok(parts.with_handler(kassa_platform::consumer::Inboxed::new(
+        NAME,
+        db,
+        known::Known { records },
+    )))
+}
