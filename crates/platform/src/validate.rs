@@ -213,3 +213,127 @@ mod tests {
         text("name", &mut "éééééééééé".to_owned(), 10).unwrap();
     }
 }
+
+/// The codes these rules answer with; a field type's deserialising error is written
+/// `"<code>: <sentence>"` and `http::parse_json` turns it into a problem with that code, naming
+/// the field.
+pub(crate) const CODES: [&str; 4] = [
+    "blank_field",
+    "field_too_long",
+    "invalid_email",
+    "invalid_phone_number",
+];
+
+/// A rule's refusal as a deserialising error that keeps its code; the sentence loses its
+/// leading "`param` " since the path names the field.
+fn refusal<E: serde::de::Error>(e: ApiError) -> E {
+    let sentence = e.detail.strip_prefix("`` ").unwrap_or(&e.detail);
+    E::custom(format!("{}: {}", e.code, sentence.trim_end_matches('.')))
+}
+
+fn string_schema() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String)
+}
+
+/// Text a person types (a name, a department): trimmed, not blank, at most `MAX` characters.
+/// Its schema says the same (`minLength` 1, `maxLength`, a `\S` pattern).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Text<const MAX: usize>(String);
+
+impl<const MAX: usize> std::ops::Deref for Text<MAX> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de, const MAX: usize> serde::Deserialize<'de> for Text<MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut value = String::deserialize(d)?;
+        text("", &mut value, MAX).map_err(refusal)?;
+        Ok(Text(value))
+    }
+}
+
+impl<const MAX: usize> utoipa::PartialSchema for Text<MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema()
+            .min_length(Some(1))
+            .max_length(Some(MAX))
+            .pattern(Some(TEXT_PATTERN))
+            .into()
+    }
+}
+
+impl<const MAX: usize> utoipa::ToSchema for Text<MAX> {
+    /// One component per length: `Text200`, `Text2000`.
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Owned(format!("Text{MAX}"))
+    }
+}
+
+/// An email address as [`email`] reads it, kept in lower case.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl std::ops::Deref for Email {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut value = String::deserialize(d)?;
+        email("", &mut value).map_err(refusal)?;
+        Ok(Email(value))
+    }
+}
+
+impl utoipa::PartialSchema for Email {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema()
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Email,
+            )))
+            .max_length(Some(EMAIL_MAX))
+            .examples([serde_json::json!("ada@example.com")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Email {}
+
+/// A phone number in E.164, as [`phone`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Phone(String);
+
+impl std::ops::Deref for Phone {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Phone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(d)?;
+        phone("", &value).map_err(refusal)?;
+        Ok(Phone(value))
+    }
+}
+
+impl utoipa::PartialSchema for Phone {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema()
+            .pattern(Some(PHONE_PATTERN))
+            .examples([serde_json::json!("+4915112345678")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Phone {}

@@ -14,7 +14,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use kassa_contracts::{
     Envelope,
-    events::{EnrollmentCreated, EnrollmentDeleted},
+    events::{EnrollmentCreated, EnrollmentDeleted, Event},
 };
 use kassa_platform::{
     db::{Db, DbError, DbResult, Row, Tx, sql, sql_assembled},
@@ -84,6 +84,19 @@ pub async fn remove_member(tx: &mut Tx, member_id: Uuid) -> DbResult<Vec<Uuid>> 
         .execute(tx)
         .await?;
     Ok(classes)
+}
+
+/// Writes the class's `event` to the outbox and commits `tx`.
+async fn commit_announcing<E: Event>(
+    mut tx: Tx,
+    class_id: Uuid,
+    event: &E,
+    ids: &RequestIds,
+) -> ApiResult<()> {
+    let envelope = Envelope::new(NAME, class_id, event, &ids.event_context());
+    outbox::add(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn class_not_found() -> ApiError {
@@ -179,12 +192,7 @@ pub async fn enrol(
         class_id,
         member_id,
     };
-    outbox::add(
-        &mut tx,
-        &Envelope::new(NAME, class_id, &event, &ids.event_context()),
-    )
-    .await?;
-    tx.commit().await?;
+    commit_announcing(tx, class_id, &event, &ids).await?;
     Ok((StatusCode::CREATED, Json(enrollment)))
 }
 
@@ -223,12 +231,7 @@ pub async fn leave(
         class_id,
         member_id,
     };
-    outbox::add(
-        &mut tx,
-        &Envelope::new(NAME, class_id, &event, &ids.event_context()),
-    )
-    .await?;
-    tx.commit().await?;
+    commit_announcing(tx, class_id, &event, &ids).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

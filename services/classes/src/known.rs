@@ -69,16 +69,14 @@ impl Known {
             .await?;
         let ctx = EventContext::caused_by(cause);
         for row in rows {
-            let id: Uuid = row.get("id")?;
-            let Some(current) = self.records.find_for_update(tx, id).await? else {
-                continue;
+            let clear = |class: &crate::Class| {
+                let mut class = class.clone();
+                class.instructor_id = None;
+                Some(class)
             };
-            let mut fields = current.fields.clone();
-            fields.instructor_id = None;
             self.records
-                .replace_in(tx, current, fields, &ctx)
-                .await
-                .map_err(|e| HandlerError::new(e.detail))?;
+                .update_in(tx, row.get("id")?, &ctx, clear)
+                .await?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use kassa_platform::{
     http::ApiError,
     resource::{Field, Resource, ResourceSpec},
     service::{BuildError, Infra, ServiceParts},
-    validate,
+    validate::Text,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -31,15 +31,8 @@ kassa_platform::records_service! {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = Class)]
 pub struct Class {
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "Yoga")]
-    pub name: String,
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = r"\S",
-        example = "Slow flow"
-    )]
-    pub description: String,
+    pub name: Text<200>,
+    pub description: Text<2000>,
     /// How many members it holds at most, 1 to 1000; never below those enrolled.
     #[schema(minimum = 1, maximum = 1000, example = 20)]
     pub capacity: i64,
@@ -70,8 +63,6 @@ impl Resource for Classes {
     const SPEC: &'static ResourceSpec = &SPEC;
 
     fn validate(class: &mut Class) -> Result<(), ApiError> {
-        validate::text("name", &mut class.name, 200)?;
-        validate::text("description", &mut class.description, 2000)?;
         if !(1..=1000).contains(&class.capacity) {
             return Err(ApiError::invalid(
                 "capacity",

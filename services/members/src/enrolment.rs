@@ -45,21 +45,18 @@ impl Enrolments {
         only_if: Option<Uuid>,
         cause: &Envelope,
     ) -> Result<(), HandlerError> {
-        let Some(current) = self.records.find_for_update(tx, member).await? else {
-            // Deleted since: nothing to follow.
-            return Ok(());
+        let follow = |member: &crate::Member| {
+            let applies = only_if.is_none_or(|class| member.class_id == Some(class));
+            (applies && member.class_id != now).then(|| {
+                let mut member = member.clone();
+                member.class_id = now;
+                member
+            })
         };
-        if only_if.is_some_and(|class| current.fields.class_id != Some(class))
-            || current.fields.class_id == now
-        {
-            return Ok(());
-        }
-        let mut fields = current.fields.clone();
-        fields.class_id = now;
+        // A member deleted since has nothing to follow.
         self.records
-            .replace_in(tx, current, fields, &EventContext::caused_by(cause))
-            .await
-            .map_err(|e| HandlerError::new(e.detail))?;
+            .update_in(tx, member, &EventContext::caused_by(cause), follow)
+            .await?;
         Ok(())
     }
 }

@@ -5,9 +5,8 @@
 //! the classes service decides and announces.
 
 use kassa_platform::{
-    http::ApiError,
     resource::{Field, Resource, ResourceSpec, Unique},
-    validate,
+    validate::{Email, Phone, Text},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -39,19 +38,10 @@ fn follow_enrolments(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Member {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"\S",
-        example = "Ada Lovelace"
-    )]
-    pub name: String,
-    /// Unique among members, in any letter case; stored in lower case.
-    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
-    pub email: String,
-    /// E.164.
-    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$", example = "+4915112345678")]
-    pub phone_number: String,
+    pub name: Text<200>,
+    /// Unique among members, in any letter case.
+    pub email: Email,
+    pub phone_number: Phone,
     /// The class the member is enrolled in (`POST /api/classes/{id}/enrollments`); kept by the
     /// service.
     #[serde(default)]
@@ -83,10 +73,4 @@ const SPEC: ResourceSpec = ResourceSpec {
 impl Resource for Members {
     type Fields = Member;
     const SPEC: &'static ResourceSpec = &SPEC;
-
-    fn validate(member: &mut Member) -> Result<(), ApiError> {
-        validate::text("name", &mut member.name, 200)?;
-        validate::email("email", &mut member.email)?;
-        validate::phone("phoneNumber", &member.phone_number)
-    }
 }

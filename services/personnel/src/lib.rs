@@ -3,9 +3,8 @@
 //! `/api/personnel` and, as the seed's clients call it, `/Personal`.
 
 use kassa_platform::{
-    http::ApiError,
     resource::{Field, Resource, ResourceSpec},
-    validate,
+    validate::{Email, Phone, Text},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,28 +20,11 @@ kassa_platform::records_service! {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = Personal)]
 pub struct Personal {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"\S",
-        example = "Grace Hopper"
-    )]
-    pub name: String,
-    /// Stored in lower case.
-    #[schema(format = Email, max_length = 254, example = "grace@example.com")]
-    pub email: String,
-    /// E.164.
-    #[schema(pattern = r"^\+[1-9][0-9]{6,14}$", example = "+12025550123")]
-    pub phone_number: String,
-    #[schema(min_length = 1, max_length = 100, pattern = r"\S", example = "Fitness")]
-    pub department: String,
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"\S",
-        example = "Instructor"
-    )]
-    pub position: String,
+    pub name: Text<200>,
+    pub email: Email,
+    pub phone_number: Phone,
+    pub department: Text<100>,
+    pub position: Text<100>,
     /// The member this person also is, if any.
     #[serde(default)]
     pub member_id: Option<Uuid>,
@@ -69,12 +51,4 @@ const SPEC: ResourceSpec = ResourceSpec {
 impl Resource for Personnel {
     type Fields = Personal;
     const SPEC: &'static ResourceSpec = &SPEC;
-
-    fn validate(person: &mut Personal) -> Result<(), ApiError> {
-        validate::text("name", &mut person.name, 200)?;
-        validate::email("email", &mut person.email)?;
-        validate::phone("phoneNumber", &person.phone_number)?;
-        validate::text("department", &mut person.department, 100)?;
-        validate::text("position", &mut person.position, 100)
-    }
 }

@@ -67,6 +67,18 @@ impl HandlerError {
     }
 }
 
+/// A write a consumer made through the API's rules (the resource kit's records): refused input
+/// is the event's fault; an unavailable database is worth retrying.
+impl From<crate::http::ApiError> for HandlerError {
+    fn from(e: crate::http::ApiError) -> Self {
+        if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            HandlerError::unavailable(e.detail)
+        } else {
+            HandlerError::new(e.detail)
+        }
+    }
+}
+
 impl From<crate::db::DbError> for HandlerError {
     fn from(e: crate::db::DbError) -> Self {
         if e.is_unavailable() {

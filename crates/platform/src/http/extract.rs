@@ -132,13 +132,21 @@ fn json_problem(path: &str, inner: serde_json::Error) -> ApiError {
         (Some(f), p) => format!("{p}.{f}"),
         (None, p) => p.trim_start_matches('.').to_owned(),
     };
+    // A field type's own rule (`validate::Text`, `Email`, `Phone`) says its code first.
+    let ruled = crate::validate::CODES.iter().find_map(|code| {
+        message
+            .strip_prefix(code)
+            .and_then(|rest| rest.strip_prefix(": "))
+            .map(|rest| (*code, rest))
+    });
     let code = match inner.classify() {
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "malformed_json",
+        _ if ruled.is_some() => ruled.map(|(code, _)| code).unwrap_or("invalid_field"),
         _ if message.starts_with("unknown field") => "unknown_field",
         _ if message.starts_with("missing field") => "missing_field",
         _ => "invalid_field",
     };
-    let sentence = strip_position(&message);
+    let sentence = strip_position(ruled.map(|(_, rest)| rest).unwrap_or(&message));
     let mut err = ApiError::new(
         StatusCode::BAD_REQUEST,
         code,

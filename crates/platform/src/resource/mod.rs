@@ -185,7 +185,11 @@ pub trait Resource: Send + Sync + 'static {
 
     /// Checks and normalises what a client sent (trims names, lower-cases emails); the error
     /// names the field at fault.
-    fn validate(fields: &mut Self::Fields) -> Result<(), ApiError>;
+    /// By default nothing: rules of one field belong in its type (`validate::Text`, `Email`,
+    /// `Phone`), which its schema then states too.
+    fn validate(_fields: &mut Self::Fields) -> Result<(), ApiError> {
+        Ok(())
+    }
 
     /// Runs in a write's transaction, before the write: checks it against what else the
     /// service holds (a class's enrolments against its capacity, a reference against the

@@ -304,6 +304,25 @@ impl<R: Resource> Records<R> {
         Ok(record)
     }
 
+    /// Changes the record `id` in `tx` as `change` says, when it exists and `change` returns
+    /// new fields (`None`: nothing to change), with its `updated` event. For a service applying
+    /// what it heard from elsewhere; clients change records through the routes.
+    pub async fn update_in(
+        &self,
+        tx: &mut Tx,
+        id: Uuid,
+        ctx: &EventContext,
+        change: impl FnOnce(&R::Fields) -> Option<R::Fields>,
+    ) -> Result<Option<Stored<R::Fields>>, ApiError> {
+        let Some(current) = self.find_for_update(tx, id).await? else {
+            return Ok(None);
+        };
+        match change(&current.fields) {
+            Some(fields) => self.replace_in(tx, current, fields, ctx).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Deletes `current` (read for update in `tx`), with its `deleted` event carrying the
     /// record as it was.
     pub async fn delete_in(
