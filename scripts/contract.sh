@@ -33,38 +33,51 @@ cargo build --quiet --locked --bin kassa
 kassa=${CARGO_TARGET_DIR:-target}/debug/kassa
 
 data=$(mktemp -d)
-out="$data/kassa.out"
-# Every service on a free port: one `--<service>-port 0` per port option kassa has.
+# Two processes: the gateway's run follows links into every service's records (it lists them
+# and deletes what it finds), so it gets data of its own, apart from the runs against each
+# service that check what they just created.
 mapfile -t ports < <("$kassa" up --help | grep -oE -- '--[a-z]+-port' | sort -u | sed 's/$/=0/')
-RUST_LOG=${RUST_LOG:-warn} "$kassa" up --data-dir "$data" "${ports[@]}" >"$out" 2>"$data/kassa.err" &
-pid=$!
+pids=()
+for instance in services gateway; do
+  mkdir -p "$data/$instance"
+  # Every service on a free port: one `--<service>-port 0` per port option kassa has.
+  RUST_LOG=${RUST_LOG:-warn} "$kassa" up --data-dir "$data/$instance" "${ports[@]}" \
+    >"$data/$instance.out" 2>"$data/$instance.err" &
+  pids+=($!)
+done
 declare -A runs=()
 stop() {
   for run in "${runs[@]}"; do kill "$run" 2>/dev/null || true; done
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$data"
 }
 trap stop EXIT
 
-address() { # address SERVICE: the base URL kassa printed for it
-  awk -v s="$1" '$1 == s { print $2 }' "$out"
+address() { # address SERVICE: the base URL kassa printed for it, in the instance it is run on
+  local instance=services
+  [ "$1" = gateway ] && instance=gateway
+  awk -v s="$1" '$1 == s { print $2 }' "$data/$instance.out"
 }
 
-for _ in $(seq 120); do
-  if [ -n "$(address gateway)" ] && curl -fsS "$(address gateway)/health/ready" >/dev/null 2>&1; then
-    break
-  fi
-  if ! kill -0 "$pid" 2>/dev/null; then
-    echo "kassa up exited:" >&2
-    cat "$data/kassa.err" >&2
-    exit 1
-  fi
-  sleep 0.5
+for instance in services gateway; do
+  for _ in $(seq 120); do
+    base=$(awk '$1 == "gateway" { print $2 }' "$data/$instance.out")
+    if [ -n "$base" ] && curl -fsS "$base/health/ready" >/dev/null 2>&1; then
+      break
+    fi
+    for pid in "${pids[@]}"; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "kassa up exited:" >&2
+        cat "$data"/*.err >&2
+        exit 1
+      fi
+    done
+    sleep 0.5
+  done
 done
 
 # Every service kassa up printed an address for, unless SERVICES names some.
-[ -n "$SERVICES" ] || SERVICES=$(awk '$2 ~ /^http:/ { print $1 }' "$out" | xargs)
+[ -n "$SERVICES" ] || SERVICES=$(awk '$2 ~ /^http:/ { print $1 }' "$data/services.out" | xargs)
 
 config="$PWD/scripts/schemathesis.toml"
 
@@ -98,11 +111,13 @@ for service in $SERVICES; do
   [ "$status" -eq 0 ] || failed+=("$service")
 done
 
-if ! kill -0 "$pid" 2>/dev/null; then
-  echo "kassa up died during the run:" >&2
-  tail -n 50 "$data/kassa.err" >&2
-  exit 1
-fi
+for pid in "${pids[@]}"; do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "kassa up died during the run:" >&2
+    tail -n 50 "$data"/*.err >&2
+    exit 1
+  fi
+done
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "contract failures: ${failed[*]}" >&2

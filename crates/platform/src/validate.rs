@@ -217,11 +217,12 @@ mod tests {
 /// The codes these rules answer with; a field type's deserialising error is written
 /// `"<code>: <sentence>"` and `http::parse_json` turns it into a problem with that code, naming
 /// the field.
-pub(crate) const CODES: [&str; 4] = [
+pub(crate) const CODES: [&str; 5] = [
     "blank_field",
     "field_too_long",
     "invalid_email",
     "invalid_phone_number",
+    "number_out_of_range",
 ];
 
 /// A rule's refusal as a deserialising error that keeps its code; the sentence loses its
@@ -337,3 +338,49 @@ impl utoipa::PartialSchema for Phone {
 }
 
 impl utoipa::ToSchema for Phone {}
+
+/// A whole number from `MIN` to `MAX`, written as JSON writes numbers: `20` and `20.0` are the
+/// same number (as JSON Schema's `integer` says), `20.5` is not whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct Whole<const MIN: i64, const MAX: i64>(i64);
+
+impl<const MIN: i64, const MAX: i64> Whole<MIN, MAX> {
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl<'de, const MIN: i64, const MAX: i64> serde::Deserialize<'de> for Whole<MIN, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let number = serde_json::Number::deserialize(d)?;
+        let whole = number.as_i64().or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        });
+        match whole {
+            Some(n) if (MIN..=MAX).contains(&n) => Ok(Whole(n)),
+            _ => Err(serde::de::Error::custom(format!(
+                "number_out_of_range: must be a whole number from {MIN} to {MAX}"
+            ))),
+        }
+    }
+}
+
+impl<const MIN: i64, const MAX: i64> utoipa::PartialSchema for Whole<MIN, MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .minimum(Some(MIN))
+            .maximum(Some(MAX))
+            .into()
+    }
+}
+
+impl<const MIN: i64, const MAX: i64> utoipa::ToSchema for Whole<MIN, MAX> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Owned(format!("Whole{MIN}To{MAX}"))
+    }
+}

@@ -131,8 +131,7 @@ fn in_another_class() -> ApiError {
         (status = 201, body = Enrollment, description = "Enrolled; `enrollment.created` is published."),
         (status = 200, body = Enrollment, description = "Already enrolled in this class: nothing changed."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No class has this id (`class_not_found`)."),
-        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The class is full (`class_full`), or the member is in another class (`member_in_another_class`)."),
-        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No member with this id is known here, or it was deleted (`unknown_member`)."),
+        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The class is full (`class_full`), the member is in another class (`member_in_another_class`), or no member with this id is known here (yet), or it was deleted (`unknown_member`)."),
         InvalidBody,
     ))]
 pub async fn enrol(
@@ -145,7 +144,7 @@ pub async fn enrol(
     let mut tx = db.begin().await?;
     let capacity = lock_class(&db, &mut tx, class_id).await?;
     if !known::exists(&mut tx, MEMBER, member_id).await? {
-        return Err(ApiError::unprocessable(
+        return Err(ApiError::conflict(
             "unknown_member",
             "No member with this id is known here (yet), or it was deleted.",
         )

@@ -14,7 +14,7 @@ use kassa_platform::{
     http::ApiError,
     resource::{Field, Resource, ResourceSpec},
     service::{BuildError, Infra, ServiceParts},
-    validate::Text,
+    validate::{Text, Whole},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -34,8 +34,7 @@ pub struct Class {
     pub name: Text<200>,
     pub description: Text<2000>,
     /// How many members it holds at most, 1 to 1000; never below those enrolled.
-    #[schema(minimum = 1, maximum = 1000, example = 20)]
-    pub capacity: i64,
+    pub capacity: Whole<1, 1000>,
     /// The member of staff who teaches it (personnel); cleared when they are deleted.
     #[serde(default)]
     pub instructor_id: Option<Uuid>,
@@ -55,23 +54,13 @@ const SPEC: ResourceSpec = ResourceSpec {
     ],
     unique: &[],
     not_found: "class_not_found",
+    conflicts: "`capacity_below_enrolled`: more members are enrolled than the capacity asked for; `unknown_instructor`: `instructorId` names no member of staff known here (yet).",
 };
 
 #[async_trait::async_trait]
 impl Resource for Classes {
     type Fields = Class;
     const SPEC: &'static ResourceSpec = &SPEC;
-
-    fn validate(class: &mut Class) -> Result<(), ApiError> {
-        if !(1..=1000).contains(&class.capacity) {
-            return Err(ApiError::invalid(
-                "capacity",
-                "invalid_capacity",
-                "`capacity` must be a whole number from 1 to 1000.",
-            ));
-        }
-        Ok(())
-    }
 
     async fn in_write(
         tx: &mut Tx,
@@ -84,7 +73,9 @@ impl Resource for Classes {
                 if let Some(instructor) = class.instructor_id
                     && !kassa_platform::known::exists(tx, known::STAFF, instructor).await?
                 {
-                    return Err(ApiError::unprocessable(
+                    // A conflict with what this service knows now: retry once the
+                    // `personal.created` event has arrived.
+                    return Err(ApiError::conflict(
                         "unknown_instructor",
                         "`instructorId` names no member of staff this service knows (yet).",
                     )
@@ -92,7 +83,7 @@ impl Resource for Classes {
                 }
                 if let Some(id) = id {
                     let enrolled = enrollments::count(tx, id).await?;
-                    if class.capacity < enrolled {
+                    if class.capacity.get() < enrolled {
                         return Err(ApiError::conflict(
                             "capacity_below_enrolled",
                             format!(

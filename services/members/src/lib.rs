@@ -68,6 +68,7 @@ const SPEC: ResourceSpec = ResourceSpec {
         detail: "Another member has this email address.",
     }],
     not_found: "member_not_found",
+    conflicts: "",
 };
 
 impl Resource for Members {

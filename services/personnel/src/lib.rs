@@ -46,6 +46,7 @@ const SPEC: ResourceSpec = ResourceSpec {
     ],
     unique: &[],
     not_found: "personal_not_found",
+    conflicts: "",
 };
 
 impl Resource for Personnel {

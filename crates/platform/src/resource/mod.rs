@@ -154,6 +154,8 @@ pub struct ResourceSpec {
     pub unique: &'static [Unique],
     /// Problem code for an id that names no record: `member_not_found`.
     pub not_found: &'static str,
+    /// The other 409s the record's `in_write` answers, for its document (`""`: none).
+    pub conflicts: &'static str,
 }
 
 impl ResourceSpec {

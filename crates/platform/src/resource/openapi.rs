@@ -173,7 +173,12 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
     let page_name = format!("{}Page", spec.title);
     let seed_body_name = format!("{}SeedBody", spec.title);
     let patch_name = format!("{}Patch", spec.title);
-    let taken = "A field that must be unique is taken (`param` names it).";
+    let taken = format!(
+        "A field that must be unique is taken (`param` names it).{}{}",
+        if spec.conflicts.is_empty() { "" } else { " " },
+        spec.conflicts
+    );
+    let taken = taken.as_str();
     let read_only: Vec<&str> = spec
         .fields
         .iter()

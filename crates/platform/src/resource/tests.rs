@@ -47,6 +47,7 @@ const SPEC: ResourceSpec = ResourceSpec {
         detail: "Another widget has this code.",
     }],
     not_found: "widget_not_found",
+    conflicts: "",
 };
 
 impl Resource for Widgets {
