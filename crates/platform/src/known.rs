@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     bus::HandlerError,
-    db::{Db, DbResult, Tx, sql},
+    db::{Db, DbResult, Tx, sql, sql_assembled},
 };
 
 /// What an event said of a record.
@@ -86,13 +86,18 @@ pub async fn note(tx: &mut Tx, event: &RecordEvent) -> DbResult<()> {
     Ok(())
 }
 
-/// Whether a record of `kind` with `id` is known and not deleted, read in `tx`.
+/// Whether a record of `kind` with `id` is known and not deleted, read in `tx`. The answer
+/// holds until `tx` ends: a deletion arriving meanwhile waits for it, then sees what `tx` wrote
+/// (so an enrolment made in `tx` is removed by the member's deletion, never left behind).
 pub async fn exists(tx: &mut Tx, kind: &str, id: Uuid) -> DbResult<bool> {
-    let row = sql("SELECT deleted FROM known_records WHERE kind = $1 AND id = $2")
-        .bind(kind)
-        .bind(id)
-        .fetch_optional(tx)
-        .await?;
+    let row = sql_assembled(format!(
+        "SELECT deleted FROM known_records WHERE kind = $1 AND id = $2{}",
+        tx.for_share()
+    ))
+    .bind(kind)
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
     Ok(match row {
         Some(row) => !row.get::<bool>("deleted")?,
         None => false,

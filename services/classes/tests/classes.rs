@@ -288,3 +288,77 @@ async fn classes_on_sqlite() {
 async fn classes_on_postgres() {
     classes(Throwaway::postgres().await).await;
 }
+
+/// An enrolment in flight when the member's deletion arrives: the deletion waits for it and
+/// then removes it, so no enrolment of a deleted member is left behind (PostgreSQL, where
+/// transactions run side by side; SQLite runs one writer at a time).
+#[tokio::test]
+async fn a_deletion_racing_an_enrolment_removes_it() {
+    use kassa_platform::{sql, testing::eventually};
+    use std::time::Duration;
+    let t = Throwaway::postgres().await;
+    let gym = std::sync::Arc::new(Gym::new(&t).await);
+    let class = call(
+        &gym.app,
+        Method::POST,
+        "/api/classes",
+        &[],
+        Some(json!({"name": "Spin", "description": "Fast", "capacity": 5})),
+    )
+    .await
+    .json["id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    let member = gym.new_member().await;
+
+    // The enrolment's transaction, as the route runs it, held open.
+    let mut enrolling = t.db.begin().await.unwrap();
+    assert!(
+        kassa_platform::known::exists(&mut enrolling, "member", member)
+            .await
+            .unwrap()
+    );
+    sql("INSERT INTO enrollments (class_id, member_id, enrolled_at) VALUES ($1, $2, $3)")
+        .bind(class)
+        .bind(member)
+        .bind(kassa_contracts::now())
+        .execute(&mut enrolling)
+        .await
+        .unwrap();
+    // The deletion arrives meanwhile, and waits on the member's row.
+    let deleting = {
+        let gym = gym.clone();
+        tokio::spawn(async move {
+            gym.hears("members", "member.deleted", json!({"id": member}))
+                .await
+        })
+    };
+    eventually(
+        "the deletion waiting for the enrolment",
+        Duration::from_secs(10),
+        async || {
+            sql("SELECT COUNT(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            .fetch_one(&t.db)
+            .await
+            .unwrap()
+            .get::<i64>("n")
+            .unwrap()
+        },
+        |waiting| *waiting == 1,
+    )
+    .await;
+    enrolling.commit().await.unwrap();
+    deleting.await.unwrap();
+    let left = sql("SELECT COUNT(*) AS n FROM enrollments WHERE member_id = $1")
+        .bind(member)
+        .fetch_one(&t.db)
+        .await
+        .unwrap()
+        .get::<i64>("n")
+        .unwrap();
+    assert_eq!(left, 0, "the deleted member's enrolment is gone");
+    t.drop_now().await;
+}

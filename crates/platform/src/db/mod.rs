@@ -265,6 +265,16 @@ pub struct Tx {
 }
 
 impl Tx {
+    /// `FOR SHARE` where the backend has row locks: the rows read stay as read until the
+    /// transaction ends (a concurrent change waits for it). SQLite's write transaction already
+    /// excludes every other writer.
+    pub fn for_share(&self) -> &'static str {
+        match self.inner {
+            TxInner::Pg(_) => " FOR SHARE",
+            TxInner::Sqlite(_) => "",
+        }
+    }
+
     pub async fn commit(self) -> DbResult<()> {
         match self.inner {
             TxInner::Pg(t) => t.commit().await?,
