@@ -113,13 +113,17 @@ fn widened(
     schema
 }
 
-/// The fields' schema with each kept field marked `readOnly`, whatever the record declares.
-fn kept_read_only(schema: RefOr<Schema>, kept: &[&str]) -> RefOr<Schema> {
+/// The fields' schema with `mark` applied to each kept field's property.
+fn kept_marked(
+    schema: RefOr<Schema>,
+    kept: &[&str],
+    mark: impl Fn(&mut utoipa::openapi::schema::Object),
+) -> RefOr<Schema> {
     match schema {
         RefOr::T(Schema::Object(mut object)) => {
             for name in kept {
                 if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(*name) {
-                    property.read_only = Some(true);
+                    mark(property);
                 }
             }
             RefOr::T(Schema::Object(object))
@@ -191,17 +195,15 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
     );
     // `lenient`: a seed's body, where a kept field's value is ignored rather than refused.
     let read_only_answer = |op: OperationBuilder, also: &str, lenient: bool| {
-        if (read_only.is_empty() || lenient) && also.is_empty() {
+        let refused = (!read_only.is_empty() && !lenient).then_some(refused_read_only.as_str());
+        let causes: Vec<&str> = [Some(also).filter(|a| !a.is_empty()), refused]
+            .into_iter()
+            .flatten()
+            .collect();
+        if causes.is_empty() {
             op
-        } else if read_only.is_empty() || lenient {
-            op.response("422", problem(422, also))
-        } else if also.is_empty() {
-            op.response("422", problem(422, &refused_read_only))
         } else {
-            op.response(
-                "422",
-                problem(422, &format!("{also} Or: {refused_read_only}")),
-            )
+            op.response("422", problem(422, &causes.join(" Or: ")))
         }
     };
     let mut paths = PathsBuilder::new();
@@ -439,27 +441,22 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
         true,
     );
     // A kept field may come back with the rest of what was read: its value is ignored.
-    let seed_body = match seed_body {
-        RefOr::T(Schema::Object(mut object)) => {
-            for name in &read_only {
-                if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(*name) {
-                    property.read_only = None;
-                    property.description = Some(format!(
-                        "{} Kept by the service: a value sent here is ignored.",
-                        property.description.clone().unwrap_or_default()
-                    ));
-                }
-            }
-            RefOr::T(Schema::Object(object))
-        }
-        other => other,
-    };
+    let seed_body = kept_marked(seed_body, &read_only, |property| {
+        property.read_only = None;
+        property.description = Some(format!(
+            "{} Kept by the service: a value sent here is ignored.",
+            property.description.clone().unwrap_or_default()
+        ));
+    });
     // A merge patch: any of the fields, none required.
     let patch_schema = widened(R::Fields::schema(), Vec::new(), false);
     let mut components = ComponentsBuilder::new()
         .schema(
             fields.clone(),
-            kept_read_only(R::Fields::schema(), &read_only),
+            // Marked `readOnly` whatever the record declares.
+            kept_marked(R::Fields::schema(), &read_only, |property| {
+                property.read_only = Some(true)
+            }),
         )
         .schema(seed_body_name, seed_body)
         .schema(patch_name, patch_schema)
