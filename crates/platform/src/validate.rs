@@ -274,70 +274,61 @@ impl<const MAX: usize> utoipa::ToSchema for Text<MAX> {
     }
 }
 
-/// An email address as [`email`] reads it, kept in lower case.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(transparent)]
-pub struct Email(String);
+/// A string type that only holds what `check` accepts (which may normalise it), with the
+/// schema that says so.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:expr, $schema:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-impl std::ops::Deref for Email {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let mut value = String::deserialize(d)?;
+                let check: fn(&mut String) -> Result<(), ApiError> = $check;
+                check(&mut value).map_err(refusal)?;
+                Ok($name(value))
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $schema.into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
 }
 
-impl<'de> serde::Deserialize<'de> for Email {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut value = String::deserialize(d)?;
-        email("", &mut value).map_err(refusal)?;
-        Ok(Email(value))
-    }
-}
+checked_string!(
+    /// An email address as [`email`] reads it, kept in lower case.
+    Email,
+    |value| email("", value),
+    string_schema()
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Email,
+        )))
+        .max_length(Some(EMAIL_MAX))
+        .examples([serde_json::json!("ada@example.com")])
+);
 
-impl utoipa::PartialSchema for Email {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        string_schema()
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Email,
-            )))
-            .max_length(Some(EMAIL_MAX))
-            .examples([serde_json::json!("ada@example.com")])
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Email {}
-
-/// A phone number in E.164, as [`phone`] reads it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(transparent)]
-pub struct Phone(String);
-
-impl std::ops::Deref for Phone {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Phone {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = String::deserialize(d)?;
-        phone("", &value).map_err(refusal)?;
-        Ok(Phone(value))
-    }
-}
-
-impl utoipa::PartialSchema for Phone {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        string_schema()
-            .pattern(Some(PHONE_PATTERN))
-            .examples([serde_json::json!("+4915112345678")])
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Phone {}
+checked_string!(
+    /// A phone number in E.164, as [`phone`] reads it.
+    Phone,
+    |value| phone("", value),
+    string_schema()
+        .pattern(Some(PHONE_PATTERN))
+        .examples([serde_json::json!("+4915112345678")])
+);
 
 /// A whole number from `MIN` to `MAX`, written as JSON writes numbers: `20` and `20.0` are the
 /// same number (as JSON Schema's `integer` says), `20.5` is not whole.
