@@ -50,12 +50,15 @@ impl Gym {
         id
     }
 
+    /// One request to the service's routes.
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        call(&self.app, method, path, &[], body).await
+    }
+
     async fn enrol(&self, class: &str, member: Uuid) -> Answer {
-        call(
-            &self.app,
+        self.send(
             Method::POST,
             &format!("/api/classes/{class}/enrollments"),
-            &[],
             Some(json!({"memberId": member})),
         )
         .await
@@ -65,26 +68,24 @@ impl Gym {
 async fn classes(t: Throwaway) {
     let gym = Gym::new(&t).await;
     // The seed's route creates a class; a capacity out of 1..1000 is refused.
-    let yoga = call(
-        &gym.app,
-        Method::POST,
-        "/Class/member",
-        &[],
-        // 10.0 is the number 10, as JSON Schema's `integer` reads it.
-        Some(json!({"name": "Yoga", "description": "Slow flow", "capacity": 10.0})),
-    )
-    .await;
+    // 10.0 is the number 10, as JSON Schema's `integer` reads it.
+    let yoga = gym
+        .send(
+            Method::POST,
+            "/Class/member",
+            Some(json!({"name": "Yoga", "description": "Slow flow", "capacity": 10.0})),
+        )
+        .await;
     assert_eq!(yoga.status, StatusCode::CREATED, "{:?}", yoga.json);
     let class = yoga.json["id"].as_str().unwrap().to_owned();
     for capacity in [json!(0), json!(1001), json!(20.5)] {
-        let refused = call(
-            &gym.app,
-            Method::POST,
-            "/api/classes",
-            &[],
-            Some(json!({"name": "X", "description": "Y", "capacity": capacity})),
-        )
-        .await;
+        let refused = gym
+            .send(
+                Method::POST,
+                "/api/classes",
+                Some(json!({"name": "X", "description": "Y", "capacity": capacity})),
+            )
+            .await;
         assert_eq!(refused.json["code"], "number_out_of_range", "{capacity}");
         assert_eq!(refused.json["param"], "capacity");
     }
@@ -128,54 +129,50 @@ async fn classes(t: Throwaway) {
         }
     }
     assert_eq!((enrolled.len(), full), (10, 90));
-    let page = call(
-        &gym.app,
-        Method::GET,
-        &format!("/api/classes/{class}/enrollments?limit=100"),
-        &[],
-        None,
-    )
-    .await;
+    let page = gym
+        .send(
+            Method::GET,
+            &format!("/api/classes/{class}/enrollments?limit=100"),
+            None,
+        )
+        .await;
     assert_eq!(page.json["meta"]["total"], 10);
 
     // Enrolling again changes nothing; another class is refused while enrolled here.
     let again = gym.enrol(&class, enrolled[0]).await;
     assert_eq!(again.status, StatusCode::OK);
-    let pilates = call(
-        &gym.app,
-        Method::POST,
-        "/api/classes",
-        &[],
-        Some(json!({"name": "Pilates", "description": "Core", "capacity": 5})),
-    )
-    .await;
+    let pilates = gym
+        .send(
+            Method::POST,
+            "/api/classes",
+            Some(json!({"name": "Pilates", "description": "Core", "capacity": 5})),
+        )
+        .await;
     let other = pilates.json["id"].as_str().unwrap().to_owned();
     let elsewhere = gym.enrol(&other, enrolled[0]).await;
     assert_eq!(elsewhere.json["code"], "member_in_another_class");
 
     // The capacity cannot go below those enrolled.
-    let shrink = call(
-        &gym.app,
-        Method::PATCH,
-        &format!("/api/classes/{class}"),
-        &[],
-        Some(json!({"capacity": 9})),
-    )
-    .await;
+    let shrink = gym
+        .send(
+            Method::PATCH,
+            &format!("/api/classes/{class}"),
+            Some(json!({"capacity": 9})),
+        )
+        .await;
     assert_eq!(
         (shrink.status, shrink.json["code"].as_str()),
         (StatusCode::CONFLICT, Some("capacity_below_enrolled"))
     );
 
     // Leaving frees a place; a deleted member leaves too, announced either way.
-    let left = call(
-        &gym.app,
-        Method::DELETE,
-        &format!("/api/classes/{class}/enrollments/{}", enrolled[0]),
-        &[],
-        None,
-    )
-    .await;
+    let left = gym
+        .send(
+            Method::DELETE,
+            &format!("/api/classes/{class}/enrollments/{}", enrolled[0]),
+            None,
+        )
+        .await;
     assert_eq!(left.status, StatusCode::NO_CONTENT);
     gym.hears(
         "members",
@@ -183,14 +180,13 @@ async fn classes(t: Throwaway) {
         json!({"id": enrolled[1], "name": "M"}),
     )
     .await;
-    let page = call(
-        &gym.app,
-        Method::GET,
-        &format!("/api/classes/{class}/enrollments?limit=100"),
-        &[],
-        None,
-    )
-    .await;
+    let page = gym
+        .send(
+            Method::GET,
+            &format!("/api/classes/{class}/enrollments?limit=100"),
+            None,
+        )
+        .await;
     assert_eq!(page.json["meta"]["total"], 8);
     // A deleted member cannot come back, even if an older event arrives late.
     gym.hears(
@@ -206,56 +202,43 @@ async fn classes(t: Throwaway) {
 
     // An instructor must be known staff; when they are deleted, their classes lose them.
     let coach = Uuid::now_v7();
-    let unknown = call(
-        &gym.app,
-        Method::PATCH,
-        &format!("/api/classes/{class}"),
-        &[],
-        Some(json!({"instructorId": coach})),
-    )
-    .await;
+    let unknown = gym
+        .send(
+            Method::PATCH,
+            &format!("/api/classes/{class}"),
+            Some(json!({"instructorId": coach})),
+        )
+        .await;
     assert_eq!(unknown.json["code"], "unknown_instructor");
     gym.hears("personnel", "personal.created", json!({"id": coach}))
         .await;
-    let taught = call(
-        &gym.app,
-        Method::PATCH,
-        &format!("/api/classes/{class}"),
-        &[],
-        Some(json!({"instructorId": coach})),
-    )
-    .await;
+    let taught = gym
+        .send(
+            Method::PATCH,
+            &format!("/api/classes/{class}"),
+            Some(json!({"instructorId": coach})),
+        )
+        .await;
     assert_eq!(taught.status, StatusCode::OK, "{:?}", taught.json);
     gym.hears("personnel", "personal.deleted", json!({"id": coach}))
         .await;
-    let read = call(
-        &gym.app,
-        Method::GET,
-        &format!("/Class/member/{class}"),
-        &[],
-        None,
-    )
-    .await;
+    let read = gym
+        .send(Method::GET, &format!("/Class/member/{class}"), None)
+        .await;
     assert_eq!(read.json["instructorId"], Value::Null);
 
     // Deleting a class takes its enrolments with it.
-    let deleted = call(
-        &gym.app,
-        Method::DELETE,
-        &format!("/api/classes/{class}"),
-        &[],
-        None,
-    )
-    .await;
+    let deleted = gym
+        .send(Method::DELETE, &format!("/api/classes/{class}"), None)
+        .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let gone = call(
-        &gym.app,
-        Method::GET,
-        &format!("/api/classes/{class}/enrollments"),
-        &[],
-        None,
-    )
-    .await;
+    let gone = gym
+        .send(
+            Method::GET,
+            &format!("/api/classes/{class}/enrollments"),
+            None,
+        )
+        .await;
     assert_eq!(gone.json["code"], "class_not_found");
 
     let events = outbox_events(&t.db).await;
@@ -298,15 +281,14 @@ async fn a_deletion_racing_an_enrolment_removes_it() {
     use std::time::Duration;
     let t = Throwaway::postgres().await;
     let gym = std::sync::Arc::new(Gym::new(&t).await);
-    let class = call(
-        &gym.app,
-        Method::POST,
-        "/api/classes",
-        &[],
-        Some(json!({"name": "Spin", "description": "Fast", "capacity": 5})),
-    )
-    .await
-    .json["id"]
+    let class = gym
+        .send(
+            Method::POST,
+            "/api/classes",
+            Some(json!({"name": "Spin", "description": "Fast", "capacity": 5})),
+        )
+        .await
+        .json["id"]
         .as_str()
         .unwrap()
         .parse::<Uuid>()
