@@ -140,76 +140,14 @@ pub struct Money {
 impl Money {
     /// Builds money from minor units read back from storage or an event.
     pub fn from_minor(minor: i64, currency: Currency) -> Result<Self, MoneyError> {
-        if minor <= 0 {
-            return Err(MoneyError::NotPositive);
-        }
-        if minor / 10_i64.pow(currency.exponent as u32) >= MAX_MAJOR_UNITS {
-            return Err(MoneyError::TooLarge);
-        }
+        check_minor(minor, currency.exponent)?;
         Ok(Money { minor, currency })
     }
 
     /// Parses a decimal amount as written in JSON or a form (`999`, `150.50`, `1e2`), exactly.
     pub fn parse(text: &str, currency: Currency) -> Result<Self, MoneyError> {
-        let text = text.trim();
-        let (mantissa, exp10) = match text.find(['e', 'E']) {
-            Some(i) => (&text[..i], parse_exponent(&text[i + 1..])?),
-            None => (text, 0),
-        };
-        let (negative, digits) = match mantissa.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, mantissa),
-        };
-        let (int_part, frac_part) = match digits.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (digits, ""),
-        };
-        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if int_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
-            return Err(MoneyError::NotANumber);
-        }
-        if digits.contains('.') && frac_part.is_empty() {
-            return Err(MoneyError::NotANumber);
-        }
-        // Trailing zeros carry no precision and leading zeros no value: 0150.50 is 15050 * 10^-2,
-        // that is 1505 * 10^-1.
-        let joined = format!("{int_part}{frac_part}");
-        let without_trailing = joined.trim_end_matches('0');
-        let trailing_zeros = joined.len() - without_trailing.len();
-        let significant = without_trailing.trim_start_matches('0');
-        if significant.is_empty() || negative {
-            return Err(MoneyError::NotPositive);
-        }
-        let too_precise = MoneyError::TooPrecise(currency.exponent);
-        // The amount is `significant * 10^scale`. The exponent is client input of any size, so
-        // every step is checked; an overflow upwards can only come from a huge positive exponent
-        // and one downwards from a huge negative one.
-        let scale = exp10
-            .checked_add(len_i64(trailing_zeros))
-            .ok_or(MoneyError::TooLarge)?
-            .checked_sub(len_i64(frac_part.len()))
-            .ok_or(too_precise.clone())?;
-        // In minor units the amount is `significant * 10^shift`.
-        let shift = scale
-            .checked_add(i64::from(currency.exponent))
-            .ok_or(MoneyError::TooLarge)?;
-        if shift < 0 {
-            return Err(too_precise);
-        }
-        // 19 digits overflow i64; anything that long is far above the maximum anyway.
-        let total_digits = len_i64(significant.len())
-            .checked_add(shift)
-            .ok_or(MoneyError::TooLarge)?;
-        if total_digits > 18 {
-            return Err(MoneyError::TooLarge);
-        }
-        let base: i64 = significant.parse().map_err(|_| MoneyError::TooLarge)?;
-        let minor = u32::try_from(shift)
-            .ok()
-            .and_then(|shift| 10_i64.checked_pow(shift))
-            .and_then(|factor| base.checked_mul(factor))
-            .ok_or(MoneyError::TooLarge)?;
-        Money::from_minor(minor, currency)
+        let minor = parse_minor(text, currency.exponent)?;
+        Ok(Money { minor, currency })
     }
 
     pub fn minor(&self) -> i64 {
@@ -229,6 +167,84 @@ impl Money {
     pub fn to_json_number(&self) -> Box<serde_json::value::RawValue> {
         raw_number(self.minor, self.currency.exponent)
     }
+}
+
+/// Parses a positive decimal amount (`999`, `150.50`, `1e2`) exactly, as minor units at
+/// `exponent` decimal places: more places than that, zero or less, or [`MAX_MAJOR_UNITS`] or more
+/// is refused.
+pub fn parse_minor(text: &str, exponent: u8) -> Result<i64, MoneyError> {
+    let text = text.trim();
+    let (mantissa, exp10) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], parse_exponent(&text[i + 1..])?),
+        None => (text, 0),
+    };
+    let (negative, digits) = match mantissa.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, mantissa),
+    };
+    let (int_part, frac_part) = match digits.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (digits, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
+        return Err(MoneyError::NotANumber);
+    }
+    if digits.contains('.') && frac_part.is_empty() {
+        return Err(MoneyError::NotANumber);
+    }
+    // Trailing zeros carry no precision and leading zeros no value: 0150.50 is 15050 * 10^-2,
+    // that is 1505 * 10^-1.
+    let joined = format!("{int_part}{frac_part}");
+    let without_trailing = joined.trim_end_matches('0');
+    let trailing_zeros = joined.len() - without_trailing.len();
+    let significant = without_trailing.trim_start_matches('0');
+    if significant.is_empty() || negative {
+        return Err(MoneyError::NotPositive);
+    }
+    let too_precise = MoneyError::TooPrecise(exponent);
+    // The amount is `significant * 10^scale`. The exponent is client input of any size, so
+    // every step is checked; an overflow upwards can only come from a huge positive exponent
+    // and one downwards from a huge negative one.
+    let scale = exp10
+        .checked_add(len_i64(trailing_zeros))
+        .ok_or(MoneyError::TooLarge)?
+        .checked_sub(len_i64(frac_part.len()))
+        .ok_or(too_precise.clone())?;
+    // In minor units the amount is `significant * 10^shift`.
+    let shift = scale
+        .checked_add(i64::from(exponent))
+        .ok_or(MoneyError::TooLarge)?;
+    if shift < 0 {
+        return Err(too_precise);
+    }
+    // 19 digits overflow i64; anything that long is far above the maximum anyway.
+    let total_digits = len_i64(significant.len())
+        .checked_add(shift)
+        .ok_or(MoneyError::TooLarge)?;
+    if total_digits > 18 {
+        return Err(MoneyError::TooLarge);
+    }
+    let base: i64 = significant.parse().map_err(|_| MoneyError::TooLarge)?;
+    let minor = u32::try_from(shift)
+        .ok()
+        .and_then(|shift| 10_i64.checked_pow(shift))
+        .and_then(|factor| base.checked_mul(factor))
+        .ok_or(MoneyError::TooLarge)?;
+    check_minor(minor, exponent)?;
+    Ok(minor)
+}
+
+/// Whether `minor` units at `exponent` places are an amount kassa takes: above zero, below
+/// [`MAX_MAJOR_UNITS`].
+fn check_minor(minor: i64, exponent: u8) -> Result<(), MoneyError> {
+    if minor <= 0 {
+        return Err(MoneyError::NotPositive);
+    }
+    if minor / 10_i64.pow(u32::from(exponent)) >= MAX_MAJOR_UNITS {
+        return Err(MoneyError::TooLarge);
+    }
+    Ok(())
 }
 
 /// Reads the exponent after the `e` of a decimal: an optional sign, then digits.

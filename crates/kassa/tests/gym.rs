@@ -1,5 +1,5 @@
-//! Seed 000's gym through the gateway, on both backends: members, staff and classes hear of each
-//! other through their events, as the seed's services subscribe to each other.
+//! Seed 000's gym through the gateway, on both backends: members, staff, classes and payments
+//! hear of each other through their events, as the seed's services subscribe to each other.
 
 mod support;
 
@@ -87,6 +87,56 @@ async fn the_gym_services_follow_each_other(backend: Backend) {
     })
     .await;
 
+    // Payments learns of the member from `member.created` too: a payment for them is taken,
+    // one for a member it never heard of is refused.
+    let (status, refused) = app
+        .post_json(
+            "/Payment",
+            &format!(
+                r#"{{"memberId":"{}","amount":150.50,"paymentMethod":"CreditCard","status":"Pending"}}"#,
+                uuid::Uuid::now_v7()
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("unknown_member"))
+    );
+    let pay = format!(
+        r#"{{"memberId":"{member}","amount":150.50,"paymentMethod":"CreditCard","status":"Pending"}}"#
+    );
+    let (_, payment) = eventually(
+        "a payment for the member",
+        Duration::from_secs(10),
+        async || app.post_json("/Payment", &pay, &[]).await,
+        |(status, _)| *status == 201,
+    )
+    .await;
+    let payment = payment["id"].as_str().unwrap().to_owned();
+    let (status, paid) = app
+        .patch(
+            &format!("/api/payments/manual/{payment}"),
+            Some(json!({"status": "Completed"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &paid["status"]),
+        (200, &json!("Completed")),
+        "{paid}"
+    );
+    let (status, read) = app.get(&format!("/Payment/{payment}")).await;
+    assert_eq!((status, &read["paidAt"]), (200, &paid["paidAt"]));
+    let (_, all) = app.get("/api/payments").await;
+    assert!(
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == payment.as_str() && p["kind"] == "manual"),
+        "{all}"
+    );
+
     // Deleting the member frees their place, and the class says so.
     let response = app
         .client
@@ -98,6 +148,14 @@ async fn the_gym_services_follow_each_other(backend: Backend) {
     app.wait_for(&format!("/api/classes/{class}/enrollments"), |p| {
         p["meta"]["total"] == 0
     })
+    .await;
+    // ... and payments takes no more payments for them.
+    eventually(
+        "payments refusing the deleted member",
+        Duration::from_secs(10),
+        async || app.post_json("/Payment", &pay, &[]).await,
+        |(status, _)| *status == 409,
+    )
     .await;
     app.stop().await;
 }

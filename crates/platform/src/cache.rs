@@ -64,6 +64,33 @@ pub trait Cache: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), String>;
 }
 
+/// Writes a changed value as `version` (see [`Cache::put_if_newer`]) for the writer that just
+/// committed the change. A change must reach the cache, or a read would serve the state before
+/// it until the entry expires: a write the cache did not answer (Redis slow or down) is tried
+/// again for a few seconds (late writes are harmless, entries being versioned); if it still
+/// fails, the entry is removed.
+pub async fn put_changed(
+    cache: &dyn Cache,
+    key: &str,
+    version: i64,
+    value: Vec<u8>,
+    ttl: Duration,
+) {
+    let mut wait = Duration::from_millis(50);
+    for _ in 0..6 {
+        if cache.put_if_newer(key, version, value.clone(), ttl).await {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    tracing::warn!(
+        key,
+        "the cache did not take a changed value; removing its entry"
+    );
+    cache.remove(key).await;
+}
+
 /// What a write asks of an entry.
 #[derive(Debug, Clone, Copy)]
 pub enum Write {

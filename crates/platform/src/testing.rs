@@ -114,6 +114,25 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: Option<serde_json::Value>,
 ) -> Answer {
+    call_text(
+        app,
+        method,
+        uri,
+        headers,
+        body.map(|b| b.to_string()).as_deref(),
+    )
+    .await
+}
+
+/// [`call`] with a JSON body as it is written, digits and all (a `Value` holds a number as a
+/// double).
+pub async fn call_text(
+    app: &axum::Router,
+    method: axum::http::Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Answer {
     use tower::ServiceExt;
     let mut req = axum::http::Request::builder().method(method).uri(uri);
     for (k, v) in headers {
@@ -122,7 +141,7 @@ pub async fn call(
     let req = match body {
         Some(b) => req
             .header(axum::http::header::CONTENT_TYPE, "application/json")
-            .body(axum::body::Body::from(b.to_string())),
+            .body(axum::body::Body::from(b.to_owned())),
         None => req.body(axum::body::Body::empty()),
     }
     .expect("a well-formed request");

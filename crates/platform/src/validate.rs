@@ -217,8 +217,10 @@ mod tests {
 /// The codes these rules answer with; a field type's deserialising error is written
 /// `"<code>: <sentence>"` and `http::parse_json` turns it into a problem with that code, naming
 /// the field.
-pub(crate) const CODES: [&str; 5] = [
+pub(crate) const CODES: [&str; 7] = [
     "blank_field",
+    "invalid_amount",
+    "invalid_currency",
     "field_too_long",
     "invalid_email",
     "invalid_phone_number",
@@ -373,5 +375,53 @@ impl<const MIN: i64, const MAX: i64> utoipa::PartialSchema for Whole<MIN, MAX> {
 impl<const MIN: i64, const MAX: i64> utoipa::ToSchema for Whole<MIN, MAX> {
     fn name() -> std::borrow::Cow<'static, str> {
         std::borrow::Cow::Owned(format!("Whole{MIN}To{MAX}"))
+    }
+}
+
+/// An amount of money with at most `PLACES` decimal places, above zero and below
+/// [`MAX_MAJOR_UNITS`](kassa_contracts::money::MAX_MAJOR_UNITS), held exactly as minor units
+/// (`150.50` with two places is 15050). Written back as the shortest exact decimal.
+///
+/// A JSON number reaches it as text when it comes straight from a body; through a
+/// `serde_json::Value` it is a double, which holds the 15 significant digits an amount can have
+/// exactly. (The resource kit checks the text of a body's amounts before that step.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amount<const PLACES: u8>(i64);
+
+impl<const PLACES: u8> Amount<PLACES> {
+    /// The amount in minor units (hundredths with two places).
+    pub fn minor(self) -> i64 {
+        self.0
+    }
+
+    /// Reads `text`, a JSON number's text, exactly.
+    pub fn parse(text: &str) -> Result<Self, kassa_contracts::MoneyError> {
+        kassa_contracts::money::parse_minor(text, PLACES).map(Amount)
+    }
+}
+
+impl<'de, const PLACES: u8> serde::Deserialize<'de> for Amount<PLACES> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let number = serde_json::Number::deserialize(d)?;
+        Amount::parse(&number.to_string())
+            .map_err(|e| serde::de::Error::custom(format!("invalid_amount: {e}")))
+    }
+}
+
+impl<const PLACES: u8> serde::Serialize for Amount<PLACES> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&*kassa_contracts::money::raw_number(self.0, PLACES), s)
+    }
+}
+
+impl<const PLACES: u8> utoipa::PartialSchema for Amount<PLACES> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::http::openapi::amount_input(PLACES).into()
+    }
+}
+
+impl<const PLACES: u8> utoipa::ToSchema for Amount<PLACES> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Owned(format!("Amount{PLACES}Places"))
     }
 }

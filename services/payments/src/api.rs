@@ -1,4 +1,6 @@
-//! The payments HTTP API of seed 003: list, read, find by order, and totals per status.
+//! The payments HTTP API of seed 003: list (payments of both kinds), read, find by order, and
+//! totals per status. The routes of payments recorded by hand are the resource kit's
+//! (`manual.rs`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -60,20 +62,14 @@ pub async fn cache_payment(cache: &dyn Cache, payment: &Payment) {
             return;
         }
     };
-    // A change must reach the cache, or a read would serve the state before it until the entry
-    // expires: a write the cache did not answer (Redis slow or down) is tried again for a few
-    // seconds (late writes are harmless, entries being versioned); if it still fails, the entry
-    // is removed.
-    let mut wait = Duration::from_millis(50);
-    for _ in 0..6 {
-        if cache_view(cache, payment, body.clone()).await {
-            return;
-        }
-        tokio::time::sleep(wait).await;
-        wait *= 2;
-    }
-    tracing::warn!(payment_id = %payment.id, "the cache did not take a changed payment; removing its entry");
-    cache.remove(&cache_key(payment.id)).await;
+    kassa_platform::cache::put_changed(
+        cache,
+        &cache_key(payment.id),
+        cache_version(payment),
+        body,
+        CACHE_TTL,
+    )
+    .await;
 }
 
 /// Caches `payments` (see [`cache_payment`]) in a task of their own, so the loop that changed
@@ -162,6 +158,83 @@ impl From<Payment> for PaymentView {
     }
 }
 
+/// A payment of either kind, as the list of all payments shows it: `kind` says which, and so
+/// which of the optional fields it has.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedPayment {
+    id: Uuid,
+    /// `checkout`: charged for an order (read it at `/api/payments/{id}`); `manual`: recorded
+    /// by hand for a member (read it at `/api/payments/manual/{id}`).
+    #[schema(schema_with = kinds)]
+    kind: String,
+    /// A checkout payment's order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<Uuid>,
+    /// A manual payment's member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member_id: Option<Uuid>,
+    #[schema(schema_with = openapi::amount_output)]
+    amount: Box<RawValue>,
+    #[schema(value_type = CurrencyCode)]
+    currency: String,
+    /// A checkout payment's status (`PROCESSING`, …) or a manual one's (`Pending`, …).
+    #[schema(schema_with = statuses)]
+    status: String,
+    /// Why a checkout payment was declined or failed, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// How a manual payment was paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::manual::PaymentMethod>)]
+    payment_method: Option<String>,
+    /// When a manual payment was completed.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::manual::write_time"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    paid_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(serialize_with = "timestamp")]
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn kinds() -> utoipa::openapi::schema::Schema {
+    openapi::text_enum(["checkout", "manual"])
+}
+
+fn statuses() -> utoipa::openapi::schema::Schema {
+    openapi::text_enum(
+        PaymentStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain(crate::manual::Status::ALL.iter().map(|s| s.as_str())),
+    )
+}
+
+impl From<store::Listed> for ListedPayment {
+    fn from(p: store::Listed) -> Self {
+        ListedPayment {
+            id: p.id,
+            kind: p.kind,
+            order_id: p.order_id,
+            member_id: p.member_id,
+            amount: p.amount.to_json_number(),
+            currency: p.amount.currency().code().to_owned(),
+            status: p.status,
+            reason: p.reason,
+            payment_method: p.payment_method,
+            paid_at: p.paid_at,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
 /// Count and sum of the payments in one status (and currency).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -184,9 +257,9 @@ pub struct PaymentStats {
 }
 
 kassa_platform::list_endpoint! {
-    /// List payments, newest first.
+    /// List payments of both kinds (checkout and manual), newest first.
     fn list_payments(path = "/api/payments", tag = "payments", description = "One page of payments.",
-        state = AppState, view = PaymentView, page = store::page)
+        state = AppState, view = ListedPayment, page = store::page_all)
 }
 
 /// Read one payment, from the cache when it holds it.
@@ -269,10 +342,11 @@ fn payment_not_found() -> ApiError {
 #[openapi(
     info(
         title = "kassa payments",
-        description = "Payments of seed 003: PROCESSING, then APPROVED, DECLINED or FAILED; CANCELLED or REFUNDED with their order."
+        description = "Payments of seed 003: PROCESSING, then APPROVED, DECLINED or FAILED; CANCELLED or REFUNDED with their order. \
+            And seed 000's, recorded by hand for a gym's members: Pending, then Completed, Failed or Cancelled; Completed may be Refunded."
     ),
     paths(list_payments, get_payment, payment_by_order, payment_stats),
-    components(schemas(PaymentView, PaymentStats, StatusStats)),
+    components(schemas(PaymentView, ListedPayment, PaymentStats, StatusStats)),
     modifiers(&ProblemResponses)
 )]
 pub struct PaymentsApi;

@@ -1,5 +1,6 @@
 //! What payments does with order events: a new order gets a PROCESSING payment that the
-//! processor charges; a cancelled order's payment is cancelled or refunded.
+//! processor charges; a cancelled order's payment is cancelled or refunded. Member events keep
+//! payments' copy of who may pay by hand (`manual.rs`).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use kassa_platform::{
     cache::Cache,
     consumer::{Applied, Apply, Fresh},
     db::{Db, Tx},
+    known::{self, RecordEvent},
 };
 use uuid::Uuid;
 
@@ -25,7 +27,13 @@ use crate::{
 };
 
 /// The event types this consumer is bound to.
-pub const TOPICS: [&str; 2] = [OrderCreated::TYPE, OrderCancelled::TYPE];
+pub const TOPICS: [&str; 5] = [
+    OrderCreated::TYPE,
+    OrderCancelled::TYPE,
+    "member.created",
+    "member.updated",
+    "member.deleted",
+];
 
 pub struct OrderEvents {
     pub db: Db,
@@ -40,6 +48,8 @@ pub enum OrderEvent {
     /// A new order: its id, customer and amount.
     Created(OrderCreated, Money),
     Cancelled(OrderCancelled),
+    /// A member was created, changed or deleted.
+    Member(RecordEvent),
 }
 
 /// What follows the commit of a batch.
@@ -192,6 +202,9 @@ impl Apply for OrderEvents {
                 Ok(OrderEvent::Created(order, amount))
             }
             OrderCancelled::TYPE => Ok(OrderEvent::Cancelled(event.decode()?)),
+            other if other.starts_with("member.") => {
+                Ok(OrderEvent::Member(RecordEvent::decode(event)?))
+            }
             other => Err(HandlerError::new(format!(
                 "payments does not handle {other}"
             ))),
@@ -211,7 +224,7 @@ impl Apply for OrderEvents {
             .iter()
             .filter_map(|f| match &f.event {
                 OrderEvent::Created(order, amount) => Some((f.envelope, order, *amount)),
-                OrderEvent::Cancelled(_) => None,
+                OrderEvent::Cancelled(_) | OrderEvent::Member(_) => None,
             })
             .collect();
         if !created.is_empty() {
@@ -224,6 +237,7 @@ impl Apply for OrderEvents {
                     self.order_cancelled(tx, f.envelope, order, &mut publish, &mut after)
                         .await?
                 }
+                OrderEvent::Member(member) => known::note(tx, member).await?,
                 OrderEvent::Created(..) => {}
             }
         }

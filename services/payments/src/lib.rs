@@ -8,10 +8,12 @@
 //! - `refunds.rs`: money given back, retried until the provider confirms
 //! - `store.rs`: the payments table
 //! - `events.rs`: what order events do to payments
+//! - `manual.rs`: payments recorded by hand, seed 000's, on the resource kit
 
 pub mod api;
 pub mod domain;
 pub mod events;
+pub mod manual;
 pub mod processor;
 pub mod provider;
 pub mod refunds;
@@ -22,6 +24,7 @@ use std::{sync::Arc, time::Duration};
 use kassa_platform::{
     consumer::Inboxed,
     migrate::{Migration, Migrations},
+    resource::{self, Records},
     service::{BuildError, Infra, Options, Service, ServiceParts, Setting},
 };
 use utoipa::OpenApi;
@@ -46,6 +49,12 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "refunds",
             postgres: include_str!("../migrations/postgres/0002_refunds.sql"),
             sqlite: include_str!("../migrations/sqlite/0002_refunds.sql"),
+        },
+        Migration {
+            version: 3,
+            name: "manual_payments",
+            postgres: include_str!("../migrations/postgres/0003_manual_payments.sql"),
+            sqlite: include_str!("../migrations/sqlite/0003_manual_payments.sql"),
         },
     ],
 };
@@ -75,7 +84,7 @@ pub static SERVICE: Service = Service {
     name: NAME,
     default_port: 5019,
     migrations: Some(&MIGRATIONS),
-    routes: &["/api/payments"],
+    routes: &["/api/payments", "/Payment"],
     consumes: &events::TOPICS,
     settings: &[
         PROVIDER_LATENCY_MS,
@@ -83,7 +92,7 @@ pub static SERVICE: Service = Service {
         PAYMENTS_IN_FLIGHT,
         PAYMENT_LEASE_SECS,
     ],
-    openapi: api::PaymentsApi::openapi,
+    openapi: document,
     build,
 };
 
@@ -125,6 +134,21 @@ impl Config {
     }
 }
 
+/// The document of both kinds of payment.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = api::PaymentsApi::openapi();
+    doc.merge(resource::document::<manual::ManualPayments>(manual::MOUNTS));
+    doc
+}
+
+/// The payments recorded by hand, in `db`, cached in `cache`.
+pub fn manual_payments(
+    db: kassa_platform::db::Db,
+    cache: Arc<dyn kassa_platform::cache::Cache>,
+) -> Records<manual::ManualPayments> {
+    Records::new(db, NAME).cached(cache, manual::CACHE_TTL)
+}
+
 fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     let config = Config::from_options(&infra.options)?;
     let db = infra.db()?;
@@ -150,11 +174,13 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         cache: infra.cache.clone(),
         lease: config.processor.lease,
     };
+    let manual = manual_payments(db.clone(), infra.cache.clone());
     let api = api::router(api::AppState {
         db: db.clone(),
         cache: infra.cache.clone(),
-    });
-    Ok(ServiceParts::api(api, api::PaymentsApi::openapi())
+    })
+    .merge(resource::router(manual, manual::MOUNTS));
+    Ok(ServiceParts::api(api, document())
         .with_handler(Inboxed::new(NAME, db, handler))
         .with_background(processor_loop.run(infra.shutdown.clone()))
         .with_background(refund_loop.run(infra.shutdown.clone())))

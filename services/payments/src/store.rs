@@ -24,13 +24,6 @@ macro_rules! columns {
     };
 }
 
-/// Payments, newest first.
-const LISTING: Listing = Listing {
-    table: "payments",
-    columns: Cow::Borrowed(columns!()),
-    order_by: "created_at DESC, id DESC",
-};
-
 fn payment_from(row: &Row) -> DbResult<Payment> {
     Ok(Payment {
         id: row.get("id")?,
@@ -144,11 +137,56 @@ pub async fn find_by_order_for_update(
     row.as_ref().map(payment_from).transpose()
 }
 
-/// One page, newest first, with the number of payments in all.
-pub async fn page(db: &Db, pagination: Pagination) -> DbResult<Page<Payment>> {
-    LISTING
-        .page(db, pagination, &Filters::new(), payment_from)
-        .await
+/// Both kinds of payment, newest first: those of checkouts and those recorded by hand. The
+/// database merges the two tables' newest-first indexes, so a page reads only its rows.
+const ALL: Listing = Listing {
+    table: "(SELECT id, 'checkout' AS kind, order_id, NULL AS member_id, amount_minor, currency, \
+        status, reason, NULL AS payment_method, NULL AS paid_at, created_at, updated_at FROM payments \
+        UNION ALL SELECT id, 'manual' AS kind, NULL AS order_id, member_id, amount_minor, currency, \
+        status, NULL AS reason, payment_method, paid_at, created_at, updated_at FROM manual_payments) \
+        AS all_payments",
+    columns: Cow::Borrowed(
+        "id, kind, order_id, member_id, amount_minor, currency, status, reason, payment_method, \
+         paid_at, created_at, updated_at",
+    ),
+    order_by: "created_at DESC, id DESC",
+};
+
+/// A payment of either kind, as a list shows it.
+pub struct Listed {
+    pub id: Uuid,
+    /// `checkout` or `manual`.
+    pub kind: String,
+    pub order_id: Option<Uuid>,
+    pub member_id: Option<Uuid>,
+    pub amount: kassa_contracts::Money,
+    pub status: String,
+    pub reason: Option<String>,
+    pub payment_method: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn listed_from(row: &Row) -> DbResult<Listed> {
+    Ok(Listed {
+        id: row.get("id")?,
+        kind: row.get("kind")?,
+        order_id: row.get("order_id")?,
+        member_id: row.get("member_id")?,
+        amount: row.money("amount_minor", "currency")?,
+        status: row.get("status")?,
+        reason: row.get("reason")?,
+        payment_method: row.get("payment_method")?,
+        paid_at: row.get("paid_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+/// One page of payments of both kinds, newest first, with how many there are in all.
+pub async fn page_all(db: &Db, pagination: Pagination) -> DbResult<Page<Listed>> {
+    ALL.page(db, pagination, &Filters::new(), listed_from).await
 }
 
 /// Count and sum of payments per status and currency.

@@ -122,7 +122,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The problem for a JSON error at `path` (serde_path_to_error's notation, `.` for the root).
-fn json_problem(path: &str, inner: serde_json::Error) -> ApiError {
+pub(crate) fn json_problem(path: &str, inner: serde_json::Error) -> ApiError {
     let message = inner.to_string();
     let field = backticked(&message)
         .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"));

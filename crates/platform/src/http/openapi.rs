@@ -299,7 +299,7 @@ pub fn any_case_text(values: &[&str], description: impl Into<String>) -> Schema 
 
 /// A currency code as [`parse_currency`](super::parse_currency) reads it: one of `codes`, in any
 /// letter case.
-fn currency_input(codes: &[&str]) -> Schema {
+pub fn currency_input(codes: &[&str]) -> Schema {
     any_case_text(
         codes,
         format!(
@@ -331,7 +331,7 @@ impl ToSchema for CurrencyCode {
 
 /// An amount as [`parse_amount`](super::parse_amount) reads it in a currency with `exponent`
 /// decimal places.
-fn amount_input(exponent: u8) -> Schema {
+pub fn amount_input(exponent: u8) -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::Number)
         .exclusive_minimum(Some(0))

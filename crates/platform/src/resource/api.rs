@@ -18,7 +18,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, value::RawValue};
 use uuid::Uuid;
 
 use super::{FieldKind, Mount, Records, Resource, Stored, Style};
@@ -140,6 +142,30 @@ fn keep_read_only<R: Resource>(
     Ok(())
 }
 
+/// A body as it arrives: each member's JSON text.
+type RawBody = BTreeMap<String, Box<RawValue>>;
+
+/// A body's members as JSON values. An amount's own text is checked first: a double holds the
+/// digits an amount may have, not the ones a client may send beyond them (`0.100000000000000001`
+/// would otherwise pass as `0.1`).
+fn values<R: Resource>(raw: RawBody) -> ApiResult<Map<String, Value>> {
+    raw.into_iter()
+        .map(|(name, raw)| {
+            let text = raw.get().trim();
+            if let Some(FieldKind::Amount(places)) = R::SPEC.field(&name).map(|f| f.kind)
+                && text.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+            {
+                kassa_contracts::money::parse_minor(text, places).map_err(|e| {
+                    ApiError::invalid(&name, "invalid_amount", format!("Field `{name}` {e}."))
+                })?;
+            }
+            let value = serde_json::from_str(text)
+                .map_err(|e| crate::http::extract::json_problem(&name, e))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
 fn with_etag(mut response: Response, record: &Stored<impl serde::Serialize>) -> Response {
     if let Ok(v) = HeaderValue::from_str(&record.etag()) {
         response.headers_mut().insert(header::ETAG, v);
@@ -209,15 +235,16 @@ async fn create<R: Resource, const SEED: bool>(
     matched: MatchedPath,
     ids: RequestIds,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Map<String, Value>>,
+    ApiJson(body): ApiJson<RawBody>,
 ) -> ApiResult<Response> {
-    let mut fields = fields_of::<R>(body, SEED, None, None)?;
+    let mut fields = fields_of::<R>(values::<R>(body)?, SEED, None, None)?;
     R::validate(&mut fields)?;
     let ctx = ids.event_context();
     let key = IdempotencyKey::from_headers(&headers)?;
     let location = |record: &Stored<R::Fields>| format!("{}/{}", matched.as_str(), record.id);
     let (record, mut response) = match key {
         None => {
+            R::settle(None, &mut fields)?;
             let mut tx = records.db().begin().await?;
             R::in_write(&mut tx, None, Some(&fields)).await?;
             let record = records.create_in(&mut tx, fields, &ctx).await?;
@@ -233,6 +260,7 @@ async fn create<R: Resource, const SEED: bool>(
             match idempotency::begin(records.db(), &scope, key, &fingerprint).await? {
                 Begun::Replay(response) => return Ok(response),
                 Begun::Fresh(mut keyed) => {
+                    R::settle(None, &mut fields)?;
                     R::in_write(keyed.tx(), None, Some(&fields)).await?;
                     let record = records.create_in(keyed.tx(), fields, &ctx).await?;
                     let body =
@@ -243,6 +271,7 @@ async fn create<R: Resource, const SEED: bool>(
             }
         }
     };
+    records.cache_changed(&record).await;
     if let Ok(v) = HeaderValue::from_str(&location(&record)) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -266,6 +295,10 @@ fn filter_arg(kind: FieldKind, name: &str, value: &str) -> ApiResult<Arg> {
             chrono::DateTime::parse_from_rfc3339(value)
                 .map_err(|_| bad("an RFC 3339 time"))?
                 .with_timezone(&chrono::Utc),
+        ),
+        FieldKind::Amount(places) => Arg::from(
+            kassa_contracts::money::parse_minor(value, places)
+                .map_err(|_| bad("an amount above zero"))?,
         ),
     })
 }
@@ -343,8 +376,12 @@ async fn read<R: Resource>(
     State(records): State<Records<R>>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let record = records.find(id).await?.ok_or_else(not_found::<R>)?;
-    Ok(answer(StatusCode::OK, &record))
+    let (version, json) = records.read_json(id).await?.ok_or_else(not_found::<R>)?;
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(response)
 }
 
 /// Applies a change to the record `id` under its lock, after checking `If-Match`.
@@ -365,11 +402,13 @@ async fn change<R: Resource>(
     let mut fields = next(&current)?;
     R::validate(&mut fields)?;
     precondition(headers, &current)?;
+    R::settle(Some(&current.fields), &mut fields)?;
     R::in_write(&mut tx, Some(id), Some(&fields)).await?;
     let record = records
         .replace_in(&mut tx, current, fields, &ids.event_context())
         .await?;
     tx.commit().await?;
+    records.cache_changed(&record).await;
     Ok(answer(StatusCode::OK, &record))
 }
 
@@ -378,8 +417,9 @@ async fn replace<R: Resource, const SEED: bool>(
     PathId(id): PathId,
     ids: RequestIds,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Map<String, Value>>,
+    ApiJson(body): ApiJson<RawBody>,
 ) -> ApiResult<Response> {
+    let body = values::<R>(body)?;
     let changed = change(&records, id, &headers, &ids, |current| {
         fields_of::<R>(body, SEED, Some(id), Some(&current.fields))
     })
@@ -397,8 +437,9 @@ async fn patch<R: Resource>(
     PathId(id): PathId,
     ids: RequestIds,
     headers: HeaderMap,
-    ApiJson(patch): ApiJson<Map<String, Value>>,
+    ApiJson(patch): ApiJson<RawBody>,
 ) -> ApiResult<Response> {
+    let patch = values::<R>(patch)?;
     change(&records, id, &headers, &ids, |current| {
         let mut merged = match serde_json::to_value(&current.fields) {
             Ok(Value::Object(map)) => map,
@@ -433,5 +474,6 @@ async fn remove<R: Resource>(
         .delete_in(&mut tx, &current, &ids.event_context())
         .await?;
     tx.commit().await?;
+    records.cache_deleted(&current).await;
     Ok(StatusCode::NO_CONTENT)
 }

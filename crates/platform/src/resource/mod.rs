@@ -39,6 +39,9 @@ pub enum FieldKind {
     Uuid,
     Bool,
     Timestamp,
+    /// Money with this many decimal places, stored exactly as minor units in a `BIGINT`
+    /// ([`validate::Amount`](crate::validate::Amount) in the fields).
+    Amount(u8),
 }
 
 /// One field of a record: its JSON name, its column, whether lists can filter on it, and
@@ -79,6 +82,15 @@ impl Field {
 
     pub const fn integer(name: &'static str, column: &'static str) -> Self {
         Field::new(name, column, FieldKind::Integer)
+    }
+
+    /// An amount of money with `places` decimal places, in a column of minor units.
+    pub const fn amount(name: &'static str, column: &'static str, places: u8) -> Self {
+        Field::new(name, column, FieldKind::Amount(places))
+    }
+
+    pub const fn timestamp(name: &'static str, column: &'static str) -> Self {
+        Field::new(name, column, FieldKind::Timestamp)
     }
 
     /// Lists can filter on it.
@@ -190,6 +202,14 @@ pub trait Resource: Send + Sync + 'static {
     /// By default nothing: rules of one field belong in its type (`validate::Text`, `Email`,
     /// `Phone`), which its schema then states too.
     fn validate(_fields: &mut Self::Fields) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// The service's part of a change, once the request is known to be valid and current:
+    /// checked against the record as it stands (`None` on create), which transitions its
+    /// states allow, and the fields it derives from them (a payment's `paidAt` once it is
+    /// completed). By default nothing.
+    fn settle(_current: Option<&Self::Fields>, _next: &mut Self::Fields) -> Result<(), ApiError> {
         Ok(())
     }
 

@@ -149,6 +149,7 @@ fn filter(name: &str, kind: FieldKind) -> Parameter {
         FieldKind::Uuid => Id::schema().into(),
         FieldKind::Bool => ObjectBuilder::new().schema_type(Type::Boolean).into(),
         FieldKind::Timestamp => time(),
+        FieldKind::Amount(places) => crate::http::openapi::amount_input(places),
     };
     ParameterBuilder::new()
         .name(name)

@@ -1,7 +1,7 @@
 //! The SQL of a kind of record, put together from its declared fields (never from input), and
 //! the typed operations on it. Every change writes its event to the outbox in its transaction.
 
-use std::marker::PhantomData;
+use std::{marker::PhantomData, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use kassa_contracts::{Envelope, EventContext};
@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{FieldKind, Resource, ResourceSpec, Stored};
 use crate::{
+    cache::Cache,
     db::{Arg, Db, DbError, DbResult, Row, Tx, sql_assembled},
     http::{ApiError, Page, Pagination},
     listing::{Filters, Listing},
@@ -21,6 +22,8 @@ pub struct Records<R> {
     db: Db,
     /// The service that publishes their events.
     source: &'static str,
+    /// Reads served from here first (cache-aside), and for how long an entry lives.
+    cache: Option<(Arc<dyn Cache>, Duration)>,
     _kind: PhantomData<fn() -> R>,
 }
 
@@ -29,9 +32,24 @@ impl<R> Clone for Records<R> {
         Records {
             db: self.db.clone(),
             source: self.source,
+            cache: self.cache.clone(),
             _kind: PhantomData,
         }
     }
+}
+
+/// A record as cached: its version, a line feed, its JSON.
+fn cache_entry(version: i64, json: &[u8]) -> Vec<u8> {
+    let mut entry = format!("{version}\n").into_bytes();
+    entry.extend_from_slice(json);
+    entry
+}
+
+/// The version and JSON of a cached record; `None` for an entry of another layout.
+fn cache_parts(entry: &[u8]) -> Option<(i64, &[u8])> {
+    let at = entry.iter().position(|b| *b == b'\n')?;
+    let version = std::str::from_utf8(&entry[..at]).ok()?.parse().ok()?;
+    Some((version, &entry[at + 1..]))
 }
 
 fn columns(spec: &ResourceSpec) -> String {
@@ -71,11 +89,18 @@ pub(super) fn arg(kind: FieldKind, name: &str, value: &Value) -> Result<Arg, Api
                 .map_err(|_| wrong("an RFC 3339 time"))?
                 .with_timezone(&Utc),
         ),
+        (FieldKind::Amount(_), Value::Null) => Arg::I64(None),
+        (FieldKind::Amount(places), Value::Number(n)) => Arg::from(
+            kassa_contracts::money::parse_minor(&n.to_string(), places).map_err(|e| {
+                ApiError::invalid(name, "invalid_amount", format!("Field `{name}` {e}."))
+            })?,
+        ),
         (FieldKind::Text, _) => return Err(wrong("a string")),
         (FieldKind::Integer, _) => return Err(wrong("a whole number")),
         (FieldKind::Uuid, _) => return Err(wrong("a UUID")),
         (FieldKind::Bool, _) => return Err(wrong("true or false")),
         (FieldKind::Timestamp, _) => return Err(wrong("an RFC 3339 time")),
+        (FieldKind::Amount(_), _) => return Err(wrong("a number")),
     })
 }
 
@@ -91,6 +116,13 @@ fn json_of(kind: FieldKind, row: &Row, column: &str) -> DbResult<Value> {
         FieldKind::Timestamp => row
             .get::<Option<DateTime<Utc>>>(column)?
             .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+        FieldKind::Amount(places) => row
+            .get::<Option<i64>>(column)?
+            .map(|minor| {
+                serde_json::from_str(kassa_contracts::money::raw_number(minor, places).get())
+            })
+            .transpose()
+            .map_err(|e| DbError::column(column, e.to_string()))?,
     }
     .unwrap_or(Value::Null))
 }
@@ -100,7 +132,93 @@ impl<R: Resource> Records<R> {
         Records {
             db,
             source,
+            cache: None,
             _kind: PhantomData,
+        }
+    }
+
+    /// Reads of one record are served from `cache` first (cache-aside), each entry living
+    /// `ttl`; the kit's routes write an entry on every create and change, and leave a tombstone
+    /// on a delete, after the transaction commits. Entries carry the record's version, so a
+    /// slow reader never puts back a state a change has replaced (see [`crate::cache`]).
+    pub fn cached(mut self, cache: Arc<dyn Cache>, ttl: Duration) -> Self {
+        self.cache = Some((cache, ttl));
+        self
+    }
+
+    fn cache_key(&self, id: Uuid) -> String {
+        format!("{}:{id}", self.spec().table)
+    }
+
+    /// The version and JSON of record `id`: from the cache when it holds it, else from the
+    /// database (then cached, unless a later version is).
+    pub async fn read_json(&self, id: Uuid) -> DbResult<Option<(i64, Vec<u8>)>> {
+        if let Some((cache, _)) = &self.cache
+            && let Some(entry) = cache.get(&self.cache_key(id)).await
+            && let Some((version, json)) = cache_parts(&entry)
+        {
+            return Ok(Some((version, json.to_vec())));
+        }
+        let Some(record) = self.find(id).await? else {
+            return Ok(None);
+        };
+        let json = serde_json::to_vec(&record.to_json())
+            .map_err(|e| DbError::column(self.spec().table, e.to_string()))?;
+        if let Some((cache, ttl)) = &self.cache {
+            // Best effort: a read the cache does not take is served all the same.
+            let _cached = cache
+                .put_if_newer(
+                    &self.cache_key(id),
+                    record.version,
+                    cache_entry(record.version, &json),
+                    *ttl,
+                )
+                .await;
+        }
+        Ok(Some((record.version, json)))
+    }
+
+    /// Caches `record` as a committed change left it. Tried once here, so the next read sees
+    /// it; if the cache did not answer, again beside the caller for a few seconds, then the
+    /// entry is removed (see [`crate::cache::put_changed`]).
+    pub async fn cache_changed(&self, record: &Stored<R::Fields>) {
+        let Some((cache, ttl)) = &self.cache else {
+            return;
+        };
+        let Ok(json) = serde_json::to_vec(&record.to_json()) else {
+            return;
+        };
+        let (key, entry) = (
+            self.cache_key(record.id),
+            cache_entry(record.version, &json),
+        );
+        if cache
+            .put_if_newer(&key, record.version, entry.clone(), *ttl)
+            .await
+        {
+            return;
+        }
+        let (cache, ttl, version) = (cache.clone(), *ttl, record.version);
+        tokio::spawn(async move {
+            crate::cache::put_changed(cache.as_ref(), &key, version, entry, ttl).await;
+        });
+    }
+
+    /// Replaces the entry of a committed deletion by a tombstone, so that no reader that loaded
+    /// the record before puts it back.
+    pub async fn cache_deleted(&self, record: &Stored<R::Fields>) {
+        if let Some((cache, ttl)) = &self.cache {
+            self.tombstone(cache.as_ref(), *ttl, record.id, record.version + 1)
+                .await;
+        }
+    }
+
+    /// A tombstone of `version` for record `id`; if the cache does not take it, the entry is
+    /// removed.
+    async fn tombstone(&self, cache: &dyn Cache, ttl: Duration, id: Uuid, version: i64) {
+        let key = self.cache_key(id);
+        if !cache.remove_if_newer(&key, version, ttl).await {
+            cache.remove(&key).await;
         }
     }
 
@@ -317,10 +435,17 @@ impl<R: Resource> Records<R> {
         let Some(current) = self.find_for_update(tx, id).await? else {
             return Ok(None);
         };
-        match change(&current.fields) {
-            Some(fields) => self.replace_in(tx, current, fields, ctx).await.map(Some),
-            None => Ok(None),
+        let Some(fields) = change(&current.fields) else {
+            return Ok(None);
+        };
+        if let Some((cache, ttl)) = &self.cache {
+            // The change commits with the caller's transaction, after this returns: a tombstone
+            // of the version it replaces keeps that version from being cached again, and lets
+            // the new one in once a read loads it.
+            self.tombstone(cache.as_ref(), *ttl, id, current.version)
+                .await;
         }
+        self.replace_in(tx, current, fields, ctx).await.map(Some)
     }
 
     /// Deletes `current` (read for update in `tx`), with its `deleted` event carrying the
