@@ -824,3 +824,149 @@ async fn a_database_outage_delays_payments_and_dead_letters_nothing() {
     );
     cleanup(&ns).await;
 }
+
+/// Sends `body` as JSON with `method` to `url`; the status and the JSON answered.
+async fn send_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Value,
+) -> (u16, Value) {
+    let r = http
+        .request(method, url)
+        .json(&body)
+        .send()
+        .await
+        .expect("answered");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gym_replicas_share_one_capacity_and_one_cache() {
+    use reqwest::Method;
+    use serde_json::json;
+    let ns = unique("g");
+    let members = Kassa::start(&ns, &["serve", "members", "--members-port", "0"], 1);
+    let replica = [
+        "serve",
+        "classes",
+        "payments",
+        "--classes-port",
+        "0",
+        "--payments-port",
+        "0",
+    ];
+    let replicas = [
+        Kassa::start(&ns, &replica, 2),
+        Kassa::start(&ns, &replica, 2),
+    ];
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (status, member) = send_json(
+            &http,
+            Method::POST,
+            &format!("{}/api/members", members.url("members")),
+            json!({"name": format!("Member {i}"), "email": format!("m{i}@example.com"), "phoneNumber": "+4915112345678"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{member}");
+        ids.push(member["id"].as_str().unwrap().to_owned());
+    }
+    // Classes has heard of all twenty once its copy counts them.
+    let classes_db = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
+        url: kassa::settings::with_database(PG_URL, &format!("{ns}_classes")).unwrap(),
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    eventually(
+        "classes to know the members",
+        Duration::from_secs(20),
+        async || {
+            kassa_platform::known::count(&classes_db, "member")
+                .await
+                .unwrap_or(0)
+        },
+        |n| *n == 20,
+    )
+    .await;
+    classes_db.close().await;
+    let (status, class) = send_json(
+        &http,
+        Method::POST,
+        &format!("{}/api/classes", replicas[0].url("classes")),
+        json!({"name": "Spin", "description": "Fast", "capacity": 5}),
+    )
+    .await;
+    assert_eq!(status, 201, "{class}");
+    let class = class["id"].as_str().unwrap().to_owned();
+
+    // Twenty enrolments at once, spread over both replicas: five places, five taken.
+    let attempts = ids.iter().enumerate().map(|(i, member)| {
+        let url = format!(
+            "{}/api/classes/{class}/enrollments",
+            replicas[i % 2].url("classes")
+        );
+        let http = http.clone();
+        async move { send_json(&http, Method::POST, &url, json!({"memberId": member})).await }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let taken = answers.iter().filter(|(s, _)| *s == 201).count();
+    let full = answers
+        .iter()
+        .filter(|(s, b)| *s == 409 && b["code"] == "class_full")
+        .count();
+    assert_eq!((taken, full), (5, 15), "{answers:?}");
+
+    // A payment changed through one replica is read back at once through the other: they share
+    // the database and the cache.
+    let pay = json!({"memberId": ids[0], "amount": 40, "paymentMethod": "Cash"});
+    let (_, payment) = eventually(
+        "payments to know the member",
+        Duration::from_secs(20),
+        async || {
+            send_json(
+                &http,
+                Method::POST,
+                &format!("{}/api/payments/manual", replicas[0].url("payments")),
+                pay.clone(),
+            )
+            .await
+        },
+        |(status, _)| *status == 201,
+    )
+    .await;
+    let id = payment["id"].as_str().unwrap().to_owned();
+    for (round, amount) in [41, 42, 43, 44].into_iter().enumerate() {
+        let (writer, reader) = (&replicas[round % 2], &replicas[(round + 1) % 2]);
+        // The reader has it cached before the change.
+        let read = http
+            .get(format!("{}/Payment/{id}", reader.url("payments")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200);
+        let (status, _) = send_json(
+            &http,
+            Method::PATCH,
+            &format!("{}/api/payments/manual/{id}", writer.url("payments")),
+            json!({"amount": amount}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let read: Value = http
+            .get(format!("{}/Payment/{id}", reader.url("payments")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(read["amount"], amount, "round {round}");
+    }
+    drop(replicas);
+    drop(members);
+    cleanup(&ns).await;
+}

@@ -55,6 +55,7 @@ const SPEC: ResourceSpec = ResourceSpec {
     unique: &[],
     not_found: "class_not_found",
     conflicts: "`capacity_below_enrolled`: more members are enrolled than the capacity asked for; `unknown_instructor`: `instructorId` names no member of staff known here (yet).",
+    undeletable: "",
 };
 
 #[async_trait::async_trait]

@@ -69,6 +69,7 @@ const SPEC: ResourceSpec = ResourceSpec {
     }],
     not_found: "member_not_found",
     conflicts: "",
+    undeletable: "",
 };
 
 impl Resource for Members {

@@ -183,10 +183,11 @@ const SPEC: ResourceSpec = ResourceSpec {
     ],
     unique: &[],
     not_found: "payment_not_found",
-    conflicts: "Or the member is not one this service knows (`unknown_member`), the status cannot \
-        follow the current one (`invalid_status_change`), the payment is settled and only its \
-        status may change (`payment_settled`), or a settled payment was to be deleted \
-        (`payment_settled`).",
+    conflicts: "`unknown_member`: `memberId` names no member known here (yet), or a deleted one; \
+        `invalid_status_change`: the status cannot follow the current one; `payment_settled`: \
+        the payment is Completed or Refunded, and only its status may change.",
+    undeletable: "`payment_settled`: the payment is Completed or Refunded, part of the books; \
+        refund it instead.",
 };
 
 fn settled(status: Status) -> ApiError {
@@ -267,12 +268,11 @@ impl Resource for ManualPayments {
         };
         let Some(payment) = payment else {
             // A deletion: only of what never became money.
-            if let Some((_, status)) = &current {
-                if let Some(status) = Status::ALL.into_iter().find(|s| s.as_str() == status)
-                    && status.settled()
-                {
-                    return Err(settled(status));
-                }
+            if let Some((_, status)) = &current
+                && let Some(status) = Status::ALL.into_iter().find(|s| s.as_str() == status)
+                && status.settled()
+            {
+                return Err(settled(status));
             }
             return Ok(());
         };

@@ -47,6 +47,7 @@ const SPEC: ResourceSpec = ResourceSpec {
     unique: &[],
     not_found: "personal_not_found",
     conflicts: "",
+    undeletable: "",
 };
 
 impl Resource for Personnel {

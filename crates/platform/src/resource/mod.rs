@@ -168,6 +168,8 @@ pub struct ResourceSpec {
     pub not_found: &'static str,
     /// The other 409s the record's `in_write` answers, for its document (`""`: none).
     pub conflicts: &'static str,
+    /// When the record's `in_write` refuses a deletion (409), for its document (`""`: never).
+    pub undeletable: &'static str,
 }
 
 impl ResourceSpec {

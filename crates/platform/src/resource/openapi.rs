@@ -373,6 +373,12 @@ pub fn document<R: Resource>(mounts: &[Mount]) -> OpenApi {
             "204",
             ResponseBuilder::new().description("Deleted.").build(),
         );
+        // The record's own rules may keep it (a settled payment).
+        let delete = if spec.undeletable.is_empty() {
+            delete
+        } else {
+            delete.response("409", problem(409, spec.undeletable))
+        };
         paths = paths.path(
             format!("{prefix}/{{id}}"),
             PathItem::builder()

@@ -48,6 +48,7 @@ const SPEC: ResourceSpec = ResourceSpec {
     }],
     not_found: "widget_not_found",
     conflicts: "",
+    undeletable: "",
 };
 
 impl Resource for Widgets {
