@@ -34,6 +34,25 @@ pub async fn eventually<T: Debug>(
     }
 }
 
+/// Runs each `async fn name(t: Throwaway)` as two tests, `name::on_sqlite` and
+/// `name::on_postgres`, each on a throwaway database of its own.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$name($crate::testing::Throwaway::sqlite().await).await;
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                super::$name($crate::testing::Throwaway::postgres().await).await;
+            }
+        }
+    )+};
+}
+
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// A database made for one test.

@@ -262,15 +262,7 @@ async fn classes(t: Throwaway) {
     t.drop_now().await;
 }
 
-#[tokio::test]
-async fn classes_on_sqlite() {
-    classes(Throwaway::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn classes_on_postgres() {
-    classes(Throwaway::postgres().await).await;
-}
+kassa_platform::on_both_databases!(classes);
 
 /// An enrolment in flight when the member's deletion arrives: the deletion waits for it and
 /// then removes it, so no enrolment of a deleted member is left behind (PostgreSQL, where

@@ -154,15 +154,7 @@ async fn members(t: Throwaway) {
     t.drop_now().await;
 }
 
-#[tokio::test]
-async fn members_on_sqlite() {
-    members(Throwaway::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn members_on_postgres() {
-    members(Throwaway::postgres().await).await;
-}
+kassa_platform::on_both_databases!(members);
 
 /// A member's `classId` follows what the classes service announces.
 async fn class_follows_enrolment(t: Throwaway) {
@@ -276,12 +268,4 @@ async fn class_follows_enrolment(t: Throwaway) {
     t.drop_now().await;
 }
 
-#[tokio::test]
-async fn class_follows_enrolment_on_sqlite() {
-    class_follows_enrolment(Throwaway::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn class_follows_enrolment_on_postgres() {
-    class_follows_enrolment(Throwaway::postgres().await).await;
-}
+kassa_platform::on_both_databases!(class_follows_enrolment);

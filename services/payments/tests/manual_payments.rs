@@ -281,15 +281,7 @@ async fn manual_payments(t: Throwaway) {
     t.drop_now().await;
 }
 
-#[tokio::test]
-async fn manual_payments_on_sqlite() {
-    manual_payments(Throwaway::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn manual_payments_on_postgres() {
-    manual_payments(Throwaway::postgres().await).await;
-}
+kassa_platform::on_both_databases!(manual_payments);
 
 /// A Redis server of the test's own, on a free port, so that killing it troubles no one else.
 struct OwnRedis {
@@ -446,12 +438,4 @@ async fn cached_reads(t: Throwaway) {
     t.drop_now().await;
 }
 
-#[tokio::test]
-async fn cached_reads_on_sqlite() {
-    cached_reads(Throwaway::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn cached_reads_on_postgres() {
-    cached_reads(Throwaway::postgres().await).await;
-}
+kassa_platform::on_both_databases!(cached_reads);

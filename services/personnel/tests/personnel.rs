@@ -100,12 +100,4 @@ async fn personnel(t: Throwaway) {
     t.drop_now().await;
 }
 
-#[tokio::test]
-async fn personnel_on_sqlite() {
-    personnel(Throwaway::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn personnel_on_postgres() {
-    personnel(Throwaway::postgres().await).await;
-}
+kassa_platform::on_both_databases!(personnel);
