@@ -14,7 +14,7 @@ export RUST_LOG=warn
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # ONLY="startup reads" runs just those parts: startup embedded distributed rates latency reads
-# soak. The soak (ten rounds of N orders against one process) runs only when named, as it takes
+# lists soak. The soak (ten rounds of N orders against one process) runs only when named, as it takes
 # five minutes: ONLY=soak, or ONLY=soak with PostgreSQL's autovacuum on and off in turn.
 want() { { [ -z "${ONLY:-}" ] && [ "$1" != soak ]; } || [[ " ${ONLY:-} " == *" $1 "* ]]; }
 
@@ -83,9 +83,51 @@ reads() {
 }
 want reads && reads
 
+# Lists, lookups and reports with 100,000 rows and more: 100,000 checkout payments, 100,000
+# payments recorded by hand (1,000 members, 100 each) and 100,000 members, written straight
+# into the databases of a distributed process; then each route for 5 s over one connection
+# (wrk --latency), p50 and p99. The tables are not analysed first: with autovacuum off (as on
+# this machine's PostgreSQL) nothing would, and the plans must be fast without statistics.
+lists() {
+  local db="${ns}h"
+  "$kassa" serve gateway payments members --namespace "$db" >/dev/null 2>&1 &
+  local pid=$!
+  for port in 3000 5019 5062; do
+    until curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready"; do sleep 0.1; done
+  done
+  local pay="${PG%/*}/${db}_payments" mem="${PG%/*}/${db}_members"
+  psql "$pay" -q -c "INSERT INTO payments (id, order_id, amount_minor, currency, status, correlation_id, created_at, updated_at)
+      SELECT gen_random_uuid(), gen_random_uuid(), 1000 + i % 5000, 'USD',
+             (ARRAY['APPROVED','DECLINED','FAILED','REFUNDED'])[1 + i % 4], 'bench',
+             now() - i * interval '1 second', now() - i * interval '1 second'
+      FROM generate_series(1, 100000) AS i"
+  psql "$pay" -q -c "INSERT INTO manual_payments (id, version, created_at, updated_at, member_id, amount_minor, currency, payment_method, status, paid_at)
+      SELECT gen_random_uuid(), 1, now() - i * interval '1 second' - interval '1 millisecond',
+             now() - i * interval '1 second', ('00000000-0000-4000-8000-' || lpad((i % 1000)::text, 12, '0'))::uuid,
+             2000 + i % 3000, 'USD', 'Cash', (ARRAY['Pending','Completed'])[1 + i % 2], NULL
+      FROM generate_series(1, 100000) AS i"
+  psql "$mem" -q -c "INSERT INTO members (id, version, created_at, updated_at, name, email, phone_number)
+      SELECT gen_random_uuid(), 1, now() - i * interval '1 second', now() - i * interval '1 second',
+             'Member ' || i, 'member' || i || '@example.com', '+4915112345678'
+      FROM generate_series(1, 100000) AS i"
+  local payment
+  payment=$(psql "$pay" -Atc "SELECT id FROM payments ORDER BY created_at LIMIT 1")
+  echo "== lists with 100,000 rows a table (p50 / p99 over one connection, 5 s each)"
+  for path in "/api/payments?limit=20" "/api/payments?page=5000&limit=20" "/api/payments?page=10000&limit=20" \
+    "/api/payments/stats" "/api/payments/$payment" \
+    "/api/payments/manual?limit=20" "/api/payments/manual?memberId=00000000-0000-4000-8000-000000000007" \
+    "/Payment" "/api/members?limit=20" "/api/members?page=2500&limit=20" "/api/members?email=member77777%40example.com"; do
+    printf '%s: ' "$path"
+    wrk -t1 -c1 -d5s --latency "http://127.0.0.1:3000$path" |
+      awk '/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$0} END {print p50 " / " p99 " " bad}'
+  done
+  stop "$pid"
+}
+want lists && lists
+
 # The distributed runs leave their databases behind; drop them.
-for suffix in a b c d e f g; do
-  for service in orders payments; do
+for suffix in a b c d e f g h; do
+  for service in orders payments members; do
     psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
   done
 done

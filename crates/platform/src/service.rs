@@ -184,11 +184,15 @@ impl Infra {
 /// A task that runs until shutdown.
 pub type Background = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// How a service's OpenAPI document is made. It is made when it is first asked for, not at
+/// start: a document is large to build and to hold, and most processes are never asked.
+pub type Document = Arc<dyn Fn() -> utoipa::openapi::OpenApi + Send + Sync>;
+
 /// A built service: its HTTP API with its OpenAPI document, the handler of the events it
 /// consumes, and the tasks it needs running.
 pub struct ServiceParts {
     pub api: Router,
-    pub openapi: utoipa::openapi::OpenApi,
+    pub openapi: Document,
     /// Handles the event types the service declares in `consumes`.
     pub handler: Option<Arc<dyn Handler>>,
     pub background: Vec<Background>,
@@ -196,10 +200,13 @@ pub struct ServiceParts {
 
 impl ServiceParts {
     /// An API and its document, nothing else.
-    pub fn api(api: Router, openapi: utoipa::openapi::OpenApi) -> Self {
+    pub fn api(
+        api: Router,
+        openapi: impl Fn() -> utoipa::openapi::OpenApi + Send + Sync + 'static,
+    ) -> Self {
         ServiceParts {
             api,
-            openapi,
+            openapi: Arc::new(openapi),
             handler: None,
             background: Vec::new(),
         }

@@ -23,7 +23,15 @@ kassa_platform::records_service! {
     name: "classes", port: 5041, resource: Classes,
     mounts: [kassa "/api/classes", seed "/Class/member"],
     migrations: [1 "0001_classes"],
+    document: document,
     consumes: &known::TOPICS, extend: extend,
+}
+
+/// The routes of classes and of their enrolments.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = kassa_platform::resource::document::<Classes>(MOUNTS);
+    doc.merge(enrollments::document());
+    doc
 }
 
 /// A class, as clients send and read it.
@@ -118,7 +126,6 @@ fn extend(
 ) -> Result<ServiceParts, BuildError> {
     let db = infra.db()?;
     parts.api = parts.api.merge(enrollments::router(db.clone()));
-    parts.openapi.merge(enrollments::document());
     Ok(parts.with_handler(kassa_platform::consumer::Inboxed::new(
         NAME,
         db,

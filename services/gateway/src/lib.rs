@@ -55,9 +55,11 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
                     any(forward).with_state(route.clone()),
                 );
         }
-        docs.push((peer.service.openapi)());
+        docs.push(peer.service.openapi);
     }
-    Ok(ServiceParts::api(router, openapi(docs)))
+    Ok(ServiceParts::api(router, move || {
+        openapi(docs.iter().map(|document| document()).collect())
+    }))
 }
 
 /// Where a service's API is reached from the gateway.

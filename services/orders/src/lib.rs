@@ -80,7 +80,7 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         placer,
     };
     Ok(
-        ServiceParts::api(api::router(state), api::OrdersApi::openapi())
+        ServiceParts::api(api::router(state), api::OrdersApi::openapi)
             .with_handler(Inboxed::new(
                 NAME,
                 db.clone(),

@@ -180,7 +180,7 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         cache: infra.cache.clone(),
     })
     .merge(resource::router(manual, manual::MOUNTS));
-    Ok(ServiceParts::api(api, document())
+    Ok(ServiceParts::api(api, document)
         .with_handler(Inboxed::new(NAME, db, handler))
         .with_background(processor_loop.run(infra.shutdown.clone()))
         .with_background(refund_loop.run(infra.shutdown.clone())))

@@ -372,23 +372,42 @@ async fn wrong_method() -> ApiError {
     )
 }
 
+/// A service's OpenAPI document, made on the first request for it and kept.
+struct LazyDocument {
+    make: crate::service::Document,
+    json: std::sync::OnceLock<axum::body::Bytes>,
+}
+
+async fn document_json(State(document): State<Arc<LazyDocument>>) -> Response {
+    let json = document.json.get_or_init(|| {
+        let mut doc = (document.make)();
+        openapi::prune_links(&mut doc);
+        // A document is plain data: serialising it cannot fail.
+        serde_json::to_vec(&doc).unwrap_or_default().into()
+    });
+    ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response()
+}
+
 /// Wraps a service's API routes with everything a kassa service serves.
 pub fn service_app(
     name: &'static str,
     api: Router,
-    openapi: utoipa::openapi::OpenApi,
+    openapi: crate::service::Document,
     readiness: Readiness,
     settings: &HttpSettings,
 ) -> Router {
     prometheus();
-    let mut openapi = openapi;
-    openapi::prune_links(&mut openapi);
     let swagger: Router = utoipa_swagger_ui::SwaggerUi::new("/swagger")
-        .url("/openapi.json", openapi)
+        .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
         .into();
+    let document = Arc::new(LazyDocument {
+        make: openapi,
+        json: std::sync::OnceLock::new(),
+    });
     Router::new()
         .merge(api)
         .merge(swagger)
+        .route("/openapi.json", get(document_json).with_state(document))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready).with_state(readiness))
         .route("/metrics", get(render_metrics))
@@ -477,7 +496,7 @@ mod tests {
         service_app(
             "test",
             api,
-            utoipa::openapi::OpenApiBuilder::new().build(),
+            Arc::new(|| utoipa::openapi::OpenApiBuilder::new().build()),
             readiness,
             settings,
         )

@@ -23,10 +23,6 @@ use uuid::Uuid;
 pub use api::router;
 pub use openapi::document;
 
-/// The API and document of `R` under `mounts`: all a service of plain records serves.
-pub fn parts<R: Resource>(records: Records<R>, mounts: &[Mount]) -> crate::service::ServiceParts {
-    crate::service::ServiceParts::api(router(records, mounts), document::<R>(mounts))
-}
 pub use store::Records;
 
 use crate::http::ApiError;
@@ -287,8 +283,10 @@ mod tests;
 /// ```
 ///
 /// Migration `0001_members` is read from `migrations/postgres/0001_members.sql` and
-/// `migrations/sqlite/0001_members.sql` beside the crate's `src`. A service that also consumes
-/// events or serves more routes names them and a function that adds its parts:
+/// `migrations/sqlite/0001_members.sql` beside the crate's `src`. The service's document is
+/// the records' unless `document: path` names a `fn() -> OpenApi` of its own (the records'
+/// and more). A service that also consumes events or serves more routes names them and a
+/// function that adds its parts:
 /// `consumes: &TOPICS, extend: more` with `fn more(infra: &Infra, parts: ServiceParts,
 /// records: Records<R>) -> Result<ServiceParts, BuildError>`.
 #[macro_export]
@@ -297,6 +295,7 @@ macro_rules! records_service {
         name: $name:literal, port: $port:literal, resource: $resource:ty,
         mounts: [$($style:ident $prefix:literal),+ $(,)?],
         migrations: [$($version:literal $file:literal),+ $(,)?]
+        $(, document: $document:path)?
         $(, consumes: $consumes:expr, extend: $extend:path)? $(,)?
     ) => {
         pub const NAME: &str = $name;
@@ -321,7 +320,7 @@ macro_rules! records_service {
             routes: &[$($prefix),+],
             consumes: $crate::records_service!(@consumes $($consumes)?),
             settings: &[],
-            openapi: || $crate::resource::document::<$resource>(MOUNTS),
+            openapi: $crate::records_service!(@document $resource $(, $document)?),
             build,
         };
 
@@ -339,10 +338,12 @@ macro_rules! records_service {
             infra: &$crate::service::Infra,
         ) -> ::std::result::Result<$crate::service::ServiceParts, $crate::service::BuildError> {
             let records = records(infra.db()?);
-            let parts = $crate::resource::parts(records.clone(), MOUNTS);
+            let parts = $crate::service::ServiceParts::api(api(records.clone()), SERVICE.openapi);
             $crate::records_service!(@extend infra, parts, records $(, $extend)?)
         }
     };
+    (@document $resource:ty) => { || $crate::resource::document::<$resource>(MOUNTS) };
+    (@document $resource:ty, $document:path) => { $document };
     (@consumes) => { &[] };
     (@consumes $consumes:expr) => { $consumes };
     (@extend $infra:ident, $parts:ident, $records:ident) => {{
