@@ -96,7 +96,11 @@ known_member() { # known_member INSTANCE: creates a member and waits until payme
   echo "payments did not hear of member $id" >&2
   exit 1
 }
-declare -A members=([services]=$(known_member services) [gateway]=$(known_member gateway))
+# Plain assignments, so that a failure stops the script (`set -e` does not see one inside an
+# array's initialiser).
+member_services=$(known_member services)
+member_gateway=$(known_member gateway)
+declare -A members=([services]=$member_services [gateway]=$member_gateway)
 # Every service kassa up printed an address for, unless SERVICES names some.
 [ -n "$SERVICES" ] || SERVICES=$(awk '$2 ~ /^http:/ { print $1 }' "$data/services.out" | xargs)
 

@@ -68,7 +68,7 @@ pub trait Cache: Send + Sync + 'static {
 /// committed the change. A change must reach the cache, or a read would serve the state before
 /// it until the entry expires: a write the cache did not answer (Redis slow or down) is tried
 /// again for a few seconds (late writes are harmless, entries being versioned); if it still
-/// fails, the entry is removed.
+/// fails, the entry is replaced by a tombstone of the version before, or removed.
 pub async fn put_changed(
     cache: &dyn Cache,
     key: &str,
@@ -76,19 +76,32 @@ pub async fn put_changed(
     value: Vec<u8>,
     ttl: Duration,
 ) {
+    settle(cache, key, Write::Value(version), Some(value), ttl).await;
+}
+
+/// [`put_changed`] for a deletion: a tombstone of `version`, tried again the same way.
+pub async fn tombstone_changed(cache: &dyn Cache, key: &str, version: i64, ttl: Duration) {
+    settle(cache, key, Write::Tombstone(version), None, ttl).await;
+}
+
+async fn settle(cache: &dyn Cache, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {
     let mut wait = Duration::from_millis(50);
     for _ in 0..6 {
-        if cache.put_if_newer(key, version, value.clone(), ttl).await {
+        if cache.write(key, write, value.clone(), ttl).await {
             return;
         }
         tokio::time::sleep(wait).await;
         wait *= 2;
     }
-    tracing::warn!(
-        key,
-        "the cache did not take a changed value; removing its entry"
-    );
-    cache.remove(key).await;
+    tracing::warn!(key, "the cache did not take a change; clearing its entry");
+    let before = match write {
+        Write::Value(v) | Write::Tombstone(v) => v.saturating_sub(1),
+        Write::Unversioned => i64::MIN,
+    };
+    // A tombstone of the version before keeps older states out and lets this one in.
+    if !cache.remove_if_newer(key, before, ttl).await {
+        cache.remove(key).await;
+    }
 }
 
 /// What a write asks of an entry.

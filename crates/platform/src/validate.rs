@@ -382,9 +382,12 @@ impl<const MIN: i64, const MAX: i64> utoipa::ToSchema for Whole<MIN, MAX> {
 /// [`MAX_MAJOR_UNITS`](kassa_contracts::money::MAX_MAJOR_UNITS), held exactly as minor units
 /// (`150.50` with two places is 15050). Written back as the shortest exact decimal.
 ///
-/// A JSON number reaches it as text when it comes straight from a body; through a
-/// `serde_json::Value` it is a double, which holds the 15 significant digits an amount can have
-/// exactly. (The resource kit checks the text of a body's amounts before that step.)
+/// It reads the number serde_json gives it, a double (this build has no arbitrary precision):
+/// exact for every amount it accepts (at most 15 significant digits), but a text with more
+/// digits than a double holds (`0.100000000000000001`) arrives already rounded. So a body's
+/// amount must be checked on its own text before it is parsed, as the resource kit does for
+/// every `Field::amount`; elsewhere read amounts with [`crate::http::parse_amount`] from a
+/// `RawValue`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Amount<const PLACES: u8>(i64);
 

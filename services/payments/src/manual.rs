@@ -185,19 +185,28 @@ const SPEC: ResourceSpec = ResourceSpec {
     not_found: "payment_not_found",
     conflicts: "`unknown_member`: `memberId` names no member known here (yet), or a deleted one; \
         `invalid_status_change`: the status cannot follow the current one; `payment_settled`: \
-        the payment is Completed or Refunded, and only its status may change.",
+        the payment is Completed or Refunded, and only its status may change; `payment_closed`: \
+        the payment is Failed or Cancelled, and nothing it records changes.",
     undeletable: "`payment_settled`: the payment is Completed or Refunded, part of the books; \
         refund it instead.",
 };
 
+/// The refusal of a change to what a payment that is no longer pending records.
 fn settled(status: Status) -> ApiError {
-    ApiError::conflict(
-        "payment_settled",
-        format!(
-            "The payment is {status:?}: money changed hands, so only its status may change \
-             (to Refunded), and it is not deleted."
-        ),
-    )
+    if status.settled() {
+        ApiError::conflict(
+            "payment_settled",
+            format!(
+                "The payment is {status:?}: money changed hands, so only its status may change \
+                 (to Refunded), and it is not deleted."
+            ),
+        )
+    } else {
+        ApiError::conflict(
+            "payment_closed",
+            format!("The payment is {status:?}: it is closed, and nothing it records changes."),
+        )
+    }
 }
 
 #[async_trait::async_trait]

@@ -375,17 +375,27 @@ async fn wrong_method() -> ApiError {
 /// A service's OpenAPI document, made on the first request for it and kept.
 struct LazyDocument {
     make: crate::service::Document,
-    json: std::sync::OnceLock<axum::body::Bytes>,
+    json: tokio::sync::OnceCell<axum::body::Bytes>,
 }
 
-async fn document_json(State(document): State<Arc<LazyDocument>>) -> Response {
-    let json = document.json.get_or_init(|| {
-        let mut doc = (document.make)();
-        openapi::prune_links(&mut doc);
-        // A document is plain data: serialising it cannot fail.
-        serde_json::to_vec(&doc).unwrap_or_default().into()
-    });
-    ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response()
+async fn document_json(State(document): State<Arc<LazyDocument>>) -> ApiResult<Response> {
+    let make = document.make.clone();
+    // Made once, off the async workers (the gateway's merges every service's document);
+    // requests that arrive meanwhile wait for it.
+    let json = document
+        .json
+        .get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || {
+                let mut doc = make();
+                openapi::prune_links(&mut doc);
+                // A document is plain data: serialising it cannot fail.
+                axum::body::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+            })
+            .await
+        })
+        .await
+        .map_err(|_| ApiError::internal())?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response())
 }
 
 /// Wraps a service's API routes with everything a kassa service serves.
@@ -402,7 +412,7 @@ pub fn service_app(
         .into();
     let document = Arc::new(LazyDocument {
         make: openapi,
-        json: std::sync::OnceLock::new(),
+        json: tokio::sync::OnceCell::new(),
     });
     Router::new()
         .merge(api)

@@ -404,9 +404,12 @@ async fn change<R: Resource>(
     precondition(headers, &current)?;
     R::settle(Some(&current.fields), &mut fields)?;
     R::in_write(&mut tx, Some(id), Some(&fields)).await?;
+    let version = current.version;
     let record = records
         .replace_in(&mut tx, current, fields, &ids.event_context())
         .await?;
+    // From here until the new version is cached, reads go to the database.
+    records.cache_changing(id, version).await;
     tx.commit().await?;
     records.cache_changed(&record).await;
     Ok(answer(StatusCode::OK, &record))
@@ -473,6 +476,7 @@ async fn remove<R: Resource>(
     records
         .delete_in(&mut tx, &current, &ids.event_context())
         .await?;
+    records.cache_changing(id, current.version).await;
     tx.commit().await?;
     records.cache_deleted(&current).await;
     Ok(StatusCode::NO_CONTENT)

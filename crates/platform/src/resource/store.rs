@@ -178,9 +178,18 @@ impl<R: Resource> Records<R> {
         Ok(Some((record.version, json)))
     }
 
+    /// Before a change to record `id`, at `version` now, commits: a tombstone of that version,
+    /// so that from now on no reader serves or caches it again (a read misses and goes to the
+    /// database until the change's own entry is written).
+    pub async fn cache_changing(&self, id: Uuid, version: i64) {
+        if let Some((cache, ttl)) = &self.cache {
+            self.tombstone(cache.as_ref(), *ttl, id, version).await;
+        }
+    }
+
     /// Caches `record` as a committed change left it. Tried once here, so the next read sees
-    /// it; if the cache did not answer, again beside the caller for a few seconds, then the
-    /// entry is removed (see [`crate::cache::put_changed`]).
+    /// it; if the cache did not answer, again beside the caller for a few seconds (see
+    /// [`crate::cache::put_changed`]).
     pub async fn cache_changed(&self, record: &Stored<R::Fields>) {
         let Some((cache, ttl)) = &self.cache else {
             return;
@@ -204,13 +213,21 @@ impl<R: Resource> Records<R> {
         });
     }
 
-    /// Replaces the entry of a committed deletion by a tombstone, so that no reader that loaded
-    /// the record before puts it back.
+    /// After a deletion commits: a tombstone one version past the record, so that no reader
+    /// that loaded it before puts it back; tried again beside the caller if the cache did not
+    /// answer.
     pub async fn cache_deleted(&self, record: &Stored<R::Fields>) {
-        if let Some((cache, ttl)) = &self.cache {
-            self.tombstone(cache.as_ref(), *ttl, record.id, record.version + 1)
-                .await;
+        let Some((cache, ttl)) = &self.cache else {
+            return;
+        };
+        let (key, version) = (self.cache_key(record.id), record.version + 1);
+        if cache.remove_if_newer(&key, version, *ttl).await {
+            return;
         }
+        let (cache, ttl) = (cache.clone(), *ttl);
+        tokio::spawn(async move {
+            crate::cache::tombstone_changed(cache.as_ref(), &key, version, ttl).await;
+        });
     }
 
     /// A tombstone of `version` for record `id`; if the cache does not take it, the entry is
@@ -438,13 +455,10 @@ impl<R: Resource> Records<R> {
         let Some(fields) = change(&current.fields) else {
             return Ok(None);
         };
-        if let Some((cache, ttl)) = &self.cache {
-            // The change commits with the caller's transaction, after this returns: a tombstone
-            // of the version it replaces keeps that version from being cached again, and lets
-            // the new one in once a read loads it.
-            self.tombstone(cache.as_ref(), *ttl, id, current.version)
-                .await;
-        }
+        // The change commits with the caller's transaction, after this returns: the tombstone
+        // keeps the version it replaces out of the cache, and lets the new one in once a read
+        // loads it.
+        self.cache_changing(id, current.version).await;
         self.replace_in(tx, current, fields, ctx).await.map(Some)
     }
 
