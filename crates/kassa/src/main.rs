@@ -167,6 +167,15 @@ struct Common {
     /// Log format: text or json.
     #[arg(long, env = "KASSA_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
+    /// Secret that signs and checks access tokens, at least 32 bytes, the same in every
+    /// process (embedded: made once and kept in the data folder when not given).
+    #[arg(
+        long,
+        env = "KASSA_TOKEN_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    token_secret: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -284,6 +293,7 @@ impl Common {
             base_delay: Duration::from_millis(self.retry_base_ms),
         };
         s.http.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        s.http.tokens = settings::token_secret(self.token_secret.as_deref(), &s.infrastructure)?;
         Ok(s)
     }
 

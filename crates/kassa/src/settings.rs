@@ -117,6 +117,52 @@ impl Settings {
     }
 }
 
+/// The token secret: the one given, else (embedded) the one kept in the data folder, made
+/// there on first start; a distributed process given none accepts no token.
+pub fn token_secret(
+    given: Option<&str>,
+    infrastructure: &Infrastructure,
+) -> anyhow::Result<Option<kassa_platform::auth::Secret>> {
+    use kassa_platform::auth::Secret;
+    if let Some(text) = given.filter(|t| !t.is_empty()) {
+        return Secret::new(text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--token-secret (KASSA_TOKEN_SECRET): {e}"));
+    }
+    let Infrastructure::Embedded { data_dir } = infrastructure else {
+        return Ok(None);
+    };
+    let path = data_dir.join("token-secret");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            let text = Secret::generate();
+            write_private(&path, &text)?;
+            text
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Secret::new(text.trim())
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Writes `text` to a new file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// `url` with its database (path) replaced by `database`.
 pub fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
     let (base, query) = match url.split_once('?') {
@@ -234,6 +280,46 @@ pub fn millis(ms: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_embedded_installation_keeps_the_token_secret_it_made() {
+        let data_dir = std::env::temp_dir().join(format!("kassa-secret-{}", uuid::Uuid::now_v7()));
+        let embedded = Infrastructure::Embedded {
+            data_dir: data_dir.join("data"),
+        };
+        let first = token_secret(None, &embedded).unwrap().expect("made");
+        let again = token_secret(None, &embedded).unwrap().expect("kept");
+        let claims = kassa_platform::auth::Claims::new(
+            uuid::Uuid::now_v7(),
+            "a@example.com",
+            kassa_platform::auth::Role::Customer,
+            chrono::Utc::now(),
+            chrono::Duration::hours(1),
+        );
+        // A token from before a restart still checks.
+        let token = kassa_platform::auth::issue(&first, &claims);
+        assert!(kassa_platform::auth::verify(&again, &token, chrono::Utc::now()).is_ok());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(data_dir.join("data/token-secret"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(token_secret(Some("short"), &embedded).is_err());
+        let distributed = Infrastructure::Distributed {
+            database_url: String::new(),
+            database_overrides: HashMap::new(),
+            amqp_url: String::new(),
+            redis_url: String::new(),
+            max_connections: 1,
+            prefetch: 1,
+        };
+        assert!(token_secret(None, &distributed).unwrap().is_none());
+        std::fs::remove_dir_all(&data_dir).ok();
+    }
 
     #[test]
     fn reads_the_seeds_connection_strings() {

@@ -2,6 +2,7 @@
 //! adapters, the messaging guarantees (outbox, inbox, retries, dead letters), idempotency keys,
 //! HTTP plumbing and telemetry.
 
+pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod consumer;

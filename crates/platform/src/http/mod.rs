@@ -43,6 +43,9 @@ pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id
 pub struct HttpSettings {
     pub request_timeout: Duration,
     pub body_limit: usize,
+    /// The secret that signs and checks access tokens ([`crate::auth`]); none: no token is
+    /// accepted.
+    pub tokens: Option<crate::auth::Secret>,
 }
 
 impl Default for HttpSettings {
@@ -50,6 +53,7 @@ impl Default for HttpSettings {
         HttpSettings {
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
+            tokens: None,
         }
     }
 }
@@ -434,6 +438,7 @@ pub fn service_app(
             request_context,
         ))
         .layer(Extension(ServiceName(name)))
+        .layer(Extension(crate::auth::Tokens(settings.tokens.clone())))
 }
 
 /// Serves `app` on `listener` until `shutdown`; requests in flight then are finished.

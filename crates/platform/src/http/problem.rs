@@ -168,6 +168,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        // A 401 names the scheme that would be accepted (RFC 6750).
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         // A 503 always says when to try again.
         let retry_after = self
             .retry_after

@@ -1,0 +1,482 @@
+//! Who is calling: the tokens kassa issues and accepts.
+//!
+//! A token is a JWT signed with HMAC-SHA256 (HS256) from the installation's secret, carrying the
+//! user's id (`userId`), `email` and `role` (`customer`, `admin`, or `service` for kassa's own
+//! services calling each other), when it was issued (`iat`) and when it expires (`exp`).
+//! Seed 004's clients read the same claims (`userId`, `email`) from the token it issued.
+//!
+//! Only HS256 is accepted: the header's `alg` must say so (a token that names `none` or another
+//! algorithm is refused, whatever its signature), the signature is compared in constant time,
+//! and an expired token is refused. A caller shows its token in `Authorization: Bearer …` or,
+//! as seed 004's browser clients do, in the `token` cookie.
+
+use std::fmt;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use uuid::Uuid;
+
+/// The smallest secret accepted: 32 bytes, the size of the HMAC-SHA256 output.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The installation's signing secret.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// A secret from its configured text; refused shorter than [`MIN_SECRET_BYTES`].
+    pub fn new(text: &str) -> Result<Self, String> {
+        if text.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "the token secret must be at least {MIN_SECRET_BYTES} bytes long"
+            ));
+        }
+        Ok(Secret(text.as_bytes().to_vec()))
+    }
+
+    /// A new random secret (for an embedded installation, which keeps it in its data folder),
+    /// as text.
+    pub fn generate() -> String {
+        let mut bytes = Vec::with_capacity(48);
+        for _ in 0..3 {
+            bytes.extend_from_slice(Uuid::new_v4().as_bytes());
+        }
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts any key length")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads and changes what is theirs.
+    Customer,
+    /// Reads everything.
+    Admin,
+    /// One of kassa's services calling another.
+    Service,
+}
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claims {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    /// Issued at, in seconds since 1970.
+    pub iat: i64,
+    /// Expires at, in seconds since 1970.
+    pub exp: i64,
+}
+
+impl Claims {
+    /// Claims for `user_id` issued `now`, valid for `lifetime`.
+    pub fn new(
+        user_id: Uuid,
+        email: impl Into<String>,
+        role: Role,
+        now: DateTime<Utc>,
+        lifetime: chrono::Duration,
+    ) -> Self {
+        Claims {
+            user_id,
+            email: email.into(),
+            role,
+            iat: now.timestamp(),
+            exp: (now + lifetime).timestamp(),
+        }
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a JWT (three base64url parts separated by dots)")]
+    Malformed,
+    #[error("the token is not signed with HS256")]
+    Algorithm,
+    #[error("the token's signature is not valid")]
+    Signature,
+    #[error("the token's claims are not kassa's")]
+    Claims,
+    #[error("the token has expired")]
+    Expired,
+}
+
+const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// Signs `claims` with `secret`.
+pub fn issue(secret: &Secret, claims: &Claims) -> String {
+    // Claims are plain data: serialising them cannot fail.
+    let payload = serde_json::to_vec(claims).unwrap_or_default();
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(HEADER),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let mut mac = secret.mac();
+    mac.update(signing_input.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+/// The claims of `token` if `secret` signed it with HS256 and it has not expired at `now`.
+pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims, TokenError> {
+    let mut parts = token.trim().split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| TokenError::Malformed)
+    };
+    let header_part = header;
+    let header: Header =
+        serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
+    if header.alg != "HS256" {
+        return Err(TokenError::Algorithm);
+    }
+    let mut mac = secret.mac();
+    mac.update(format!("{header_part}.{payload}").as_bytes());
+    mac.verify_slice(&decode(signature)?)
+        .map_err(|_| TokenError::Signature)?;
+    let claims: Claims =
+        serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Claims)?;
+    if claims.exp <= now.timestamp() {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// The token a request carries: `Authorization: Bearer …` first, else the `token` cookie.
+pub fn token_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    if let Some(value) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim());
+    }
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == "token").then_some(value.trim())
+        })
+}
+
+/// The installation's token secret as every service's HTTP layer holds it (a request
+/// extension): `None` where none is configured, and then no token is accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens(pub Option<Secret>);
+
+/// Who made a request: anonymous when it shows no token, else the checked claims of its token.
+/// A token that does not check (forged, expired, or shown where no secret is configured) is a
+/// 401, never taken for an anonymous call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    Known(Claims),
+}
+
+impl Caller {
+    /// The claims of a caller that must be known: anonymous is a 401.
+    pub fn known(&self) -> Result<&Claims, crate::http::ApiError> {
+        match self {
+            Caller::Known(claims) => Ok(claims),
+            Caller::Anonymous => Err(unauthorized(
+                "token_required",
+                "Sign in and send the token (`Authorization: Bearer …` or the `token` cookie).",
+            )),
+        }
+    }
+
+    /// Whether the caller may read what belongs to `owner`: its owner, an admin, or a service.
+    pub fn may_read(&self, owner: Uuid) -> bool {
+        match self {
+            Caller::Known(claims) => match claims.role {
+                Role::Admin | Role::Service => true,
+                Role::Customer => claims.user_id == owner,
+            },
+            Caller::Anonymous => false,
+        }
+    }
+}
+
+fn unauthorized(code: &'static str, detail: impl Into<String>) -> crate::http::ApiError {
+    crate::http::ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, detail)
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = crate::http::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = token_of(&parts.headers) else {
+            return Ok(Caller::Anonymous);
+        };
+        let secret = parts
+            .extensions
+            .get::<Tokens>()
+            .and_then(|tokens| tokens.0.as_ref())
+            .ok_or_else(|| {
+                unauthorized(
+                    "invalid_token",
+                    "This installation has no token secret configured (KASSA_TOKEN_SECRET), so \
+                     it accepts no token.",
+                )
+            })?;
+        verify(secret, token, Utc::now())
+            .map(Caller::Known)
+            .map_err(|e| unauthorized("invalid_token", format!("{e}; sign in again.")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new("a secret of at least thirty-two bytes!").unwrap()
+    }
+
+    fn claims(now: DateTime<Utc>) -> Claims {
+        Claims::new(
+            Uuid::now_v7(),
+            "ada@example.com",
+            Role::Customer,
+            now,
+            chrono::Duration::hours(1),
+        )
+    }
+
+    #[test]
+    fn a_token_reads_back_until_it_expires() {
+        let now = Utc::now();
+        let claims = claims(now);
+        let token = issue(&secret(), &claims);
+        assert_eq!(verify(&secret(), &token, now), Ok(claims.clone()));
+        let later = now + chrono::Duration::hours(1);
+        assert_eq!(verify(&secret(), &token, later), Err(TokenError::Expired));
+        // The claims as seed 004's clients read them.
+        let payload = token.split('.').nth(1).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(json["userId"], claims.user_id.to_string());
+        assert_eq!(json["email"], "ada@example.com");
+        assert_eq!(json["role"], "customer");
+    }
+
+    #[test]
+    fn forged_and_altered_tokens_are_refused() {
+        let now = Utc::now();
+        let token = issue(&secret(), &claims(now));
+        let other = Secret::new("another secret, also thirty-two bytes").unwrap();
+        assert_eq!(verify(&other, &token, now), Err(TokenError::Signature));
+        // The payload changed to another role: the signature no longer matches.
+        let mut admin = claims(now);
+        admin.role = Role::Admin;
+        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&admin).unwrap());
+        let parts: Vec<&str> = token.split('.').collect();
+        let altered = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+        assert_eq!(verify(&secret(), &altered, now), Err(TokenError::Signature));
+        // `alg: none` with no signature, and another algorithm, whatever the signature.
+        for alg in [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"HS512"}"#] {
+            let header = URL_SAFE_NO_PAD.encode(alg);
+            let token = format!("{header}.{}.{}", parts[1], parts[2]);
+            assert_eq!(verify(&secret(), &token, now), Err(TokenError::Algorithm));
+            let unsigned = format!("{header}.{}.", parts[1]);
+            assert_eq!(
+                verify(&secret(), &unsigned, now),
+                Err(TokenError::Algorithm)
+            );
+        }
+        for malformed in ["", "a.b", "a.b.c.d", "!!.??.**"] {
+            assert_eq!(
+                verify(&secret(), malformed, now),
+                Err(TokenError::Malformed),
+                "{malformed}"
+            );
+        }
+        assert!(Secret::new("too short").is_err());
+    }
+
+    #[test]
+    fn the_token_comes_from_the_bearer_header_or_the_cookie() {
+        use axum::http::{HeaderMap, HeaderValue, header};
+        let mut headers = HeaderMap::new();
+        assert_eq!(token_of(&headers), None);
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; token=abc.def.ghi"),
+        );
+        assert_eq!(token_of(&headers), Some("abc.def.ghi"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer xyz.uvw.rst"),
+        );
+        assert_eq!(token_of(&headers), Some("xyz.uvw.rst"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        assert_eq!(token_of(&headers), None, "another scheme is no token");
+    }
+}
+
+#[cfg(test)]
+mod caller_tests {
+    use axum::{Json, Router, http::StatusCode, routing::get};
+
+    use super::*;
+    use crate::testing::call;
+
+    async fn who(caller: Caller) -> Json<serde_json::Value> {
+        Json(match caller {
+            Caller::Anonymous => serde_json::json!({"anonymous": true}),
+            Caller::Known(claims) => serde_json::json!({"user": claims.user_id}),
+        })
+    }
+
+    fn app(tokens: Option<Secret>) -> Router {
+        Router::new()
+            .route("/who", get(who))
+            .layer(axum::Extension(Tokens(tokens)))
+    }
+
+    #[tokio::test]
+    async fn a_request_is_anonymous_known_or_refused() {
+        let secret = Secret::new("a secret of at least thirty-two bytes!").unwrap();
+        let app = app(Some(secret.clone()));
+        let now = Utc::now();
+        let user = Uuid::now_v7();
+        let token = issue(
+            &secret,
+            &Claims::new(
+                user,
+                "a@example.com",
+                Role::Customer,
+                now,
+                chrono::Duration::hours(1),
+            ),
+        );
+        let anonymous = call(&app, axum::http::Method::GET, "/who", &[], None).await;
+        assert_eq!(anonymous.json["anonymous"], true);
+        let bearer = format!("Bearer {token}");
+        let known = call(
+            &app,
+            axum::http::Method::GET,
+            "/who",
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
+        assert_eq!(known.json["user"], user.to_string());
+        let cookie = format!("token={token}");
+        let by_cookie = call(
+            &app,
+            axum::http::Method::GET,
+            "/who",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+        assert_eq!(by_cookie.json["user"], user.to_string());
+        let expired = issue(
+            &secret,
+            &Claims::new(
+                user,
+                "a@example.com",
+                Role::Customer,
+                now - chrono::Duration::hours(2),
+                chrono::Duration::hours(1),
+            ),
+        );
+        for (header, value) in [
+            ("authorization", format!("Bearer {expired}")),
+            ("authorization", "Bearer not.a.token".to_owned()),
+            ("cookie", format!("token={token}x")),
+        ] {
+            let refused = call(
+                &app,
+                axum::http::Method::GET,
+                "/who",
+                &[(header, &value)],
+                None,
+            )
+            .await;
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{value}");
+            assert_eq!(refused.json["code"], "invalid_token");
+            assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+        }
+        // Where no secret is configured, a token is refused rather than ignored.
+        let unconfigured = app_without_secret();
+        let refused = call(
+            &unconfigured,
+            axum::http::Method::GET,
+            "/who",
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    }
+
+    fn app_without_secret() -> Router {
+        app(None)
+    }
+
+    #[test]
+    fn customers_read_their_own_admins_and_services_everything() {
+        let now = Utc::now();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let caller = |user, role| {
+            Caller::Known(Claims::new(
+                user,
+                "x@example.com",
+                role,
+                now,
+                chrono::Duration::hours(1),
+            ))
+        };
+        assert!(caller(a, Role::Customer).may_read(a));
+        assert!(!caller(a, Role::Customer).may_read(b));
+        assert!(caller(a, Role::Admin).may_read(b));
+        assert!(caller(a, Role::Service).may_read(b));
+        assert!(!Caller::Anonymous.may_read(a));
+        assert_eq!(
+            Caller::Anonymous.known().unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
