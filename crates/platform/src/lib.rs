@@ -16,6 +16,7 @@ pub mod listing;
 pub mod memory;
 pub mod migrate;
 pub mod outbox;
+pub mod password;
 pub mod resource;
 pub mod service;
 pub mod shutdown;
