@@ -376,79 +376,47 @@ mod caller_tests {
 
     #[tokio::test]
     async fn a_request_is_anonymous_known_or_refused() {
+        use axum::http::Method;
         let secret = Secret::new("a secret of at least thirty-two bytes!").unwrap();
-        let app = app(Some(secret.clone()));
-        let now = Utc::now();
         let user = Uuid::now_v7();
-        let token = issue(
-            &secret,
-            &Claims::new(
+        let token_issued = |at: DateTime<Utc>| {
+            let claims = Claims::new(
                 user,
                 "a@example.com",
                 Role::Customer,
-                now,
+                at,
                 chrono::Duration::hours(1),
-            ),
-        );
-        let anonymous = call(&app, axum::http::Method::GET, "/who", &[], None).await;
-        assert_eq!(anonymous.json["anonymous"], true);
+            );
+            issue(&secret, &claims)
+        };
+        let token = token_issued(Utc::now());
+        let expired = token_issued(Utc::now() - chrono::Duration::hours(2));
+        let ask = async |app: &Router, header: Option<(&str, &str)>| {
+            let headers: Vec<(&str, &str)> = header.into_iter().collect();
+            call(app, Method::GET, "/who", &headers, None).await
+        };
+        let app = app(Some(secret.clone()));
+        assert_eq!(ask(&app, None).await.json["anonymous"], true);
         let bearer = format!("Bearer {token}");
-        let known = call(
-            &app,
-            axum::http::Method::GET,
-            "/who",
-            &[("authorization", &bearer)],
-            None,
-        )
-        .await;
-        assert_eq!(known.json["user"], user.to_string());
         let cookie = format!("token={token}");
-        let by_cookie = call(
-            &app,
-            axum::http::Method::GET,
-            "/who",
-            &[("cookie", &cookie)],
-            None,
-        )
-        .await;
-        assert_eq!(by_cookie.json["user"], user.to_string());
-        let expired = issue(
-            &secret,
-            &Claims::new(
-                user,
-                "a@example.com",
-                Role::Customer,
-                now - chrono::Duration::hours(2),
-                chrono::Duration::hours(1),
-            ),
-        );
+        for shown in [
+            ("authorization", bearer.as_str()),
+            ("cookie", cookie.as_str()),
+        ] {
+            assert_eq!(ask(&app, Some(shown)).await.json["user"], user.to_string());
+        }
         for (header, value) in [
             ("authorization", format!("Bearer {expired}")),
             ("authorization", "Bearer not.a.token".to_owned()),
             ("cookie", format!("token={token}x")),
         ] {
-            let refused = call(
-                &app,
-                axum::http::Method::GET,
-                "/who",
-                &[(header, &value)],
-                None,
-            )
-            .await;
+            let refused = ask(&app, Some((header, &value))).await;
             assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{value}");
             assert_eq!(refused.json["code"], "invalid_token");
             assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
         }
         // Where no secret is configured, a token is refused rather than ignored.
-        let unconfigured = app_without_secret();
-        let refused = call(
-            &unconfigured,
-            axum::http::Method::GET,
-            "/who",
-            &[("authorization", &bearer)],
-            None,
-        )
-        .await;
+        let refused = ask(&app_without_secret(), Some(("authorization", &bearer))).await;
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     }
 
