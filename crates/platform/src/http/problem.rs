@@ -26,6 +26,8 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Seconds after which trying again should work (`Retry-After`).
     pub retry_after: Option<u32>,
+    /// Also answered as a seed's clients read an error: `success: false` and `message`.
+    pub enveloped: bool,
 }
 
 /// An error as `application/problem+json` (RFC 9457) writes it.
@@ -61,6 +63,14 @@ pub struct Problem<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     request_id: Option<String>,
+    /// `false`, on the routes of a seed whose clients read `{success, message}` (seed 004).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    success: Option<bool>,
+    /// The detail again, for those clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    message: Option<&'a str>,
 }
 
 impl ApiError {
@@ -71,6 +81,7 @@ impl ApiError {
             detail: detail.into(),
             param: None,
             retry_after: None,
+            enveloped: false,
         }
     }
 
@@ -86,6 +97,7 @@ impl ApiError {
             detail: detail.into(),
             param: Some(param.into()),
             retry_after: None,
+            enveloped: false,
         }
     }
 
@@ -128,6 +140,14 @@ impl ApiError {
         self.retry_after = Some(seconds);
         self
     }
+
+    /// The problem also carries `success: false` and `message` (the detail again), as the
+    /// clients of a seed that answers `{success, data, message}` read an error (seed 004): one
+    /// body both kinds of client understand.
+    pub fn enveloped(mut self) -> Self {
+        self.enveloped = true;
+        self
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -161,6 +181,8 @@ impl IntoResponse for ApiError {
             code: self.code,
             param: self.param.as_deref(),
             request_id,
+            success: self.enveloped.then_some(false),
+            message: self.enveloped.then_some(self.detail.as_str()),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
@@ -188,3 +210,34 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(error: ApiError) -> serde_json::Value {
+        let response = error.into_response();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_enveloped_problem_also_reads_as_a_seeds_error() {
+        let plain = body(ApiError::conflict(
+            "email_taken",
+            "Email is already in use.",
+        ))
+        .await;
+        assert_eq!(plain.get("success"), None);
+        assert_eq!(plain.get("message"), None);
+        let enveloped =
+            body(ApiError::conflict("email_taken", "Email is already in use.").enveloped()).await;
+        assert_eq!(enveloped["success"], false);
+        assert_eq!(enveloped["message"], "Email is already in use.");
+        assert_eq!(enveloped["detail"], "Email is already in use.");
+        assert_eq!(enveloped["code"], "email_taken");
+        assert_eq!(enveloped["status"], 409);
+    }
+}
