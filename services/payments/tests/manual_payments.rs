@@ -60,6 +60,30 @@ fn refused(answer: &Answer) -> (StatusCode, Option<&str>) {
     (answer.status, answer.json["code"].as_str())
 }
 
+/// Records a cash payment of `amount` for `member` and returns its id.
+async fn cash_payment(app: &Router, member: Uuid, amount: i64) -> String {
+    let created = send(
+        app,
+        Method::POST,
+        "/api/payments/manual",
+        Some(json!({"memberId": member, "amount": amount, "paymentMethod": "Cash"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.json);
+    created.json["id"].as_str().unwrap().to_owned()
+}
+
+/// Changes the amount of payment `id` through kassa's route.
+async fn change_amount(app: &Router, id: &str, amount: i64) -> Answer {
+    send(
+        app,
+        Method::PATCH,
+        &format!("/api/payments/manual/{id}"),
+        Some(json!({"amount": amount})),
+    )
+    .await
+}
+
 async fn manual_payments(t: Throwaway) {
     let app = app(&t.db, Arc::new(MemoryCache::new(100))).await;
     let member = Uuid::now_v7();
@@ -361,24 +385,11 @@ async fn cached_reads(t: Throwaway) {
     for (name, cache) in &caches {
         let app = app(&t.db, cache.clone()).await;
         member_known(&t.db, member, "created").await;
-        let created = send(
-            &app,
-            Method::POST,
-            "/api/payments/manual",
-            Some(json!({"memberId": member, "amount": 20, "paymentMethod": "Cash"})),
-        )
-        .await;
-        let id = created.json["id"].as_str().unwrap().to_owned();
+        let id = cash_payment(&app, member, 20).await;
         let key = format!("manual_payments:{id}");
         assert!(cache.get(&key).await.is_some(), "{name}: created, cached");
         for amount in [21, 22, 23] {
-            let changed = send(
-                &app,
-                Method::PATCH,
-                &format!("/api/payments/manual/{id}"),
-                Some(json!({"amount": amount})),
-            )
-            .await;
+            let changed = change_amount(&app, &id, amount).await;
             assert_eq!(changed.status, StatusCode::OK, "{name}: {:?}", changed.json);
             let read = send(&app, Method::GET, &format!("/Payment/{id}"), None).await;
             assert_eq!(
@@ -415,24 +426,11 @@ async fn cached_reads(t: Throwaway) {
     // Redis killed: reads come from the database, changes are still read back at once.
     let redis_cache = caches[1].1.clone();
     let app = app(&t.db, redis_cache).await;
-    let created = send(
-        &app,
-        Method::POST,
-        "/api/payments/manual",
-        Some(json!({"memberId": member, "amount": 30, "paymentMethod": "Cash"})),
-    )
-    .await;
-    let id = created.json["id"].as_str().unwrap().to_owned();
+    let id = cash_payment(&app, member, 30).await;
     redis.kill();
     for amount in [31, 32] {
         let started = std::time::Instant::now();
-        let changed = send(
-            &app,
-            Method::PATCH,
-            &format!("/api/payments/manual/{id}"),
-            Some(json!({"amount": amount})),
-        )
-        .await;
+        let changed = change_amount(&app, &id, amount).await;
         assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.json);
         let read = send(&app, Method::GET, &format!("/Payment/{id}"), None).await;
         assert_eq!(
@@ -505,26 +503,13 @@ async fn unanswered_writes_are_retried(t: Throwaway) {
     let app = app(&t.db, flaky.clone()).await;
     let member = Uuid::now_v7();
     member_known(&t.db, member, "created").await;
-    let created = send(
-        &app,
-        Method::POST,
-        "/api/payments/manual",
-        Some(json!({"memberId": member, "amount": 50, "paymentMethod": "Cash"})),
-    )
-    .await;
-    let id = created.json["id"].as_str().unwrap().to_owned();
+    let id = cash_payment(&app, member, 50).await;
     let read = async || send(&app, Method::GET, &format!("/Payment/{id}"), None).await;
     assert_eq!(read().await.json["amount"], 50);
     // Three writes lost: the tombstone before the commit (its fallback removal is the second),
     // the write after it.
     flaky.failing.store(3, std::sync::atomic::Ordering::SeqCst);
-    let changed = send(
-        &app,
-        Method::PATCH,
-        &format!("/api/payments/manual/{id}"),
-        Some(json!({"amount": 51})),
-    )
-    .await;
+    let changed = change_amount(&app, &id, 51).await;
     assert_eq!(changed.status, StatusCode::OK);
     eventually(
         "the change to reach the cache",
