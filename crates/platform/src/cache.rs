@@ -24,7 +24,7 @@
 //! the key's family, the part of the key before its first `:` (`payment:…` → `payment`).
 
 use std::{
-    sync::{Mutex, OnceLock, RwLock},
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::{Duration, Instant},
 };
 
@@ -79,9 +79,21 @@ pub async fn put_changed(
     settle(cache, key, Write::Value(version), Some(value), ttl).await;
 }
 
-/// [`put_changed`] for a deletion: a tombstone of `version`, tried again the same way.
-pub async fn tombstone_changed(cache: &dyn Cache, key: &str, version: i64, ttl: Duration) {
-    settle(cache, key, Write::Tombstone(version), None, ttl).await;
+/// Writes what a committed change left (`write` a value with `value`, or a tombstone for a
+/// deletion): once here, so that the caller's next read sees it; if the cache does not answer,
+/// again beside the caller, as [`put_changed`] does, so the caller is not held up.
+pub async fn write_change(
+    cache: &Arc<dyn Cache>,
+    key: String,
+    write: Write,
+    value: Option<Vec<u8>>,
+    ttl: Duration,
+) {
+    if cache.write(&key, write, value.clone(), ttl).await {
+        return;
+    }
+    let cache = cache.clone();
+    tokio::spawn(async move { settle(cache.as_ref(), &key, write, value, ttl).await });
 }
 
 async fn settle(cache: &dyn Cache, key: &str, write: Write, value: Option<Vec<u8>>, ttl: Duration) {

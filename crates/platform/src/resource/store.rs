@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{FieldKind, Resource, ResourceSpec, Stored};
 use crate::{
-    cache::Cache,
+    cache::{Cache, Write},
     db::{Arg, Db, DbError, DbResult, Row, Tx, sql_assembled},
     http::{ApiError, Page, Pagination},
     listing::{Filters, Listing},
@@ -187,9 +187,8 @@ impl<R: Resource> Records<R> {
         }
     }
 
-    /// Caches `record` as a committed change left it. Tried once here, so the next read sees
-    /// it; if the cache did not answer, again beside the caller for a few seconds (see
-    /// [`crate::cache::put_changed`]).
+    /// Caches `record` as a committed change left it, so the next read sees it (see
+    /// [`crate::cache::write_change`]).
     pub async fn cache_changed(&self, record: &Stored<R::Fields>) {
         let Some((cache, ttl)) = &self.cache else {
             return;
@@ -197,37 +196,19 @@ impl<R: Resource> Records<R> {
         let Ok(json) = serde_json::to_vec(&record.to_json()) else {
             return;
         };
-        let (key, entry) = (
-            self.cache_key(record.id),
-            cache_entry(record.version, &json),
-        );
-        if cache
-            .put_if_newer(&key, record.version, entry.clone(), *ttl)
-            .await
-        {
-            return;
-        }
-        let (cache, ttl, version) = (cache.clone(), *ttl, record.version);
-        tokio::spawn(async move {
-            crate::cache::put_changed(cache.as_ref(), &key, version, entry, ttl).await;
-        });
+        let entry = cache_entry(record.version, &json);
+        let write = Write::Value(record.version);
+        crate::cache::write_change(cache, self.cache_key(record.id), write, Some(entry), *ttl)
+            .await;
     }
 
     /// After a deletion commits: a tombstone one version past the record, so that no reader
-    /// that loaded it before puts it back; tried again beside the caller if the cache did not
-    /// answer.
+    /// that loaded it before puts it back.
     pub async fn cache_deleted(&self, record: &Stored<R::Fields>) {
-        let Some((cache, ttl)) = &self.cache else {
-            return;
-        };
-        let (key, version) = (self.cache_key(record.id), record.version + 1);
-        if cache.remove_if_newer(&key, version, *ttl).await {
-            return;
+        if let Some((cache, ttl)) = &self.cache {
+            let write = Write::Tombstone(record.version + 1);
+            crate::cache::write_change(cache, self.cache_key(record.id), write, None, *ttl).await;
         }
-        let (cache, ttl) = (cache.clone(), *ttl);
-        tokio::spawn(async move {
-            crate::cache::tombstone_changed(cache.as_ref(), &key, version, ttl).await;
-        });
     }
 
     /// A tombstone of `version` for record `id`; if the cache does not take it, the entry is
