@@ -12,7 +12,7 @@ pub mod known;
 use kassa_platform::{
     db::{Tx, sql},
     http::ApiError,
-    resource::{Field, Resource, ResourceSpec},
+    resource::{Field, Resource, ResourceSpec, Stored},
     service::{BuildError, Infra, ServiceParts},
     validate::{Text, Whole},
 };
@@ -73,10 +73,10 @@ impl Resource for Classes {
 
     async fn in_write(
         tx: &mut Tx,
-        id: Option<Uuid>,
+        current: Option<&Stored<Class>>,
         class: Option<&Class>,
     ) -> Result<(), ApiError> {
-        match (id, class) {
+        match (current.map(|c| c.id), class) {
             // A new or changed class: a known instructor, room for who is enrolled.
             (id, Some(class)) => {
                 if let Some(instructor) = class.instructor_id

@@ -14,10 +14,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kassa_contracts::Currency;
 use kassa_platform::{
-    db::{Tx, sql},
+    db::Tx,
     http::{ApiError, openapi::currency_input},
     known,
-    resource::{Field, Mount, Resource, ResourceSpec},
+    resource::{Field, Mount, Resource, ResourceSpec, Stored},
     validate::Amount,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -260,32 +260,19 @@ impl Resource for ManualPayments {
 
     async fn in_write(
         tx: &mut Tx,
-        id: Option<Uuid>,
+        current: Option<&Stored<ManualPayment>>,
         payment: Option<&ManualPayment>,
     ) -> Result<(), ApiError> {
-        // The record is locked for the write: what it holds now is what the write replaces.
-        let current = match id {
-            Some(id) => sql("SELECT member_id, status FROM manual_payments WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|row| -> Result<(Uuid, String), ApiError> {
-                    Ok((row.get("member_id")?, row.get("status")?))
-                })
-                .transpose()?,
-            None => None,
-        };
         let Some(payment) = payment else {
             // A deletion: only of what never became money.
-            if let Some((_, status)) = &current
-                && let Some(status) = Status::ALL.into_iter().find(|s| s.as_str() == status)
-                && status.settled()
+            if let Some(current) = current
+                && current.fields.status.settled()
             {
-                return Err(settled(status));
+                return Err(settled(current.fields.status));
             }
             return Ok(());
         };
-        let member_changed = current.is_none_or(|(member, _)| member != payment.member_id);
+        let member_changed = current.is_none_or(|c| c.fields.member_id != payment.member_id);
         if member_changed && !known::exists(tx, MEMBER, payment.member_id).await? {
             // A conflict with what this service knows now: retry once `member.created` arrived.
             return Err(ApiError::conflict(

@@ -403,7 +403,7 @@ async fn change<R: Resource>(
     R::validate(&mut fields)?;
     precondition(headers, &current)?;
     R::settle(Some(&current.fields), &mut fields)?;
-    R::in_write(&mut tx, Some(id), Some(&fields)).await?;
+    R::in_write(&mut tx, Some(&current), Some(&fields)).await?;
     let version = current.version;
     let record = records
         .replace_in(&mut tx, current, fields, &ids.event_context())
@@ -472,7 +472,7 @@ async fn remove<R: Resource>(
         .await?
         .ok_or_else(not_found::<R>)?;
     precondition(&headers, &current)?;
-    R::in_write(&mut tx, Some(id), None).await?;
+    R::in_write(&mut tx, Some(&current), None).await?;
     records
         .delete_in(&mut tx, &current, &ids.event_context())
         .await?;

@@ -213,11 +213,12 @@ pub trait Resource: Send + Sync + 'static {
 
     /// Runs in a write's transaction, before the write: checks it against what else the
     /// service holds (a class's enrolments against its capacity, a reference against the
-    /// records it knows) and changes what goes with it. `id` is `None` on create, `fields`
-    /// `None` on delete. By default there is nothing to check.
+    /// records it knows) and changes what goes with it. `current` is the record as it stands,
+    /// locked for the write (`None` on create), `fields` what it becomes (`None` on delete). By
+    /// default there is nothing to check.
     async fn in_write(
         _tx: &mut crate::db::Tx,
-        _id: Option<Uuid>,
+        _current: Option<&Stored<Self::Fields>>,
         _fields: Option<&Self::Fields>,
     ) -> Result<(), ApiError> {
         Ok(())
