@@ -118,3 +118,27 @@ pub struct EnrollmentDeleted {
     pub member_id: Uuid,
 }
 event!(EnrollmentDeleted, "enrollment.deleted", 1);
+
+/// What `user.created` and `user.updated` carry: who the user is and how to reach them, never a
+/// password or a card (published by users).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserProfile {
+    pub user_id: Uuid,
+    pub name: String,
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+}
+
+/// `user.created`: someone signed up; see [`UserProfile`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserCreated(pub UserProfile);
+event!(UserCreated, "user.created", 1);
+
+/// `user.updated`: a user changed their profile; see [`UserProfile`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserUpdated(pub UserProfile);
+event!(UserUpdated, "user.updated", 1);

@@ -12,6 +12,7 @@ pub static SERVICES: &[&Service] = &[
     &kassa_classes::SERVICE,
     &kassa_members::SERVICE,
     &kassa_personnel::SERVICE,
+    &kassa_users::SERVICE,
 ];
 
 /// The service named `name`.

@@ -133,6 +133,9 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The installation's token secret in tests.
+pub const TOKEN_SECRET: &str = "the kassa tests' token secret, 32 bytes or more";
+
 /// Settings for a test: ports the system picks, fast retries, a namespace and folder of its own.
 pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
     let data_dir = std::env::temp_dir().join(format!("kassa-test-{namespace}"));
@@ -146,6 +149,7 @@ pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
         base_delay: Duration::from_millis(20),
     };
     s.relay.poll = Duration::from_millis(50);
+    s.http.tokens = Some(kassa_platform::auth::Secret::new(TOKEN_SECRET).expect("long enough"));
     if backend == Backend::Distributed {
         s.infrastructure = Infrastructure::Distributed {
             database_url: PG_URL.into(),

@@ -36,6 +36,19 @@ const RESPONSES: &[(&str, u16, &str)] = &[
          this operation accepts. `code` says what is wrong and `param` names the input at fault.",
     ),
     (
+        "Unauthorized",
+        401,
+        "No token was shown where one is needed (`token_required`), or the token shown is not \
+         valid: forged, expired, or not kassa's (`invalid_token`). Sign in \
+         (`POST /api/auth/signin`) and send the token as `Authorization: Bearer …` or in the \
+         `token` cookie.",
+    ),
+    (
+        "Forbidden",
+        403,
+        "The token is valid but its holder may not do this (`forbidden`).",
+    ),
+    (
         "PayloadTooLarge",
         413,
         "The body is larger than this service accepts (`body_too_large`).",
@@ -131,6 +144,57 @@ pub struct Failures;
 impl IntoResponses for Failures {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         reused(&FAILURES)
+    }
+}
+
+/// 401: the operation needs a valid token ([`crate::auth::Caller::known`]).
+pub struct SignedIn;
+
+impl IntoResponses for SignedIn {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        reused(&[("401", "Unauthorized")])
+    }
+}
+
+/// 401 and 403: the operation needs a token of a given role.
+pub struct RoleRequired;
+
+impl IntoResponses for RoleRequired {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        reused(&[("401", "Unauthorized"), ("403", "Forbidden")])
+    }
+}
+
+/// Registers how a caller shows its token (`bearer`: `Authorization: Bearer …`; `cookie`: the
+/// `token` cookie seed 004's browser clients send), for `security(("bearer" = []), ("cookie" =
+/// []))` on the operations that read it.
+pub struct TokenSecurity;
+
+impl Modify for TokenSecurity {
+    fn modify(&self, doc: &mut OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            utoipa::openapi::security::SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "The token `POST /api/auth/signin` answers (HS256, 1 h).",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "cookie",
+            utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Cookie(
+                ApiKeyValue::with_description(
+                    "token",
+                    "The same token, in the cookie `POST /api/auth/signin` sets.",
+                ),
+            )),
+        );
     }
 }
 
@@ -466,6 +530,30 @@ pub fn prune_links(doc: &mut OpenApi) {
     }
 }
 
+/// Documents the operations under `prefix` also under `alias` (a seed's gateway path such as
+/// `/api/auth` for a service's `/auth`): the same operations, their ids suffixed with `suffix`
+/// so that every id stays unique.
+pub fn also_under(doc: &mut OpenApi, prefix: &str, alias: &str, suffix: &str) {
+    let copies: Vec<(String, PathItem)> = doc
+        .paths
+        .paths
+        .iter()
+        .filter_map(|(path, item)| {
+            let rest = path.strip_prefix(prefix)?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| {
+                let mut item = item.clone();
+                for operation in operations_mut(&mut item) {
+                    if let Some(id) = &mut operation.operation_id {
+                        id.push_str(suffix);
+                    }
+                }
+                (format!("{alias}{rest}"), item)
+            })
+        })
+        .collect();
+    doc.paths.paths.extend(copies);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,3 +565,4 @@ mod tests {
         assert!(!codes.contains(&"XYZ") && !codes.contains(&"usd"));
     }
 }
+

@@ -12,6 +12,18 @@ use crate::db::DbError;
 tokio::task_local! {
     /// The id of the request being handled, for error bodies.
     pub(crate) static REQUEST_ID: String;
+    /// Set for the routes whose every error is [`ApiError::enveloped`].
+    static ENVELOPED: bool;
+}
+
+/// Middleware for the routes of a seed whose clients read errors as `{success: false,
+/// message}`: every problem they answer, whichever extractor or handler raised it, is
+/// [`ApiError::enveloped`]. `router.layer(axum::middleware::from_fn(envelope_errors))`.
+pub async fn envelope_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    ENVELOPED.scope(true, next.run(req)).await
 }
 
 /// An error a client can see. Build it with the constructor that names its status.
@@ -173,6 +185,7 @@ impl From<DbError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+        let enveloped = self.enveloped || ENVELOPED.try_with(|on| *on).unwrap_or(false);
         let problem = Problem {
             kind: format!("urn:kassa:problem:{}", self.code),
             title: self.status.canonical_reason().unwrap_or("Error"),
@@ -181,8 +194,8 @@ impl IntoResponse for ApiError {
             code: self.code,
             param: self.param.as_deref(),
             request_id,
-            success: self.enveloped.then_some(false),
-            message: self.enveloped.then_some(self.detail.as_str()),
+            success: enveloped.then_some(false),
+            message: enveloped.then_some(self.detail.as_str()),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
