@@ -98,4 +98,21 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn operation_ids_are_each_taken_once_in_the_merged_document() {
+        // A link names its target by operation id: two operations with one id would send a
+        // client (or a fuzzer following the links) to the wrong one.
+        let doc = kassa_gateway::openapi(SERVICES.iter().map(|s| (s.openapi)()).collect());
+        let mut ids = HashSet::new();
+        for (path, item) in &doc.paths.paths {
+            for operation in kassa_platform::http::openapi::operations_mut(&mut item.clone()) {
+                let id = operation.operation_id.clone().unwrap_or_default();
+                assert!(
+                    ids.insert(id.clone()),
+                    "operation id {id} twice (again at {path})"
+                );
+            }
+        }
+    }
 }

@@ -47,7 +47,7 @@ pub fn seed_routes(prefix: &str) -> Router<Users> {
 }
 
 pub fn routes() -> Router<Users> {
-    Router::new().route("/api/users/me", get(me).patch(update_me))
+    Router::new().route("/api/users/me", get(read_me).patch(update_me))
 }
 
 /// `POST /auth/signup` body, with seed 004's rules.
@@ -275,7 +275,7 @@ fn email_taken() -> ApiError {
 }
 
 /// Sign up: a new account, and `user.created`.
-#[utoipa::path(post, path = "/auth/signup", tag = "users", request_body = Signup,
+#[utoipa::path(post, path = "/auth/signup", tag = "users", request_body(content = inline(Signup), content_type = "application/json"),
     responses(
         (status = 201, body = inline(Answer<SignedUp>), description = "The account exists; sign in to get a token."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "Another account has this email address (`email_taken`)."),
@@ -365,7 +365,7 @@ fn invalid_credentials() -> ApiError {
 }
 
 /// Sign in: a token, also set as the `token` cookie.
-#[utoipa::path(post, path = "/auth/signin", tag = "users", request_body = Signin,
+#[utoipa::path(post, path = "/auth/signin", tag = "users", request_body(content = inline(Signin), content_type = "application/json"),
     responses(
         (status = 200, body = inline(Answer<SignedInUser>), description = "Signed in. The token \
             is also set as the `token` cookie (HttpOnly, Secure, SameSite=None, one hour).",
@@ -436,7 +436,7 @@ fn profile_of(user: User, role: Role) -> Profile {
         (status = 200, body = Profile, description = "The user the token names."),
         SignedIn, InvalidParams,
     ))]
-pub async fn me(State(users): State<Users>, caller: Caller) -> ApiResult<Json<Profile>> {
+pub async fn read_me(State(users): State<Users>, caller: Caller) -> ApiResult<Json<Profile>> {
     let claims = caller.known()?;
     let user = signed_in(&users, claims).await?;
     Ok(Json(profile_of(user, claims.role)))

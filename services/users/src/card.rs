@@ -24,12 +24,14 @@ impl CardNumber {
                 format!("`{param}` must be the card's 13 to 19 digits, nothing else."),
             ));
         }
+        // The shape is the request's (400); a check digit that does not add up is the card's
+        // (422), as no schema can say.
         if !luhn(text) {
-            return Err(ApiError::invalid(
-                param,
+            return Err(ApiError::unprocessable(
                 "invalid_card_number",
                 format!("`{param}` is not a card number: its check digit is wrong."),
-            ));
+            )
+            .with_param(param));
         }
         Ok(CardNumber(text.to_owned()))
     }
@@ -110,11 +112,11 @@ impl Expiry {
         }
         let expiry = Expiry { month, year };
         if (year, month) < (today.year(), today.month()) {
-            return Err(ApiError::invalid(
-                param,
+            return Err(ApiError::unprocessable(
                 "card_expired",
                 format!("The card expired at the end of {text}."),
-            ));
+            )
+            .with_param(param));
         }
         Ok(expiry)
     }

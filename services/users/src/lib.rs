@@ -139,8 +139,9 @@ pub fn api(users: Users) -> Router {
 #[openapi(
     info(title = "kassa users", description = "Accounts, sign-in and saved cards (seed 004)."),
     paths(
-        accounts::signup, accounts::signin, accounts::me, accounts::update_me,
-        methods::add, methods::for_payments, methods::list, methods::remove,
+        accounts::signup, accounts::signin, accounts::read_me, accounts::update_me,
+        methods::add_payment_method, methods::payment_method_for_payments,
+        methods::list_payment_methods, methods::remove_payment_method,
     ),
     modifiers(&ProblemResponses, &TokenSecurity),
     tags((name = "users", description = "Accounts and saved cards."))

@@ -38,17 +38,23 @@ pub const MAX_PER_USER: i64 = 20;
 
 pub fn seed_routes(prefix: &str) -> Router<Users> {
     Router::new()
-        .route(&format!("{prefix}/payment-methods/add"), post(add))
+        .route(
+            &format!("{prefix}/payment-methods/add"),
+            post(add_payment_method),
+        )
         .route(
             &format!("{prefix}/payment-methods/get/{{userId}}"),
-            get(for_payments),
+            get(payment_method_for_payments),
         )
 }
 
 pub fn routes() -> Router<Users> {
     Router::new()
-        .route("/api/users/me/payment-methods", get(list))
-        .route("/api/users/me/payment-methods/{id}", delete(remove))
+        .route("/api/users/me/payment-methods", get(list_payment_methods))
+        .route(
+            "/api/users/me/payment-methods/{id}",
+            delete(remove_payment_method),
+        )
 }
 
 /// `POST /payment-methods/add` body, as seed 004's clients send it.
@@ -154,10 +160,10 @@ fn card_exists() -> ApiError {
     responses(
         (status = 201, body = inline(Answer<SavedCard>), description = "The card is saved: its provider token, brand, last four digits and expiry, never its number."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "This account has saved this card already (`card_exists`), or has saved as many cards as it may (`too_many_cards`)."),
-        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The provider refused the card (`card_refused`)."),
+        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The number has the card's shape but not a valid check digit (`invalid_card_number`), the card has expired (`card_expired`), or the provider refused it (`card_refused`)."),
         SignedIn, InvalidBody,
     ))]
-pub async fn add(
+pub async fn add_payment_method(
     State(users): State<Users>,
     caller: Caller,
     ApiJson(body): ApiJson<NewCard>,
@@ -252,7 +258,7 @@ pub async fn add(
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No user has this id (`user_not_found`), or the user has saved no card (`payment_method_not_found`)."),
         RoleRequired, InvalidParams,
     ))]
-pub async fn for_payments(
+pub async fn payment_method_for_payments(
     State(users): State<Users>,
     caller: Caller,
     axum::extract::Path(user_id): axum::extract::Path<String>,
@@ -291,7 +297,10 @@ pub async fn for_payments(
         (status = 200, body = SavedCards, description = "Every card the user saved, oldest first."),
         SignedIn, InvalidParams,
     ))]
-pub async fn list(State(users): State<Users>, caller: Caller) -> ApiResult<Json<SavedCards>> {
+pub async fn list_payment_methods(
+    State(users): State<Users>,
+    caller: Caller,
+) -> ApiResult<Json<SavedCards>> {
     let claims = caller.known()?;
     let user = signed_in(&users, claims).await?;
     let data = cards_of(&users, user.id)
@@ -311,7 +320,7 @@ pub async fn list(State(users): State<Users>, caller: Caller) -> ApiResult<Json<
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The user has no saved card with this id (`payment_method_not_found`)."),
         SignedIn, InvalidParams,
     ))]
-pub async fn remove(
+pub async fn remove_payment_method(
     State(users): State<Users>,
     caller: Caller,
     PathId(id): PathId,

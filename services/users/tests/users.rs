@@ -340,7 +340,7 @@ async fn saved_cards(t: Throwaway) {
         ),
         (
             card("4242424242424241", "12/30"),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_card_number",
         ),
         (
@@ -355,7 +355,7 @@ async fn saved_cards(t: Throwaway) {
         ),
         (
             card("4000000000000002", "01/20"),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "card_expired",
         ),
         (

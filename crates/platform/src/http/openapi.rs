@@ -565,4 +565,3 @@ mod tests {
         assert!(!codes.contains(&"XYZ") && !codes.contains(&"usd"));
     }
 }
-
