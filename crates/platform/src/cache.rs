@@ -60,6 +60,10 @@ pub trait Cache: Send + Sync + 'static {
     }
     /// Removes the entry, leaving nothing behind.
     async fn remove(&self, key: &str);
+    /// Counts one more under `key` in a fixed window of `window` that starts at the first count:
+    /// the count so far and the time left in the window, in one atomic step (every replica of a
+    /// service shares the count). `None` when the cache did not answer.
+    async fn count(&self, key: &str, window: Duration) -> Option<(u64, Duration)>;
     /// Whether the cache answers now (for `/health/ready`, as information: it is not required).
     async fn ping(&self) -> Result<(), String>;
 }
@@ -152,6 +156,25 @@ fn count_lookup(key: &str, found: bool) {
     }
 }
 
+/// Milliseconds since 1970, for windows that end at a time.
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// [`Cache::count`] in Redis: the counter expires a window after its first count.
+const COUNT_SCRIPT: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
+end
+return {n, left}
+"#;
+
 /// An entry of the memory cache.
 #[derive(Clone)]
 struct Stored {
@@ -239,6 +262,40 @@ impl Cache for MemoryCache {
 
     async fn remove(&self, key: &str) {
         self.entries.invalidate(key).await;
+    }
+
+    async fn count(&self, key: &str, window: Duration) -> Option<(u64, Duration)> {
+        use moka::ops::compute::Op;
+        // The value: the count, then when the window ends (milliseconds since 1970).
+        let now = now_millis();
+        let entry = self
+            .entries
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                let (count, ends) = current
+                    .and_then(|entry| entry.value().value.clone())
+                    .and_then(|v| {
+                        let count = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+                        let ends = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+                        (ends > now).then_some((count, ends))
+                    })
+                    .unwrap_or((
+                        0,
+                        now + u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                    ));
+                let mut value = (count + 1).to_be_bytes().to_vec();
+                value.extend_from_slice(&ends.to_be_bytes());
+                std::future::ready(Op::Put(Stored {
+                    version: None,
+                    value: Some(value),
+                    ttl: Duration::from_millis(ends.saturating_sub(now).max(1)),
+                }))
+            })
+            .await;
+        let stored = entry.into_entry()?.into_value();
+        let value = stored.value?;
+        let count = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+        Some((count, stored.ttl))
     }
 
     async fn ping(&self) -> Result<(), String> {
@@ -489,6 +546,23 @@ impl Cache for RedisCache {
             .await;
     }
 
+    async fn count(&self, key: &str, window: Duration) -> Option<(u64, Duration)> {
+        let key = self.key(key);
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (count, left): (u64, i64) = self
+            .run("count", async move |mut c| {
+                redis::cmd("EVAL")
+                    .arg(COUNT_SCRIPT)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(window)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Some((count, Duration::from_millis(left.max(1).unsigned_abs())))
+    }
+
     async fn ping(&self) -> Result<(), String> {
         self.run("ping", async move |mut c| {
             redis::cmd("PING").query_async::<String>(&mut c).await
@@ -519,6 +593,30 @@ mod tests {
     async fn on_both<F: AsyncFn(&dyn Cache)>(body: F) {
         body(&MemoryCache::new(100)).await;
         body(&redis()).await;
+    }
+
+    #[tokio::test]
+    async fn a_count_runs_through_its_window_then_starts_again() {
+        on_both(async |cache| {
+            let key = fresh_key();
+            let window = Duration::from_millis(400);
+            let (first, left) = cache.count(&key, window).await.expect("an answer");
+            assert_eq!(first, 1);
+            assert!(left > Duration::ZERO && left <= window, "{left:?}");
+            for n in 2..=5 {
+                let (count, later) = cache.count(&key, window).await.expect("an answer");
+                assert_eq!(count, n);
+                // The window started at the first count: later counts do not extend it.
+                assert!(later <= left, "{later:?} after {left:?}");
+            }
+            assert_eq!(
+                cache.count(&fresh_key(), window).await.map(|c| c.0),
+                Some(1)
+            );
+            tokio::time::sleep(window + Duration::from_millis(100)).await;
+            assert_eq!(cache.count(&key, window).await.map(|c| c.0), Some(1));
+        })
+        .await;
     }
 
     /// One step of a cache scenario.

@@ -1,6 +1,10 @@
 //! The API gateway: one entry point (port 3000) that forwards each service's route prefixes
 //! (as the service declares them) to it, in this process when it runs here, over HTTP when it
 //! runs elsewhere. Its Swagger UI shows every service's API.
+//!
+//! - `limits.rs`: seed 004's rate limits
+
+pub mod limits;
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,8 +31,12 @@ pub static SERVICE: Service = Service {
     migrations: None,
     routes: &[],
     consumes: &[],
-    settings: &[],
-    openapi: || openapi(Vec::new()),
+    settings: &[
+        limits::AUTH_RATE_LIMIT,
+        limits::ORDER_RATE_LIMIT,
+        limits::CLIENT_IP_HEADER,
+    ],
+    openapi: || openapi(Vec::new(), &[]),
     build,
 };
 
@@ -57,8 +65,14 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         }
         docs.push(peer.service.openapi);
     }
+    let limiter = Arc::new(limits::Limiter::from_options(
+        &infra.options,
+        infra.cache.clone(),
+    )?);
+    let rules = limiter.rules.clone();
+    let router = router.layer(axum::middleware::from_fn_with_state(limiter, limits::limit));
     Ok(ServiceParts::api(router, move || {
-        openapi(docs.iter().map(|document| document()).collect())
+        openapi(docs.iter().map(|document| document()).collect(), &rules)
     }))
 }
 
@@ -199,8 +213,12 @@ async fn over_http(
         .map_err(|_| ApiError::internal())
 }
 
-/// The gateway's OpenAPI document: the routed services' documents in one.
-pub fn openapi(parts: Vec<utoipa::openapi::OpenApi>) -> utoipa::openapi::OpenApi {
+/// The gateway's OpenAPI document: the routed services' documents in one, with the answers of
+/// its rate limits (`rules`) on the operations they cover.
+pub fn openapi(
+    parts: Vec<utoipa::openapi::OpenApi>,
+    rules: &[limits::Rule],
+) -> utoipa::openapi::OpenApi {
     let mut doc = utoipa::openapi::OpenApiBuilder::new()
         .info(
             utoipa::openapi::InfoBuilder::new()
@@ -234,6 +252,22 @@ pub fn openapi(parts: Vec<utoipa::openapi::OpenApi>) -> utoipa::openapi::OpenApi
                 operation.responses.responses.insert(
                     status.to_string(),
                     RefOr::Ref(Ref::from_response_name(name)),
+                );
+            }
+        }
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if let Some(rule) = rules.iter().find(|r| r.covers(path)) {
+            let description = format!(
+                "Too many requests from this client: at most {} per {} s (`rate_limited`). \
+                 `Retry-After` says when the window ends.",
+                rule.limit.max,
+                rule.limit.window.as_secs()
+            );
+            for operation in openapi::operations_mut(item) {
+                operation.responses.responses.insert(
+                    "429".into(),
+                    RefOr::T(openapi::problem_response(429, &description)),
                 );
             }
         }

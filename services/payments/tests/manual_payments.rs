@@ -488,6 +488,10 @@ impl Cache for Flaky {
         }
     }
 
+    async fn count(&self, key: &str, window: Duration) -> Option<(u64, Duration)> {
+        self.inner.count(key, window).await
+    }
+
     async fn ping(&self) -> Result<(), String> {
         Ok(())
     }

@@ -322,6 +322,12 @@ impl TestApp {
     }
 
     /// Stops kassa and removes what the test created.
+    /// `http://host:port` of a service this app runs.
+    pub fn url_of(&self, service: &str) -> String {
+        let running = self.running.as_ref().expect("running");
+        format!("http://{}", running.addrs[service])
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;

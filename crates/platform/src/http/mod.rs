@@ -32,6 +32,7 @@ pub use extract::{
     ApiJson, Page, PageMeta, Pagination, PathId, found, not_null, parse_json, parse_uuid,
 };
 pub use problem::{ApiError, ApiResult};
+pub use raw_errors::ClientAddr;
 
 use crate::{bus::EventBus, cache::Cache, db::Db, shutdown::Shutdown};
 
@@ -450,9 +451,12 @@ pub async fn serve(
     app: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(raw_errors::ProblemListener(listener), app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    axum::serve(
+        raw_errors::ProblemListener(listener),
+        app.into_make_service_with_connect_info::<ClientAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.wait().await })
+    .await
 }
 
 /// Parses a JSON number field holding money, exactly (see [`kassa_contracts::Money::parse`]).

@@ -103,7 +103,7 @@ pub fn problem_response(status: u16, description: &str) -> Response {
             Content::new(Some(Ref::from_schema_name("Problem"))),
         )
         .build();
-    if status == 503 {
+    if status == 503 || status == 429 {
         let mut retry_after = Header::new(
             ObjectBuilder::new()
                 .schema_type(Type::Integer)

@@ -18,6 +18,20 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
+/// The address a request's connection came from, as `ConnectInfo<ClientAddr>` (absent for a
+/// request that did not come over the network, such as one the gateway hands a service in its
+/// own process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ProblemListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ProblemListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
 /// A TCP listener whose connections answer hyper's own parse errors as problems.
 pub(crate) struct ProblemListener(pub TcpListener);
 

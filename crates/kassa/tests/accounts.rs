@@ -1,0 +1,127 @@
+//! Seed 004's accounts through the gateway, on both backends: sign-up, sign-in, the token as a
+//! bearer and as the cookie, a saved card; and the gateway's rate limit on `/api/auth`.
+
+mod support;
+
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+use support::{Backend, spawn_app_with};
+
+on_both_backends!(
+    an_account_signs_in_and_saves_a_card,
+    sign_ins_are_rate_limited_per_client
+);
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> reqwest::Response {
+    let mut req = client.post(url).json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+async fn an_account_signs_in_and_saves_a_card(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let gw = &app.gateway;
+    let c = &app.client;
+    let email = format!("{}@example.com", support::unique("ada"));
+    let signup = post(
+        c,
+        &format!("{gw}/api/auth/signup"),
+        &[],
+        json!({"name": "Ada Lovelace", "email": email, "password": "analytical engine"}),
+    )
+    .await;
+    assert_eq!(signup.status(), StatusCode::CREATED);
+    let signin = post(
+        c,
+        &format!("{gw}/api/auth/signin"),
+        &[],
+        json!({"email": email, "password": "analytical engine"}),
+    )
+    .await;
+    assert_eq!(signin.status(), StatusCode::OK);
+    let cookie = signin.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = signin.json().await.unwrap();
+    let token = body["data"]["token"].as_str().unwrap().to_owned();
+    assert!(cookie.starts_with(&format!("token={token};")), "{cookie}");
+
+    // The browser's way: only the cookie.
+    let card = post(
+        c,
+        &format!("{gw}/api/payment-methods/add"),
+        &[("cookie", &format!("token={token}"))],
+        json!({"card_number": "4242424242424242", "expiry_date": "12/34", "cardholder_name": "Ada Lovelace"}),
+    )
+    .await;
+    assert_eq!(card.status(), StatusCode::CREATED);
+    let me: Value = c
+        .get(format!("{gw}/api/users/me/payment-methods"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["data"][0]["last4"], "4242");
+    // Anonymous: refused at every signed-in route.
+    let anonymous = c.get(format!("{gw}/api/users/me")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+async fn sign_ins_are_rate_limited_per_client(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.options.set("auth-rate-limit", "3/1m");
+        s.options.set("client-ip-header", "X-Forwarded-For");
+    })
+    .await;
+    let c = &app.client;
+    let signin = |base: String, client: &'static str| {
+        let c = c.clone();
+        async move {
+            post(
+                &c,
+                &format!("{base}/api/auth/signin"),
+                &[("x-forwarded-for", client)],
+                json!({"email": "nobody@example.com", "password": "guess"}),
+            )
+            .await
+        }
+    };
+    for _ in 0..3 {
+        let answer = signin(app.gateway.clone(), "203.0.113.7, 10.0.0.1").await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = signin(app.gateway.clone(), "203.0.113.7").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = limited.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(
+        (body["code"].as_str(), body["success"].as_bool()),
+        (Some("rate_limited"), Some(false))
+    );
+    // Another client has its own count; the users service's own port has no gateway limit.
+    let other = signin(app.gateway.clone(), "198.51.100.2").await;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    let direct = signin(app.url_of("users"), "203.0.113.7").await;
+    assert_eq!(direct.status(), StatusCode::UNAUTHORIZED);
+    // Other routes are not counted.
+    let (status, _) = app.get("/api/orders?limit=1").await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
