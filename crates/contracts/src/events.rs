@@ -43,7 +43,17 @@ pub struct OrderCreated {
     pub user_id: Uuid,
     pub amount_minor: i64,
     pub currency: String,
+    /// How the order is to be paid: absent, through the provider as seed 003 does;
+    /// [`SAVED_CARD`], with the card the customer saved (seed 004).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<String>,
+    /// What was ordered, in the customer's words (seed 004's `item`), for receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
 }
+
+/// [`OrderCreated::payment_method`] of an order charged to the customer's saved card.
+pub const SAVED_CARD: &str = "saved_card";
 event!(OrderCreated, "order.created", 1);
 
 /// A customer cancelled an order; its payment is to be cancelled or refunded.

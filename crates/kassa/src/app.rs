@@ -184,6 +184,7 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         .tasks
         .spawn(kassa_platform::http::metrics_upkeep(shutdown.clone()));
     let mut apps: BTreeMap<&'static str, Router> = BTreeMap::new();
+    let directory = kassa_platform::peer::Directory::default();
     let infra = |service: &'static Service, db: Option<Db>, peers: Vec<Peer>| Infra {
         db,
         bus: bus.clone(),
@@ -192,6 +193,7 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         options: settings.options.clone(),
         http: settings.http.clone(),
         peers,
+        directory: directory.clone(),
         service,
     };
 
@@ -232,16 +234,6 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         let app = running.mount(service, parts, readiness, &settings);
         apps.insert(service.name, app);
     }
-    for (name, db) in relays {
-        running.tasks.spawn(kassa_platform::outbox::relay(
-            name,
-            db,
-            bus.clone(),
-            settings.relay.clone(),
-            shutdown.clone(),
-        ));
-    }
-
     let peers: Vec<Peer> = registry::SERVICES
         .iter()
         .copied()
@@ -254,6 +246,19 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
             },
         })
         .collect();
+    // Services with storage that call others find them from now on, before any event is
+    // relayed to them.
+    directory.fill(peers.clone());
+    for (name, db) in relays {
+        running.tasks.spawn(kassa_platform::outbox::relay(
+            name,
+            db,
+            bus.clone(),
+            settings.relay.clone(),
+            shutdown.clone(),
+        ));
+    }
+
     for service in stateless {
         let parts = (service.build)(&infra(service, None, peers.clone()))
             .with_context(|| format!("starting {}", service.name))?;

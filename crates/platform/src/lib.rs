@@ -17,6 +17,7 @@ pub mod memory;
 pub mod migrate;
 pub mod outbox;
 pub mod password;
+pub mod peer;
 pub mod resource;
 pub mod service;
 pub mod shutdown;

@@ -168,6 +168,9 @@ pub struct Infra {
     /// Every service that serves routes, reached in this process or over HTTP. Given to the
     /// services that keep nothing (the gateway), once the others are built.
     pub peers: Vec<Peer>,
+    /// The same, for services with storage that call others ([`crate::peer::PeerClient`]):
+    /// filled once every service of the process is built.
+    pub directory: crate::peer::Directory,
     /// The service being built.
     pub service: &'static Service,
 }

@@ -198,6 +198,8 @@ pub async fn create_order(
             user_id,
             amount_minor: total.minor(),
             currency: currency.code().to_owned(),
+            payment_method: None,
+            item: None,
         },
         &ids.event_context(),
     );

@@ -67,6 +67,8 @@ pub struct Order {
     pub total: Money,
     pub status: OrderStatus,
     pub failure_reason: Option<String>,
+    /// What it is for, in the customer's words (seed 004's orders).
+    pub item: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -81,6 +83,7 @@ impl Order {
             total,
             status: OrderStatus::Pending,
             failure_reason: None,
+            item: None,
             created_at: now,
             updated_at: now,
         }

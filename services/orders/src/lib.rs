@@ -1,12 +1,14 @@
 //! The orders service: places orders, follows their payment to PAID or FAILED, and cancels them.
 //!
 //! - `api.rs`: the HTTP API of seed 003
+//! - `customer.rs`: seed 004's routes for signed-in customers
 //! - `domain.rs`: orders and their state machine
 //! - `store.rs`: the orders table
 //! - `events.rs`: what payment outcomes do to orders
 //! - `placing.rs`: new orders stored many per transaction under load
 
 pub mod api;
+pub mod customer;
 pub mod domain;
 pub mod events;
 pub mod placing;
@@ -24,12 +26,20 @@ pub const NAME: &str = "orders";
 
 pub const MIGRATIONS: Migrations = Migrations {
     component: NAME,
-    steps: &[Migration {
-        version: 1,
-        name: "orders",
-        postgres: include_str!("../migrations/postgres/0001_orders.sql"),
-        sqlite: include_str!("../migrations/sqlite/0001_orders.sql"),
-    }],
+    steps: &[
+        Migration {
+            version: 1,
+            name: "orders",
+            postgres: include_str!("../migrations/postgres/0001_orders.sql"),
+            sqlite: include_str!("../migrations/sqlite/0001_orders.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "items",
+            postgres: include_str!("../migrations/postgres/0002_items.sql"),
+            sqlite: include_str!("../migrations/sqlite/0002_items.sql"),
+        },
+    ],
 };
 
 /// The currency of an order that names none.
@@ -43,10 +53,10 @@ pub static SERVICE: Service = Service {
     name: NAME,
     default_port: 5001,
     migrations: Some(&MIGRATIONS),
-    routes: &["/api/orders"],
+    routes: &["/api/orders", "/order", "/api/order"],
     consumes: &events::TOPICS,
     settings: &[CURRENCY],
-    openapi: api::OrdersApi::openapi,
+    openapi: document,
     build,
 };
 
@@ -79,13 +89,23 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         default_currency: config.default_currency,
         placer,
     };
-    Ok(
-        ServiceParts::api(api::router(state), api::OrdersApi::openapi)
-            .with_handler(Inboxed::new(
-                NAME,
-                db.clone(),
-                events::PaymentOutcomes { db },
-            ))
-            .with_background(writer),
+    Ok(ServiceParts::api(
+        api::router(state.clone()).merge(customer::router(state)),
+        document,
     )
+    .with_handler(Inboxed::new(
+        NAME,
+        db.clone(),
+        events::PaymentOutcomes { db },
+    ))
+    .with_background(writer))
+}
+
+/// The document: seed 003's routes, and seed 004's under the service's paths and the
+/// gateway's.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = api::OrdersApi::openapi();
+    doc.merge(customer::CustomerApi::openapi());
+    kassa_platform::http::openapi::also_under(&mut doc, "/order", "/api/order", "_api");
+    doc
 }

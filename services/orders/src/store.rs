@@ -15,7 +15,7 @@ use crate::domain::{Order, OrderStatus};
 /// The columns an order is read from, as a literal so queries can be `concat!`ed at compile time.
 macro_rules! columns {
     () => {
-        "id, user_id, total_minor, currency, status, failure_reason, created_at, updated_at"
+        "id, user_id, total_minor, currency, status, failure_reason, item, created_at, updated_at"
     };
 }
 
@@ -33,6 +33,7 @@ fn order_from(row: &Row) -> DbResult<Order> {
         total: row.money("total_minor", "currency")?,
         status: row.parsed("status")?,
         failure_reason: row.get("failure_reason")?,
+        item: row.get("item")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
@@ -54,6 +55,7 @@ pub async fn insert_all(tx: &mut Tx, orders: impl IntoIterator<Item = &Order>) -
                 Arg::from(o.total.currency().code()),
                 Arg::from(o.status.as_str()),
                 Arg::from(o.failure_reason.clone()),
+                Arg::from(o.item.clone()),
                 Arg::from(o.created_at),
                 Arg::from(o.updated_at),
             ]

@@ -32,6 +32,8 @@ fn new_order(cents: i64) -> (Order, Envelope) {
             user_id: order.user_id,
             amount_minor: cents,
             currency: "USD".into(),
+            payment_method: None,
+            item: None,
         },
         &EventContext::new("test"),
     );

@@ -93,6 +93,9 @@ pub struct Payment {
     pub status: PaymentStatus,
     pub reason: Option<String>,
     pub provider_reference: Option<String>,
+    /// Charged to the card the customer saved (seed 004), which users is asked for; else
+    /// charged through the provider as seed 003's are.
+    pub saved_card: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -110,6 +113,7 @@ impl Payment {
             status,
             reason: None,
             provider_reference: None,
+            saved_card: false,
             created_at: now,
             updated_at: now,
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kassa_contracts::{
     Currency, Envelope, EventContext, Money,
-    events::{Event, OrderCancelled, OrderCreated, PaymentCancelled, PaymentOutcome},
+    events::{Event, OrderCancelled, OrderCreated, PaymentCancelled, PaymentOutcome, SAVED_CARD},
 };
 use kassa_platform::{
     bus::HandlerError,
@@ -108,10 +108,10 @@ impl OrderEvents {
                 } else {
                     PaymentStatus::Processing
                 };
-                (
-                    Payment::for_order(order.order_id, order.user_id, *amount, status),
-                    EventContext::caused_by(event),
-                )
+                let mut payment =
+                    Payment::for_order(order.order_id, order.user_id, *amount, status);
+                payment.saved_card = order.payment_method.as_deref() == Some(SAVED_CARD);
+                (payment, EventContext::caused_by(event))
             })
             .collect();
         let inserted = store::insert_all(tx, &payments, self.lease).await?;

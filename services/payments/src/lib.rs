@@ -11,6 +11,7 @@
 //! - `manual.rs`: payments recorded by hand, seed 000's, on the resource kit
 
 pub mod api;
+pub mod cards;
 pub mod domain;
 pub mod events;
 pub mod manual;
@@ -55,6 +56,12 @@ pub const MIGRATIONS: Migrations = Migrations {
             name: "manual_payments",
             postgres: include_str!("../migrations/postgres/0003_manual_payments.sql"),
             sqlite: include_str!("../migrations/sqlite/0003_manual_payments.sql"),
+        },
+        Migration {
+            version: 4,
+            name: "saved_cards",
+            postgres: include_str!("../migrations/postgres/0004_saved_cards.sql"),
+            sqlite: include_str!("../migrations/sqlite/0004_saved_cards.sql"),
         },
     ],
 };
@@ -153,9 +160,18 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     let config = Config::from_options(&infra.options)?;
     let db = infra.db()?;
     let refunds = Refunds::default();
+    let cards = Arc::new(cards::Cards::new(
+        kassa_platform::peer::PeerClient::new(
+            infra.directory.clone(),
+            "users",
+            kassa_platform::peer::PeerSettings::default(),
+        ),
+        infra.http.tokens.clone(),
+    ));
     let (processor, processor_loop) = processor::processor(
         db.clone(),
         config.provider.clone(),
+        cards,
         infra.cache.clone(),
         refunds.clone(),
         config.processor.clone(),

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     NAME,
+    cards::{Cards, Lookup},
     domain::{ChargeOutcome, Payment, PaymentStatus, RefundKind},
     provider::PaymentProvider,
     refunds::Refunds,
@@ -94,6 +95,7 @@ impl Processor {
 pub struct ProcessorLoop {
     db: Db,
     provider: Arc<dyn PaymentProvider>,
+    cards: Arc<Cards>,
     cache: Arc<dyn Cache>,
     refunds: Refunds,
     settings: ProcessorSettings,
@@ -103,6 +105,7 @@ pub struct ProcessorLoop {
 pub fn processor(
     db: Db,
     provider: Arc<dyn PaymentProvider>,
+    cards: Arc<Cards>,
     cache: Arc<dyn Cache>,
     refunds: Refunds,
     settings: ProcessorSettings,
@@ -113,6 +116,7 @@ pub fn processor(
         ProcessorLoop {
             db,
             provider,
+            cards,
             cache,
             refunds,
             settings,
@@ -174,8 +178,12 @@ impl ProcessorLoop {
                     Err(_) => break,
                 }
             }
-            let (db, provider, to_settle) =
-                (self.db.clone(), self.provider.clone(), to_settle.clone());
+            let (db, provider, cards, to_settle) = (
+                self.db.clone(),
+                self.provider.clone(),
+                self.cards.clone(),
+                to_settle.clone(),
+            );
             // The batch is re-read and charged in a task of its own, so the loop goes on taking
             // work while the database answers.
             tokio::spawn(async move {
@@ -205,9 +213,9 @@ impl ProcessorLoop {
                         tracing::info!(payment_id = %w.payment_id, correlation_id = %w.context.correlation_id, "payment no longer PROCESSING; not charged");
                         return None;
                     }
-                    let (db, provider, to_settle) = (&db, &provider, &to_settle);
+                    let (db, provider, cards, to_settle) = (&db, &provider, &*cards, &to_settle);
                     Some(async move {
-                        match charge(db, provider.as_ref(), w).await {
+                        match charge(db, provider.as_ref(), cards, w).await {
                             Ok(Some(settlement)) => {
                                 if to_settle.send(settlement).await.is_err() {
                                     // The settler stopped with the process: the payment stays
@@ -260,6 +268,7 @@ struct Settlement {
 async fn charge(
     db: &Db,
     provider: &dyn PaymentProvider,
+    cards: &Cards,
     work: Work,
 ) -> Result<Option<Settlement>, kassa_platform::db::DbError> {
     let payment = match work.payment {
@@ -272,7 +281,27 @@ async fn charge(
     if payment.status != PaymentStatus::Processing {
         return Ok(None);
     }
-    let outcome = provider.charge(payment.id, payment.amount).await;
+    let card = if payment.saved_card {
+        match cards.of(payment.user_id).await {
+            Lookup::Found(card) => Some(card),
+            Lookup::Missing(reason) => {
+                return Ok(Some(Settlement {
+                    payment,
+                    outcome: ChargeOutcome::Declined { reason },
+                    context: work.context,
+                }));
+            }
+            Lookup::Unavailable(reason) => {
+                tracing::warn!(payment_id = %payment.id, %reason, "saved card not looked up; the payment waits for its lease and is tried again");
+                return Ok(None);
+            }
+        }
+    } else {
+        None
+    };
+    let outcome = provider
+        .charge(payment.id, payment.amount, card.as_ref())
+        .await;
     Ok(Some(Settlement {
         payment,
         outcome,

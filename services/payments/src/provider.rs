@@ -5,7 +5,8 @@
 //! USD) is declined, and two minor units (`.02`) fail with a provider error. Its latency and an
 //! optional decline rate are configurable; the rate is applied by a hash of the payment id, so
 //! asking again about the same payment gives the same answer, as a real provider's idempotency
-//! key would.
+//! key would. A saved card decides for itself: the simulated vault's token for seed 004's
+//! declining test card (4000000000000002) is declined.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use kassa_contracts::Money;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::ChargeOutcome;
+use crate::{cards::SavedCard, domain::ChargeOutcome};
 
 /// A refund the provider would not make.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +24,15 @@ pub struct RefundError(pub String);
 
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
-    /// Charges `amount` for `payment_id`. Calling again with the same payment id must not charge
-    /// twice (the payment id is the idempotency key).
-    async fn charge(&self, payment_id: Uuid, amount: Money) -> ChargeOutcome;
+    /// Charges `amount` for `payment_id`, to `card` when the customer saved one (seed 004).
+    /// Calling again with the same payment id must not charge twice (the payment id is the
+    /// idempotency key).
+    async fn charge(
+        &self,
+        payment_id: Uuid,
+        amount: Money,
+        card: Option<&SavedCard>,
+    ) -> ChargeOutcome;
 
     /// Gives back, or voids, the charge of `payment_id`. Idempotent like `charge`.
     async fn refund(&self, payment_id: Uuid, amount: Money) -> Result<(), RefundError>;
@@ -93,11 +100,29 @@ fn unit_interval(id: Uuid) -> f64 {
 
 #[async_trait]
 impl PaymentProvider for SimulatedGateway {
-    async fn charge(&self, payment_id: Uuid, amount: Money) -> ChargeOutcome {
+    async fn charge(
+        &self,
+        payment_id: Uuid,
+        amount: Money,
+        card: Option<&SavedCard>,
+    ) -> ChargeOutcome {
         if !self.settings.latency.is_zero() {
             tokio::time::sleep(self.settings.latency).await;
         }
-        self.decide(payment_id, amount)
+        match card {
+            Some(card) if card.provider != "simulated" => ChargeOutcome::Failed {
+                reason: format!(
+                    "the card was saved with the {} provider; this installation charges through \
+                     the simulated one",
+                    card.provider
+                ),
+            },
+            // The token of seed 004's declining test card (4000000000000002).
+            Some(card) if card.token.starts_with("pm_sim_declines_") => ChargeOutcome::Declined {
+                reason: "your card was declined (simulated: test card 4000000000000002)".into(),
+            },
+            _ => self.decide(payment_id, amount),
+        }
     }
 
     async fn refund(&self, _payment_id: Uuid, _amount: Money) -> Result<(), RefundError> {

@@ -47,7 +47,12 @@ struct CountingProvider {
 
 #[async_trait]
 impl PaymentProvider for CountingProvider {
-    async fn charge(&self, payment_id: Uuid, _amount: Money) -> ChargeOutcome {
+    async fn charge(
+        &self,
+        payment_id: Uuid,
+        _amount: Money,
+        _card: Option<&kassa_payments::cards::SavedCard>,
+    ) -> ChargeOutcome {
         self.charges.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         self.answered.fetch_add(1, Ordering::SeqCst);
@@ -107,9 +112,19 @@ async fn rig_of(provider: CountingProvider, settings: ProcessorSettings) -> Rig 
     let (trigger, stop) = shutdown::channel();
     let lease = settings.lease;
     let refunds = Refunds::default();
+    // Seed 003's orders only: no saved card is ever looked up, so no users service is needed.
+    let cards = Arc::new(kassa_payments::cards::Cards::new(
+        kassa_platform::peer::PeerClient::new(
+            kassa_platform::peer::Directory::default(),
+            "users",
+            kassa_platform::peer::PeerSettings::default(),
+        ),
+        None,
+    ));
     let (processor, processor_loop) = processor::processor(
         db.clone(),
         provider.clone(),
+        cards,
         cache.clone(),
         refunds.clone(),
         settings,
@@ -145,6 +160,8 @@ fn created(order_id: Uuid) -> Envelope {
         user_id: Uuid::new_v4(),
         amount_minor: 1_250,
         currency: "USD".into(),
+        payment_method: None,
+        item: None,
     };
     Envelope::new("orders", order_id, &event, &EventContext::new("test"))
 }

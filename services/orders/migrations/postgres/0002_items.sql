@@ -1,0 +1,2 @@
+-- What a seed-004 order is for, in the customer's words (its `item`).
+ALTER TABLE orders ADD COLUMN item TEXT;
