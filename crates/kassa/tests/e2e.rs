@@ -38,6 +38,7 @@ impl Kassa {
             .args(["--namespace", namespace])
             .env("KASSA_DATABASE_URL", PG_URL)
             .env("KASSA_REDIS_URL", REDIS_URL)
+            .env("KASSA_TOKEN_SECRET", support::TOKEN_SECRET)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::piped())
@@ -968,5 +969,124 @@ async fn gym_replicas_share_one_capacity_and_one_cache() {
     }
     drop(replicas);
     drop(members);
+    cleanup(&ns).await;
+}
+
+/// Seed 004: users (which keeps the saved cards) killed while an order waits for its payment.
+/// The payment waits, PROCESSING, however long users is away, and completes once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_waits_for_users_and_completes_when_it_returns() {
+    let ns = unique("u");
+    let mut users = Kassa::start(&ns, &["serve", "users", "--users-port", "0"], 1);
+    let users_port = users.port("users");
+    let front = Kassa::start(
+        &ns,
+        &[
+            "serve",
+            "gateway",
+            "orders",
+            "payments",
+            "--gateway-port",
+            "0",
+            "--orders-port",
+            "0",
+            "--payments-port",
+            "0",
+            "--users-url",
+            users.url("users"),
+            "--payment-lease-secs",
+            "1",
+        ],
+        3,
+    );
+    let gw = front.url("gateway").to_owned();
+    let http = reqwest::Client::new();
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut req = http.post(format!("{gw}{path}")).json(&body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    let email = format!("{}@example.com", unique("ada"));
+    let password = "analytical engine";
+    let up = post(
+        "/api/auth/signup",
+        None,
+        serde_json::json!({"name": "Ada Lovelace", "email": email, "password": password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(up.status(), 201);
+    let signed: Value = post(
+        "/api/auth/signin",
+        None,
+        serde_json::json!({"email": email, "password": password}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let token = signed["data"]["token"].as_str().unwrap().to_owned();
+    let card = post(
+        "/api/payment-methods/add",
+        Some(&token),
+        serde_json::json!({"card_number": "4242424242424242", "expiry_date": "12/34", "cardholder_name": "Ada Lovelace"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(card.status(), 201);
+
+    users.kill_9();
+    let created: Value = post(
+        "/api/order/create",
+        Some(&token),
+        serde_json::json!({"item": "Margherita", "amount": 12.5}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let order = created["data"]["orderId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let status = async || {
+        let answer: Value = http
+            .get(format!("{gw}/api/order/status/{order}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["data"]["status"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| answer.to_string())
+    };
+    // Payments asks users again after each lease (1 s) and opens its breaker; several leases
+    // pass and the payment neither fails nor completes.
+    eventually(
+        "payments fails to reach users more than once",
+        Duration::from_secs(30),
+        async || front.log().matches("saved card not looked up").count(),
+        |n| *n >= 3,
+    )
+    .await;
+    assert_eq!(status().await, "pending", "the payment waits for users");
+
+    let _users = Kassa::start(&ns, &["serve", "users", "--users-port", &users_port], 1);
+    let settled = eventually(
+        "the payment completes once users is back",
+        Duration::from_secs(30),
+        status,
+        |s| s != "pending",
+    )
+    .await;
+    assert_eq!(settled, "success");
     cleanup(&ns).await;
 }

@@ -1,5 +1,7 @@
 //! Rate limits, as seed 004's gateway applies them: sign-up and sign-in (`/api/auth`) 50 per 15
-//! minutes per client, its order routes (`/api/order`) 10 per minute, both configurable. A
+//! minutes per client, order creation (`/api/order/create`) 10 per minute, both configurable.
+//! (Seed 004 counted every `/api/order` request, so a client following its order's status
+//! used up its orders; kassa counts the creations.) A
 //! request over the limit is answered 429 with `Retry-After` (the seconds until the client's
 //! window ends) and reaches no service.
 //!
@@ -30,7 +32,7 @@ pub const AUTH_RATE_LIMIT: Setting = Setting {
 pub const ORDER_RATE_LIMIT: Setting = Setting {
     name: "order-rate-limit",
     default: "10/1m",
-    help: "Requests to /api/order (seed 004's order routes) per client: COUNT/WINDOW, or off",
+    help: "Orders placed through /api/order/create per client: COUNT/WINDOW, or off",
 };
 
 pub const CLIENT_IP_HEADER: Setting = Setting {
@@ -109,7 +111,7 @@ impl Limiter {
         let mut rules = Vec::new();
         for (setting, prefix) in [
             (&AUTH_RATE_LIMIT, "/api/auth"),
-            (&ORDER_RATE_LIMIT, "/api/order"),
+            (&ORDER_RATE_LIMIT, "/api/order/create"),
         ] {
             if let Configured(Some(limit)) = options.get(setting)? {
                 rules.push(Rule { prefix, limit });
