@@ -21,6 +21,7 @@ pub mod peer;
 pub mod resource;
 pub mod service;
 pub mod shutdown;
+pub mod stripe;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -129,6 +129,10 @@ pub struct PaymentView {
     /// Why the payment was declined or failed, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// The provider's id for the charge, once approved (a Stripe PaymentIntent: `pi_…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    provider_reference: Option<String>,
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime)]
     created_at: chrono::DateTime<chrono::Utc>,
@@ -146,6 +150,7 @@ impl From<&Payment> for PaymentView {
             currency: p.amount.currency().code().to_owned(),
             status: p.status.as_str(),
             reason: p.reason.clone(),
+            provider_reference: p.provider_reference.clone(),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }

@@ -18,6 +18,8 @@ pub struct SavedCard {
     pub provider: String,
     /// The provider's id for it (a Stripe PaymentMethod id).
     pub token: String,
+    /// The provider's id for its owner, when the provider keeps one (a Stripe Customer id).
+    pub customer: Option<String>,
     /// Its owner's address.
     pub email: String,
 }
@@ -47,6 +49,8 @@ struct Answer {
 struct Card {
     provider: String,
     provider_token: String,
+    #[serde(default)]
+    provider_customer: Option<String>,
 }
 
 impl Cards {
@@ -81,6 +85,7 @@ impl Cards {
                     Ok(a) => Lookup::Found(SavedCard {
                         provider: a.data.provider,
                         token: a.data.provider_token,
+                        customer: a.data.provider_customer,
                         email: a.email,
                     }),
                     Err(e) => {

@@ -19,6 +19,7 @@ pub mod processor;
 pub mod provider;
 pub mod refunds;
 pub mod store;
+pub mod stripe;
 
 use std::{sync::Arc, time::Duration};
 
@@ -98,6 +99,10 @@ pub static SERVICE: Service = Service {
         PROVIDER_DECLINE_RATE,
         PAYMENTS_IN_FLIGHT,
         PAYMENT_LEASE_SECS,
+        kassa_platform::stripe::PROVIDER,
+        kassa_platform::stripe::SECRET_KEY,
+        kassa_platform::stripe::API_BASE,
+        kassa_platform::stripe::WEBHOOK_SECRET,
     ],
     openapi: document,
     build,
@@ -127,11 +132,16 @@ impl Config {
             ));
         }
         let lease: u64 = options.get(&PAYMENT_LEASE_SECS)?;
+        let provider: Arc<dyn PaymentProvider> =
+            match kassa_platform::stripe::Stripe::from_options(options)? {
+                Some(stripe) => Arc::new(stripe::StripeGateway::new(stripe)),
+                None => Arc::new(SimulatedGateway::new(SimulatedSettings {
+                    latency: Duration::from_millis(options.get(&PROVIDER_LATENCY_MS)?),
+                    decline_rate,
+                })),
+            };
         Ok(Config {
-            provider: Arc::new(SimulatedGateway::new(SimulatedSettings {
-                latency: Duration::from_millis(options.get(&PROVIDER_LATENCY_MS)?),
-                decline_rate,
-            })),
+            provider,
             processor: ProcessorSettings {
                 max_in_flight,
                 lease: Duration::from_secs(lease.max(1)),

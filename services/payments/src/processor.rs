@@ -299,9 +299,13 @@ async fn charge(
     } else {
         None
     };
-    let outcome = provider
+    let Some(outcome) = provider
         .charge(payment.id, payment.amount, card.as_ref())
-        .await;
+        .await
+    else {
+        tracing::warn!(payment_id = %payment.id, "the provider did not answer; the payment waits for its lease and is asked about again");
+        return Ok(None);
+    };
     Ok(Some(Settlement {
         payment,
         outcome,

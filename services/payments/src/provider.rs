@@ -26,16 +26,23 @@ pub struct RefundError(pub String);
 pub trait PaymentProvider: Send + Sync + 'static {
     /// Charges `amount` for `payment_id`, to `card` when the customer saved one (seed 004).
     /// Calling again with the same payment id must not charge twice (the payment id is the
-    /// idempotency key).
+    /// idempotency key). `None` when the provider gave no answer: the payment waits and is
+    /// asked about again.
     async fn charge(
         &self,
         payment_id: Uuid,
         amount: Money,
         card: Option<&SavedCard>,
-    ) -> ChargeOutcome;
+    ) -> Option<ChargeOutcome>;
 
-    /// Gives back, or voids, the charge of `payment_id`. Idempotent like `charge`.
-    async fn refund(&self, payment_id: Uuid, amount: Money) -> Result<(), RefundError>;
+    /// Gives back, or voids, the charge of `payment_id` (`reference`: the provider's id for it).
+    /// Idempotent like `charge`.
+    async fn refund(
+        &self,
+        payment_id: Uuid,
+        amount: Money,
+        reference: Option<&str>,
+    ) -> Result<(), RefundError>;
 }
 
 /// The simulated gateway's settings.
@@ -105,11 +112,11 @@ impl PaymentProvider for SimulatedGateway {
         payment_id: Uuid,
         amount: Money,
         card: Option<&SavedCard>,
-    ) -> ChargeOutcome {
+    ) -> Option<ChargeOutcome> {
         if !self.settings.latency.is_zero() {
             tokio::time::sleep(self.settings.latency).await;
         }
-        match card {
+        Some(match card {
             Some(card) if card.provider != "simulated" => ChargeOutcome::Failed {
                 reason: format!(
                     "the card was saved with the {} provider; this installation charges through \
@@ -122,10 +129,15 @@ impl PaymentProvider for SimulatedGateway {
                 reason: "your card was declined (simulated: test card 4000000000000002)".into(),
             },
             _ => self.decide(payment_id, amount),
-        }
+        })
     }
 
-    async fn refund(&self, _payment_id: Uuid, _amount: Money) -> Result<(), RefundError> {
+    async fn refund(
+        &self,
+        _payment_id: Uuid,
+        _amount: Money,
+        _reference: Option<&str>,
+    ) -> Result<(), RefundError> {
         if !self.settings.latency.is_zero() {
             tokio::time::sleep(self.settings.latency).await;
         }

@@ -112,7 +112,11 @@ impl RefundLoop {
             return Err(RefundFailure::Missing);
         };
         self.provider
-            .refund(payment.id, payment.amount)
+            .refund(
+                payment.id,
+                payment.amount,
+                payment.provider_reference.as_deref(),
+            )
             .await
             .map_err(|e| RefundFailure::Provider(e.to_string()))?;
         let mut tx = self.db.begin().await?;

@@ -52,16 +52,21 @@ impl PaymentProvider for CountingProvider {
         payment_id: Uuid,
         _amount: Money,
         _card: Option<&kassa_payments::cards::SavedCard>,
-    ) -> ChargeOutcome {
+    ) -> Option<ChargeOutcome> {
         self.charges.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         self.answered.fetch_add(1, Ordering::SeqCst);
-        ChargeOutcome::Approved {
+        Some(ChargeOutcome::Approved {
             reference: format!("ref_{payment_id}"),
-        }
+        })
     }
 
-    async fn refund(&self, _payment_id: Uuid, _amount: Money) -> Result<(), RefundError> {
+    async fn refund(
+        &self,
+        _payment_id: Uuid,
+        _amount: Money,
+        _reference: Option<&str>,
+    ) -> Result<(), RefundError> {
         let refusing = self
             .failing_refunds
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -7,7 +7,10 @@
 
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate};
-use kassa_platform::http::ApiError;
+use kassa_platform::{
+    http::ApiError,
+    stripe::{Stripe, StripeError},
+};
 use uuid::Uuid;
 
 /// A card number that passed the checks; readable only by a tokenizer.
@@ -134,6 +137,18 @@ pub struct Tokenized {
     pub provider: &'static str,
     /// Its id for the card (a Stripe PaymentMethod id).
     pub token: String,
+    /// Its id for the card's owner, when it keeps one (a Stripe Customer id).
+    pub customer: Option<String>,
+}
+
+/// Whose card it is, as the provider is told.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    /// The provider's id for them, from an earlier card.
+    pub customer: Option<String>,
 }
 
 /// Why a card could not be exchanged for a token.
@@ -152,7 +167,8 @@ pub trait Tokenizer: Send + Sync + 'static {
         &self,
         number: &CardNumber,
         expiry: Expiry,
-        cardholder: &str,
+        cvc: Option<&str>,
+        owner: &Owner,
     ) -> Result<Tokenized, TokenizeError>;
 }
 
@@ -170,7 +186,8 @@ impl Tokenizer for SimulatedTokenizer {
         &self,
         number: &CardNumber,
         _: Expiry,
-        _: &str,
+        _: Option<&str>,
+        _: &Owner,
     ) -> Result<Tokenized, TokenizeError> {
         let kind = if number.digits() == DECLINING_TEST_CARD {
             "declines"
@@ -180,6 +197,82 @@ impl Tokenizer for SimulatedTokenizer {
         Ok(Tokenized {
             provider: "simulated",
             token: format!("pm_sim_{kind}_{}", Uuid::new_v4().simple()),
+            customer: None,
+        })
+    }
+}
+
+/// Stripe's vault: the card becomes a PaymentMethod attached to the user's Customer (made with
+/// their first card), so that it can be charged again and again. Stripe checks the card when it
+/// is attached: a card it declines (its test card 4000000000000002) is refused here, when it is
+/// saved, as Stripe does.
+pub struct StripeTokenizer {
+    stripe: Stripe,
+}
+
+impl StripeTokenizer {
+    pub fn new(stripe: Stripe) -> Self {
+        StripeTokenizer { stripe }
+    }
+}
+
+fn refused(e: StripeError) -> TokenizeError {
+    match e {
+        StripeError::Unavailable(why) => TokenizeError::Unavailable(why),
+        StripeError::Card { message, .. } => TokenizeError::Refused(message),
+        StripeError::Request { message, .. } => TokenizeError::Refused(message),
+    }
+}
+
+#[async_trait]
+impl Tokenizer for StripeTokenizer {
+    async fn tokenize(
+        &self,
+        number: &CardNumber,
+        expiry: Expiry,
+        cvc: Option<&str>,
+        owner: &Owner,
+    ) -> Result<Tokenized, TokenizeError> {
+        let customer = match &owner.customer {
+            Some(customer) => customer.clone(),
+            None => {
+                let form = [
+                    ("email", owner.email.clone()),
+                    ("name", owner.name.clone()),
+                    ("metadata[userId]", owner.user_id.to_string()),
+                ];
+                // One Customer per user, however often this is asked.
+                let key = format!("customer-{}", owner.user_id);
+                let created = self.stripe.post("customers", &form, Some(&key)).await;
+                created.map_err(refused)?["id"]
+                    .as_str()
+                    .ok_or_else(|| TokenizeError::Unavailable("a Customer without an id".into()))?
+                    .to_owned()
+            }
+        };
+        let mut form = vec![
+            ("type", "card".to_owned()),
+            ("card[number]", number.digits().to_owned()),
+            ("card[exp_month]", expiry.month.to_string()),
+            ("card[exp_year]", expiry.year.to_string()),
+        ];
+        if let Some(cvc) = cvc {
+            form.push(("card[cvc]", cvc.to_owned()));
+        }
+        let method = self.stripe.post("payment_methods", &form, None).await;
+        let token = method.map_err(refused)?["id"]
+            .as_str()
+            .ok_or_else(|| TokenizeError::Unavailable("a PaymentMethod without an id".into()))?
+            .to_owned();
+        let attach = [("customer", customer.clone())];
+        self.stripe
+            .post(&format!("payment_methods/{token}/attach"), &attach, None)
+            .await
+            .map_err(refused)?;
+        Ok(Tokenized {
+            provider: "stripe",
+            token,
+            customer: Some(customer),
         })
     }
 }

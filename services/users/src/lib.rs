@@ -34,12 +34,20 @@ pub const NAME: &str = "users";
 
 pub const MIGRATIONS: Migrations = Migrations {
     component: NAME,
-    steps: &[Migration {
-        version: 1,
-        name: "users",
-        postgres: include_str!("../migrations/postgres/0001_users.sql"),
-        sqlite: include_str!("../migrations/sqlite/0001_users.sql"),
-    }],
+    steps: &[
+        Migration {
+            version: 1,
+            name: "users",
+            postgres: include_str!("../migrations/postgres/0001_users.sql"),
+            sqlite: include_str!("../migrations/sqlite/0001_users.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "provider_customers",
+            postgres: include_str!("../migrations/postgres/0002_provider_customers.sql"),
+            sqlite: include_str!("../migrations/sqlite/0002_provider_customers.sql"),
+        },
+    ],
 };
 
 /// The accounts whose tokens carry the `admin` role.
@@ -166,6 +174,10 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         )
     })?;
     let admins: String = infra.options.get(&ADMIN_EMAILS)?;
-    let users = Users::new(infra.db()?, secret).with_admins(admins.split(',').map(str::to_owned));
+    let mut users =
+        Users::new(infra.db()?, secret).with_admins(admins.split(',').map(str::to_owned));
+    if let Some(stripe) = kassa_platform::stripe::Stripe::from_options(&infra.options)? {
+        users.tokenizer = Arc::new(card::StripeTokenizer::new(stripe));
+    }
     Ok(ServiceParts::api(api(users), document))
 }

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::{
     Users,
     accounts::{Answer, answer, signed_in},
-    card::{CardNumber, Expiry, TokenizeError},
+    card::{CardNumber, Expiry, Owner, TokenizeError},
 };
 
 /// The most cards one account keeps.
@@ -69,6 +69,11 @@ pub struct NewCard {
     expiry_date: String,
     #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     cardholder_name: String,
+    /// The code on the card's back, passed to the provider once and never kept (seed 004 has
+    /// no such field; a provider may ask for it).
+    #[serde(default, deserialize_with = "kassa_platform::http::not_null")]
+    #[schema(nullable = false, pattern = r"^[0-9]{3,4}$", example = "123")]
+    cvc: Option<String>,
 }
 
 /// A saved card as its owner sees it.
@@ -96,6 +101,10 @@ pub struct ChargeableCard {
     provider: String,
     /// The provider's id for it (a Stripe PaymentMethod id).
     provider_token: String,
+    /// The provider's id for its owner, when it keeps one (a Stripe Customer id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    provider_customer: Option<String>,
 }
 
 /// The answer to `GET /payment-methods/get/{userId}`: seed 004's shape, with the owner's
@@ -117,8 +126,8 @@ pub struct SavedCards {
     data: Vec<SavedCard>,
 }
 
-const COLUMNS: &str = "id, provider, provider_token, brand, last4, exp_month, exp_year, \
-                       cardholder_name, created_at";
+const COLUMNS: &str = "id, provider, provider_token, provider_customer, brand, last4, \
+                       exp_month, exp_year, cardholder_name, created_at";
 
 fn card_from(row: &Row) -> Result<ChargeableCard, DbError> {
     let month: i64 = row.get("exp_month")?;
@@ -134,6 +143,7 @@ fn card_from(row: &Row) -> Result<ChargeableCard, DbError> {
         },
         provider: row.get("provider")?,
         provider_token: row.get("provider_token")?,
+        provider_customer: row.get("provider_customer")?,
     })
 }
 
@@ -194,9 +204,31 @@ pub async fn add_payment_method(
             format!("An account keeps at most {MAX_PER_USER} cards; remove one first."),
         ));
     }
+    let cvc = body.cvc;
+    if cvc
+        .as_deref()
+        .is_some_and(|c| !(3..=4).contains(&c.len()) || !c.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(ApiError::invalid(
+            "cvc",
+            "invalid_cvc",
+            "`cvc` must be the 3 or 4 digits on the card.",
+        ));
+    }
+    let customer: Option<String> = sql("SELECT provider_customer FROM users WHERE id = $1")
+        .bind(user.id)
+        .fetch_one(&users.db)
+        .await?
+        .get("provider_customer")?;
+    let owner = Owner {
+        user_id: user.id,
+        email: user.email.clone(),
+        name: user.name.clone(),
+        customer: customer.clone(),
+    };
     let tokenized = users
         .tokenizer
-        .tokenize(&number, expiry, &holder)
+        .tokenize(&number, expiry, cvc.as_deref(), &owner)
         .await
         .map_err(|e| match e {
             TokenizeError::Refused(reason) => {
