@@ -20,6 +20,7 @@ pub mod provider;
 pub mod refunds;
 pub mod store;
 pub mod stripe;
+pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
 
@@ -151,10 +152,34 @@ impl Config {
     }
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(webhook::stripe_event), modifiers(&StripeSignature))]
+struct WebhookApi;
+
+/// Stripe's webhook is authenticated by its signature header.
+struct StripeSignature;
+
+impl utoipa::Modify for StripeSignature {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "stripe_signature",
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                    "Stripe-Signature",
+                    "`t=<seconds>,v1=<HMAC-SHA256 of \"t.body\" with the webhook's signing secret>`, \
+                     as Stripe sends it.",
+                ))),
+            );
+    }
+}
+
 /// The document of both kinds of payment.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = api::PaymentsApi::openapi();
     doc.merge(resource::document::<manual::ManualPayments>(manual::MOUNTS));
+    doc.merge(WebhookApi::openapi());
     doc
 }
 
@@ -193,6 +218,13 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         refunds: refunds.clone(),
         poll: Duration::from_secs(1),
     };
+    let webhook_secret: String = infra.options.get(&kassa_platform::stripe::WEBHOOK_SECRET)?;
+    let webhook = webhook::router(webhook::Webhook {
+        db: db.clone(),
+        cache: infra.cache.clone(),
+        refunds: refunds.clone(),
+        secret: Some(webhook_secret).filter(|s| !s.is_empty()),
+    });
     let handler = events::OrderEvents {
         db: db.clone(),
         processor,
@@ -205,7 +237,8 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         db: db.clone(),
         cache: infra.cache.clone(),
     })
-    .merge(resource::router(manual, manual::MOUNTS));
+    .merge(resource::router(manual, manual::MOUNTS))
+    .merge(webhook);
     Ok(ServiceParts::api(api, document)
         .with_handler(Inboxed::new(NAME, db, handler))
         .with_background(processor_loop.run(infra.shutdown.clone()))

@@ -339,6 +339,33 @@ async fn settle_loop(
     }
 }
 
+/// Records one outcome the provider reported on its own (a webhook), as a charge's answer is
+/// recorded: whether it changed the payment (it does not once the payment is settled).
+pub async fn record(
+    db: &Db,
+    cache: &Arc<dyn Cache>,
+    refunds: &Refunds,
+    payment: Payment,
+    outcome: ChargeOutcome,
+    context: EventContext,
+) -> Result<bool, kassa_platform::db::DbError> {
+    let id = payment.id;
+    settle(
+        db,
+        cache,
+        refunds,
+        vec![Settlement {
+            payment,
+            outcome,
+            context,
+        }],
+    )
+    .await?;
+    Ok(store::find(db, id)
+        .await?
+        .is_some_and(|p| p.status != PaymentStatus::Processing))
+}
+
 /// Records provider outcomes with their events, and asks for the charges of payments cancelled
 /// while the provider was deciding to be voided, in the same transaction.
 async fn settle(
