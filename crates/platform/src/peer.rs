@@ -105,6 +105,7 @@ pub struct PeerClient {
 
 impl PeerClient {
     pub fn new(directory: Directory, service: &'static str, settings: PeerSettings) -> Self {
+        crate::http::https_ready();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .build()

@@ -100,6 +100,7 @@ impl Stripe {
     }
 
     pub fn new(base: &str, key: &str) -> Result<Self, String> {
+        crate::http::https_ready();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -217,6 +218,26 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stripe_is_reached_over_https() {
+        // A TLS handshake with a server that speaks none fails as TLS, not as an unsupported
+        // scheme: the client speaks HTTPS.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+            }
+        });
+        let stripe = Stripe::new(&format!("https://{addr}"), "sk_test_x").unwrap();
+        let e = stripe.post("customers", &[], None).await.unwrap_err();
+        let StripeError::Unavailable(why) = e else {
+            panic!("{e:?}")
+        };
+        assert!(!why.contains("scheme"), "{why}");
+    }
 
     fn sign(secret: &str, t: i64, payload: &[u8]) -> String {
         let mut mac =

@@ -91,6 +91,7 @@ enum Upstream {
 impl Upstream {
     /// An HTTP upstream with a pooled client and a deadline per request.
     fn http(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        kassa_platform::http::https_ready();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(256)

@@ -442,6 +442,16 @@ pub fn service_app(
         .layer(Extension(crate::auth::Tokens(settings.tokens.clone())))
 }
 
+/// Makes HTTPS available to the HTTP clients of this process (Stripe, services over `https://`
+/// URLs): rustls with ring's cryptography, installed once. Call it before building a client.
+pub fn https_ready() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed a provider first: that one serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Serves `app` on `listener` until `shutdown`; requests in flight then are finished.
 ///
 /// A request whose head hyper cannot parse never reaches `app`; hyper's own answer to it (400,
