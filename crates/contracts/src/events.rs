@@ -93,6 +93,9 @@ pub struct PaymentOutcome {
     /// Why the provider said no, for declined and failed payments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The provider's id for the charge (a Stripe PaymentIntent), for approved payments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 macro_rules! payment_event {

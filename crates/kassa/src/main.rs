@@ -433,12 +433,18 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { common, embedded } => {
             common.init_logs();
-            let settings = common.settings(
+            let mut settings = common.settings(
                 Infrastructure::Embedded {
                     data_dir: embedded.data_dir.clone(),
                 },
                 &per_service,
             )?;
+            // Emails with no mail server go beside the data.
+            let mail_dir: String = settings.options.get(&kassa_notifications::MAIL_DIR)?;
+            if mail_dir.is_empty() {
+                let dir = embedded.data_dir.join("mail");
+                settings.options.set("mail-dir", dir.display().to_string());
+            }
             let running = kassa::start(settings, registry::SERVICES).await?;
             println!(
                 "kassa is up (embedded: data in {}). Ctrl-C stops it.",

@@ -13,6 +13,7 @@ pub static SERVICES: &[&Service] = &[
     &kassa_members::SERVICE,
     &kassa_personnel::SERVICE,
     &kassa_users::SERVICE,
+    &kassa_notifications::SERVICE,
 ];
 
 /// The service named `name`.

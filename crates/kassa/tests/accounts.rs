@@ -5,26 +5,13 @@ mod support;
 
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
-use support::{Backend, spawn_app_with};
+use support::{Backend, post_with as post, spawn_app_with};
 
 on_both_backends!(
     an_account_signs_in_and_saves_a_card,
     sign_ins_are_rate_limited_per_client,
     orders_are_charged_to_the_saved_card,
 );
-
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Value,
-) -> reqwest::Response {
-    let mut req = client.post(url).json(&body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
-}
 
 async fn an_account_signs_in_and_saves_a_card(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
@@ -127,87 +114,13 @@ async fn sign_ins_are_rate_limited_per_client(backend: Backend) {
     app.stop().await;
 }
 
-/// Signs up and in as a new customer, saves `card`, and answers the token.
-async fn customer_with_card(app: &support::TestApp, card: &str) -> String {
-    let (gw, c) = (&app.gateway, &app.client);
-    let email = format!("{}@example.com", support::unique("c"));
-    let password = "correct horse battery";
-    let up = post(
-        c,
-        &format!("{gw}/api/auth/signup"),
-        &[],
-        json!({"name": "A Customer", "email": email, "password": password}),
-    )
-    .await;
-    assert_eq!(up.status(), StatusCode::CREATED);
-    let signed: Value = post(
-        c,
-        &format!("{gw}/api/auth/signin"),
-        &[],
-        json!({"email": email, "password": password}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let token = signed["data"]["token"].as_str().unwrap().to_owned();
-    let saved = post(
-        c,
-        &format!("{gw}/api/payment-methods/add"),
-        &[("authorization", &format!("Bearer {token}"))],
-        json!({"card_number": card, "expiry_date": "12/34", "cardholder_name": "A Customer"}),
-    )
-    .await;
-    assert_eq!(saved.status(), StatusCode::CREATED);
-    token
-}
-
-/// Places an order as seed 004's clients do and waits for its status to leave `pending`.
-async fn order_settles(app: &support::TestApp, token: &str) -> (String, String) {
-    let (gw, c) = (&app.gateway, &app.client);
-    let created = post(
-        c,
-        &format!("{gw}/api/order/create"),
-        &[("cookie", &format!("token={token}"))],
-        json!({"item": "Margherita", "amount": 12.5}),
-    )
-    .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let body: Value = created.json().await.unwrap();
-    assert_eq!(body["message"], "Order created successfully");
-    assert_eq!(body["data"]["status"], "pending");
-    let id = body["data"]["orderId"].as_str().unwrap().to_owned();
-    let status = support::eventually(
-        "the order's payment settles",
-        std::time::Duration::from_secs(20),
-        async || {
-            let answer: Value = c
-                .get(format!("{gw}/api/order/status/{id}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            answer["data"]["status"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        },
-        |s| s != "pending",
-    )
-    .await;
-    (id, status)
-}
-
 async fn orders_are_charged_to_the_saved_card(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
-    let approving = customer_with_card(&app, "4242424242424242").await;
-    let (paid, status) = order_settles(&app, &approving).await;
+    let approving = app.customer_with_card("4242424242424242").await;
+    let (paid, status) = app.order_settles(&approving).await;
     assert_eq!(status, "success");
-    let declining = customer_with_card(&app, "4000000000000002").await;
-    let (failed, status) = order_settles(&app, &declining).await;
+    let declining = app.customer_with_card("4000000000000002").await;
+    let (failed, status) = app.order_settles(&declining).await;
     assert_eq!(status, "failed");
     let (_, payment) = app.get(&format!("/api/payments/order/{failed}")).await;
     assert!(

@@ -70,6 +70,7 @@ fn outcome_of(p: &Payment) -> PaymentOutcome {
         amount_minor: p.amount.minor(),
         currency: p.amount.currency().code().to_owned(),
         reason: None,
+        reference: p.provider_reference.clone(),
     }
 }
 

@@ -433,6 +433,7 @@ async fn settle(
             amount_minor: s.payment.amount.minor(),
             currency: s.payment.amount.currency().code().to_owned(),
             reason: d.reason.map(str::to_owned),
+            reference: d.reference.map(str::to_owned),
         };
         let event = match &s.outcome {
             ChargeOutcome::Approved { .. } => {

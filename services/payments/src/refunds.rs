@@ -142,6 +142,7 @@ impl RefundLoop {
                 amount_minor: payment.amount.minor(),
                 currency: payment.amount.currency().code().to_owned(),
                 reason: Some("order cancelled".into()),
+                reference: payment.provider_reference.clone(),
             };
             outbox::add(
                 &mut tx,

@@ -139,7 +139,7 @@ pub const TOKEN_SECRET: &str = "the kassa tests' token secret, 32 bytes or more"
 /// Settings for a test: ports the system picks, fast retries, a namespace and folder of its own.
 pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
     let data_dir = std::env::temp_dir().join(format!("kassa-test-{namespace}"));
-    let mut s = Settings::embedded(data_dir);
+    let mut s = Settings::embedded(data_dir.clone());
     s.namespace = namespace.to_owned();
     for port in s.ports.values_mut() {
         *port = 0;
@@ -150,6 +150,9 @@ pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
     };
     s.relay.poll = Duration::from_millis(50);
     s.http.tokens = Some(kassa_platform::auth::Secret::new(TOKEN_SECRET).expect("long enough"));
+    // Emails, when no mail server is given, go beside the test's data.
+    s.options
+        .set("mail-dir", data_dir.join("mail").display().to_string());
     if backend == Backend::Distributed {
         s.infrastructure = Infrastructure::Distributed {
             database_url: PG_URL.into(),
@@ -322,6 +325,85 @@ impl TestApp {
     }
 
     /// Stops kassa and removes what the test created.
+    /// Signs up and in as a new customer, saves `card`, and answers the token.
+    pub async fn customer_with_card(&self, card: &str) -> String {
+        self.customer_with_card_as(card).await.0
+    }
+
+    /// [`Self::customer_with_card`], also answering the customer's address.
+    pub async fn customer_with_card_as(&self, card: &str) -> (String, String) {
+        let (gw, c) = (&self.gateway, &self.client);
+        let email = format!("{}@example.com", unique("c"));
+        let password = "correct horse battery";
+        let up = post_with(
+            c,
+            &format!("{gw}/api/auth/signup"),
+            &[],
+            serde_json::json!({"name": "A Customer", "email": email, "password": password}),
+        )
+        .await;
+        assert_eq!(up.status(), reqwest::StatusCode::CREATED);
+        let signed: Value = post_with(
+            c,
+            &format!("{gw}/api/auth/signin"),
+            &[],
+            serde_json::json!({"email": email, "password": password}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let token = signed["data"]["token"].as_str().unwrap().to_owned();
+        let saved = post_with(
+        c,
+        &format!("{gw}/api/payment-methods/add"),
+        &[("authorization", &format!("Bearer {token}"))],
+        serde_json::json!({"card_number": card, "expiry_date": "12/34", "cardholder_name": "A Customer"}),
+    )
+    .await;
+        assert_eq!(saved.status(), reqwest::StatusCode::CREATED);
+        (token, email)
+    }
+
+    /// Places an order as seed 004's clients do and waits for its status to leave `pending`.
+    pub async fn order_settles(&self, token: &str) -> (String, String) {
+        let (gw, c) = (&self.gateway, &self.client);
+        let created = post_with(
+            c,
+            &format!("{gw}/api/order/create"),
+            &[("cookie", &format!("token={token}"))],
+            serde_json::json!({"item": "Margherita", "amount": 12.5}),
+        )
+        .await;
+        assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+        let body: Value = created.json().await.unwrap();
+        assert_eq!(body["message"], "Order created successfully");
+        assert_eq!(body["data"]["status"], "pending");
+        let id = body["data"]["orderId"].as_str().unwrap().to_owned();
+        let status = eventually(
+            "the order's payment settles",
+            std::time::Duration::from_secs(20),
+            async || {
+                let answer: Value = c
+                    .get(format!("{gw}/api/order/status/{id}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                answer["data"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            },
+            |s| s != "pending",
+        )
+        .await;
+        (id, status)
+    }
+
     /// `http://host:port` of a service this app runs.
     pub fn url_of(&self, service: &str) -> String {
         let running = self.running.as_ref().expect("running");
@@ -449,4 +531,18 @@ pub fn data_dir_of(settings: &Settings) -> Option<PathBuf> {
         Infrastructure::Embedded { data_dir } => Some(data_dir.clone()),
         _ => None,
     }
+}
+
+/// `POST url` with a JSON body and these headers.
+pub async fn post_with(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> reqwest::Response {
+    let mut req = client.post(url).json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
 }

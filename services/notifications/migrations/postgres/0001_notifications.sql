@@ -1,0 +1,26 @@
+-- Who may be written to, from user.created|updated.
+CREATE TABLE recipients (
+    user_id UUID PRIMARY KEY,
+    email TEXT NOT NULL,
+    name TEXT NOT NULL
+);
+
+-- Whose each order is and what it is for, from order.created.
+CREATE TABLE orders_known (
+    order_id UUID PRIMARY KEY,
+    user_id UUID NOT NULL,
+    item TEXT
+);
+
+-- One row per payment event an email was sent for (or is being sent for): an event is never
+-- emailed twice, however often it is delivered.
+CREATE TABLE emails (
+    event_id UUID PRIMARY KEY,
+    order_id UUID NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    -- 'sending' from the moment it is handed to the mail server, 'sent' once it took it.
+    status TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    sent_at TIMESTAMPTZ
+);
