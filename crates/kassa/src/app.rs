@@ -141,6 +141,7 @@ fn describe(location: &kassa_platform::db::DbLocation) -> String {
 
 /// Starts `services` in this process.
 pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow::Result<Running> {
+    kassa_platform::http::https_ready();
     let (trigger, shutdown) = shutdown::channel();
     let (bus, cache): (Arc<dyn EventBus>, Arc<dyn Cache>) = match &settings.infrastructure {
         Infrastructure::Embedded { .. } => (

@@ -424,6 +424,7 @@ fn read_per_service(mut matches: &ArgMatches) -> anyhow::Result<PerService> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    kassa_platform::http::https_ready();
     let matches = per_service_args()
         .into_iter()
         .fold(Cli::command(), |cmd, arg| cmd.arg(arg))

@@ -70,7 +70,7 @@ impl Kassa {
             child,
             log,
             urls,
-            http: reqwest::Client::new(),
+            http: support::http_client(),
         }
     }
 
@@ -120,6 +120,7 @@ struct Client {
 
 impl Client {
     fn new(base: &str) -> Self {
+        kassa_platform::http::https_ready();
         Client {
             base: base.to_owned(),
             http: reqwest::Client::builder()
@@ -862,7 +863,7 @@ async fn gym_replicas_share_one_capacity_and_one_cache() {
         Kassa::start(&ns, &replica, 2),
         Kassa::start(&ns, &replica, 2),
     ];
-    let http = reqwest::Client::new();
+    let http = support::http_client();
     let mut ids = Vec::new();
     for i in 0..20 {
         let (status, member) = send_json(
@@ -1000,7 +1001,7 @@ async fn a_payment_waits_for_users_and_completes_when_it_returns() {
         3,
     );
     let gw = front.url("gateway").to_owned();
-    let http = reqwest::Client::new();
+    let http = support::http_client();
     let post = |path: &str, token: Option<&str>, body: Value| {
         let mut req = http.post(format!("{gw}{path}")).json(&body);
         if let Some(token) = token {

@@ -198,7 +198,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         orders: url("orders"),
         payments: url("payments"),
         namespace,
-        client: reqwest::Client::new(),
+        client: http_client(),
         settings,
         running: Some(running),
     }
@@ -545,4 +545,10 @@ pub async fn post_with(
         req = req.header(*k, *v);
     }
     req.send().await.unwrap()
+}
+
+/// An HTTP client for the tests (HTTPS-capable, as every client of the process is).
+pub fn http_client() -> reqwest::Client {
+    kassa_platform::http::https_ready();
+    reqwest::Client::new()
 }
