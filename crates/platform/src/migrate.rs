@@ -21,6 +21,28 @@ pub struct Migrations {
     pub steps: &'static [Migration],
 }
 
+/// The migrations of a service crate, each script read from `migrations/postgres/<file>.sql` and
+/// `migrations/sqlite/<file>.sql` in the crate:
+/// `kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items"])`.
+#[macro_export]
+macro_rules! migrations {
+    ($component:expr, [$($version:literal $file:literal),+ $(,)?]) => {
+        $crate::migrate::Migrations {
+            component: $component,
+            steps: &[$($crate::migrate::Migration {
+                version: $version,
+                name: $file,
+                postgres: include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"), "/migrations/postgres/", $file, ".sql"
+                )),
+                sqlite: include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite/", $file, ".sql"
+                )),
+            }),+],
+        }
+    };
+}
+
 /// The tables every service database has: outbox, inbox, dead letters, idempotency keys.
 pub const PLATFORM: Migrations = Migrations {
     component: "platform",

@@ -16,21 +16,13 @@ pub mod notifier;
 use std::sync::Arc;
 
 use kassa_platform::{
-    migrate::{Migration, Migrations},
+    migrate::Migrations,
     service::{BuildError, Infra, Service, ServiceParts, Setting},
 };
 
 pub const NAME: &str = "notifications";
 
-pub const MIGRATIONS: Migrations = Migrations {
-    component: NAME,
-    steps: &[Migration {
-        version: 1,
-        name: "notifications",
-        postgres: include_str!("../migrations/postgres/0001_notifications.sql"),
-        sqlite: include_str!("../migrations/sqlite/0001_notifications.sql"),
-    }],
-};
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_notifications"]);
 
 pub const SMTP_URL: Setting = Setting {
     name: "smtp-url",

@@ -17,30 +17,14 @@ pub mod store;
 use kassa_contracts::Currency;
 use kassa_platform::{
     consumer::Inboxed,
-    migrate::{Migration, Migrations},
+    migrate::Migrations,
     service::{BuildError, Infra, Options, Service, ServiceParts, Setting},
 };
 use utoipa::OpenApi;
 
 pub const NAME: &str = "orders";
 
-pub const MIGRATIONS: Migrations = Migrations {
-    component: NAME,
-    steps: &[
-        Migration {
-            version: 1,
-            name: "orders",
-            postgres: include_str!("../migrations/postgres/0001_orders.sql"),
-            sqlite: include_str!("../migrations/sqlite/0001_orders.sql"),
-        },
-        Migration {
-            version: 2,
-            name: "items",
-            postgres: include_str!("../migrations/postgres/0002_items.sql"),
-            sqlite: include_str!("../migrations/sqlite/0002_items.sql"),
-        },
-    ],
-};
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items"]);
 
 /// The currency of an order that names none.
 pub const CURRENCY: Setting = Setting {

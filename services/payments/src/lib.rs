@@ -26,7 +26,7 @@ use std::{sync::Arc, time::Duration};
 
 use kassa_platform::{
     consumer::Inboxed,
-    migrate::{Migration, Migrations},
+    migrate::Migrations,
     resource::{self, Records},
     service::{BuildError, Infra, Options, Service, ServiceParts, Setting},
 };
@@ -38,35 +38,12 @@ pub use refunds::{RefundLoop, Refunds};
 
 pub const NAME: &str = "payments";
 
-pub const MIGRATIONS: Migrations = Migrations {
-    component: NAME,
-    steps: &[
-        Migration {
-            version: 1,
-            name: "payments",
-            postgres: include_str!("../migrations/postgres/0001_payments.sql"),
-            sqlite: include_str!("../migrations/sqlite/0001_payments.sql"),
-        },
-        Migration {
-            version: 2,
-            name: "refunds",
-            postgres: include_str!("../migrations/postgres/0002_refunds.sql"),
-            sqlite: include_str!("../migrations/sqlite/0002_refunds.sql"),
-        },
-        Migration {
-            version: 3,
-            name: "manual_payments",
-            postgres: include_str!("../migrations/postgres/0003_manual_payments.sql"),
-            sqlite: include_str!("../migrations/sqlite/0003_manual_payments.sql"),
-        },
-        Migration {
-            version: 4,
-            name: "saved_cards",
-            postgres: include_str!("../migrations/postgres/0004_saved_cards.sql"),
-            sqlite: include_str!("../migrations/sqlite/0004_saved_cards.sql"),
-        },
-    ],
-};
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [
+    1 "0001_payments",
+    2 "0002_refunds",
+    3 "0003_manual_payments",
+    4 "0004_saved_cards",
+]);
 
 pub const PROVIDER_LATENCY_MS: Setting = Setting {
     name: "provider-latency-ms",

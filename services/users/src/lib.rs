@@ -24,7 +24,7 @@ use kassa_platform::{
         ApiError,
         openapi::{self, ProblemResponses, TokenSecurity},
     },
-    migrate::{Migration, Migrations},
+    migrate::Migrations,
     service::{BuildError, Infra, Service, ServiceParts, Setting},
 };
 use tokio::sync::Semaphore;
@@ -32,23 +32,7 @@ use utoipa::OpenApi;
 
 pub const NAME: &str = "users";
 
-pub const MIGRATIONS: Migrations = Migrations {
-    component: NAME,
-    steps: &[
-        Migration {
-            version: 1,
-            name: "users",
-            postgres: include_str!("../migrations/postgres/0001_users.sql"),
-            sqlite: include_str!("../migrations/sqlite/0001_users.sql"),
-        },
-        Migration {
-            version: 2,
-            name: "provider_customers",
-            postgres: include_str!("../migrations/postgres/0002_provider_customers.sql"),
-            sqlite: include_str!("../migrations/sqlite/0002_provider_customers.sql"),
-        },
-    ],
-};
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_users", 2 "0002_provider_customers"]);
 
 /// The accounts whose tokens carry the `admin` role.
 pub const ADMIN_EMAILS: Setting = Setting {

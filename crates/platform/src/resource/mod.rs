@@ -301,15 +301,8 @@ macro_rules! records_service {
     ) => {
         pub const NAME: &str = $name;
 
-        pub const MIGRATIONS: $crate::migrate::Migrations = $crate::migrate::Migrations {
-            component: NAME,
-            steps: &[$($crate::migrate::Migration {
-                version: $version,
-                name: $file,
-                postgres: include_str!(concat!("../migrations/postgres/", $file, ".sql")),
-                sqlite: include_str!(concat!("../migrations/sqlite/", $file, ".sql")),
-            }),+],
-        };
+        pub const MIGRATIONS: $crate::migrate::Migrations =
+            $crate::migrations!(NAME, [$($version $file),+]);
 
         /// The prefixes the routes are served under, each in its style.
         pub const MOUNTS: &[$crate::resource::Mount] = &[$($crate::resource::Mount::$style($prefix)),+];
