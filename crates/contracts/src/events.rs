@@ -114,6 +114,31 @@ payment_event!(PaymentFailed, "payment.failed");
 payment_event!(PaymentCancelled, "payment.cancelled");
 payment_event!(PaymentRefunded, "payment.refunded");
 
+/// `payment.receipt`: what a signed-up customer is told about a payment of theirs (seed 004's
+/// orders, charged to a saved card), published beside its outcome event. Its own type, so that
+/// the checkout's other payments put nothing on the queue of whoever writes to customers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentReceipt {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// Whether the payment went through.
+    pub approved: bool,
+    /// What was ordered, in the customer's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// The provider's id for the charge, when it went through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Why it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+event!(PaymentReceipt, "payment.receipt", 1);
+
 /// A member was enrolled in a class (seed 000's gym; published by classes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -74,22 +74,28 @@ async fn sign_ins_are_rate_limited_per_client(backend: Backend) {
     })
     .await;
     let c = &app.client;
-    let signin = |base: String, client: &'static str| {
+    let signin_at = |base: String, path: &'static str, client: &'static str| {
         let c = c.clone();
         async move {
             post(
                 &c,
-                &format!("{base}/api/auth/signin"),
+                &format!("{base}{path}"),
                 &[("x-forwarded-for", client)],
                 json!({"email": "nobody@example.com", "password": "guess"}),
             )
             .await
         }
     };
-    for _ in 0..3 {
-        let answer = signin(app.gateway.clone(), "203.0.113.7, 10.0.0.1").await;
+    let signin = |base: String, client: &'static str| signin_at(base, "/api/auth/signin", client);
+    // The proxy appends the address it saw: what a client writes before it changes nothing.
+    for spoofed in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        let header = Box::leak(format!("{spoofed}, 203.0.113.7").into_boxed_str());
+        let answer = signin(app.gateway.clone(), header).await;
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     }
+    // The service's own path, forwarded by the gateway too, is counted with the gateway's.
+    let through_service_path = signin_at(app.gateway.clone(), "/auth/signin", "203.0.113.7").await;
+    assert_eq!(through_service_path.status(), StatusCode::TOO_MANY_REQUESTS);
     let limited = signin(app.gateway.clone(), "203.0.113.7").await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = limited.headers()[header::RETRY_AFTER]

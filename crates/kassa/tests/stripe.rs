@@ -181,9 +181,14 @@ async fn orders_are_charged_through_stripe(backend: Backend) {
     assert_eq!(stripe_side["amount"], 1250);
     assert_eq!(stripe_side["currency"], "usd");
     assert_eq!(stripe_side["metadata"]["paymentId"], payment["id"]);
-    // The charge is the saved card's Customer's (localstripe shows it on the charge).
+    // Charged as the saved card's Customer, whose card it is.
+    let charged_as = stripe_side["customer"].as_str().unwrap_or_default();
+    assert_eq!(
+        stripe_side["latest_charge"]["customer"], charged_as,
+        "{stripe_side}"
+    );
     assert!(
-        stripe_side["latest_charge"]["customer"]
+        stripe_side["customer"]
             .as_str()
             .is_some_and(|c| c.starts_with("cus_")),
         "{stripe_side}"

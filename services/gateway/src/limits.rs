@@ -85,18 +85,24 @@ impl FromStr for Configured {
     }
 }
 
-/// A limit on the paths under one prefix.
+/// A limit on the paths under some prefixes, counted together.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    pub prefix: &'static str,
+    /// What is counted, in the counter's key and the answer: `/api/auth`.
+    pub name: &'static str,
+    /// The paths counted: the gateway's and the service's own (which the gateway forwards
+    /// too), so that neither is a way around the limit.
+    pub prefixes: &'static [&'static str],
     pub limit: Limit,
 }
 
 impl Rule {
     /// Whether the rule counts requests to `path`.
     pub fn covers(&self, path: &str) -> bool {
-        path.strip_prefix(self.prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        self.prefixes.iter().any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     }
 }
 
@@ -109,12 +115,21 @@ pub struct Limiter {
 impl Limiter {
     pub fn from_options(options: &Options, cache: Arc<dyn Cache>) -> Result<Self, BuildError> {
         let mut rules = Vec::new();
-        for (setting, prefix) in [
-            (&AUTH_RATE_LIMIT, "/api/auth"),
-            (&ORDER_RATE_LIMIT, "/api/order/create"),
-        ] {
+        let counted: [(&Setting, &'static str, &'static [&'static str]); 2] = [
+            (&AUTH_RATE_LIMIT, "/api/auth", &["/api/auth", "/auth"]),
+            (
+                &ORDER_RATE_LIMIT,
+                "/api/order/create",
+                &["/api/order/create", "/order/create"],
+            ),
+        ];
+        for (setting, name, prefixes) in counted {
             if let Configured(Some(limit)) = options.get(setting)? {
-                rules.push(Rule { prefix, limit });
+                rules.push(Rule {
+                    name,
+                    prefixes,
+                    limit,
+                });
             }
         }
         let header: String = options.get(&CLIENT_IP_HEADER)?;
@@ -132,13 +147,14 @@ impl Limiter {
         })
     }
 
-    /// Who is counted: the proxy's word for it when one is trusted, else the connection's
-    /// address; requests from within this process count together.
+    /// Who is counted: the trusted proxy's word for it when there is one (the last address of
+    /// the header, the one the proxy added: those before it are the client's own say), else
+    /// the connection's address; requests from within this process count together.
     fn client(&self, req: &Request) -> String {
         let named = self.client_header.as_ref().and_then(|name| {
             let value = req.headers().get(name)?.to_str().ok()?;
-            let first = value.split(',').next()?.trim();
-            (!first.is_empty()).then(|| first.to_owned())
+            let last = value.rsplit(',').next()?.trim();
+            (!last.is_empty()).then(|| last.to_owned())
         });
         named
             .or_else(|| {
@@ -156,7 +172,7 @@ pub async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next
     let Some(rule) = limiter.rules.iter().find(|r| r.covers(path)) else {
         return next.run(req).await;
     };
-    let key = format!("ratelimit:{}:{}", rule.prefix, limiter.client(&req));
+    let key = format!("ratelimit:{}:{}", rule.name, limiter.client(&req));
     match limiter.cache.count(&key, rule.limit.window).await {
         Some((count, left)) if count > rule.limit.max => {
             let seconds = u32::try_from(left.as_millis().div_ceil(1000))
@@ -168,7 +184,7 @@ pub async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next
                 format!(
                     "Too many requests to {}: at most {} per {} s from one client. Try again in \
                      {seconds} s.",
-                    rule.prefix,
+                    rule.name,
                     rule.limit.max,
                     rule.limit.window.as_secs()
                 ),
@@ -180,7 +196,7 @@ pub async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next
         Some(_) => next.run(req).await,
         None => {
             tracing::warn!(
-                prefix = rule.prefix,
+                rule = rule.name,
                 "rate limit not counted: the cache did not answer"
             );
             next.run(req).await
@@ -219,7 +235,8 @@ mod tests {
     #[test]
     fn a_rule_covers_its_prefix_and_what_is_below_it() {
         let rule = Rule {
-            prefix: "/api/auth",
+            name: "/api/auth",
+            prefixes: &["/api/auth", "/auth"],
             limit: Limit {
                 max: 1,
                 window: Duration::from_secs(1),
@@ -228,6 +245,7 @@ mod tests {
         assert!(rule.covers("/api/auth"));
         assert!(rule.covers("/api/auth/signin"));
         assert!(!rule.covers("/api/authors"));
-        assert!(!rule.covers("/auth/signin"));
+        assert!(rule.covers("/auth/signin"));
+        assert!(!rule.covers("/authors"));
     }
 }

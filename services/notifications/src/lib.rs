@@ -5,8 +5,8 @@
 //! - `mail.rs`: the emails, and where they go (an SMTP server, or `.eml` files in a folder)
 //! - `notifier.rs`: what each event does (who customers are, what orders are for, the emails)
 //!
-//! It knows customers' addresses from `user.*` events and orders' items from `order.created`,
-//! never from another service's tables. An email is sent at most once per payment event, however
+//! It knows customers' addresses from `user.*` events, and each payment from its receipt
+//! (`payment.receipt`), never from another service's tables. An email is sent at most once per payment event, however
 //! often the event is delivered; a mail server that refuses or is down fails the delivery, which
 //! the bus retries with backoff and then dead-letters (`kassa dlq redrive` sends it later).
 

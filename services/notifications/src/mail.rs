@@ -11,10 +11,20 @@ use lettre::{
 };
 use uuid::Uuid;
 
-/// Sends one message; an error says why the server did not take it.
+/// Why a message was not surely delivered to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotSent {
+    /// The server refused it or could not be reached: it does not have it.
+    Refused(String),
+    /// No answer in time after the message may have been handed over: whether the server took
+    /// it is not known.
+    Unknown(String),
+}
+
+/// Sends one message.
 #[async_trait]
 pub trait Mailer: Send + Sync + 'static {
-    async fn send(&self, message: Message) -> Result<(), String>;
+    async fn send(&self, message: Message) -> Result<(), NotSent>;
 }
 
 /// An SMTP server.
@@ -33,12 +43,14 @@ impl Smtp {
 
 #[async_trait]
 impl Mailer for Smtp {
-    async fn send(&self, message: Message) -> Result<(), String> {
-        self.0
-            .send(message)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+    async fn send(&self, message: Message) -> Result<(), NotSent> {
+        self.0.send(message).await.map(drop).map_err(|e| {
+            if e.is_timeout() {
+                NotSent::Unknown(e.to_string())
+            } else {
+                NotSent::Refused(e.to_string())
+            }
+        })
     }
 }
 
@@ -54,12 +66,12 @@ impl Files {
 
 #[async_trait]
 impl Mailer for Files {
-    async fn send(&self, message: Message) -> Result<(), String> {
+    async fn send(&self, message: Message) -> Result<(), NotSent> {
         self.0
             .send(message)
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| NotSent::Refused(e.to_string()))
     }
 }
 

@@ -1,11 +1,13 @@
-//! What each event does: `user.*` keeps who customers are and their address, `order.created`
-//! whose each order is and what for, and a payment's outcome sends its customer one email.
+//! What each event does: `user.*` keeps who customers are and their address, and a payment's
+//! receipt (`payment.receipt`, published for signed-up customers' payments beside the outcome)
+//! sends its customer one email.
 //!
 //! An email is claimed before it is handed to the mail server (a row per event, committed) and
 //! marked sent once the server took it. A server that refuses or cannot be reached gives the
 //! claim back and fails the delivery, so the bus tries again later; a delivery that finds the
 //! claim already there sends nothing. So an event is emailed at most once: should the process
-//! die between handing the email over and marking it sent, the email is not sent again.
+//! die between handing the email over and marking it sent, or the server not answer once it
+//! may have it (marked `unknown`), the email is not sent again.
 
 use std::sync::Arc;
 
@@ -13,10 +15,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use kassa_contracts::{
     Envelope, Money,
-    events::{
-        Event, OrderCreated, PaymentApproved, PaymentDeclined, PaymentFailed, PaymentOutcome,
-        UserCreated, UserProfile, UserUpdated,
-    },
+    events::{Event, PaymentReceipt, UserCreated, UserProfile, UserUpdated},
 };
 use kassa_platform::{
     bus::{Handler, HandlerError},
@@ -25,17 +24,10 @@ use kassa_platform::{
 use lettre::message::Mailbox;
 use uuid::Uuid;
 
-use crate::mail::{Mailer, Outcome};
+use crate::mail::{Mailer, NotSent, Outcome};
 
 /// The event types this consumer is bound to.
-pub const TOPICS: [&str; 6] = [
-    UserCreated::TYPE,
-    UserUpdated::TYPE,
-    OrderCreated::TYPE,
-    PaymentApproved::TYPE,
-    PaymentDeclined::TYPE,
-    PaymentFailed::TYPE,
-];
+pub const TOPICS: [&str; 3] = [UserCreated::TYPE, UserUpdated::TYPE, PaymentReceipt::TYPE];
 
 pub struct Notifier {
     db: Db,
@@ -61,57 +53,31 @@ impl Notifier {
         Ok(())
     }
 
-    async fn remember_order(&self, order: OrderCreated) -> Result<(), HandlerError> {
-        sql(
-            "INSERT INTO orders_known (order_id, user_id, item) VALUES ($1, $2, $3) \
-             ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order.order_id)
-        .bind(order.user_id)
-        .bind(order.item)
-        .execute(&self.db)
-        .await?;
-        Ok(())
-    }
-
-    async fn email(
-        &self,
-        event: &Envelope,
-        outcome: PaymentOutcome,
-        approved: bool,
-    ) -> Result<(), HandlerError> {
-        let order = sql("SELECT o.item, r.email, r.name FROM orders_known o \
-             LEFT JOIN recipients r ON r.user_id = o.user_id WHERE o.order_id = $1")
-        .bind(outcome.order_id)
-        .fetch_optional(&self.db)
-        .await?;
-        let Some(order) = order else {
-            // The order's own event comes first; until it has been handled, try again.
+    async fn email(&self, event: &Envelope, receipt: PaymentReceipt) -> Result<(), HandlerError> {
+        let customer = sql("SELECT email, name FROM recipients WHERE user_id = $1")
+            .bind(receipt.user_id)
+            .fetch_optional(&self.db)
+            .await?;
+        let Some(customer) = customer else {
+            // A receipt is for a signed-up customer, whose own event is still on its way.
             return Err(HandlerError::new(format!(
-                "order {} is not known yet",
-                outcome.order_id
+                "the customer of order {} is not known yet",
+                receipt.order_id
             )));
         };
-        let (Some(address), Some(name)) = (
-            order.get::<Option<String>>("email")?,
-            order.get::<Option<String>>("name")?,
-        ) else {
-            // An order of no signed-up customer (seed 003's): no one to write to.
-            tracing::debug!(order_id = %outcome.order_id, "no address for this order's customer");
-            return Ok(());
-        };
+        let (address, name): (String, String) = (customer.get("email")?, customer.get("name")?);
         let amount = Money::from_minor(
-            outcome.amount_minor,
-            kassa_contracts::Currency::parse(&outcome.currency).map_err(HandlerError::new)?,
+            receipt.amount_minor,
+            kassa_contracts::Currency::parse(&receipt.currency).map_err(HandlerError::new)?,
         )
         .map_err(HandlerError::new)?;
         let details = Outcome {
-            approved,
-            order_id: outcome.order_id,
+            approved: receipt.approved,
+            order_id: receipt.order_id,
             amount,
-            item: order.get("item")?,
-            reference: outcome.reference,
-            reason: outcome.reason,
+            item: receipt.item,
+            reference: receipt.reference,
+            reason: receipt.reason,
         };
         let to: Mailbox = format!("{name} <{address}>")
             .parse()
@@ -125,7 +91,7 @@ impl Notifier {
              VALUES ($1, $2, $3, $4, 'sending', $5) ON CONFLICT (event_id) DO NOTHING",
         )
         .bind(event.id)
-        .bind(outcome.order_id)
+        .bind(receipt.order_id)
         .bind(address.as_str())
         .bind(details.subject())
         .bind(Utc::now())
@@ -142,10 +108,20 @@ impl Notifier {
                     .bind(event.id)
                     .execute(&self.db)
                     .await?;
-                tracing::info!(event_id = %event.id, order_id = %outcome.order_id, subject = details.subject(), "email sent");
+                tracing::info!(event_id = %event.id, order_id = %receipt.order_id, subject = details.subject(), "email sent");
                 Ok(())
             }
-            Err(why) => {
+            Err(NotSent::Unknown(why)) => {
+                // The server may have it: sending again could make two. Kept as it is, never
+                // sent again.
+                sql("UPDATE emails SET status = 'unknown' WHERE event_id = $1")
+                    .bind(event.id)
+                    .execute(&self.db)
+                    .await?;
+                tracing::warn!(event_id = %event.id, %why, "the mail server did not answer after the email was handed over; not sent again");
+                Ok(())
+            }
+            Err(NotSent::Refused(why)) => {
                 // Not sent: the claim goes, and the delivery is tried again.
                 sql("DELETE FROM emails WHERE event_id = $1")
                     .bind(event.id)
@@ -177,19 +153,7 @@ impl Handler for Notifier {
         match event.event_type.as_str() {
             UserCreated::TYPE => self.remember_user(event.decode::<UserCreated>()?.0).await,
             UserUpdated::TYPE => self.remember_user(event.decode::<UserUpdated>()?.0).await,
-            OrderCreated::TYPE => self.remember_order(event.decode()?).await,
-            PaymentApproved::TYPE => {
-                self.email(event, event.decode::<PaymentApproved>()?.0, true)
-                    .await
-            }
-            PaymentDeclined::TYPE => {
-                self.email(event, event.decode::<PaymentDeclined>()?.0, false)
-                    .await
-            }
-            PaymentFailed::TYPE => {
-                self.email(event, event.decode::<PaymentFailed>()?.0, false)
-                    .await
-            }
+            PaymentReceipt::TYPE => self.email(event, event.decode()?).await,
             _ => Ok(()),
         }
     }

@@ -24,7 +24,8 @@ use utoipa::OpenApi;
 
 pub const NAME: &str = "orders";
 
-pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items"]);
+pub const MIGRATIONS: Migrations =
+    kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items"]);
 
 /// The currency of an order that names none.
 pub const CURRENCY: Setting = Setting {

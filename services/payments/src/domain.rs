@@ -96,6 +96,8 @@ pub struct Payment {
     /// Charged to the card the customer saved (seed 004), which users is asked for; else
     /// charged through the provider as seed 003's are.
     pub saved_card: bool,
+    /// What a saved-card order is for, for the customer's receipt.
+    pub item: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -114,6 +116,7 @@ impl Payment {
             reason: None,
             provider_reference: None,
             saved_card: false,
+            item: None,
             created_at: now,
             updated_at: now,
         }

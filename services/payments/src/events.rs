@@ -112,6 +112,7 @@ impl OrderEvents {
                 let mut payment =
                     Payment::for_order(order.order_id, order.user_id, *amount, status);
                 payment.saved_card = order.payment_method.as_deref() == Some(SAVED_CARD);
+                payment.item = order.item.clone();
                 (payment, EventContext::caused_by(event))
             })
             .collect();

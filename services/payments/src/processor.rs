@@ -15,7 +15,7 @@ use std::{
 
 use kassa_contracts::{
     Envelope, EventContext,
-    events::{PaymentApproved, PaymentDeclined, PaymentFailed, PaymentOutcome},
+    events::{PaymentApproved, PaymentDeclined, PaymentFailed, PaymentOutcome, PaymentReceipt},
 };
 use kassa_platform::{cache::Cache, db::Db, outbox, shutdown::Shutdown};
 use tokio::sync::{Semaphore, mpsc};
@@ -447,6 +447,21 @@ async fn settle(
             }
         };
         announcements.push(event);
+        // A signed-up customer's payment: their receipt too.
+        if let (true, Some(user_id)) = (s.payment.saved_card, s.payment.user_id) {
+            let receipt = PaymentReceipt {
+                payment_id: s.payment.id,
+                order_id: s.payment.order_id,
+                user_id,
+                amount_minor: s.payment.amount.minor(),
+                currency: s.payment.amount.currency().code().to_owned(),
+                approved: matches!(s.outcome, ChargeOutcome::Approved { .. }),
+                item: s.payment.item.clone(),
+                reference: d.reference.map(str::to_owned),
+                reason: d.reason.map(str::to_owned),
+            };
+            announcements.push(Envelope::new(NAME, s.payment.id, &receipt, &s.context));
+        }
         let mut stored = s.payment.clone();
         stored.status = d.status;
         if let Some(reason) = d.reason {

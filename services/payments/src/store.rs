@@ -20,7 +20,7 @@ use crate::domain::{Payment, PaymentStatus, RefundKind};
 /// The columns a payment is read from, as a literal so queries can be `concat!`ed at compile time.
 macro_rules! columns {
     () => {
-        "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, saved_card, created_at, updated_at"
+        "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, saved_card, item, created_at, updated_at"
     };
 }
 
@@ -34,6 +34,7 @@ fn payment_from(row: &Row) -> DbResult<Payment> {
         reason: row.get("reason")?,
         provider_reference: row.get("provider_reference")?,
         saved_card: row.get("saved_card")?,
+        item: row.get("item")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
@@ -73,6 +74,7 @@ pub async fn insert_all(
                 Arg::from(p.reason.clone()),
                 Arg::from(p.provider_reference.clone()),
                 Arg::from(p.saved_card),
+                Arg::from(p.item.clone()),
                 Arg::from(p.created_at),
                 Arg::from(p.updated_at),
                 Arg::from(locked_until),

@@ -57,6 +57,9 @@ impl PaymentProvider for StripeGateway {
                 let id = intent["id"].as_str().unwrap_or_default().to_owned();
                 Some(match intent["status"].as_str() {
                     Some("succeeded") => ChargeOutcome::Approved { reference: id },
+                    // Stripe decides later: the payment waits (its webhook, or the same
+                    // PaymentIntent asked about again after the lease, settles it).
+                    Some("processing") => return None,
                     // Anything else needs the customer, who is not there.
                     Some(status) => ChargeOutcome::Declined {
                         reason: intent["last_payment_error"]["message"]
@@ -71,6 +74,15 @@ impl PaymentProvider for StripeGateway {
             }
             Err(StripeError::Card { message, .. }) => {
                 Some(ChargeOutcome::Declined { reason: message })
+            }
+            // A key Stripe refused (rotated), or this charge's Idempotency-Key still in use by
+            // a try that timed out: nothing is known about the charge yet, so it waits.
+            Err(StripeError::Request {
+                status: status @ (401 | 403 | 409),
+                message,
+            }) => {
+                tracing::warn!(payment_id = %payment_id, status, %message, "Stripe refused to answer about a charge now");
+                None
             }
             Err(StripeError::Request { status, message }) => Some(ChargeOutcome::Failed {
                 reason: format!("Stripe refused the charge ({status}): {message}"),

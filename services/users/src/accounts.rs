@@ -278,6 +278,7 @@ fn email_taken() -> ApiError {
 #[utoipa::path(post, path = "/auth/signup", tag = "users", request_body(content = inline(Signup), content_type = "application/json"),
     responses(
         (status = 201, body = inline(Answer<SignedUp>), description = "The account exists; sign in to get a token."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The address is one of the installation's admins' (`address_reserved`): their accounts are made before they are listed."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "Another account has this email address (`email_taken`)."),
         InvalidBody,
     ))]
@@ -300,6 +301,16 @@ pub async fn signup(
         ));
     }
     let email = body.email.to_string();
+    // An address listed as an admin's is an account the operator made before listing it: no
+    // one may sign up as it and so become an admin.
+    if users.admins.contains(&email) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "address_reserved",
+            "This address cannot be signed up with.",
+        )
+        .with_param("email"));
+    }
     // Refused before the hashing work when it can be; the constraint decides a race.
     if find_by_email(&users, &email).await?.is_some() {
         return Err(email_taken());

@@ -32,7 +32,8 @@ use utoipa::OpenApi;
 
 pub const NAME: &str = "users";
 
-pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_users", 2 "0002_provider_customers"]);
+pub const MIGRATIONS: Migrations =
+    kassa_platform::migrations!(NAME, [1 "0001_users", 2 "0002_provider_customers"]);
 
 /// The accounts whose tokens carry the `admin` role.
 pub const ADMIN_EMAILS: Setting = Setting {

@@ -240,17 +240,27 @@ pub async fn add_payment_method(
             }
         })?;
     drop(number);
+    drop(cvc);
+    // The provider's id for the user, kept from their first card on.
+    if tokenized.customer.is_some() && customer.is_none() {
+        sql("UPDATE users SET provider_customer = $1 WHERE id = $2 AND provider_customer IS NULL")
+            .bind(tokenized.customer.clone())
+            .bind(user.id)
+            .execute(&users.db)
+            .await?;
+    }
     let id = Uuid::now_v7();
     let now = Utc::now();
     sql(
-        "INSERT INTO payment_methods (id, user_id, provider, provider_token, brand, last4, \
-         exp_month, exp_year, cardholder_name, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO payment_methods (id, user_id, provider, provider_token, provider_customer, \
+         brand, last4, exp_month, exp_year, cardholder_name, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id)
     .bind(user.id)
     .bind(tokenized.provider)
     .bind(tokenized.token.as_str())
+    .bind(tokenized.customer.clone())
     .bind(brand)
     .bind(last4.as_str())
     .bind(i64::from(expiry.month))

@@ -19,11 +19,16 @@ use uuid::Uuid;
 const SECRET: &str = "the users tests' secret, 32 bytes or more";
 
 async fn app(db: &Db) -> Router {
+    app_with_admins(db, &["Boss@Example.com"]).await
+}
+
+async fn app_with_admins(db: &Db, admins: &[&str]) -> Router {
     migrate::run(db, &[&migrate::PLATFORM, &kassa_users::MIGRATIONS])
         .await
         .unwrap();
     let secret = Secret::new(SECRET).unwrap();
-    let users = Users::new(db.clone(), secret.clone()).with_admins(["Boss@Example.com".into()]);
+    let users =
+        Users::new(db.clone(), secret.clone()).with_admins(admins.iter().map(|a| a.to_string()));
     kassa_users::api(users).layer(Extension(Tokens(Some(secret))))
 }
 
@@ -193,8 +198,21 @@ async fn accounts(t: Throwaway) {
         assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
         assert!(refused.header("set-cookie").is_none());
     }
-    // An address configured as an admin's signs in as one.
-    signup(&app, "boss@example.com").await;
+    // An address configured as an admin's cannot be signed up with; its account, made before
+    // the address was listed, signs in as an admin.
+    let reserved = call(
+        &app,
+        Method::POST,
+        "/auth/signup",
+        &[],
+        Some(json!({"name": "Not the boss", "email": "boss@example.com", "password": "whatever"})),
+    )
+    .await;
+    assert_eq!(
+        (reserved.status, reserved.json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("address_reserved"))
+    );
+    signup(&app_with_admins(&t.db, &[]).await, "boss@example.com").await;
     let boss = signin(&app, "boss@example.com").await;
     let me = call(
         &app,

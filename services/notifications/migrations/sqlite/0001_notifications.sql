@@ -5,13 +5,6 @@ CREATE TABLE recipients (
     name TEXT NOT NULL
 );
 
--- Whose each order is and what it is for, from order.created.
-CREATE TABLE orders_known (
-    order_id BLOB PRIMARY KEY,
-    user_id BLOB NOT NULL,
-    item TEXT
-);
-
 -- One row per payment event an email was sent for (or is being sent for): an event is never
 -- emailed twice, however often it is delivered.
 CREATE TABLE emails (
@@ -19,7 +12,8 @@ CREATE TABLE emails (
     order_id BLOB NOT NULL,
     recipient TEXT NOT NULL,
     subject TEXT NOT NULL,
-    -- 'sending' from the moment it is handed to the mail server, 'sent' once it took it.
+    -- 'sending' from the moment it is handed to the mail server, 'sent' once it took it,
+    -- 'unknown' when it did not answer after it may have taken it (never sent again).
     status TEXT NOT NULL,
     created_at TEXT NOT NULL,
     sent_at TEXT
