@@ -143,6 +143,25 @@ async fn orders_are_charged_to_the_saved_card(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    // A retried order (same Idempotency-Key) is the same order; the key with another body is
+    // refused.
+    let keyed = |amount: f64| {
+        app.client
+            .post(format!("{gw}/api/order/create"))
+            .bearer_auth(&approving)
+            .header("idempotency-key", "retry-after-a-timeout")
+            .json(&json!({"item": "Margherita", "amount": amount}))
+            .send()
+    };
+    let first: Value = keyed(9.5).await.unwrap().json().await.unwrap();
+    let again = keyed(9.5).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["data"]["orderId"], first["data"]["orderId"]);
+    assert_eq!(
+        keyed(10.5).await.unwrap().status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     let anonymous = app
         .client
         .get(format!("{gw}/api/order/status/{paid}"))

@@ -211,32 +211,50 @@ pub async fn create_order(
     let body = serde_json::to_vec(&accepted).map_err(|_| ApiError::internal())?;
     let order_id = order.id;
 
-    let answer = match key {
-        // Without a key, the order joins whatever else is being placed right now.
+    let fingerprint = idempotency::fingerprint(&[
+        user_id.as_bytes(),
+        &total.minor().to_be_bytes(),
+        currency.code().as_bytes(),
+    ]);
+    let answer = place(
+        &state,
+        order,
+        event,
+        key.map(|k| (k, fingerprint)),
+        ("orders.create", StatusCode::ACCEPTED, body),
+    )
+    .await?;
+    tracing::info!(order_id = %order_id, total = %total, "order placed");
+    Ok(answer)
+}
+
+/// Stores a new order with its event and answers `status` with `body`. Without an
+/// `Idempotency-Key` the order joins whatever else is being placed right now; with one (and the
+/// request's fingerprint) the key is claimed in the order's own transaction under `scope`, so a
+/// concurrent duplicate waits on it and then replays the stored answer.
+pub(crate) async fn place(
+    state: &AppState,
+    order: Order,
+    event: kassa_contracts::Envelope,
+    key: Option<(IdempotencyKey, String)>,
+    (scope, status, body): (&'static str, StatusCode, Vec<u8>),
+) -> ApiResult<Response> {
+    match key {
         None => {
             state.placer.place(order, event).await?;
-            json_response(StatusCode::ACCEPTED, body)
+            Ok(json_response(status, body))
         }
-        // With one, the key is claimed in the order's own transaction: a concurrent duplicate
-        // waits on it and then replays the stored answer.
-        Some(key) => {
-            let fingerprint = idempotency::fingerprint(&[
-                user_id.as_bytes(),
-                &total.minor().to_be_bytes(),
-                currency.code().as_bytes(),
-            ]);
-            match idempotency::begin(&state.db, "orders.create", key, &fingerprint).await? {
-                Begun::Replay(answer) => return Ok(answer),
+        Some((key, fingerprint)) => {
+            match idempotency::begin(&state.db, scope, key, &fingerprint).await? {
+                Begun::Replay(answer) => Ok(answer),
                 Begun::Fresh(mut keyed) => {
                     store::insert(keyed.tx(), &order).await?;
                     outbox::add(keyed.tx(), &event).await?;
-                    keyed.finish(StatusCode::ACCEPTED, body).await?
+                    keyed.finish(status, body).await
                 }
             }
         }
-    };
-    tracing::info!(order_id = %order_id, total = %total, "order placed");
-    Ok(answer)
+    }
 }
 
 kassa_platform::list_endpoint! {

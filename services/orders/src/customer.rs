@@ -9,8 +9,8 @@
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::StatusCode,
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode},
+    response::Response,
     routing::{get, post},
 };
 use kassa_contracts::{
@@ -21,7 +21,10 @@ use kassa_platform::{
     auth::Caller,
     http::{
         ApiError, ApiJson, ApiResult, RequestIds,
-        openapi::{self, InvalidBody, InvalidParams, ProblemResponses, SignedIn, TokenSecurity},
+        openapi::{
+            self, IdempotencyKeyHeader, InvalidBody, InvalidParams, ProblemResponses, SignedIn,
+            TokenSecurity,
+        },
         parse_amount, parse_uuid,
     },
 };
@@ -30,9 +33,11 @@ use serde_json::value::RawValue;
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 use uuid::Uuid;
 
+use kassa_platform::idempotency::{self, IdempotencyKey};
+
 use crate::{
     NAME,
-    api::AppState,
+    api::{AppState, place},
     domain::{Order, OrderStatus},
     store,
 };
@@ -132,20 +137,26 @@ pub struct OrderAnswer {
 /// Place an order, charged to the signed-in customer's saved card.
 #[utoipa::path(post, path = "/order/create", tag = "orders",
     request_body(content = NewOrder, content_type = "application/json"),
+    params(IdempotencyKeyHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 201, body = OrderAnswer, description = "The order is stored as pending; its \
-            payment goes on asynchronously (read it at `GET /order/status/{orderId}`).",
+            payment goes on asynchronously (read it at `GET /order/status/{orderId}`). A repeat \
+            with the same Idempotency-Key gets this same answer and places nothing.",
             links(("OrderStatus" = (operation_id = "status", parameters(("orderId" = "$response.body#/data/orderId")))))),
+        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A request with this Idempotency-Key is still being processed (`idempotency_key_in_use`); retry shortly."),
+        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "This Idempotency-Key was used before with a different request (`idempotency_key_reused`)."),
         SignedIn, InvalidBody,
     ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ids: RequestIds,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<NewOrder>,
 ) -> ApiResult<Response> {
     let claims = caller.known()?;
+    let key = IdempotencyKey::from_headers(&headers)?;
     let mut item = body.item;
     kassa_platform::validate::text("item", &mut item, 200)?;
     let total = parse_amount("amount", &body.amount, state.default_currency)?;
@@ -160,13 +171,11 @@ pub async fn create(
             amount_minor: total.minor(),
             currency: total.currency().code().to_owned(),
             payment_method: Some(SAVED_CARD.to_owned()),
-            item: Some(item),
+            item: Some(item.clone()),
         },
         &ids.event_context(),
     );
     let order_id = order.id;
-    state.placer.place(order, event).await?;
-    tracing::info!(order_id = %order_id, total = %total, "order placed for a saved card");
     let answer = OrderAnswer {
         success: true,
         data: OrderState {
@@ -175,7 +184,25 @@ pub async fn create(
         },
         message: "Order created successfully",
     };
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    let body = serde_json::to_vec(&answer).map_err(|_| ApiError::internal())?;
+    // The same customer, item and amount: a repeat; anything else under the key is a 422.
+    let fingerprint = idempotency::fingerprint(&[
+        claims.user_id.as_bytes(),
+        item.as_bytes(),
+        &total.minor().to_be_bytes(),
+        total.currency().code().as_bytes(),
+    ]);
+    let key = key.map(|k| (k, fingerprint));
+    let answer = place(
+        &state,
+        order,
+        event,
+        key,
+        ("orders.create_for_customer", StatusCode::CREATED, body),
+    )
+    .await?;
+    tracing::info!(order_id = %order_id, total = %total, "order placed for a saved card");
+    Ok(answer)
 }
 
 fn order_not_found() -> ApiError {
