@@ -162,6 +162,21 @@ async fn orders_are_charged_to_the_saved_card(backend: Backend) {
         keyed(10.5).await.unwrap().status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
+    // Keys are each customer's own: another using the same one places an order of theirs.
+    let theirs: Value = app
+        .client
+        .post(format!("{gw}/api/order/create"))
+        .bearer_auth(&declining)
+        .header("idempotency-key", "retry-after-a-timeout")
+        .json(&json!({"item": "Margherita", "amount": 9.5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(theirs["data"]["orderId"].is_string(), "{theirs}");
+    assert_ne!(theirs["data"]["orderId"], first["data"]["orderId"]);
     let anonymous = app
         .client
         .get(format!("{gw}/api/order/status/{paid}"))

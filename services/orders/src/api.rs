@@ -237,7 +237,7 @@ pub(crate) async fn place(
     order: Order,
     event: kassa_contracts::Envelope,
     key: Option<(IdempotencyKey, String)>,
-    (scope, status, body): (&'static str, StatusCode, Vec<u8>),
+    (scope, status, body): (&str, StatusCode, Vec<u8>),
 ) -> ApiResult<Response> {
     match key {
         None => {

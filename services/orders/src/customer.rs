@@ -185,7 +185,8 @@ pub async fn create(
         message: "Order created successfully",
     };
     let body = serde_json::to_vec(&answer).map_err(|_| ApiError::internal())?;
-    // The same customer, item and amount: a repeat; anything else under the key is a 422.
+    // Each customer's keys are their own; under one, the same item and amount is a repeat and
+    // anything else a 422.
     let fingerprint = idempotency::fingerprint(&[
         claims.user_id.as_bytes(),
         item.as_bytes(),
@@ -198,7 +199,11 @@ pub async fn create(
         order,
         event,
         key,
-        ("orders.create_for_customer", StatusCode::CREATED, body),
+        (
+            &format!("orders.create_for:{}", claims.user_id),
+            StatusCode::CREATED,
+            body,
+        ),
     )
     .await?;
     tracing::info!(order_id = %order_id, total = %total, "order placed for a saved card");
