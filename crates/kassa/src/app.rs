@@ -39,6 +39,11 @@ impl Running {
         self.trigger.subscribe()
     }
 
+    /// The bus the services publish to and consume from.
+    pub fn bus(&self) -> Arc<dyn EventBus> {
+        self.bus.clone()
+    }
+
     /// Stops taking requests, lets those in flight finish, stops consuming and relaying (pending
     /// outbox rows stay for the next start), and closes the databases.
     pub async fn stop(mut self) {

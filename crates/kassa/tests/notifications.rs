@@ -5,100 +5,13 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::Duration,
+use std::time::Duration;
+
+use support::{
+    Backend, TestApp, eventually,
+    servers::{SmtpServer, free_port},
+    spawn_app_with, unique,
 };
-
-use support::{Backend, TestApp, eventually, spawn_app_with, unique};
-
-/// The aiosmtpd release the tests run against; installed from PyPI when missing.
-const AIOSMTPD: &str = "aiosmtpd==1.4.6";
-
-/// An SMTP server that keeps every message in a Maildir; stopped when dropped.
-struct SmtpServer {
-    child: Child,
-    maildir: PathBuf,
-}
-
-impl SmtpServer {
-    fn start(port: u16, maildir: &Path) -> SmtpServer {
-        let installed = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            let pip = Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    AIOSMTPD,
-                ])
-                .status()
-                .expect("python3 runs");
-            assert!(pip.success(), "pip install {AIOSMTPD} failed");
-        }
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("aiosmtpd starts");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "aiosmtpd did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        SmtpServer {
-            child,
-            maildir: maildir.to_owned(),
-        }
-    }
-
-    /// Every message received so far, as text.
-    fn received(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .collect()
-    }
-
-    /// The messages to `address`.
-    fn to(&self, address: &str) -> Vec<String> {
-        self.received()
-            .into_iter()
-            .filter(|m| {
-                m.lines()
-                    .any(|l| l.starts_with("To:") && l.contains(address))
-            })
-            .collect()
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 async fn with_smtp(backend: Backend, port: u16) -> TestApp {
     spawn_app_with(backend, |s| {

@@ -4,84 +4,9 @@
 
 mod support;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, spawn_app_with};
-
-/// The localstripe release the tests run against; installed from PyPI when missing.
-const LOCALSTRIPE: &str = "localstripe==1.15.10";
-
-/// A localstripe server, stopped when dropped.
-struct LocalStripe {
-    child: Child,
-    url: String,
-}
-
-impl LocalStripe {
-    fn start() -> LocalStripe {
-        let installed = Command::new("python3")
-            .args(["-c", "import localstripe"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            let pip = Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    LOCALSTRIPE,
-                ])
-                .status()
-                .expect("python3 runs");
-            assert!(pip.success(), "pip install {LOCALSTRIPE} failed");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("python3")
-            // From scratch: it would otherwise load what any other instance last saved.
-            .args([
-                "-m",
-                "localstripe",
-                "--from-scratch",
-                "--port",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(std::env::temp_dir().join(format!("localstripe-{port}.log")))
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            )
-            .spawn()
-            .expect("localstripe starts");
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "localstripe did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        LocalStripe { child, url }
-    }
-}
-
-impl Drop for LocalStripe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Backend, TestApp, servers::LocalStripe, spawn_app_with};
 
 on_both_backends!(orders_are_charged_through_stripe);
 

@@ -190,3 +190,53 @@ pub async fn outbox_events(db: &Db) -> Vec<(String, serde_json::Value)> {
         })
         .collect()
 }
+
+/// Every row of every table in `db`, as text (binary columns as hex): what a test searches for
+/// something that must never be stored.
+pub async fn every_row(db: &Db) -> Vec<String> {
+    let tables = match db.backend() {
+        crate::db::Backend::Postgres => {
+            "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public'"
+        }
+        crate::db::Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+    };
+    let mut out = Vec::new();
+    for row in crate::db::sql(tables).fetch_all(db).await.unwrap() {
+        let table: String = row.get("name").unwrap();
+        let rows = match db.backend() {
+            crate::db::Backend::Postgres => {
+                format!("SELECT CAST(t AS TEXT) AS line FROM \"{table}\" t")
+            }
+            crate::db::Backend::Sqlite => {
+                let columns: Vec<String> =
+                    crate::sql_assembled(format!("SELECT name FROM pragma_table_info('{table}')"))
+                        .fetch_all(db)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "COALESCE(quote(\"{}\"), '')",
+                                c.get::<String>("name").unwrap()
+                            )
+                        })
+                        .collect();
+                format!(
+                    "SELECT {} AS line FROM \"{table}\"",
+                    columns.join(" || '|' || ")
+                )
+            }
+        };
+        for line in crate::sql_assembled(rows).fetch_all(db).await.unwrap() {
+            out.push(line.get::<String>("line").unwrap());
+        }
+    }
+    out
+}
+
+/// Whether `text` holds `secret`, as it is or as hex (how binary columns and bodies show).
+pub fn mentions(text: &str, secret: &str) -> bool {
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    let text = text.to_ascii_lowercase();
+    text.contains(&secret.to_ascii_lowercase()) || text.contains(&hex)
+}

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::{
     fmt::Debug,
     net::{SocketAddr, TcpStream},
@@ -324,7 +326,6 @@ impl TestApp {
             .expect("total")
     }
 
-    /// Stops kassa and removes what the test created.
     /// Signs up and in as a new customer, saves `card`, and answers the token.
     pub async fn customer_with_card(&self, card: &str) -> String {
         self.customer_with_card_as(card).await.0
@@ -358,10 +359,16 @@ impl TestApp {
         c,
         &format!("{gw}/api/payment-methods/add"),
         &[("authorization", &format!("Bearer {token}"))],
-        serde_json::json!({"card_number": card, "expiry_date": "12/34", "cardholder_name": "A Customer"}),
+        serde_json::json!({"card_number": card, "expiry_date": "12/34", "cvc": "123", "cardholder_name": "A Customer"}),
     )
     .await;
-        assert_eq!(saved.status(), reqwest::StatusCode::CREATED);
+        let status = saved.status();
+        assert_eq!(
+            status,
+            reqwest::StatusCode::CREATED,
+            "{}",
+            saved.text().await.unwrap_or_default()
+        );
         (token, email)
     }
 
@@ -410,6 +417,12 @@ impl TestApp {
         format!("http://{}", running.addrs[service])
     }
 
+    /// The bus of the running services.
+    pub fn bus(&self) -> std::sync::Arc<dyn kassa_platform::bus::EventBus> {
+        self.running.as_ref().expect("running").bus()
+    }
+
+    /// Stops kassa and removes what the test created.
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;
