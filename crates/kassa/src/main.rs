@@ -176,6 +176,10 @@ struct Common {
         hide_env_values = true
     )]
     token_secret: Option<String>,
+    /// Seed 003's order and payment routes answer signed-in callers only (a customer their own
+    /// orders and payments, an admin all); otherwise they stay open to its clients.
+    #[arg(long, env = "KASSA_REQUIRE_TOKEN", global = true)]
+    require_token: bool,
 }
 
 #[derive(Args, Clone)]
@@ -294,6 +298,7 @@ impl Common {
         };
         s.http.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
         s.http.tokens = settings::token_secret(self.token_secret.as_deref(), &s.infrastructure)?;
+        s.http.require_token = self.require_token;
         Ok(s)
     }
 

@@ -204,7 +204,8 @@ async fn a_customer_pays_with_a_saved_card_and_is_emailed_once(backend: Backend)
     // The numbers are nowhere: not stored, not published, not emailed, not logged.
     let rows = every_row_of(&app).await;
     assert!(
-        rows.iter().any(|r| r.contains("4242") && r.contains("visa")),
+        rows.iter()
+            .any(|r| r.contains("4242") && r.contains("visa")),
         "the saved card's brand and last 4 are among the rows read"
     );
     let events = tap.events();

@@ -231,6 +231,94 @@ impl Caller {
     }
 }
 
+/// Whether the installation closes the routes that are open by default (seed 003's order and
+/// payment routes) to anonymous callers (`--require-token`); a request extension, as [`Tokens`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenRequired(pub bool);
+
+/// The caller of a route that is open by default: anonymous callers are let in unless the
+/// installation requires a token ([`TokenRequired`]), and a signed-in customer sees and acts on
+/// their own things only, whichever way the installation is set.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub caller: Caller,
+    required: bool,
+}
+
+impl Access {
+    pub fn new(caller: Caller, required: bool) -> Self {
+        Access { caller, required }
+    }
+
+    /// Whose things the caller may see: `None` everyone's (an anonymous caller where the route
+    /// is open, an admin, a service), `Some(user)` a customer's own. An anonymous caller where a
+    /// token is required is a 401.
+    pub fn sees(&self) -> Result<Option<Uuid>, crate::http::ApiError> {
+        match &self.caller {
+            Caller::Anonymous if self.required => self.caller.known().map(|_| None),
+            Caller::Anonymous => Ok(None),
+            Caller::Known(claims) => Ok(match claims.role {
+                Role::Customer => Some(claims.user_id),
+                Role::Admin | Role::Service => None,
+            }),
+        }
+    }
+
+    /// Whether the caller may see what belongs to `owner` (an unowned thing, `None`, is
+    /// everyone's). A caller that may not is told the thing does not exist, so ids of other
+    /// customers' things cannot be probed.
+    pub fn may_see(&self, owner: Option<Uuid>) -> Result<bool, crate::http::ApiError> {
+        Ok(match self.sees()? {
+            None => true,
+            Some(user) => owner == Some(user),
+        })
+    }
+
+    /// For figures over everyone's things (totals, statistics): customers are refused (403);
+    /// anonymous callers as [`Self::sees`] says.
+    pub fn sees_everything(&self) -> Result<(), crate::http::ApiError> {
+        match self.sees()? {
+            None => Ok(()),
+            Some(_) => Err(crate::http::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "admin_only",
+                "Only an admin sees figures over every customer.",
+            )),
+        }
+    }
+
+    /// For a request that acts for `user` (names them in its body, in `field`): a signed-in
+    /// customer or admin acts for themselves only (403 otherwise); a service acts for anyone;
+    /// anonymous callers as [`Self::sees`] says.
+    pub fn acts_for(&self, user: Uuid, field: &str) -> Result<(), crate::http::ApiError> {
+        self.sees()?;
+        match &self.caller {
+            Caller::Known(claims) if claims.role != Role::Service && claims.user_id != user => {
+                Err(crate::http::ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "user_mismatch",
+                    format!("`{field}` must be the signed-in user's own id."),
+                )
+                .with_param(field))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
+    type Rejection = crate::http::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let required = parts.extensions.get::<TokenRequired>().is_some_and(|r| r.0);
+        Ok(Access { caller, required })
+    }
+}
+
 fn unauthorized(code: &'static str, detail: impl Into<String>) -> crate::http::ApiError {
     crate::http::ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, detail)
 }

@@ -106,6 +106,28 @@ macro_rules! list_endpoint {
             Ok(::axum::Json($page(&state.db, pagination).await?.map($view::from)))
         }
     };
+    // A list of things that belong to users: its store function also takes whose things to
+    // list (`None`: everyone's), which the caller decides ([`crate::auth::Access::sees`]).
+    (
+        $(#[$doc:meta])*
+        fn $name:ident(path = $path:literal, tag = $tag:literal, description = $description:literal,
+            state = $state:ty, view = $view:ident, page = $page:path, owned_by_caller)
+    ) => {
+        $(#[$doc])*
+        #[utoipa::path(get, path = $path, tag = $tag, params($crate::http::Pagination),
+            security((), ("bearer" = []), ("cookie" = [])),
+            responses((status = 200, body = $crate::http::Page<$view>, description = $description),
+                $crate::http::openapi::SignedIn,
+                $crate::http::openapi::InvalidParams))]
+        pub async fn $name(
+            ::axum::extract::State(state): ::axum::extract::State<$state>,
+            access: $crate::auth::Access,
+            pagination: $crate::http::Pagination,
+        ) -> $crate::http::ApiResult<::axum::Json<$crate::http::Page<$view>>> {
+            let owner = access.sees()?;
+            Ok(::axum::Json($page(&state.db, pagination, owner).await?.map($view::from)))
+        }
+    };
 }
 
 #[cfg(test)]

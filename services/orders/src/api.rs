@@ -13,12 +13,13 @@ use kassa_contracts::{
     json::timestamp,
 };
 use kassa_platform::{
+    auth::Access,
     db::Db,
     http::{
         ApiError, ApiJson, ApiResult, PathId, RequestIds, found, not_null,
         openapi::{
             self, CurrencyCode, IdempotencyKeyHeader, InvalidBody, InvalidParams, PricedObject,
-            ProblemResponses,
+            ProblemResponses, SignedIn, TokenSecurity,
         },
         parse_amount, parse_currency, parse_uuid,
     },
@@ -161,7 +162,7 @@ impl From<Order> for OrderView {
 
 /// Place an order; its payment is processed asynchronously.
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrder,
-    params(IdempotencyKeyHeader),
+    params(IdempotencyKeyHeader), security((), ("bearer" = []), ("cookie" = [])),
     responses(
         (status = 202, body = Accepted, description = "The order is stored as PENDING and its \
             payment will be processed asynchronously; a repeat with the same Idempotency-Key gets \
@@ -172,16 +173,21 @@ impl From<Order> for OrderView {
             ("GetPaymentOfOrder" = (operation_id = "payment_by_order", parameters(("orderId" = "$response.body#/orderId")))),
         )),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A request with this Idempotency-Key is still being processed (`idempotency_key_in_use`); retry shortly."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The token is a customer's or an admin's, and `userId` is someone else's (`user_mismatch`)."),
         (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "This Idempotency-Key was used before with a different request (`idempotency_key_reused`)."),
+        SignedIn,
         InvalidBody,
     ))]
 pub async fn create_order(
     State(state): State<AppState>,
+    access: Access,
     ids: RequestIds,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> ApiResult<Response> {
+    access.sees()?;
     let user_id = parse_uuid("userId", &body.user_id)?;
+    access.acts_for(user_id, "userId")?;
     let currency = match &body.currency {
         Some(code) => parse_currency("currency", code)?,
         None => state.default_currency,
@@ -258,44 +264,57 @@ pub(crate) async fn place(
 }
 
 kassa_platform::list_endpoint! {
-    /// List orders, newest first.
+    /// List orders, newest first: a signed-in customer's own, else every order.
     fn list_orders(path = "/api/orders", tag = "orders", description = "One page of orders.",
-        state = AppState, view = OrderView, page = store::page)
+        state = AppState, view = OrderView, page = store::page, owned_by_caller)
 }
 
 /// Read one order.
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = OrderView, description = "The order."),
-        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this id (`order_not_found`)."),
+        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this id, or none the signed-in customer placed (`order_not_found`)."),
+        SignedIn,
         InvalidParams,
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
+    access: Access,
     PathId(id): PathId,
 ) -> ApiResult<Json<OrderView>> {
-    found(store::find(&state.db, id).await?, order_not_found)
+    access.sees()?;
+    let order = store::find(&state.db, id).await?;
+    let visible = match order {
+        Some(order) if access.may_see(Some(order.user_id))? => Some(order),
+        _ => None,
+    };
+    found(visible, order_not_found)
 }
 
 /// Change an order's status; only `CANCELLED` can be asked for (PAID and FAILED follow from
 /// the payment).
 #[utoipa::path(patch, path = "/api/orders/{id}", tag = "orders", request_body = UpdateOrder,
     params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
         CancelAnswers,
+        SignedIn,
         (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "PENDING, PAID or FAILED was asked for; those follow from the payment (`status_not_requestable`)."),
         InvalidBody,
     ))]
 pub async fn update_order(
     State(state): State<AppState>,
+    access: Access,
     ids: RequestIds,
     PathId(id): PathId,
     ApiJson(body): ApiJson<UpdateOrder>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    access.sees()?;
     // Any letter case, nothing around the word: what the document's pattern says.
     let letters = body.status.bytes().all(|b| b.is_ascii_alphabetic());
     match OrderStatus::parse(&body.status).filter(|_| letters) {
-        Some(OrderStatus::Cancelled) => cancel(&state.db, id, &ids.event_context()).await,
+        Some(OrderStatus::Cancelled) => cancel(&state.db, &access, id, &ids.event_context()).await,
         Some(_) => Err(ApiError::unprocessable(
             "status_not_requestable",
             "Only CANCELLED can be requested; PAID and FAILED follow from the payment.",
@@ -312,16 +331,19 @@ pub async fn update_order(
 /// Cancel an order: a payment in progress is cancelled, an approved one refunded.
 #[utoipa::path(patch, path = "/api/orders/{id}/cancel", tag = "orders",
     params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
         CancelAnswers,
+        SignedIn,
         InvalidParams,
     ))]
 pub async fn cancel_order(
     State(state): State<AppState>,
+    access: Access,
     ids: RequestIds,
     PathId(id): PathId,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    cancel(&state.db, id, &ids.event_context()).await
+    cancel(&state.db, &access, id, &ids.event_context()).await
 }
 
 /// What either way of cancelling answers: 202 with a link to the order, 404 and 409.
@@ -354,7 +376,8 @@ impl IntoResponses for CancelAnswers {
                 "404".to_owned(),
                 RefOr::T(openapi::problem_response(
                     404,
-                    "No order has this id (`order_not_found`).",
+                    "No order has this id, or none the signed-in customer placed \
+                     (`order_not_found`).",
                 )),
             ),
             (
@@ -368,11 +391,20 @@ impl IntoResponses for CancelAnswers {
     }
 }
 
-async fn cancel(db: &Db, id: Uuid, ctx: &EventContext) -> ApiResult<(StatusCode, Json<Accepted>)> {
+/// Cancels order `id` for `access`'s caller, who must be allowed to see it (else it is not
+/// found).
+async fn cancel(
+    db: &Db,
+    access: &Access,
+    id: Uuid,
+    ctx: &EventContext,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    access.sees()?;
     let mut tx = db.begin().await?;
-    let order = store::find_for_update(db, &mut tx, id)
-        .await?
-        .ok_or_else(order_not_found)?;
+    let order = match store::find_for_update(db, &mut tx, id).await? {
+        Some(order) if access.may_see(Some(order.user_id))? => order,
+        _ => return Err(order_not_found()),
+    };
     match order.status.on_cancel_requested() {
         Transition::To(status) => {
             store::set_status(&mut tx, id, status, None, chrono::Utc::now()).await?;
@@ -417,6 +449,6 @@ fn order_not_found() -> ApiError {
     ),
     paths(create_order, list_orders, get_order, update_order, cancel_order),
     components(schemas(CreateOrder, UpdateOrder, Accepted, OrderView)),
-    modifiers(&ProblemResponses)
+    modifiers(&ProblemResponses, &TokenSecurity)
 )]
 pub struct OrdersApi;

@@ -25,7 +25,7 @@ use utoipa::OpenApi;
 pub const NAME: &str = "orders";
 
 pub const MIGRATIONS: Migrations =
-    kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items"]);
+    kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items", 3 "0003_by_user"]);
 
 /// The currency of an order that names none.
 pub const CURRENCY: Setting = Setting {

@@ -104,11 +104,11 @@ pub async fn find_all_for_update(db: &Db, tx: &mut Tx, ids: &[Uuid]) -> DbResult
     rows.iter().map(order_from).collect()
 }
 
-/// One page, newest first, with the number of orders in all.
-pub async fn page(db: &Db, pagination: Pagination) -> DbResult<Page<Order>> {
-    LISTING
-        .page(db, pagination, &Filters::new(), order_from)
-        .await
+/// One page of `owner`'s orders (everyone's when `None`), newest first, with how many there
+/// are in all.
+pub async fn page(db: &Db, pagination: Pagination, owner: Option<Uuid>) -> DbResult<Page<Order>> {
+    let filters = Filters::new().equal("user_id", owner);
+    LISTING.page(db, pagination, &filters, order_from).await
 }
 
 /// Gives the orders `ids` one status (and reason) at once.

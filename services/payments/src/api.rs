@@ -12,11 +12,14 @@ use axum::{
 };
 use kassa_contracts::json::timestamp;
 use kassa_platform::{
+    auth::Access,
     cache::Cache,
     db::Db,
     http::{
         ApiError, ApiResult, PathId, found,
-        openapi::{self, CurrencyCode, Failures, InvalidParams, ProblemResponses},
+        openapi::{
+            self, CurrencyCode, Failures, InvalidParams, ProblemResponses, SignedIn, TokenSecurity,
+        },
     },
 };
 use serde::Serialize;
@@ -262,23 +265,38 @@ pub struct PaymentStats {
 }
 
 kassa_platform::list_endpoint! {
-    /// List payments of both kinds (checkout and manual), newest first.
+    /// List payments of both kinds (checkout and manual), newest first; a signed-in customer's
+    /// list holds the payments of their own orders only.
     fn list_payments(path = "/api/payments", tag = "payments", description = "One page of payments.",
-        state = AppState, view = ListedPayment, page = store::page_all)
+        state = AppState, view = ListedPayment, page = store::page_all, owned_by_caller)
 }
 
 /// Read one payment, from the cache when it holds it.
 #[utoipa::path(get, path = "/api/payments/{id}", tag = "payments",
     params(("id" = inline(openapi::Id), Path, description = "The payment's id.")),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = PaymentView, description = "The payment.", links(
             ("GetPaymentOfOrder" = (operation_id = "payment_by_order", parameters(("orderId" = "$response.body#/orderId")))),
             ("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/orderId")))),
         )),
-        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No payment has this id (`payment_not_found`)."),
+        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No payment has this id, or none of the signed-in customer's (`payment_not_found`)."),
+        SignedIn,
         InvalidParams,
     ))]
-pub async fn get_payment(State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Response> {
+pub async fn get_payment(
+    State(state): State<AppState>,
+    access: Access,
+    PathId(id): PathId,
+) -> ApiResult<Response> {
+    if access.sees()?.is_some() {
+        // A customer's read checks the owner, which the cached view does not show.
+        let payment = match store::find(&state.db, id).await? {
+            Some(payment) if access.may_see(payment.user_id)? => payment,
+            _ => return Err(payment_not_found()),
+        };
+        return Ok(Json(PaymentView::from(&payment)).into_response());
+    }
     let key = cache_key(id);
     if let Some(bytes) = state.cache.get(&key).await {
         return Ok((
@@ -305,28 +323,43 @@ pub async fn get_payment(State(state): State<AppState>, PathId(id): PathId) -> A
 /// The payment of an order.
 #[utoipa::path(get, path = "/api/payments/order/{orderId}", tag = "payments",
     params(("orderId" = inline(openapi::Id), Path, description = "The id of the order the payment is for.")),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, body = PaymentView, description = "The order's payment.", links(
             ("GetPayment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))),
         )),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The order has no payment, or not yet: payments are created \
-            asynchronously after the order (`payment_not_found`)."),
+            asynchronously after the order; or it is not the signed-in customer's \
+            (`payment_not_found`)."),
+        SignedIn,
         InvalidParams,
     ))]
 pub async fn payment_by_order(
     State(state): State<AppState>,
+    access: Access,
     PathId(order_id): PathId,
 ) -> ApiResult<Json<PaymentView>> {
-    found(store::find_by_order(&state.db, order_id).await?, || {
+    access.sees()?;
+    let payment = match store::find_by_order(&state.db, order_id).await? {
+        Some(payment) if access.may_see(payment.user_id)? => Some(payment),
+        _ => None,
+    };
+    found(payment, || {
         ApiError::not_found("payment_not_found", "This order has no payment (yet).")
     })
 }
 
 /// Count and total amount of checkout payments per status (seed 003's report; payments
 /// recorded by hand are not charged and are not counted here).
-#[utoipa::path(get, path = "/api/payments/stats", tag = "payments",
-    responses((status = 200, body = PaymentStats, description = "Count and total per status and currency."), Failures))]
-pub async fn payment_stats(State(state): State<AppState>) -> ApiResult<Json<PaymentStats>> {
+#[utoipa::path(get, path = "/api/payments/stats", tag = "payments", security((), ("bearer" = []), ("cookie" = [])),
+    responses((status = 200, body = PaymentStats, description = "Count and total per status and currency."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The token is a customer's: only an admin sees figures over every customer (`admin_only`)."),
+        SignedIn, Failures))]
+pub async fn payment_stats(
+    State(state): State<AppState>,
+    access: Access,
+) -> ApiResult<Json<PaymentStats>> {
+    access.sees_everything()?;
     let totals = store::totals_by_status(&state.db).await?;
     let by_status = totals
         .into_iter()
@@ -353,6 +386,6 @@ fn payment_not_found() -> ApiError {
     ),
     paths(list_payments, get_payment, payment_by_order, payment_stats),
     components(schemas(PaymentView, ListedPayment, PaymentStats, StatusStats)),
-    modifiers(&ProblemResponses)
+    modifiers(&ProblemResponses, &TokenSecurity)
 )]
 pub struct PaymentsApi;

@@ -43,6 +43,7 @@ pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [
     2 "0002_refunds",
     3 "0003_manual_payments",
     4 "0004_saved_cards",
+    5 "0005_by_user",
 ]);
 
 pub const PROVIDER_LATENCY_MS: Setting = Setting {

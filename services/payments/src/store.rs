@@ -145,10 +145,11 @@ pub async fn find_by_order_for_update(
 /// database merges the two tables' newest-first indexes, so a page reads only its rows.
 const ALL: Listing = Listing {
     table: "(SELECT id, 'checkout' AS kind, order_id, NULL AS member_id, amount_minor, currency, \
-        status, reason, NULL AS payment_method, NULL AS paid_at, created_at, updated_at FROM payments \
+        status, reason, NULL AS payment_method, NULL AS paid_at, created_at, updated_at, user_id \
+        FROM payments \
         UNION ALL SELECT id, 'manual' AS kind, NULL AS order_id, member_id, amount_minor, currency, \
-        status, NULL AS reason, payment_method, paid_at, created_at, updated_at FROM manual_payments) \
-        AS all_payments",
+        status, NULL AS reason, payment_method, paid_at, created_at, updated_at, NULL AS user_id \
+        FROM manual_payments) AS all_payments",
     columns: Cow::Borrowed(
         "id, kind, order_id, member_id, amount_minor, currency, status, reason, payment_method, \
          paid_at, created_at, updated_at",
@@ -188,9 +189,15 @@ fn listed_from(row: &Row) -> DbResult<Listed> {
     })
 }
 
-/// One page of payments of both kinds, newest first, with how many there are in all.
-pub async fn page_all(db: &Db, pagination: Pagination) -> DbResult<Page<Listed>> {
-    ALL.page(db, pagination, &Filters::new(), listed_from).await
+/// One page of payments of both kinds, newest first, with how many there are in all; only
+/// `owner`'s (checkout payments of their orders) when given.
+pub async fn page_all(
+    db: &Db,
+    pagination: Pagination,
+    owner: Option<Uuid>,
+) -> DbResult<Page<Listed>> {
+    let filters = Filters::new().equal("user_id", owner);
+    ALL.page(db, pagination, &filters, listed_from).await
 }
 
 /// Count and sum of payments per status and currency.

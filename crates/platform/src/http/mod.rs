@@ -47,6 +47,9 @@ pub struct HttpSettings {
     /// The secret that signs and checks access tokens ([`crate::auth`]); none: no token is
     /// accepted.
     pub tokens: Option<crate::auth::Secret>,
+    /// Whether routes open by default (seed 003's) answer signed-in callers only
+    /// ([`crate::auth::Access`]).
+    pub require_token: bool,
 }
 
 impl Default for HttpSettings {
@@ -55,6 +58,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
             tokens: None,
+            require_token: false,
         }
     }
 }
@@ -440,6 +444,9 @@ pub fn service_app(
         ))
         .layer(Extension(ServiceName(name)))
         .layer(Extension(crate::auth::Tokens(settings.tokens.clone())))
+        .layer(Extension(crate::auth::TokenRequired(
+            settings.require_token,
+        )))
 }
 
 /// Makes HTTPS available to the HTTP clients of this process (Stripe, services over `https://`
