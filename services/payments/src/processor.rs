@@ -340,7 +340,8 @@ async fn settle_loop(
 }
 
 /// Records one outcome the provider reported on its own (a webhook), as a charge's answer is
-/// recorded: whether it changed the payment (it does not once the payment is settled).
+/// recorded: whether it was taken (the payment settled, or, cancelled meanwhile, its charge
+/// asked to be voided); `payment` is as it was when the charge went out.
 pub async fn record(
     db: &Db,
     cache: &Arc<dyn Cache>,
@@ -420,10 +421,15 @@ async fn settle(
     let mut recorded = Vec::with_capacity(decided.len());
     let mut announcements = Vec::with_capacity(decided.len());
     let mut to_void = Vec::new();
+    let mut voided_charges = Vec::new();
     for (s, d) in decided {
         if !changed.contains(&s.payment.id) {
             if cancelled.contains(&s.payment.id) {
                 to_void.push((s.payment.id, RefundKind::Void, &s.context));
+                // The provider's id for the charge is what a void names.
+                if let Some(reference) = d.reference {
+                    voided_charges.push((s.payment.id, reference));
+                }
             }
             continue;
         }
@@ -474,6 +480,7 @@ async fn settle(
         recorded.push((s, stored));
     }
     outbox::add_all(&mut tx, &announcements).await?;
+    store::keep_references(&mut tx, &voided_charges).await?;
     store::request_refunds(&mut tx, &to_void).await?;
     tx.commit().await?;
     if !to_void.is_empty() {

@@ -315,6 +315,20 @@ pub async fn cancelled_among(tx: &mut Tx, ids: &[Uuid]) -> DbResult<HashSet<Uuid
     rows.iter().map(|r| r.get("id")).collect()
 }
 
+/// Records the provider's id for the charges of payments that did not take their approval
+/// (cancelled meanwhile), so that voiding them can name the charge; a reference already kept
+/// stays.
+pub async fn keep_references(tx: &mut Tx, charges: &[(Uuid, &str)]) -> DbResult<()> {
+    for (id, reference) in charges {
+        sql("UPDATE payments SET provider_reference = $1 WHERE id = $2 AND provider_reference IS NULL")
+            .bind(*reference)
+            .bind(*id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Takes over PROCESSING payments whose lease ran out (their process died or gave up) and
 /// leases them to this process; returns their ids with the flow each belongs to.
 pub async fn claim_stalled(

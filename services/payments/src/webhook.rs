@@ -138,11 +138,20 @@ pub async fn stripe_event(
             applied: false,
         }));
     };
-    if payment.status != PaymentStatus::Processing {
+    // A charge approved after its order was cancelled took money the payment no longer takes:
+    // it is settled as the charge's own answer would have been, which asks for it to be voided.
+    let late_approval = payment.status == PaymentStatus::Cancelled
+        && matches!(outcome, ChargeOutcome::Approved { .. });
+    if payment.status != PaymentStatus::Processing && !late_approval {
         return Ok(Json(Received {
             received: true,
             applied: false,
         }));
+    }
+    let mut payment = payment;
+    if late_approval {
+        // As it was when the charge went out.
+        payment.status = PaymentStatus::Processing;
     }
     let context = EventContext::new(format!(
         "stripe:{}",

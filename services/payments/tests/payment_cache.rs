@@ -2,10 +2,12 @@
 //! the local Redis): reads cache whatever the status, and a read racing a change never puts the
 //! older state back.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use axum::extract::State;
-use kassa_contracts::{Currency, EventContext, Money};
+use common::processing_payment;
 use kassa_payments::{
     api::{self, AppState},
     domain::{Payment, PaymentStatus},
@@ -45,25 +47,6 @@ fn caches() -> Vec<Arc<dyn Cache>> {
     )
     .unwrap();
     vec![Arc::new(MemoryCache::new(100)), Arc::new(redis)]
-}
-
-async fn processing_payment(db: &Db) -> Payment {
-    let payment = Payment::for_order(
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Money::from_minor(1_250, Currency::USD).unwrap(),
-        PaymentStatus::Processing,
-    );
-    let mut tx = db.begin().await.unwrap();
-    store::insert_all(
-        &mut tx,
-        &[(payment.clone(), EventContext::new("test"))],
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    store::find(db, payment.id).await.unwrap().unwrap()
 }
 
 async fn approve(db: &Db, id: Uuid) -> Payment {

@@ -1,11 +1,14 @@
 //! Stripe's webhook on both backends: a signed outcome settles a PROCESSING payment once, as a
-//! charge's answer would; an unsigned, mis-signed or stale one changes nothing.
+//! charge's answer would, and an approval for a payment cancelled meanwhile is voided; an
+//! unsigned, mis-signed or stale one changes nothing.
+
+mod common;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, http::Method, http::StatusCode};
+use common::processing_payment;
 use hmac::{KeyInit, Mac};
-use kassa_contracts::{Currency, EventContext, Money};
 use kassa_payments::{
     domain::{Payment, PaymentStatus},
     refunds::Refunds,
@@ -30,25 +33,6 @@ fn webhook_app(db: &Db, secret: Option<&str>) -> Router {
         refunds: Refunds::default(),
         secret: secret.map(str::to_owned),
     })
-}
-
-async fn processing(db: &Db) -> Payment {
-    let payment = Payment::for_order(
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        Money::from_minor(1_250, Currency::USD).unwrap(),
-        PaymentStatus::Processing,
-    );
-    let mut tx = db.begin().await.unwrap();
-    store::insert_all(
-        &mut tx,
-        &[(payment.clone(), EventContext::new("test"))],
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    payment
 }
 
 /// `Stripe-Signature` for `body`, signed `age` seconds ago with `secret`.
@@ -96,7 +80,7 @@ async fn later_outcomes(t: Throwaway) {
         .await
         .unwrap();
     let app = webhook_app(&t.db, Some(SECRET));
-    let paid = processing(&t.db).await;
+    let paid = processing_payment(&t.db).await;
     let body = event("payment_intent.succeeded", &paid);
 
     // Not signed, signed with another secret, signed too long ago, or altered: refused, and
@@ -132,8 +116,38 @@ async fn later_outcomes(t: Throwaway) {
     let again = send(&app, &body, Some(&signature(SECRET, &body, 0))).await;
     assert_eq!(again.json, json!({"received": true, "applied": false}));
 
+    // Approved after its order was cancelled: the payment stays CANCELLED, keeps Stripe's
+    // reference, and the charge is to be voided by that reference.
+    let cancelled = processing_payment(&t.db).await;
+    let mut tx = t.db.begin().await.unwrap();
+    let changed = store::transition(
+        &mut tx,
+        &cancelled,
+        PaymentStatus::Cancelled,
+        Some("order cancelled"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(changed.is_some());
+    tx.commit().await.unwrap();
+    let body = event("payment_intent.succeeded", &cancelled);
+    let voiding = send(&app, &body, Some(&signature(SECRET, &body, 0))).await;
+    assert_eq!(voiding.json, json!({"received": true, "applied": true}));
+    let stored = store::find(&t.db, cancelled.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, PaymentStatus::Cancelled);
+    assert_eq!(stored.provider_reference.as_deref(), Some("pi_later"));
+    let due = store::claim_due_refunds(&t.db, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let due: Vec<(Uuid, &str)> = due
+        .iter()
+        .map(|d| (d.payment_id, d.kind.as_str()))
+        .collect();
+    assert_eq!(due, [(cancelled.id, "void")]);
+
     // A failure declines its payment; an event of another kind is acknowledged and ignored.
-    let failed = processing(&t.db).await;
+    let failed = processing_payment(&t.db).await;
     let body = event("payment_intent.payment_failed", &failed);
     send(&app, &body, Some(&signature(SECRET, &body, 0))).await;
     let stored = store::find(&t.db, failed.id).await.unwrap().unwrap();
@@ -142,7 +156,7 @@ async fn later_outcomes(t: Throwaway) {
         stored.reason.as_deref(),
         Some("Your card has insufficient funds.")
     );
-    let other = event("customer.created", &processing(&t.db).await);
+    let other = event("customer.created", &processing_payment(&t.db).await);
     let ignored = send(&app, &other, Some(&signature(SECRET, &other, 0))).await;
     assert_eq!(ignored.json, json!({"received": true, "applied": false}));
 
