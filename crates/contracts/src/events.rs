@@ -180,3 +180,45 @@ event!(UserCreated, "user.created", 1);
 #[serde(transparent)]
 pub struct UserUpdated(pub UserProfile);
 event!(UserUpdated, "user.updated", 1);
+
+/// One line of an order for products of the catalog (seed 002): which product, how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderItem {
+    pub product_id: Uuid,
+    pub quantity: i64,
+}
+
+/// `order.completed`: every item of a paid order was handed out (seed 002's
+/// `OrderCompletedEvent`); inventory turns what the order held into units sold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCompleted {
+    pub order_id: Uuid,
+    pub items: Vec<OrderItem>,
+    /// When it completed (RFC 3339).
+    pub timestamp: String,
+}
+event!(OrderCompleted, "order.completed", 1);
+
+/// `stock.low`: a product's units available to order fell to its low-stock threshold or below
+/// it; published once per crossing (published by inventory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockLow {
+    pub inventory_id: Uuid,
+    pub product_id: Uuid,
+    pub product_name: String,
+    pub available: i64,
+    pub low_stock_threshold: i64,
+}
+event!(StockLow, "stock.low", 1);
+
+/// `reservation.expired`: an order held stock longer than its reservation allowed without being
+/// paid; the stock is back on sale and the order is to be cancelled (published by inventory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationExpired {
+    pub order_id: Uuid,
+}
+event!(ReservationExpired, "reservation.expired", 1);

@@ -130,6 +130,37 @@ macro_rules! list_endpoint {
     };
 }
 
+/// A page answered as a seed's clients read lists: a plain JSON array, `X-Total-Count` for how
+/// many there are in all, and `Link: <…>; rel="next"` naming the next page of the list at
+/// `path` with the same `query` parameters (`pairs`) when there is one.
+pub fn plain_page<T: serde::Serialize>(
+    page: &Page<T>,
+    path: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<axum::response::Response, crate::http::ApiError> {
+    use axum::{
+        http::{HeaderValue, header},
+        response::IntoResponse,
+    };
+    let mut response = axum::Json(&page.data).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", HeaderValue::from(page.meta.total));
+    if page.meta.page < page.meta.total_pages as u32 {
+        let mut next: Vec<(String, String)> = pairs
+            .into_iter()
+            .filter(|(name, _)| name != "page" && name != "limit")
+            .collect();
+        next.push(("page".into(), (page.meta.page + 1).to_string()));
+        next.push(("limit".into(), page.meta.limit.to_string()));
+        let query =
+            serde_urlencoded::to_string(&next).map_err(|_| crate::http::ApiError::internal())?;
+        if let Ok(link) = HeaderValue::from_str(&format!("<{path}?{query}>; rel=\"next\"")) {
+            headers.insert(header::LINK, link);
+        }
+    }
+    Ok(response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -240,3 +240,25 @@ pub fn mentions(text: &str, secret: &str) -> bool {
     let text = text.to_ascii_lowercase();
     text.contains(&secret.to_ascii_lowercase()) || text.contains(&hex)
 }
+
+/// What `service` is built from in a test of its own crate: its database `db`, an in-memory
+/// bus and cache, default settings, no peers. Its background tasks run until the test ends.
+pub fn infra(service: &'static crate::service::Service, db: Db) -> crate::service::Infra {
+    let (trigger, shutdown) = crate::shutdown::channel();
+    // Never asked to stop: the test's runtime ends the tasks.
+    std::mem::forget(trigger);
+    crate::service::Infra {
+        db: Some(db),
+        bus: std::sync::Arc::new(crate::bus::memory::MemoryBus::new(
+            crate::bus::RetryPolicy::default(),
+            shutdown.clone(),
+        )),
+        cache: std::sync::Arc::new(crate::cache::MemoryCache::new(10_000)),
+        shutdown,
+        options: crate::service::Options::default(),
+        http: crate::http::HttpSettings::default(),
+        peers: Vec::new(),
+        directory: crate::peer::Directory::default(),
+        service,
+    }
+}

@@ -308,16 +308,38 @@ async fn list<R: Resource, const SEED: bool>(
     matched: MatchedPath,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let mut pagination = Pagination::from_query(query.as_deref())?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            "The query string is not valid form encoding.",
-        )
-    })?;
-    let mut filters = Filters::new();
+    let style = if SEED { Style::Seed } else { Style::Kassa };
+    list_answer(
+        &records,
+        matched.as_str(),
+        query.as_deref(),
+        style,
+        Filters::new(),
+    )
+    .await
+}
+
+/// A list's answer in `style`: one page of the records that pass `fixed` and the filters of
+/// `query` (paging and declared fields), for the list at `path`. For a service that serves a
+/// subset of its records at a path of its own (a seed's `/api/Product/availability`).
+pub async fn list_answer<R: Resource>(
+    records: &Records<R>,
+    path: &str,
+    query: Option<&str>,
+    style: Style,
+    fixed: Filters,
+) -> ApiResult<Response> {
+    let seed = style == Style::Seed;
+    let mut pagination = Pagination::from_query(query)?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or("")).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "The query string is not valid form encoding.",
+            )
+        })?;
+    let mut filters = fixed;
     for (name, value) in &pairs {
         if name == "page" || name == "limit" {
             continue;
@@ -341,7 +363,7 @@ async fn list<R: Resource, const SEED: bool>(
         })?;
         filters = filters.equal(field.column, Some(filter_arg(field.kind, name, value)?));
     }
-    if SEED && !pairs.iter().any(|(name, _)| name == "limit") {
+    if seed && !pairs.iter().any(|(name, _)| name == "limit") {
         // A seed's clients read the whole list from one call: give them the most a page holds.
         pagination.limit = MAX_LIMIT;
     }
@@ -349,27 +371,10 @@ async fn list<R: Resource, const SEED: bool>(
         .page(pagination, &filters)
         .await?
         .map(|r| r.to_json());
-    if !SEED {
+    if !seed {
         return Ok(Json(page).into_response());
     }
-    let mut response = Json(&page.data).into_response();
-    let headers = response.headers_mut();
-    headers.insert("x-total-count", HeaderValue::from(page.meta.total));
-    if page.meta.page < page.meta.total_pages as u32 {
-        let mut next: Vec<(String, String)> = pairs
-            .into_iter()
-            .filter(|(name, _)| name != "page" && name != "limit")
-            .collect();
-        next.push(("page".into(), (page.meta.page + 1).to_string()));
-        next.push(("limit".into(), page.meta.limit.to_string()));
-        let query = serde_urlencoded::to_string(&next).map_err(|_| ApiError::internal())?;
-        if let Ok(link) =
-            HeaderValue::from_str(&format!("<{}?{query}>; rel=\"next\"", matched.as_str()))
-        {
-            headers.insert(header::LINK, link);
-        }
-    }
-    Ok(response)
+    crate::listing::plain_page(&page, path, pairs)
 }
 
 async fn read<R: Resource>(

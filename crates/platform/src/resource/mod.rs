@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-pub use api::router;
+pub use api::{list_answer, router};
 pub use openapi::document;
 
 pub use store::Records;
@@ -286,18 +286,20 @@ mod tests;
 /// Migration `0001_members` is read from `migrations/postgres/0001_members.sql` and
 /// `migrations/sqlite/0001_members.sql` beside the crate's `src`. The service's document is
 /// the records' unless `document: path` names a `fn() -> OpenApi` of its own (the records'
-/// and more). A service that also consumes events or serves more routes names them and a
-/// function that adds its parts:
-/// `consumes: &TOPICS, extend: more` with `fn more(infra: &Infra, parts: ServiceParts,
-/// records: Records<R>) -> Result<ServiceParts, BuildError>`.
+/// and more). A service that also consumes events (`consumes: &TOPICS`) or serves more routes
+/// (under its mounts, or under prefixes of their own named in `more_routes: ["/api/…"]`) names
+/// a function that adds its parts: `extend: more` with `fn more(infra: &Infra, parts:
+/// ServiceParts, records: Records<R>) -> Result<ServiceParts, BuildError>`.
 #[macro_export]
 macro_rules! records_service {
     (
         name: $name:literal, port: $port:literal, resource: $resource:ty,
         mounts: [$($style:ident $prefix:literal),+ $(,)?],
+        $(more_routes: [$($more:literal),+ $(,)?],)?
         migrations: [$($version:literal $file:literal),+ $(,)?]
         $(, document: $document:path)?
-        $(, consumes: $consumes:expr, extend: $extend:path)? $(,)?
+        $(, consumes: $consumes:expr)?
+        $(, extend: $extend:path)? $(,)?
     ) => {
         pub const NAME: &str = $name;
 
@@ -311,7 +313,7 @@ macro_rules! records_service {
             name: NAME,
             default_port: $port,
             migrations: Some(&MIGRATIONS),
-            routes: &[$($prefix),+],
+            routes: &[$($prefix,)+ $($($more,)+)?],
             consumes: $crate::records_service!(@consumes $($consumes)?),
             settings: &[],
             openapi: $crate::records_service!(@document $resource $(, $document)?),
