@@ -14,6 +14,8 @@ pub static SERVICES: &[&Service] = &[
     &kassa_personnel::SERVICE,
     &kassa_users::SERVICE,
     &kassa_notifications::SERVICE,
+    &kassa_catalog::SERVICE,
+    &kassa_inventory::SERVICE,
 ];
 
 /// The service named `name`.
