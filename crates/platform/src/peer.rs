@@ -128,6 +128,35 @@ impl PeerClient {
 
     /// `GET path` with `bearer` as its token, tried as the settings say.
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> Result<PeerAnswer, PeerError> {
+        self.call(Method::GET, path, None, bearer).await
+    }
+
+    /// `POST path` with `body` as JSON, tried as the settings say: only for a request the other
+    /// service answers the same when it arrives twice (it names what it is for, as a
+    /// reservation names its order).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        bearer: Option<&str>,
+    ) -> Result<PeerAnswer, PeerError> {
+        let bytes =
+            Bytes::from(serde_json::to_vec(body).map_err(|e| self.unavailable(e.to_string()))?);
+        self.call(Method::POST, path, Some(bytes), bearer).await
+    }
+
+    /// `DELETE path`, tried as the settings say.
+    pub async fn delete(&self, path: &str, bearer: Option<&str>) -> Result<PeerAnswer, PeerError> {
+        self.call(Method::DELETE, path, None, bearer).await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        bearer: Option<&str>,
+    ) -> Result<PeerAnswer, PeerError> {
         {
             let breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
             if breaker
@@ -142,7 +171,7 @@ impl PeerClient {
             if attempt > 0 {
                 tokio::time::sleep(self.settings.backoff * 2u32.saturating_pow(attempt - 1)).await;
             }
-            match self.try_once(path, bearer).await {
+            match self.try_once(&method, path, body.clone(), bearer).await {
                 Ok(answer) => {
                     *self.breaker.lock().unwrap_or_else(|e| e.into_inner()) = Breaker::default();
                     return Ok(answer);
@@ -164,17 +193,29 @@ impl PeerClient {
     }
 
     /// One try: an answer, or why there was none.
-    async fn try_once(&self, path: &str, bearer: Option<&str>) -> Result<PeerAnswer, String> {
+    async fn try_once(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<Bytes>,
+        bearer: Option<&str>,
+    ) -> Result<PeerAnswer, String> {
         let answer = match self.directory.reach(self.service) {
             None => return Err("this process does not know where it runs yet".into()),
             Some(Reach::InProcess(router)) => {
-                let mut req = Request::builder().method(Method::GET).uri(path);
+                let mut req = Request::builder().method(method.clone()).uri(path);
                 if let Some(token) = bearer {
                     let value = HeaderValue::from_str(&format!("Bearer {token}"))
                         .map_err(|e| e.to_string())?;
                     req = req.header(header::AUTHORIZATION, value);
                 }
-                let req = req.body(Body::empty()).map_err(|e| e.to_string())?;
+                let req = match body {
+                    Some(bytes) => req
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(bytes)),
+                    None => req.body(Body::empty()),
+                }
+                .map_err(|e| e.to_string())?;
                 let call = async {
                     let response = match router.oneshot(req).await {
                         Ok(response) => response,
@@ -191,11 +232,17 @@ impl PeerClient {
                     .map_err(|_| "no answer in time".to_owned())??
             }
             Some(Reach::Url(base)) => {
-                let mut req = self
-                    .http
-                    .get(format!("{}{path}", base.trim_end_matches('/')));
+                let mut req = self.http.request(
+                    method.clone(),
+                    format!("{}{path}", base.trim_end_matches('/')),
+                );
                 if let Some(token) = bearer {
                     req = req.bearer_auth(token);
+                }
+                if let Some(bytes) = body {
+                    req = req
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(bytes);
                 }
                 let response = req.send().await.map_err(|e| e.to_string())?;
                 let status = response.status();

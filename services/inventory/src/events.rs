@@ -106,7 +106,9 @@ impl Apply for Stock {
                     stock::release(&self.db, tx, order_id, Reason::Released, &mover(envelope))
                         .await?;
                 }
-                StockEvent::Keep(order_id) => stock::keep(tx, order_id).await?,
+                StockEvent::Keep(order_id) => {
+                    stock::keep(&self.db, tx, order_id, &mover(envelope)).await?;
+                }
                 StockEvent::Sell { order_id, items } => {
                     stock::sell(&self.db, tx, order_id, &items, &mover(envelope)).await?;
                 }

@@ -492,15 +492,37 @@ pub async fn release(
     Ok(released)
 }
 
-/// The order was paid: what it holds is kept for it until it completes, past any expiry.
-pub async fn keep(tx: &mut Tx, order_id: Uuid) -> DbResult<()> {
-    sql("UPDATE reservations SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4")
-        .bind(Hold::Kept.as_str())
-        .bind(kassa_contracts::now())
-        .bind(order_id)
-        .bind(Hold::Held.as_str())
-        .execute(tx)
-        .await?;
+/// The order was paid: what it holds is kept for it until it completes, past any expiry. A
+/// line whose hold ran out as the payment went through is held again when the units are
+/// still there (the order is paid: it goes ahead).
+pub async fn keep(db: &Db, tx: &mut Tx, order_id: Uuid, mover: &Mover) -> ApiResult<()> {
+    for line in holds(db, tx, order_id).await? {
+        match line.status {
+            Hold::Held => {}
+            Hold::Expired => {
+                let Some(mut item) = lock_product(db, tx, line.product_id).await? else {
+                    continue;
+                };
+                if item.available < line.quantity {
+                    tracing::warn!(%order_id, product_id = %line.product_id,
+                        "a paid order's hold expired and its units were sold since");
+                    continue;
+                }
+                moved(
+                    tx,
+                    &mut item,
+                    Reason::Reserved,
+                    line.quantity,
+                    Some(order_id),
+                    mover,
+                    Some("held again: paid as its hold expired"),
+                )
+                .await?;
+            }
+            Hold::Kept | Hold::Sold | Hold::Released => continue,
+        }
+        set_status(tx, order_id, line.product_id, Hold::Kept).await?;
+    }
     Ok(())
 }
 

@@ -420,6 +420,35 @@ async fn holds_expire_unless_paid(t: Throwaway) {
     shop.hear(event(unpaid, &OrderCancelled { order_id: unpaid }))
         .await;
     assert_eq!(counts(&shop.item(&item).await), (3, 2, 0));
+    // Paid just as its hold ran out: held again, since the units are still there.
+    let late = Uuid::now_v7();
+    assert_eq!(
+        shop.reserve(late, json!([{"productId": cola, "quantity": 1}]))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let much_later = kassa_contracts::now() + Duration::minutes(16);
+    assert_eq!(
+        kassa_inventory::stock::expire(&shop.db, much_later, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(counts(&shop.item(&item).await), (3, 2, 0));
+    shop.hear(event(
+        late,
+        &OrderPaid {
+            order_id: late,
+            payment_id: Uuid::now_v7(),
+        },
+    ))
+    .await;
+    assert_eq!(counts(&shop.item(&item).await), (2, 3, 0));
+    let hold = shop
+        .call(Method::GET, &format!("/api/reservations/{late}"), None)
+        .await;
+    assert_eq!(hold.json["items"][0]["status"], "KEPT");
     t.drop_now().await;
 }
 

@@ -16,7 +16,7 @@ use kassa_platform::{
     auth::Access,
     db::Db,
     http::{
-        ApiError, ApiJson, ApiResult, PathId, RequestIds, found, not_null,
+        ApiError, ApiJson, ApiResult, PathId, RequestIds, not_null,
         openapi::{
             self, CurrencyCode, IdempotencyKeyHeader, InvalidBody, InvalidParams, PricedObject,
             ProblemResponses, SignedIn, TokenSecurity,
@@ -49,6 +49,10 @@ pub struct AppState {
     pub default_currency: Currency,
     /// Stores orders placed without an `Idempotency-Key`, many per transaction under load.
     pub placer: Placer,
+    /// Prices an order's items.
+    pub catalog: crate::items::Catalog,
+    /// Holds an order's items.
+    pub inventory: crate::items::Inventory,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -64,14 +68,27 @@ pub fn router(state: AppState) -> Router {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
     user_id: String,
-    total: Box<RawValue>,
+    #[serde(default)]
+    total: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "not_null")]
     currency: Option<String>,
+    /// Products of the catalog (seed 002): priced by the catalog, held in inventory.
+    #[serde(default, deserialize_with = "not_null")]
+    items: Option<Vec<ItemLine>>,
+}
+
+/// One line of an order for products of the catalog.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ItemLine {
+    #[schema(value_type = openapi::Id)]
+    product_id: String,
+    quantity: kassa_platform::validate::Whole<1, 10_000>,
 }
 
 impl PartialSchema for CreateOrder {
     fn schema() -> RefOr<Schema> {
-        PricedObject {
+        let priced = PricedObject {
             description: "An order to place: who places it and what it costs. The currency \
                 decides how many decimal places `total` may have.",
             properties: vec![("userId", openapi::Id::schema(), true)],
@@ -81,8 +98,38 @@ impl PartialSchema for CreateOrder {
             default_currency: Some(Currency::USD),
             example: json!({"userId": "d55fa6d6-63c2-4633-aeaf-ecf0c80fb48f", "total": 150.50}),
         }
-        .schema()
-        .into()
+        .schema();
+        // Or products of the catalog, which price them; a `total` sent along must be theirs.
+        let items = utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Object)
+            .description(Some(
+                "An order for products of the catalog (seed 002): the catalog prices each line \
+                 in the shop's currency (`KASSA_CURRENCY`) and inventory holds its stock for 15 \
+                 minutes, until the order is paid. A `total` sent along must be the catalog's \
+                 (422 `total_mismatch`).",
+            ))
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::<Schema>::FreeForm(false),
+            ))
+            .property("userId", openapi::Id::schema())
+            .required("userId")
+            .property(
+                "items",
+                utoipa::openapi::ArrayBuilder::new()
+                    .items(Ref::from_schema_name("ItemLine"))
+                    .min_items(Some(1))
+                    .max_items(Some(100)),
+            )
+            .required("items")
+            .property("total", openapi::amount_input(2))
+            .build();
+        match priced {
+            Schema::OneOf(mut one_of) => {
+                one_of.items.push(RefOr::T(Schema::Object(items)));
+                RefOr::T(Schema::OneOf(one_of))
+            }
+            other => RefOr::T(other),
+        }
     }
 }
 
@@ -137,6 +184,10 @@ pub struct OrderView {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure_reason: Option<String>,
+    /// The products ordered, as priced when the order was placed (orders for items, read one
+    /// at a time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<Vec<LineView>>,
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime)]
     created_at: chrono::DateTime<chrono::Utc>,
@@ -154,8 +205,33 @@ impl From<Order> for OrderView {
             currency: o.total.currency().code().to_owned(),
             status: o.status.as_str(),
             failure_reason: o.failure_reason,
+            items: None,
             created_at: o.created_at,
             updated_at: o.updated_at,
+        }
+    }
+}
+
+/// One line of an order for products of the catalog.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LineView {
+    product_id: Uuid,
+    name: String,
+    #[schema(schema_with = openapi::amount_output)]
+    unit_price: Box<RawValue>,
+    quantity: i64,
+    is_dispensable: bool,
+}
+
+impl From<crate::items::Line> for LineView {
+    fn from(l: crate::items::Line) -> Self {
+        LineView {
+            product_id: l.product_id,
+            name: l.name,
+            unit_price: l.unit_price.to_json_number(),
+            quantity: l.quantity,
+            is_dispensable: l.is_dispensable,
         }
     }
 }
@@ -188,12 +264,29 @@ pub async fn create_order(
     access.sees()?;
     let user_id = parse_uuid("userId", &body.user_id)?;
     access.acts_for(user_id, "userId")?;
+    let key = IdempotencyKey::from_headers(&headers)?;
+    if let Some(items) = body.items {
+        if body.currency.is_some() {
+            return Err(ApiError::unprocessable(
+                "currency_with_items",
+                "An order for products of the catalog is in the shop's currency; leave `currency` out.",
+            )
+            .with_param("currency"));
+        }
+        return create_with_items(&state, user_id, items, body.total, key, &ids).await;
+    }
     let currency = match &body.currency {
         Some(code) => parse_currency("currency", code)?,
         None => state.default_currency,
     };
-    let total = parse_amount("total", &body.total, currency)?;
-    let key = IdempotencyKey::from_headers(&headers)?;
+    let raw_total = body.total.ok_or_else(|| {
+        ApiError::invalid(
+            "total",
+            "missing_field",
+            "Field `total` is required (or `items`, products of the catalog).",
+        )
+    })?;
+    let total = parse_amount("total", &raw_total, currency)?;
 
     let order = Order::place(user_id, total);
     let event = Envelope::new(
@@ -232,6 +325,125 @@ pub async fn create_order(
     .await?;
     tracing::info!(order_id = %order_id, total = %total, "order placed");
     Ok(answer)
+}
+
+/// Places an order for products of the catalog: priced by the catalog, its stock held by
+/// inventory, then stored with its lines and `order.created`, all before the answer.
+async fn create_with_items(
+    state: &AppState,
+    user_id: Uuid,
+    items: Vec<ItemLine>,
+    total: Option<Box<RawValue>>,
+    key: Option<IdempotencyKey>,
+    ids: &RequestIds,
+) -> ApiResult<Response> {
+    if items.is_empty() || items.len() > 100 {
+        return Err(
+            ApiError::unprocessable("invalid_items", "An order holds one to 100 lines.")
+                .with_param("items"),
+        );
+    }
+    let wanted = items
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            Ok(crate::items::Wanted {
+                product_id: parse_uuid(&format!("items[{i}].productId"), &line.product_id)?,
+                quantity: line.quantity.get(),
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let currency = state.default_currency;
+    // What the client says it costs is checked as an amount before anything is priced.
+    let claimed = total
+        .as_ref()
+        .map(|raw| parse_amount("total", raw, currency))
+        .transpose()?;
+    let mut fingerprint_parts: Vec<Vec<u8>> = vec![user_id.as_bytes().to_vec()];
+    for w in &wanted {
+        fingerprint_parts.push(w.product_id.as_bytes().to_vec());
+        fingerprint_parts.push(w.quantity.to_be_bytes().to_vec());
+    }
+    if let Some(claimed) = claimed {
+        fingerprint_parts.push(claimed.minor().to_be_bytes().to_vec());
+    }
+    let parts: Vec<&[u8]> = fingerprint_parts.iter().map(Vec::as_slice).collect();
+    let fingerprint = idempotency::fingerprint(&parts);
+    let mut keyed = match key {
+        None => None,
+        Some(key) => {
+            match idempotency::begin(&state.db, "orders.create", key, &fingerprint).await? {
+                Begun::Replay(answer) => return Ok(answer),
+                Begun::Fresh(keyed) => Some(keyed),
+            }
+        }
+    };
+    let (lines, priced) = crate::items::price(&state.catalog, &wanted, currency).await?;
+    if let Some(claimed) = claimed
+        && claimed != priced
+    {
+        return Err(ApiError::unprocessable(
+            "total_mismatch",
+            format!(
+                "The items cost {} {} at the catalog's prices, not {}.",
+                priced.to_decimal_string(),
+                currency.code(),
+                claimed.to_decimal_string()
+            ),
+        )
+        .with_param("total"));
+    }
+    let mut order = Order::place(user_id, priced);
+    order.item = Some(crate::items::summary(&lines));
+    let event = Envelope::new(
+        NAME,
+        order.id,
+        &OrderCreated {
+            order_id: order.id,
+            user_id,
+            amount_minor: priced.minor(),
+            currency: currency.code().to_owned(),
+            payment_method: None,
+            item: order.item.clone(),
+        },
+        &ids.event_context(),
+    );
+    let accepted = Accepted {
+        order_id: order.id,
+        message: "Order creation request accepted",
+        status: Some("PENDING_PAYMENT"),
+    };
+    let body = serde_json::to_vec(&accepted).map_err(|_| ApiError::internal())?;
+    state.inventory.reserve(order.id, &lines).await?;
+    let stored = async {
+        match keyed.as_mut() {
+            Some(keyed) => {
+                store::insert(keyed.tx(), &order).await?;
+                store::insert_lines(keyed.tx(), order.id, &lines).await?;
+                outbox::add(keyed.tx(), &event).await?;
+                Ok::<_, ApiError>(())
+            }
+            None => {
+                let mut tx = state.db.begin().await?;
+                store::insert(&mut tx, &order).await?;
+                store::insert_lines(&mut tx, order.id, &lines).await?;
+                outbox::add(&mut tx, &event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+    .await;
+    let answer = match (stored, keyed) {
+        (Ok(()), Some(keyed)) => keyed.finish(StatusCode::ACCEPTED, body).await,
+        (Ok(()), None) => Ok(json_response(StatusCode::ACCEPTED, body)),
+        (Err(e), _) => Err(e),
+    };
+    if answer.is_err() {
+        state.inventory.release(order.id).await;
+    }
+    tracing::info!(order_id = %order.id, total = %priced, lines = lines.len(), "order for items placed");
+    answer
 }
 
 /// Stores a new order with its event and answers `status` with `body`. Without an
@@ -285,11 +497,21 @@ pub async fn get_order(
 ) -> ApiResult<Json<OrderView>> {
     access.sees()?;
     let order = store::find(&state.db, id).await?;
-    let visible = match order {
-        Some(order) if access.may_see(Some(order.user_id))? => Some(order),
-        _ => None,
+    let order = match order {
+        Some(order) if access.may_see(Some(order.user_id))? => order,
+        _ => return Err(order_not_found()),
     };
-    found(visible, order_not_found)
+    // Only an order with words for what it is for can have lines: the checkout's orders cost
+    // no second read.
+    let lines = match order.item {
+        Some(_) => store::lines(&state.db, &order).await?,
+        None => Vec::new(),
+    };
+    let mut view = OrderView::from(order);
+    if !lines.is_empty() {
+        view.items = Some(lines.into_iter().map(LineView::from).collect());
+    }
+    Ok(Json(view))
 }
 
 /// Change an order's status; only `CANCELLED` can be asked for (PAID and FAILED follow from
@@ -448,7 +670,7 @@ fn order_not_found() -> ApiError {
         description = "Orders of seed 003: placed PENDING, then PAID, FAILED or CANCELLED."
     ),
     paths(create_order, list_orders, get_order, update_order, cancel_order),
-    components(schemas(CreateOrder, UpdateOrder, Accepted, OrderView)),
+    components(schemas(ItemLine, LineView, CreateOrder, UpdateOrder, Accepted, OrderView)),
     modifiers(&ProblemResponses, &TokenSecurity)
 )]
 pub struct OrdersApi;

@@ -49,6 +49,17 @@ impl OrderStatus {
         }
     }
 
+    /// The order's stock hold expired before it was paid: its items are back on sale.
+    pub fn on_hold_expired(self) -> Transition {
+        match self {
+            OrderStatus::Pending => Transition::To(OrderStatus::Cancelled),
+            OrderStatus::Cancelled | OrderStatus::Failed => Transition::Ignore,
+            // Paid before the hold ran out, paid as the hold ran out: inventory keeps a paid
+            // order's hold, and a paid order is not taken back for it.
+            OrderStatus::Paid => Transition::Refuse,
+        }
+    }
+
     /// The customer asked to cancel.
     pub fn on_cancel_requested(self) -> Transition {
         match self {
@@ -107,6 +118,14 @@ mod tests {
         assert_eq!(Paid.on_payment_approved(), Ignore);
         assert_eq!(Cancelled.on_payment_approved(), Ignore);
         assert_eq!(Failed.on_payment_approved(), Refuse);
+    }
+
+    #[test]
+    fn an_expired_hold_cancels_only_an_unpaid_order() {
+        assert_eq!(Pending.on_hold_expired(), To(Cancelled));
+        assert_eq!(Paid.on_hold_expired(), Refuse);
+        assert_eq!(Cancelled.on_hold_expired(), Ignore);
+        assert_eq!(Failed.on_hold_expired(), Ignore);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! What orders does with payment outcomes: PAID on approval, FAILED on a decline or failure.
+//! What orders does with payment outcomes: PAID on approval, FAILED on a decline or failure;
+//! and with an expired stock hold: a PENDING order whose items are back on sale is CANCELLED.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -6,8 +7,8 @@ use async_trait::async_trait;
 use kassa_contracts::{
     Envelope, EventContext,
     events::{
-        Event, OrderFailed, OrderPaid, PaymentApproved, PaymentDeclined, PaymentFailed,
-        PaymentOutcome,
+        Event, OrderCancelled, OrderFailed, OrderPaid, PaymentApproved, PaymentDeclined,
+        PaymentFailed, PaymentOutcome, ReservationExpired,
     },
 };
 use kassa_platform::{
@@ -24,29 +25,62 @@ use crate::{
 };
 
 /// The event types this consumer is bound to.
-pub const TOPICS: [&str; 3] = [
+pub const TOPICS: [&str; 4] = [
     PaymentApproved::TYPE,
     PaymentDeclined::TYPE,
     PaymentFailed::TYPE,
+    ReservationExpired::TYPE,
 ];
+
+/// Why an order cancelled by its expired hold is.
+pub const HOLD_EXPIRED: &str = "reservation_expired";
+
+/// What an event says of an order.
+pub enum Settled {
+    /// Its payment's outcome, and whether it approved.
+    Payment(PaymentOutcome, bool),
+    /// Its stock hold expired before it was paid.
+    HoldExpired(Uuid),
+}
+
+impl Settled {
+    fn order_id(&self) -> Uuid {
+        match self {
+            Settled::Payment(outcome, _) => outcome.order_id,
+            Settled::HoldExpired(order_id) => *order_id,
+        }
+    }
+}
 
 pub struct PaymentOutcomes {
     pub db: Db,
 }
 
-/// Reads a payment outcome, and whether it approved.
-fn decode(event: &Envelope) -> Result<(PaymentOutcome, bool), HandlerError> {
+/// Reads a payment outcome (and whether it approved) or an expired hold.
+fn decode(event: &Envelope) -> Result<Settled, HandlerError> {
     Ok(match event.event_type.as_str() {
-        PaymentApproved::TYPE => (event.decode::<PaymentApproved>()?.0, true),
-        PaymentDeclined::TYPE => (event.decode::<PaymentDeclined>()?.0, false),
-        PaymentFailed::TYPE => (event.decode::<PaymentFailed>()?.0, false),
+        PaymentApproved::TYPE => Settled::Payment(event.decode::<PaymentApproved>()?.0, true),
+        PaymentDeclined::TYPE => Settled::Payment(event.decode::<PaymentDeclined>()?.0, false),
+        PaymentFailed::TYPE => Settled::Payment(event.decode::<PaymentFailed>()?.0, false),
+        ReservationExpired::TYPE => {
+            Settled::HoldExpired(event.decode::<ReservationExpired>()?.order_id)
+        }
         other => return Err(HandlerError::new(format!("orders does not handle {other}"))),
     })
 }
 
 /// The event an order's new status announces.
-fn announce(order: &Order, outcome: &PaymentOutcome, cause: &Envelope) -> Envelope {
+fn announce(order: &Order, settled: &Settled, cause: &Envelope) -> Envelope {
     let ctx = EventContext::caused_by(cause);
+    let outcome = match settled {
+        Settled::HoldExpired(order_id) => {
+            let cancelled = OrderCancelled {
+                order_id: *order_id,
+            };
+            return Envelope::new(NAME, order.id, &cancelled, &ctx);
+        }
+        Settled::Payment(outcome, _) => outcome,
+    };
     if order.status == OrderStatus::Paid {
         let paid = OrderPaid {
             order_id: order.id,
@@ -67,8 +101,7 @@ fn announce(order: &Order, outcome: &PaymentOutcome, cause: &Envelope) -> Envelo
 
 #[async_trait]
 impl Apply for PaymentOutcomes {
-    /// The outcome, and whether it approved.
-    type Event = (PaymentOutcome, bool);
+    type Event = Settled;
     type AfterCommit = ();
 
     fn decode(&self, event: &Envelope) -> Result<Self::Event, HandlerError> {
@@ -82,7 +115,7 @@ impl Apply for PaymentOutcomes {
         tx: &mut Tx,
         todo: Vec<Fresh<'_, Self::Event>>,
     ) -> Result<Applied<()>, HandlerError> {
-        let mut ids: Vec<Uuid> = todo.iter().map(|f| f.event.0.order_id).collect();
+        let mut ids: Vec<Uuid> = todo.iter().map(|f| f.event.order_id()).collect();
         // One locking order for every batch, so two replicas never deadlock on the same orders.
         ids.sort_unstable();
         ids.dedup();
@@ -95,24 +128,35 @@ impl Apply for PaymentOutcomes {
         let mut announcements = Vec::new();
         for Fresh {
             envelope: event,
-            event: (outcome, approved),
+            event: settled,
         } in &todo
         {
-            let order = orders.get_mut(&outcome.order_id).ok_or_else(|| {
-                HandlerError::new(format!("order {} does not exist", outcome.order_id))
-            })?;
-            let transition = if *approved {
-                order.status.on_payment_approved()
-            } else {
-                order.status.on_payment_unsuccessful()
+            let order_id = settled.order_id();
+            let Some(order) = orders.get_mut(&order_id) else {
+                if matches!(settled, Settled::HoldExpired(_)) {
+                    // A hold made for an order that was then never stored.
+                    continue;
+                }
+                return Err(HandlerError::new(format!(
+                    "order {order_id} does not exist"
+                )));
+            };
+            let transition = match settled {
+                Settled::Payment(_, true) => order.status.on_payment_approved(),
+                Settled::Payment(_, false) => order.status.on_payment_unsuccessful(),
+                Settled::HoldExpired(_) => order.status.on_hold_expired(),
             };
             match transition {
                 Transition::To(status) => {
                     order.status = status;
-                    if outcome.reason.is_some() {
-                        order.failure_reason.clone_from(&outcome.reason);
+                    match settled {
+                        Settled::Payment(outcome, _) if outcome.reason.is_some() => {
+                            order.failure_reason.clone_from(&outcome.reason);
+                        }
+                        Settled::HoldExpired(_) => order.failure_reason = Some(HOLD_EXPIRED.into()),
+                        Settled::Payment(..) => {}
                     }
-                    announcements.push(announce(order, outcome, event));
+                    announcements.push(announce(order, settled, event));
                     if !changed.contains(&order.id) {
                         changed.push(order.id);
                     }

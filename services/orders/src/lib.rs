@@ -6,11 +6,13 @@
 //! - `store.rs`: the orders table
 //! - `events.rs`: what payment outcomes do to orders
 //! - `placing.rs`: new orders stored many per transaction under load
+//! - `items.rs`: orders for products of the catalog, priced there and held in inventory
 
 pub mod api;
 pub mod customer;
 pub mod domain;
 pub mod events;
+pub mod items;
 pub mod placing;
 pub mod store;
 
@@ -24,8 +26,7 @@ use utoipa::OpenApi;
 
 pub const NAME: &str = "orders";
 
-pub const MIGRATIONS: Migrations =
-    kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items", 3 "0003_by_user"]);
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items", 3 "0003_by_user", 4 "0004_lines"]);
 
 /// The currency of an order that names none.
 pub const CURRENCY: Setting = Setting {
@@ -73,6 +74,21 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         db: db.clone(),
         default_currency: config.default_currency,
         placer,
+        catalog: items::Catalog {
+            client: std::sync::Arc::new(kassa_platform::peer::PeerClient::new(
+                infra.directory.clone(),
+                "catalog",
+                kassa_platform::peer::PeerSettings::default(),
+            )),
+            cache: infra.cache.clone(),
+        },
+        inventory: items::Inventory {
+            client: std::sync::Arc::new(kassa_platform::peer::PeerClient::new(
+                infra.directory.clone(),
+                "inventory",
+                kassa_platform::peer::PeerSettings::default(),
+            )),
+        },
     };
     Ok(ServiceParts::api(
         api::router(state.clone()).merge(customer::router(state)),

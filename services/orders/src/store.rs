@@ -71,6 +71,54 @@ pub async fn insert_all(tx: &mut Tx, orders: impl IntoIterator<Item = &Order>) -
     Ok(())
 }
 
+/// Stores the lines of order `order_id`.
+pub async fn insert_lines(
+    tx: &mut Tx,
+    order_id: Uuid,
+    lines: &[crate::items::Line],
+) -> DbResult<()> {
+    for (i, line) in lines.iter().enumerate() {
+        sql("INSERT INTO order_lines (order_id, line, product_id, name, unit_price_minor, quantity, \
+             is_dispensable) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(order_id)
+        .bind(i as i64)
+        .bind(line.product_id)
+        .bind(&line.name)
+        .bind(line.unit_price.minor())
+        .bind(line.quantity)
+        .bind(line.is_dispensable)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The lines of order `order`, in the order they were placed (none for an order by total).
+pub async fn lines(db: &Db, order: &Order) -> DbResult<Vec<crate::items::Line>> {
+    let rows = sql(
+        "SELECT product_id, name, unit_price_minor, quantity, is_dispensable \
+                    FROM order_lines WHERE order_id = $1 ORDER BY line",
+    )
+    .bind(order.id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let minor: i64 = r.get("unit_price_minor")?;
+            Ok(crate::items::Line {
+                product_id: r.get("product_id")?,
+                name: r.get("name")?,
+                unit_price: kassa_contracts::Money::from_minor(minor, order.total.currency())
+                    .map_err(|e| {
+                        kassa_platform::db::DbError::column("unit_price_minor", e.to_string())
+                    })?,
+                quantity: r.get("quantity")?,
+                is_dispensable: r.get("is_dispensable")?,
+            })
+        })
+        .collect()
+}
+
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Order>> {
     let row = sql(concat!("SELECT ", columns!(), " FROM orders WHERE id = $1"))
         .bind(id)

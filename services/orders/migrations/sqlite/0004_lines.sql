@@ -1,0 +1,11 @@
+-- The lines of an order for products of the catalog (seed 002), as priced when it was placed.
+CREATE TABLE order_lines (
+    order_id BLOB NOT NULL REFERENCES orders (id),
+    line INTEGER NOT NULL,
+    product_id BLOB NOT NULL,
+    name TEXT NOT NULL,
+    unit_price_minor INTEGER NOT NULL CHECK (unit_price_minor > 0),
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    is_dispensable INTEGER NOT NULL,
+    PRIMARY KEY (order_id, line)
+);
