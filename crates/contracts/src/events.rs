@@ -222,3 +222,24 @@ pub struct ReservationExpired {
     pub order_id: Uuid,
 }
 event!(ReservationExpired, "reservation.expired", 1);
+
+/// [`OrderCreated::payment_method`] of an order paid in person with cash (seed 002).
+pub const CASH: &str = "Cash";
+/// [`OrderCreated::payment_method`] of an order paid in person by scanning a QRIS code.
+pub const QRIS: &str = "QRIS";
+
+/// `payment.completed`: an in-person payment (Cash, QRIS) was confirmed by the kiosk, the seed's
+/// `PaymentCompletedEvent` (published by payments beside `payment.approved`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCompleted {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// `Cash` or `QRIS`.
+    pub method: String,
+    /// When it was confirmed (RFC 3339).
+    pub timestamp: String,
+}
+event!(PaymentCompleted, "payment.completed", 1);

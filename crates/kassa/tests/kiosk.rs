@@ -7,7 +7,10 @@ mod support;
 use serde_json::{Value, json};
 use support::{Backend, spawn_app};
 
-on_both_backends!(orders_for_items_are_priced_and_held);
+on_both_backends!(
+    orders_for_items_are_priced_and_held,
+    in_person_payments_are_confirmed_once
+);
 
 async fn orders_for_items_are_priced_and_held(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -129,5 +132,197 @@ async fn orders_for_items_are_priced_and_held(backend: Backend) {
     // The seed-003 shape keeps working beside it.
     let plain = app.place_order("9.99").await;
     app.order_reaches(&plain, &["PAID"]).await;
+    app.stop().await;
+}
+
+/// The CRC-16/CCITT-FALSE of `text` as Python's standard library computes it
+/// (`binascii.crc_hqx` with 0xFFFF to start): a check that shares no code with kassa's.
+fn crc_by_python(text: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import binascii, sys; print('%04X' % binascii.crc_hqx(sys.argv[1].encode(), 0xFFFF))",
+            text,
+        ])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The EMVCo data objects of `payload`: ID, two-digit length, value.
+fn objects(payload: &str) -> Vec<(String, String)> {
+    let mut rest = payload;
+    let mut found = Vec::new();
+    while !rest.is_empty() {
+        let (id, tail) = rest.split_at(2);
+        let (len, tail) = tail.split_at(2);
+        let (value, tail) = tail.split_at(len.parse::<usize>().unwrap());
+        found.push((id.to_owned(), value.to_owned()));
+        rest = tail;
+    }
+    found
+}
+
+async fn in_person_payments_are_confirmed_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, tea) = app
+        .post_json("/api/products", r#"{"name":"Tea","price":3.5}"#, &[])
+        .await;
+    let tea = tea["id"].as_str().unwrap().to_owned();
+    let listed = app
+        .wait_for(&format!("/api/Inventory?productId={tea}"), |items| {
+            items.as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    let item = listed[0]["id"].as_str().unwrap().to_owned();
+    let counted = app
+        .client
+        .put(format!("{}/api/Inventory/{item}", app.gateway))
+        .json(&json!({"quantity": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(counted.status(), 200);
+    let user = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    let place = |method: &str| {
+        json!({"userId": user, "items": [{"productId": tea, "quantity": 2}], "paymentMethod": method})
+            .to_string()
+    };
+
+    // QRIS: the order waits, the provider is never asked.
+    let (status, placed) = app.post_json("/api/orders", &place("qris"), &[]).await;
+    assert_eq!(status, 202, "{placed}");
+    let order = placed["orderId"].as_str().unwrap().to_owned();
+    let pending = app
+        .wait_for(&format!("/api/Payment/order/{order}"), |p| {
+            p["status"] == "PENDING"
+        })
+        .await;
+    assert_eq!(pending["method"], "QRIS");
+    let payment = pending["id"].as_str().unwrap().to_owned();
+    let (status, chosen) = app
+        .post_json(
+            "/api/Payment",
+            &json!({"orderId": order, "method": "QRIS"}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{chosen}");
+    let payload = chosen["qris"]["payload"].as_str().unwrap().to_owned();
+    let parts = objects(&payload);
+    let value = |id: &str| parts.iter().find(|(i, _)| i == id).map(|(_, v)| v.as_str());
+    assert_eq!(value("00"), Some("01"));
+    assert_eq!(value("01"), Some("12"), "dynamic: it carries the amount");
+    assert_eq!(value("54"), Some("7.00"));
+    assert_eq!(value("53"), Some("840"));
+    assert_eq!(value("59"), Some("Kassa Kiosk"));
+    assert_eq!(value("60"), Some("Jakarta"));
+    let (body, crc) = payload.split_at(payload.len() - 4);
+    assert!(body.ends_with("6304"), "{payload}");
+    assert_eq!(crc, crc_by_python(body), "{payload}");
+    for (suffix, kind) in [("svg", "image/svg+xml"), ("png", "image/png")] {
+        let image = app
+            .client
+            .get(format!(
+                "{}/api/Payment/{payment}/qris.{suffix}",
+                app.gateway
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(image.status(), 200);
+        assert_eq!(image.headers()["content-type"], kind);
+        let bytes = image.bytes().await.unwrap();
+        if suffix == "png" {
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        } else {
+            assert!(String::from_utf8_lossy(&bytes).contains("<svg"));
+        }
+    }
+
+    // Confirmed twice (with one key, then with none): approved once, the same answer each time.
+    let confirm = format!("/api/Payment/{payment}/confirm");
+    let (status, first) = app
+        .post_json(&confirm, "", &[("Idempotency-Key", "kiosk-1")])
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "APPROVED");
+    assert!(first.get("qris").is_none());
+    let (status, again) = app
+        .post_json(&confirm, "", &[("Idempotency-Key", "kiosk-1")])
+        .await;
+    assert_eq!((status, &again), (200, &first));
+    let (status, third) = app.post_json(&confirm, "", &[]).await;
+    assert_eq!((status, third["status"].as_str()), (200, Some("APPROVED")));
+    app.order_reaches(&order, &["PAID"]).await;
+    app.wait_for(&format!("/api/reservations/{order}"), |r| {
+        r["items"][0]["status"] == "KEPT"
+    })
+    .await;
+
+    // Cash, then cancelled before it was paid: the payment is cancelled and cannot be confirmed.
+    let (_, placed) = app.post_json("/api/orders", &place("Cash"), &[]).await;
+    let cash_order = placed["orderId"].as_str().unwrap().to_owned();
+    let cash = app
+        .wait_for(&format!("/api/Payment/order/{cash_order}"), |p| {
+            p["status"] == "PENDING"
+        })
+        .await;
+    assert_eq!(cash["method"], "Cash");
+    assert!(cash.get("qris").is_none());
+    let cash = cash["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .patch(
+            &format!("/api/orders/{cash_order}"),
+            Some(json!({"status": "CANCELLED"})),
+        )
+        .await;
+    assert!(status < 300, "{status}");
+    app.wait_for(&format!("/api/Payment/order/{cash_order}"), |p| {
+        p["status"] == "CANCELLED"
+    })
+    .await;
+    let (status, refused) = app
+        .post_json(&format!("/api/Payment/{cash}/confirm"), "", &[])
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("payment_cancelled")),
+        "{refused}"
+    );
+    // Its stock is back on sale: 10 counted, 2 kept for the paid order.
+    let (_, stock) = app.get(&format!("/api/inventory/{item}")).await;
+    app.wait_for(&format!("/api/inventory/{item}"), |s| s["available"] == 8)
+        .await;
+    let _ = stock;
+
+    // What the kiosk gets wrong is refused.
+    for (body, status, code) in [
+        (
+            json!({"orderId": cash_order, "method": "card"}),
+            422,
+            "invalid_method",
+        ),
+        (
+            json!({"orderId": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "method": "Cash"}),
+            404,
+            "payment_not_found",
+        ),
+    ] {
+        let (got, problem) = app.post_json("/api/Payment", &body.to_string(), &[]).await;
+        assert_eq!(
+            (got, problem["code"].as_str()),
+            (status, Some(code)),
+            "{problem}"
+        );
+    }
+    let (status, bad) = app.post_json("/api/orders", &place("bitcoin"), &[]).await;
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (422, Some("invalid_payment_method"))
+    );
+    let (status, all) = app.get("/api/all").await;
+    assert_eq!(status, 200);
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
     app.stop().await;
 }

@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod outbox;
 pub mod password;
 pub mod peer;
+pub mod qr;
 pub mod resource;
 pub mod service;
 pub mod shutdown;

@@ -130,6 +130,36 @@ macro_rules! list_endpoint {
     };
 }
 
+/// The parameters of a list's query: paging, and the filters it names, each of `allowed`; any
+/// other is a 400 `unknown_parameter` naming it.
+pub fn query_pairs(
+    query: Option<&str>,
+    allowed: &[&str],
+) -> Result<Vec<(String, String)>, crate::http::ApiError> {
+    use crate::http::ApiError;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or("")).map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "The query string is not valid form encoding.",
+            )
+        })?;
+    for (name, _) in &pairs {
+        if name != "page" && name != "limit" && !allowed.contains(&name.as_str()) {
+            return Err(ApiError::invalid(
+                name.as_str(),
+                "unknown_parameter",
+                format!(
+                    "`{name}` is not a parameter of this list; it takes page, limit{}.",
+                    allowed.iter().map(|a| format!(", {a}")).collect::<String>()
+                ),
+            ));
+        }
+    }
+    Ok(pairs)
+}
+
 /// A page answered as a seed's clients read lists: a plain JSON array, `X-Total-Count` for how
 /// many there are in all, and `Link: <…>; rel="next"` naming the next page of the list at
 /// `path` with the same `query` parameters (`pairs`) when there is one.

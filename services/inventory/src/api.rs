@@ -19,7 +19,7 @@ use kassa_platform::{
         openapi::{self, InvalidBody, InvalidParams, ProblemResponses},
         parse_uuid,
     },
-    listing::{Filters, Listing, plain_page},
+    listing::{Filters, Listing, plain_page, query_pairs},
     validate::{Text, Whole},
 };
 use serde::{Deserialize, Serialize};
@@ -66,31 +66,6 @@ const MOVEMENTS: Listing = Listing {
     columns: std::borrow::Cow::Borrowed(stock::MOVEMENT_COLUMNS),
     order_by: "created_at DESC, id DESC",
 };
-
-/// The query of a list: paging, and the filters it names (each at most once).
-fn query_pairs(query: Option<&str>, allowed: &[&str]) -> ApiResult<Vec<(String, String)>> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.unwrap_or("")).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                "The query string is not valid form encoding.",
-            )
-        })?;
-    for (name, _) in &pairs {
-        if name != "page" && name != "limit" && !allowed.contains(&name.as_str()) {
-            return Err(ApiError::invalid(
-                name.as_str(),
-                "unknown_parameter",
-                format!(
-                    "`{name}` is not a parameter of this list; it takes page, limit{}.",
-                    allowed.iter().map(|a| format!(", {a}")).collect::<String>()
-                ),
-            ));
-        }
-    }
-    Ok(pairs)
-}
 
 async fn items_page(
     db: &Db,

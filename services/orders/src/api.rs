@@ -75,6 +75,39 @@ pub struct CreateOrder {
     /// Products of the catalog (seed 002): priced by the catalog, held in inventory.
     #[serde(default, deserialize_with = "not_null")]
     items: Option<Vec<ItemLine>>,
+    /// Paid in person (seed 002): `Cash` or `QRIS`; else charged through the provider.
+    #[serde(default, deserialize_with = "not_null")]
+    payment_method: Option<String>,
+}
+
+/// The in-person payment methods an order may name, as the seed writes them.
+const IN_PERSON: [&str; 2] = [kassa_contracts::events::CASH, kassa_contracts::events::QRIS];
+
+fn payment_method_schema() -> Schema {
+    openapi::any_case_text(
+        &IN_PERSON,
+        "Paid in person (seed 002), in any letter case: the order waits for the kiosk to confirm \
+         its payment (`POST /api/Payment/{PaymentId}/confirm`) instead of being charged \
+         through the provider.",
+    )
+}
+
+/// The method an order names, as the seed writes it; a 422 for any other.
+fn in_person_method(sent: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(sent) = sent else {
+        return Ok(None);
+    };
+    IN_PERSON
+        .iter()
+        .find(|m| m.eq_ignore_ascii_case(sent.trim()))
+        .map(|m| Some((*m).to_owned()))
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_payment_method",
+                "`paymentMethod` is Cash or QRIS (or left out: the provider charges the order).",
+            )
+            .with_param("paymentMethod")
+        })
 }
 
 /// One line of an order for products of the catalog.
@@ -91,7 +124,10 @@ impl PartialSchema for CreateOrder {
         let priced = PricedObject {
             description: "An order to place: who places it and what it costs. The currency \
                 decides how many decimal places `total` may have.",
-            properties: vec![("userId", openapi::Id::schema(), true)],
+            properties: vec![
+                ("userId", openapi::Id::schema(), true),
+                ("paymentMethod", payment_method_schema().into(), false),
+            ],
             amount: "total",
             currency: "currency",
             // The document is the same for every configuration; the default is configurable.
@@ -122,6 +158,7 @@ impl PartialSchema for CreateOrder {
             )
             .required("items")
             .property("total", openapi::amount_input(2))
+            .property("paymentMethod", payment_method_schema())
             .build();
         match priced {
             Schema::OneOf(mut one_of) => {
@@ -265,6 +302,7 @@ pub async fn create_order(
     let user_id = parse_uuid("userId", &body.user_id)?;
     access.acts_for(user_id, "userId")?;
     let key = IdempotencyKey::from_headers(&headers)?;
+    let payment_method = in_person_method(body.payment_method.as_deref())?;
     if let Some(items) = body.items {
         if body.currency.is_some() {
             return Err(ApiError::unprocessable(
@@ -273,7 +311,16 @@ pub async fn create_order(
             )
             .with_param("currency"));
         }
-        return create_with_items(&state, user_id, items, body.total, key, &ids).await;
+        return create_with_items(
+            &state,
+            user_id,
+            items,
+            body.total,
+            payment_method,
+            key,
+            &ids,
+        )
+        .await;
     }
     let currency = match &body.currency {
         Some(code) => parse_currency("currency", code)?,
@@ -297,7 +344,7 @@ pub async fn create_order(
             user_id,
             amount_minor: total.minor(),
             currency: currency.code().to_owned(),
-            payment_method: None,
+            payment_method: payment_method.clone(),
             item: None,
         },
         &ids.event_context(),
@@ -310,11 +357,13 @@ pub async fn create_order(
     let body = serde_json::to_vec(&accepted).map_err(|_| ApiError::internal())?;
     let order_id = order.id;
 
-    let fingerprint = idempotency::fingerprint(&[
-        user_id.as_bytes(),
-        &total.minor().to_be_bytes(),
-        currency.code().as_bytes(),
-    ]);
+    let minor = total.minor().to_be_bytes();
+    let mut parts: Vec<&[u8]> = vec![user_id.as_bytes(), &minor, currency.code().as_bytes()];
+    // Only when named, so a key's fingerprint is what it was before methods existed.
+    if let Some(method) = &payment_method {
+        parts.push(method.as_bytes());
+    }
+    let fingerprint = idempotency::fingerprint(&parts);
     let answer = place(
         &state,
         order,
@@ -334,6 +383,7 @@ async fn create_with_items(
     user_id: Uuid,
     items: Vec<ItemLine>,
     total: Option<Box<RawValue>>,
+    payment_method: Option<String>,
     key: Option<IdempotencyKey>,
     ids: &RequestIds,
 ) -> ApiResult<Response> {
@@ -366,6 +416,9 @@ async fn create_with_items(
     }
     if let Some(claimed) = claimed {
         fingerprint_parts.push(claimed.minor().to_be_bytes().to_vec());
+    }
+    if let Some(method) = &payment_method {
+        fingerprint_parts.push(method.as_bytes().to_vec());
     }
     let parts: Vec<&[u8]> = fingerprint_parts.iter().map(Vec::as_slice).collect();
     let fingerprint = idempotency::fingerprint(&parts);
@@ -403,7 +456,7 @@ async fn create_with_items(
             user_id,
             amount_minor: priced.minor(),
             currency: currency.code().to_owned(),
-            payment_method: None,
+            payment_method,
             item: order.item.clone(),
         },
         &ids.event_context(),

@@ -102,7 +102,7 @@ async fn cache_view(cache: &dyn Cache, payment: &Payment, body: Vec<u8>) -> bool
 /// `updated_at` only orders writes of the same status.
 fn cache_version(payment: &Payment) -> i64 {
     let rank: i64 = match payment.status {
-        PaymentStatus::Processing => 0,
+        PaymentStatus::Processing | PaymentStatus::Pending => 0,
         PaymentStatus::Approved
         | PaymentStatus::Declined
         | PaymentStatus::Failed
@@ -136,6 +136,11 @@ pub struct PaymentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     provider_reference: Option<String>,
+    /// How it is paid in person (seed 002): `Cash` or `QRIS`; absent for a payment charged
+    /// through the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::domain::InPerson::schema, nullable = false)]
+    method: Option<&'static str>,
     #[serde(serialize_with = "timestamp")]
     #[schema(value_type = String, format = DateTime)]
     created_at: chrono::DateTime<chrono::Utc>,
@@ -154,6 +159,7 @@ impl From<&Payment> for PaymentView {
             status: p.status.as_str(),
             reason: p.reason.clone(),
             provider_reference: p.provider_reference.clone(),
+            method: p.method.map(|m| m.as_str()),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }

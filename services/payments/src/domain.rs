@@ -9,11 +9,22 @@ kassa_contracts::status_enum! {
     /// Where a payment stands, as seed 003 names it.
     pub enum PaymentStatus {
         Processing = "PROCESSING",
+        /// Waits for the customer to pay in person (seed 002: Cash, QRIS) and the kiosk to
+        /// confirm it.
+        Pending = "PENDING",
         Approved = "APPROVED",
         Declined = "DECLINED",
         Failed = "FAILED",
         Cancelled = "CANCELLED" | "CANCELED",
         Refunded = "REFUNDED",
+    }
+}
+
+kassa_contracts::status_enum! {
+    /// How a payment is made in person (seed 002), as its clients write it.
+    pub enum InPerson {
+        Cash = "Cash",
+        Qris = "QRIS",
     }
 }
 
@@ -63,7 +74,8 @@ impl PaymentStatus {
                 ChargeOutcome::Declined { .. } => PaymentStatus::Declined,
                 ChargeOutcome::Failed { .. } => PaymentStatus::Failed,
             }),
-            PaymentStatus::Approved
+            PaymentStatus::Pending
+            | PaymentStatus::Approved
             | PaymentStatus::Declined
             | PaymentStatus::Failed
             | PaymentStatus::Cancelled
@@ -73,7 +85,7 @@ impl PaymentStatus {
 
     pub fn on_order_cancelled(self) -> OnOrderCancelled {
         match self {
-            PaymentStatus::Processing => OnOrderCancelled::Cancel,
+            PaymentStatus::Processing | PaymentStatus::Pending => OnOrderCancelled::Cancel,
             PaymentStatus::Approved => OnOrderCancelled::Refund,
             PaymentStatus::Declined
             | PaymentStatus::Failed
@@ -98,6 +110,8 @@ pub struct Payment {
     pub saved_card: bool,
     /// What a saved-card order is for, for the customer's receipt.
     pub item: Option<String>,
+    /// Paid in person (seed 002), not through the provider.
+    pub method: Option<InPerson>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -117,6 +131,7 @@ impl Payment {
             provider_reference: None,
             saved_card: false,
             item: None,
+            method: None,
             created_at: now,
             updated_at: now,
         }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kassa_contracts::{
     Currency, Envelope, EventContext, Money,
-    events::{Event, OrderCancelled, OrderCreated, PaymentCancelled, PaymentOutcome, SAVED_CARD},
+    events::{
+        Event, OrderCancelled, OrderCreated, PaymentCancelled, PaymentOutcome, PaymentRefunded,
+        SAVED_CARD,
+    },
 };
 use kassa_platform::{
     bus::HandlerError,
@@ -20,7 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     NAME,
-    domain::{OnOrderCancelled, Payment, PaymentStatus, RefundKind},
+    domain::{InPerson, OnOrderCancelled, Payment, PaymentStatus, RefundKind},
     processor::{Processor, Work},
     refunds::Refunds,
     store,
@@ -104,14 +107,20 @@ impl OrderEvents {
         let payments: Vec<(Payment, EventContext)> = todo
             .iter()
             .map(|(event, order, amount)| {
+                // Paid in person (seed 002): it waits for the kiosk's confirmation, and the
+                // provider is never asked.
+                let in_person = order.payment_method.as_deref().and_then(InPerson::parse);
                 let status = if cancelled.get(&order.order_id) == Some(&true) {
                     PaymentStatus::Cancelled
+                } else if in_person.is_some() {
+                    PaymentStatus::Pending
                 } else {
                     PaymentStatus::Processing
                 };
                 let mut payment =
                     Payment::for_order(order.order_id, order.user_id, *amount, status);
                 payment.saved_card = order.payment_method.as_deref() == Some(SAVED_CARD);
+                payment.method = in_person;
                 payment.item = order.item.clone();
                 (payment, EventContext::caused_by(event))
             })
@@ -124,6 +133,11 @@ impl OrderEvents {
             if payment.status == PaymentStatus::Cancelled {
                 let cancelled = PaymentCancelled(outcome_of(&payment));
                 publish.push(Envelope::new(NAME, payment.id, &cancelled, &ctx));
+                after.changed.push(payment);
+                continue;
+            }
+            if payment.status == PaymentStatus::Pending {
+                tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, amount = %payment.amount, "payment waits to be paid in person");
                 after.changed.push(payment);
                 continue;
             }
@@ -168,7 +182,7 @@ impl OrderEvents {
                 .await?
                 else {
                     return Err(HandlerError::new(format!(
-                        "payment {} left PROCESSING while locked",
+                        "payment {} changed while locked",
                         payment.id
                     )));
                 };
@@ -180,6 +194,31 @@ impl OrderEvents {
                 ));
                 after.changed.push(cancelled);
                 tracing::info!(payment_id = %payment.id, order_id = %order.order_id, "payment cancelled with its order");
+            }
+            OnOrderCancelled::Refund if payment.method.is_some() => {
+                // Paid in person: the money goes back over the counter, not through the
+                // provider, which never saw it.
+                let Some(refunded) = store::transition(
+                    tx,
+                    &payment,
+                    PaymentStatus::Refunded,
+                    Some("order cancelled: give the money back in person"),
+                    None,
+                )
+                .await?
+                else {
+                    return Err(HandlerError::new(format!(
+                        "payment {} changed while locked",
+                        payment.id
+                    )));
+                };
+                publish.push(Envelope::new(
+                    NAME,
+                    payment.id,
+                    &PaymentRefunded(outcome_of(&refunded)),
+                    &ctx,
+                ));
+                after.changed.push(refunded);
             }
             OnOrderCancelled::Refund => {
                 store::request_refunds(tx, &[(payment.id, RefundKind::Refund, &ctx)]).await?;

@@ -14,9 +14,11 @@ pub mod api;
 pub mod cards;
 pub mod domain;
 pub mod events;
+pub mod in_person;
 pub mod manual;
 pub mod processor;
 pub mod provider;
+pub mod qris;
 pub mod refunds;
 pub mod store;
 pub mod stripe;
@@ -44,6 +46,7 @@ pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [
     3 "0003_manual_payments",
     4 "0004_saved_cards",
     5 "0005_by_user",
+    6 "0006_in_person",
 ]);
 
 pub const PROVIDER_LATENCY_MS: Setting = Setting {
@@ -67,11 +70,38 @@ pub const PAYMENT_LEASE_SECS: Setting = Setting {
     help: "Seconds a process owns a PROCESSING payment before another may take it over",
 };
 
+/// The merchant QRIS codes name (seed 002's in-person payments).
+pub const QRIS_MERCHANT_NAME: Setting = Setting {
+    name: "qris-merchant-name",
+    default: "Kassa Kiosk",
+    help: "Merchant name in QRIS codes (up to 25 characters)",
+};
+pub const QRIS_MERCHANT_CITY: Setting = Setting {
+    name: "qris-merchant-city",
+    default: "Jakarta",
+    help: "Merchant city in QRIS codes (up to 15 characters)",
+};
+pub const QRIS_MERCHANT_ID: Setting = Setting {
+    name: "qris-merchant-id",
+    default: "ID1020000000001",
+    help: "National merchant id (NMID) in QRIS codes",
+};
+pub const QRIS_COUNTRY: Setting = Setting {
+    name: "qris-country",
+    default: "ID",
+    help: "Merchant country in QRIS codes (ISO 3166-1 alpha-2)",
+};
+pub const QRIS_CATEGORY: Setting = Setting {
+    name: "qris-category",
+    default: "5814",
+    help: "Merchant category code in QRIS codes (ISO 18245)",
+};
+
 pub static SERVICE: Service = Service {
     name: NAME,
     default_port: 5019,
     migrations: Some(&MIGRATIONS),
-    routes: &["/api/payments", "/Payment"],
+    routes: &["/api/payments", "/Payment", "/api/Payment", "/api/all"],
     consumes: &events::TOPICS,
     settings: &[
         PROVIDER_LATENCY_MS,
@@ -82,6 +112,11 @@ pub static SERVICE: Service = Service {
         kassa_platform::stripe::SECRET_KEY,
         kassa_platform::stripe::API_BASE,
         kassa_platform::stripe::WEBHOOK_SECRET,
+        QRIS_MERCHANT_NAME,
+        QRIS_MERCHANT_CITY,
+        QRIS_MERCHANT_ID,
+        QRIS_COUNTRY,
+        QRIS_CATEGORY,
     ],
     openapi: document,
     build,
@@ -158,6 +193,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = api::PaymentsApi::openapi();
     doc.merge(resource::document::<manual::ManualPayments>(manual::MOUNTS));
     doc.merge(WebhookApi::openapi());
+    doc.merge(in_person::InPersonApi::openapi());
     doc
 }
 
@@ -210,12 +246,27 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         cache: infra.cache.clone(),
         lease: config.processor.lease,
     };
+    let merchant = qris::Merchant {
+        name: infra.options.get(&QRIS_MERCHANT_NAME)?,
+        city: infra.options.get(&QRIS_MERCHANT_CITY)?,
+        merchant_id: infra.options.get(&QRIS_MERCHANT_ID)?,
+        country: infra.options.get(&QRIS_COUNTRY)?,
+        category: infra.options.get(&QRIS_CATEGORY)?,
+    }
+    .checked()
+    .map_err(|e| BuildError::Start(format!("{e} (the --qris-* settings)")))?;
+    let in_person = in_person::router(in_person::InPersonState {
+        db: db.clone(),
+        cache: infra.cache.clone(),
+        merchant,
+    });
     let manual = manual_payments(db.clone(), infra.cache.clone());
     let api = api::router(api::AppState {
         db: db.clone(),
         cache: infra.cache.clone(),
     })
     .merge(resource::router(manual, manual::MOUNTS))
+    .merge(in_person)
     .merge(webhook);
     Ok(ServiceParts::api(api, document)
         .with_handler(Inboxed::new(NAME, db, handler))

@@ -82,7 +82,10 @@ fn numeric(code: &str) -> Option<&'static str> {
 
 /// One data object: ID, two-digit length, value (at most 99 characters).
 fn object(id: &str, value: &str) -> String {
-    debug_assert!(value.len() <= 99, "an EMVCo value holds at most 99 characters");
+    debug_assert!(
+        value.len() <= 99,
+        "an EMVCo value holds at most 99 characters"
+    );
     format!("{id}{:02}{value}", value.len())
 }
 
@@ -100,6 +103,23 @@ pub fn crc16(data: &[u8]) -> u16 {
         }
     }
     crc
+}
+
+/// An amount with every decimal place of its currency (`7.00`, `15000` in yen), as EMVCo
+/// writes transaction amounts.
+fn fixed_places(amount: Money) -> String {
+    let exponent = u32::from(amount.currency().exponent());
+    let unit = 10u64.pow(exponent);
+    let minor = amount.minor().unsigned_abs();
+    if exponent == 0 {
+        return minor.to_string();
+    }
+    format!(
+        "{}.{:0width$}",
+        minor / unit,
+        minor % unit,
+        width = exponent as usize
+    )
 }
 
 /// The payload for paying `amount` to `merchant`, `reference` (the payment's id, at most 25
@@ -120,7 +140,7 @@ pub fn payload(merchant: &Merchant, amount: Money, reference: &str) -> Option<St
         object("51", &account),
         object("52", &merchant.category),
         object("53", currency),
-        object("54", &amount.to_decimal_string()),
+        object("54", &fixed_places(amount)),
         object("58", &merchant.country),
         object("59", &merchant.name),
         object("60", &merchant.city),

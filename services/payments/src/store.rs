@@ -20,7 +20,7 @@ use crate::domain::{Payment, PaymentStatus, RefundKind};
 /// The columns a payment is read from, as a literal so queries can be `concat!`ed at compile time.
 macro_rules! columns {
     () => {
-        "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, saved_card, item, created_at, updated_at"
+        "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, saved_card, item, method, created_at, updated_at"
     };
 }
 
@@ -35,6 +35,13 @@ fn payment_from(row: &Row) -> DbResult<Payment> {
         provider_reference: row.get("provider_reference")?,
         saved_card: row.get("saved_card")?,
         item: row.get("item")?,
+        method: row
+            .get::<Option<String>>("method")?
+            .map(|m| {
+                crate::domain::InPerson::parse(&m)
+                    .ok_or_else(|| DbError::column("method", format!("unknown method {m}")))
+            })
+            .transpose()?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
@@ -75,6 +82,7 @@ pub async fn insert_all(
                 Arg::from(p.provider_reference.clone()),
                 Arg::from(p.saved_card),
                 Arg::from(p.item.clone()),
+                Arg::from(p.method.map(|m| m.as_str())),
                 Arg::from(p.created_at),
                 Arg::from(p.updated_at),
                 Arg::from(locked_until),
@@ -121,6 +129,51 @@ pub async fn find_by_order(db: &Db, order_id: Uuid) -> DbResult<Option<Payment>>
     row.as_ref().map(payment_from).transpose()
 }
 
+/// Reads a payment and locks it for the rest of `tx`.
+pub async fn find_for_update(db: &Db, tx: &mut Tx, id: Uuid) -> DbResult<Option<Payment>> {
+    let row = sql_assembled(format!(
+        concat!("SELECT ", columns!(), " FROM payments WHERE id = $1{}"),
+        db.for_update()
+    ))
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
+    row.as_ref().map(payment_from).transpose()
+}
+
+/// Orders' payments, newest first.
+const CHECKOUT: Listing = Listing {
+    table: "payments",
+    columns: Cow::Borrowed(columns!()),
+    order_by: "created_at DESC, id DESC",
+};
+
+/// One page of orders' payments, newest first.
+pub async fn page(db: &Db, pagination: Pagination) -> DbResult<Page<Payment>> {
+    CHECKOUT
+        .page(db, pagination, &Filters::new(), payment_from)
+        .await
+}
+
+/// Changes how a PENDING in-person payment (read for update in `tx`) is made.
+pub async fn set_method(
+    tx: &mut Tx,
+    payment: &Payment,
+    method: crate::domain::InPerson,
+) -> DbResult<Payment> {
+    let at = kassa_contracts::now().max(payment.updated_at);
+    sql("UPDATE payments SET method = $1, updated_at = $2 WHERE id = $3")
+        .bind(method.as_str())
+        .bind(at)
+        .bind(payment.id)
+        .execute(tx)
+        .await?;
+    let mut changed = payment.clone();
+    changed.method = Some(method);
+    changed.updated_at = at;
+    Ok(changed)
+}
+
 /// Reads an order's payment and locks it for the rest of `tx`.
 pub async fn find_by_order_for_update(
     db: &Db,
@@ -145,7 +198,7 @@ pub async fn find_by_order_for_update(
 /// database merges the two tables' newest-first indexes, so a page reads only its rows.
 const ALL: Listing = Listing {
     table: "(SELECT id, 'checkout' AS kind, order_id, NULL AS member_id, amount_minor, currency, \
-        status, reason, NULL AS payment_method, NULL AS paid_at, created_at, updated_at, user_id \
+        status, reason, method AS payment_method, NULL AS paid_at, created_at, updated_at, user_id \
         FROM payments \
         UNION ALL SELECT id, 'manual' AS kind, NULL AS order_id, member_id, amount_minor, currency, \
         status, NULL AS reason, payment_method, paid_at, created_at, updated_at, NULL AS user_id \
