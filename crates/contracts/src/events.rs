@@ -50,6 +50,22 @@ pub struct OrderCreated {
     /// What was ordered, in the customer's words (seed 004's `item`), for receipts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
+    /// The products ordered (seed 002), as the catalog priced them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<OrderedLine>,
+}
+
+/// One line of an order for products of the catalog, in `order.created`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderedLine {
+    pub product_id: Uuid,
+    pub name: String,
+    pub quantity: i64,
+    /// In the order's currency.
+    pub unit_price_minor: i64,
+    /// Whether a dispenser hands it out (each unit gets a pickup code once the order is paid).
+    pub is_dispensable: bool,
 }
 
 /// [`OrderCreated::payment_method`] of an order charged to the customer's saved card.
@@ -243,3 +259,12 @@ pub struct PaymentCompleted {
     pub timestamp: String,
 }
 event!(PaymentCompleted, "payment.completed", 1);
+
+/// `pickup.completed`: every dispensable unit of a paid order was handed out by a dispenser (or
+/// it had none to hand out); the order is complete (published by qr).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PickupCompleted {
+    pub order_id: Uuid,
+}
+event!(PickupCompleted, "pickup.completed", 1);

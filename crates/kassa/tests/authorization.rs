@@ -317,6 +317,47 @@ fn cases(w: &World, required: bool) -> Vec<Case> {
             None,
             [anon(202), 202, 404, 202, 202],
         ),
+        // Deleting an unpaid order cancels it (it is cancelled by now: nothing changes).
+        case(
+            M::DELETE,
+            format!("/api/orders/{}", a.order),
+            None,
+            [anon(204), 204, 404, 204, 204],
+        ),
+        // Seed 002's in-person payment routes, on A's payment (charged through the provider,
+        // so not one to pay in person): a customer reads their own; only the kiosk (open), an
+        // admin or a service confirms.
+        case(M::GET, "/api/all", None, [anon(200), 200, 200, 200, 200]),
+        case(
+            M::GET,
+            format!("/api/Payment/order/{}", a.order),
+            None,
+            [anon(200), 200, 404, 200, 200],
+        ),
+        case(
+            M::POST,
+            "/api/Payment",
+            Some(json!({"orderId": a.order, "method": "Cash"})),
+            [anon(409), 409, 404, 409, 409],
+        ),
+        case(
+            M::POST,
+            format!("/api/Payment/{}/confirm", a.payment),
+            None,
+            [anon(409), 403, 403, 409, 409],
+        ),
+        case(
+            M::GET,
+            format!("/api/Payment/{}/qris.svg", a.payment),
+            None,
+            [anon(404), 404, 404, 404, 404],
+        ),
+        case(
+            M::GET,
+            format!("/api/Payment/{}/qris.png", a.payment),
+            None,
+            [anon(404), 404, 404, 404, 404],
+        ),
         // Stripe's webhook answers a signature, never a token.
         case(
             M::POST,

@@ -260,6 +260,17 @@ async fn in_person_payments_are_confirmed_once(backend: Backend) {
     })
     .await;
 
+    // A paid order is not deleted.
+    let deleted = app
+        .client
+        .delete(format!("{}/api/orders/{order}", app.gateway))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 409);
+    let problem: Value = deleted.json().await.unwrap();
+    assert_eq!(problem["code"], "order_paid");
+
     // Cash, then cancelled before it was paid: the payment is cancelled and cannot be confirmed.
     let (_, placed) = app.post_json("/api/orders", &place("Cash"), &[]).await;
     let cash_order = placed["orderId"].as_str().unwrap().to_owned();
@@ -271,13 +282,15 @@ async fn in_person_payments_are_confirmed_once(backend: Backend) {
     assert_eq!(cash["method"], "Cash");
     assert!(cash.get("qris").is_none());
     let cash = cash["id"].as_str().unwrap().to_owned();
-    let (status, _) = app
-        .patch(
-            &format!("/api/orders/{cash_order}"),
-            Some(json!({"status": "CANCELLED"})),
-        )
-        .await;
-    assert!(status < 300, "{status}");
+    // Deleting an unpaid order cancels it (and keeps it on record).
+    let deleted = app
+        .client
+        .delete(format!("{}/api/orders/{cash_order}", app.gateway))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    app.order_reaches(&cash_order, &["CANCELLED"]).await;
     app.wait_for(&format!("/api/Payment/order/{cash_order}"), |p| {
         p["status"] == "CANCELLED"
     })

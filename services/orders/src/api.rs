@@ -58,7 +58,10 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/orders", get(list_orders).post(create_order))
-        .route("/api/orders/{id}", get(get_order).patch(update_order))
+        .route(
+            "/api/orders/{id}",
+            get(get_order).patch(update_order).delete(delete_order),
+        )
         .route("/api/orders/{id}/cancel", patch(cancel_order))
         .with_state(state)
 }
@@ -346,6 +349,7 @@ pub async fn create_order(
             currency: currency.code().to_owned(),
             payment_method: payment_method.clone(),
             item: None,
+            lines: Vec::new(),
         },
         &ids.event_context(),
     );
@@ -458,6 +462,7 @@ async fn create_with_items(
             currency: currency.code().to_owned(),
             payment_method,
             item: order.item.clone(),
+            lines: lines.iter().map(crate::items::Line::ordered).collect(),
         },
         &ids.event_context(),
     );
@@ -621,6 +626,28 @@ pub async fn cancel_order(
     cancel(&state.db, &access, id, &ids.event_context()).await
 }
 
+/// Delete an unpaid order, as seed 002 does: it is cancelled (its stock hold given back, its
+/// payment cancelled) and kept on record; a paid one is refused.
+#[utoipa::path(delete, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = inline(openapi::Id), Path, description = "The order's id.")),
+    security((), ("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 204, description = "Cancelled (or it was already cancelled or failed); `order.cancelled` is published when it changed."),
+        (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this id, or none the signed-in customer placed (`order_not_found`)."),
+        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The order is paid or completed (`order_paid`)."),
+        SignedIn,
+        InvalidParams,
+    ))]
+pub async fn delete_order(
+    State(state): State<AppState>,
+    access: Access,
+    ids: RequestIds,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
+    let _accepted = cancel_unless(&state.db, &access, id, &ids.event_context(), true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// What either way of cancelling answers: 202 with a link to the order, 404 and 409.
 struct CancelAnswers;
 
@@ -674,12 +701,33 @@ async fn cancel(
     id: Uuid,
     ctx: &EventContext,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    cancel_unless(db, access, id, ctx, false).await
+}
+
+/// Cancels as [`cancel`] does; `keep_paid`: a paid order is refused (409 `order_paid`) rather
+/// than cancelled and refunded.
+async fn cancel_unless(
+    db: &Db,
+    access: &Access,
+    id: Uuid,
+    ctx: &EventContext,
+    keep_paid: bool,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     access.sees()?;
     let mut tx = db.begin().await?;
     let order = match store::find_for_update(db, &mut tx, id).await? {
         Some(order) if access.may_see(Some(order.user_id))? => order,
         _ => return Err(order_not_found()),
     };
+    if keep_paid && matches!(order.status, OrderStatus::Paid | OrderStatus::Completed) {
+        return Err(ApiError::conflict(
+            "order_paid",
+            format!(
+                "The order is {}: it is not deleted (cancel it to refund it).",
+                order.status.as_str()
+            ),
+        ));
+    }
     match order.status.on_cancel_requested() {
         Transition::To(status) => {
             store::set_status(&mut tx, id, status, None, chrono::Utc::now()).await?;
@@ -722,7 +770,7 @@ fn order_not_found() -> ApiError {
         title = "kassa orders",
         description = "Orders of seed 003: placed PENDING, then PAID, FAILED or CANCELLED."
     ),
-    paths(create_order, list_orders, get_order, update_order, cancel_order),
+    paths(create_order, list_orders, get_order, update_order, cancel_order, delete_order),
     components(schemas(ItemLine, LineView, CreateOrder, UpdateOrder, Accepted, OrderView)),
     modifiers(&ProblemResponses, &TokenSecurity)
 )]

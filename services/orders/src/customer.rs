@@ -119,7 +119,7 @@ fn seed_statuses() -> utoipa::openapi::schema::Schema {
 fn seed_status(status: OrderStatus) -> &'static str {
     match status {
         OrderStatus::Pending => "pending",
-        OrderStatus::Paid => "success",
+        OrderStatus::Paid | OrderStatus::Completed => "success",
         OrderStatus::Failed => "failed",
         OrderStatus::Cancelled => "cancelled",
     }
@@ -172,6 +172,7 @@ pub async fn create(
             currency: total.currency().code().to_owned(),
             payment_method: Some(SAVED_CARD.to_owned()),
             item: Some(item.clone()),
+            lines: Vec::new(),
         },
         &ids.event_context(),
     );

@@ -10,6 +10,8 @@ kassa_contracts::status_enum! {
     pub enum OrderStatus {
         Pending = "PENDING",
         Paid = "PAID",
+        /// Paid, and every item handed out (seed 002).
+        Completed = "COMPLETED",
         Failed = "FAILED",
         Cancelled = "CANCELLED" | "CANCELED",
     }
@@ -31,7 +33,7 @@ impl OrderStatus {
     pub fn on_payment_approved(self) -> Transition {
         match self {
             OrderStatus::Pending => Transition::To(OrderStatus::Paid),
-            OrderStatus::Paid => Transition::Ignore,
+            OrderStatus::Paid | OrderStatus::Completed => Transition::Ignore,
             // Payments refunds or voids the charge of a cancelled order on its own.
             OrderStatus::Cancelled => Transition::Ignore,
             // One payment per order: an approval after a failure is a contradiction; keep FAILED.
@@ -45,7 +47,7 @@ impl OrderStatus {
             OrderStatus::Pending => Transition::To(OrderStatus::Failed),
             OrderStatus::Failed | OrderStatus::Cancelled => Transition::Ignore,
             // A paid order is never failed by a late event.
-            OrderStatus::Paid => Transition::Refuse,
+            OrderStatus::Paid | OrderStatus::Completed => Transition::Refuse,
         }
     }
 
@@ -56,7 +58,20 @@ impl OrderStatus {
             OrderStatus::Cancelled | OrderStatus::Failed => Transition::Ignore,
             // Paid before the hold ran out, paid as the hold ran out: inventory keeps a paid
             // order's hold, and a paid order is not taken back for it.
-            OrderStatus::Paid => Transition::Refuse,
+            OrderStatus::Paid | OrderStatus::Completed => Transition::Refuse,
+        }
+    }
+
+    /// Every item of the paid order was handed out.
+    pub fn on_pickup_completed(self) -> Transition {
+        match self {
+            OrderStatus::Paid => Transition::To(OrderStatus::Completed),
+            OrderStatus::Completed => Transition::Ignore,
+            // Handed out before the approval was heard of cannot happen (codes are issued on
+            // payment); after a cancellation or failure it contradicts the order.
+            OrderStatus::Pending | OrderStatus::Failed | OrderStatus::Cancelled => {
+                Transition::Refuse
+            }
         }
     }
 
@@ -65,7 +80,8 @@ impl OrderStatus {
         match self {
             OrderStatus::Pending | OrderStatus::Paid => Transition::To(OrderStatus::Cancelled),
             OrderStatus::Cancelled => Transition::Ignore,
-            OrderStatus::Failed => Transition::Refuse,
+            // What was handed out is not taken back by cancelling.
+            OrderStatus::Failed | OrderStatus::Completed => Transition::Refuse,
         }
     }
 }
@@ -126,6 +142,15 @@ mod tests {
         assert_eq!(Paid.on_hold_expired(), Refuse);
         assert_eq!(Cancelled.on_hold_expired(), Ignore);
         assert_eq!(Failed.on_hold_expired(), Ignore);
+    }
+
+    #[test]
+    fn an_order_completes_once_paid_and_handed_out() {
+        assert_eq!(Paid.on_pickup_completed(), To(Completed));
+        assert_eq!(Completed.on_pickup_completed(), Ignore);
+        assert_eq!(Pending.on_pickup_completed(), Refuse);
+        assert_eq!(Completed.on_cancel_requested(), Refuse);
+        assert_eq!(Completed.on_payment_unsuccessful(), Refuse);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use kassa_contracts::{
     Envelope, EventContext,
     events::{
-        Event, OrderCancelled, OrderFailed, OrderPaid, PaymentApproved, PaymentDeclined,
-        PaymentFailed, PaymentOutcome, ReservationExpired,
+        Event, OrderCancelled, OrderCompleted, OrderFailed, OrderPaid, PaymentApproved,
+        PaymentDeclined, PaymentFailed, PaymentOutcome, PickupCompleted, ReservationExpired,
     },
 };
 use kassa_platform::{
@@ -25,11 +25,12 @@ use crate::{
 };
 
 /// The event types this consumer is bound to.
-pub const TOPICS: [&str; 4] = [
+pub const TOPICS: [&str; 5] = [
     PaymentApproved::TYPE,
     PaymentDeclined::TYPE,
     PaymentFailed::TYPE,
     ReservationExpired::TYPE,
+    PickupCompleted::TYPE,
 ];
 
 /// Why an order cancelled by its expired hold is.
@@ -41,13 +42,15 @@ pub enum Settled {
     Payment(PaymentOutcome, bool),
     /// Its stock hold expired before it was paid.
     HoldExpired(Uuid),
+    /// Every item of it was handed out.
+    PickedUp(Uuid),
 }
 
 impl Settled {
     fn order_id(&self) -> Uuid {
         match self {
             Settled::Payment(outcome, _) => outcome.order_id,
-            Settled::HoldExpired(order_id) => *order_id,
+            Settled::HoldExpired(order_id) | Settled::PickedUp(order_id) => *order_id,
         }
     }
 }
@@ -65,14 +68,29 @@ fn decode(event: &Envelope) -> Result<Settled, HandlerError> {
         ReservationExpired::TYPE => {
             Settled::HoldExpired(event.decode::<ReservationExpired>()?.order_id)
         }
+        PickupCompleted::TYPE => Settled::PickedUp(event.decode::<PickupCompleted>()?.order_id),
         other => return Err(HandlerError::new(format!("orders does not handle {other}"))),
     })
 }
 
-/// The event an order's new status announces.
-fn announce(order: &Order, settled: &Settled, cause: &Envelope) -> Envelope {
+/// The event an order's new status announces; `items` are a completed order's.
+fn announce(
+    order: &Order,
+    settled: &Settled,
+    cause: &Envelope,
+    items: Vec<kassa_contracts::events::OrderItem>,
+) -> Envelope {
     let ctx = EventContext::caused_by(cause);
     let outcome = match settled {
+        Settled::PickedUp(order_id) => {
+            let completed = OrderCompleted {
+                order_id: *order_id,
+                items,
+                timestamp: kassa_contracts::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            };
+            return Envelope::new(NAME, order.id, &completed, &ctx);
+        }
         Settled::HoldExpired(order_id) => {
             let cancelled = OrderCancelled {
                 order_id: *order_id,
@@ -133,7 +151,7 @@ impl Apply for PaymentOutcomes {
         {
             let order_id = settled.order_id();
             let Some(order) = orders.get_mut(&order_id) else {
-                if matches!(settled, Settled::HoldExpired(_)) {
+                if matches!(settled, Settled::HoldExpired(_) | Settled::PickedUp(_)) {
                     // A hold made for an order that was then never stored.
                     continue;
                 }
@@ -145,6 +163,7 @@ impl Apply for PaymentOutcomes {
                 Settled::Payment(_, true) => order.status.on_payment_approved(),
                 Settled::Payment(_, false) => order.status.on_payment_unsuccessful(),
                 Settled::HoldExpired(_) => order.status.on_hold_expired(),
+                Settled::PickedUp(_) => order.status.on_pickup_completed(),
             };
             match transition {
                 Transition::To(status) => {
@@ -154,9 +173,17 @@ impl Apply for PaymentOutcomes {
                             order.failure_reason.clone_from(&outcome.reason);
                         }
                         Settled::HoldExpired(_) => order.failure_reason = Some(HOLD_EXPIRED.into()),
-                        Settled::Payment(..) => {}
+                        Settled::Payment(..) | Settled::PickedUp(_) => {}
                     }
-                    announcements.push(announce(order, settled, event));
+                    let items = match settled {
+                        Settled::PickedUp(_) => store::lines(&self.db, order)
+                            .await?
+                            .iter()
+                            .map(crate::items::Line::item)
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    announcements.push(announce(order, settled, event, items));
                     if !changed.contains(&order.id) {
                         changed.push(order.id);
                     }

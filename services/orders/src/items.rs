@@ -42,6 +42,17 @@ pub struct Line {
 }
 
 impl Line {
+    /// The line as `order.created` carries it.
+    pub fn ordered(&self) -> kassa_contracts::events::OrderedLine {
+        kassa_contracts::events::OrderedLine {
+            product_id: self.product_id,
+            name: self.name.clone(),
+            quantity: self.quantity,
+            unit_price_minor: self.unit_price.minor(),
+            is_dispensable: self.is_dispensable,
+        }
+    }
+
     pub fn item(&self) -> OrderItem {
         OrderItem {
             product_id: self.product_id,

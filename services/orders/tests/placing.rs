@@ -34,6 +34,7 @@ fn new_order(cents: i64) -> (Order, Envelope) {
             currency: "USD".into(),
             payment_method: None,
             item: None,
+            lines: Vec::new(),
         },
         &EventContext::new("test"),
     );

@@ -21,11 +21,15 @@ use kassa_contracts::{
     events::{PaymentApproved, PaymentCompleted, PaymentOutcome},
 };
 use kassa_platform::{
+    auth::Access,
     cache::Cache,
     db::Db,
     http::{
         ApiError, ApiJson, ApiResult, Pagination, PathId, RequestIds,
-        openapi::{self, IdempotencyKeyHeader, InvalidBody, InvalidParams, ProblemResponses},
+        openapi::{
+            self, IdempotencyKeyHeader, InvalidBody, InvalidParams, ProblemResponses, SignedIn,
+            TokenSecurity,
+        },
         parse_uuid,
     },
     idempotency::{self, Begun, IdempotencyKey},
@@ -134,7 +138,9 @@ fn not_in_person() -> ApiError {
 /// Choose how an order placed for in-person payment is paid (Cash at the counter, or QRIS by
 /// scanning), and read what to show the customer.
 #[utoipa::path(post, path = "/api/Payment", tag = "In-person payments", request_body = CreateInPerson,
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
+        SignedIn,
         (status = 200, body = InPersonView, description = "The order's payment, with its method as asked while it is PENDING (and then the QRIS code to show); as it stands once it is settled."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order placed for in-person payment has this id here (yet) (`payment_not_found`)."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The order is paid through the provider (`not_in_person`)."),
@@ -143,8 +149,10 @@ fn not_in_person() -> ApiError {
     ))]
 pub async fn choose(
     State(state): State<InPersonState>,
+    access: Access,
     ApiJson(body): ApiJson<CreateInPerson>,
 ) -> ApiResult<Json<InPersonView>> {
+    access.sees()?;
     let order_id = parse_uuid("orderId", &body.order_id)?;
     let method = InPerson::parse(body.method.trim()).ok_or_else(|| {
         ApiError::unprocessable(
@@ -154,9 +162,10 @@ pub async fn choose(
         .with_param("method")
     })?;
     let mut tx = state.db.begin().await?;
-    let payment = store::find_by_order_for_update(&state.db, &mut tx, order_id)
-        .await?
-        .ok_or_else(order_unknown)?;
+    let payment = match store::find_by_order_for_update(&state.db, &mut tx, order_id).await? {
+        Some(payment) if access.may_see(payment.user_id)? => payment,
+        _ => return Err(order_unknown()),
+    };
     let Some(current) = payment.method else {
         return Err(not_in_person());
     };
@@ -180,7 +189,10 @@ fn payment_not_found() -> ApiError {
 /// answers the same.
 #[utoipa::path(post, path = "/api/Payment/{PaymentId}/confirm", tag = "In-person payments",
     params(("PaymentId" = inline(openapi::Id), Path, description = "The payment's id."), IdempotencyKeyHeader),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
+        SignedIn,
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: the kiosk or an admin confirms what was paid (`admin_only`)."),
         (status = 200, body = InPersonView, description = "APPROVED; `payment.approved` and `payment.completed` were published when it was confirmed (once)."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No payment has this id (`payment_not_found`)."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "It is paid through the provider (`not_in_person`); its order was cancelled or its stock hold expired (`payment_cancelled`); or a request with this Idempotency-Key is still being processed (`idempotency_key_in_use`)."),
@@ -189,10 +201,12 @@ fn payment_not_found() -> ApiError {
     ))]
 pub async fn confirm(
     State(state): State<InPersonState>,
+    access: Access,
     PathId(id): PathId,
     ids: RequestIds,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    access.sees_everything()?;
     let key = IdempotencyKey::from_headers(&headers)?;
     let mut keyed = match key {
         None => None,
@@ -294,7 +308,9 @@ pub async fn confirm(
 /// The payment of an order, in person or not.
 #[utoipa::path(get, path = "/api/Payment/order/{OrderId}", tag = "In-person payments",
     params(("OrderId" = inline(openapi::Id), Path, description = "The order's id.")),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
+        SignedIn,
         (status = 200, body = InPersonView, description = "The order's payment (with the QRIS code while a QRIS payment is PENDING)."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "This order has no payment (yet) (`payment_not_found`)."),
         (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "QRIS codes are not made for the order's currency (`currency_not_in_qris`)."),
@@ -302,42 +318,54 @@ pub async fn confirm(
     ))]
 pub async fn by_order(
     State(state): State<InPersonState>,
+    access: Access,
     PathId(order_id): PathId,
 ) -> ApiResult<Json<InPersonView>> {
-    let payment = store::find_by_order(&state.db, order_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found("payment_not_found", "This order has no payment (yet).")
-        })?;
+    access.sees()?;
+    let payment = match store::find_by_order(&state.db, order_id).await? {
+        Some(payment) if access.may_see(payment.user_id)? => payment,
+        _ => {
+            return Err(ApiError::not_found(
+                "payment_not_found",
+                "This order has no payment (yet).",
+            ));
+        }
+    };
     Ok(Json(state.view(&payment)?))
 }
 
 /// Every payment of an order, newest first, as the seed's clients read lists.
 #[utoipa::path(get, path = "/api/all", tag = "In-person payments", params(Pagination),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
+        SignedIn,
         (status = 200, body = [PaymentView], description = "One page of payments as a plain array (100 unless `limit` says fewer); `X-Total-Count` tells how many in all, `Link` names the next page.",
             headers(("X-Total-Count" = i64, description = "How many payments there are."), ("Link" = String, description = "`<…>; rel=\"next\"` when a next page exists."))),
         InvalidParams,
     ))]
 pub async fn all(
     State(state): State<InPersonState>,
+    access: Access,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
+    let owner = access.sees()?;
     let mut pagination = Pagination::from_query(query.as_deref())?;
     let pairs = kassa_platform::listing::query_pairs(query.as_deref(), &[])?;
     if !pairs.iter().any(|(n, _)| n == "limit") {
         pagination.limit = kassa_platform::http::extract::MAX_LIMIT;
     }
-    let page = store::page(&state.db, pagination)
+    let page = store::page(&state.db, pagination, owner)
         .await?
         .map(PaymentView::from);
     plain_page(&page, "/api/all", pairs)
 }
 
-async fn pending_qris(state: &InPersonState, id: Uuid) -> ApiResult<String> {
-    let payment = store::find(&state.db, id)
-        .await?
-        .ok_or_else(payment_not_found)?;
+async fn pending_qris(state: &InPersonState, access: &Access, id: Uuid) -> ApiResult<String> {
+    access.sees()?;
+    let payment = match store::find(&state.db, id).await? {
+        Some(payment) if access.may_see(payment.user_id)? => payment,
+        _ => return Err(payment_not_found()),
+    };
     state
         .view(&payment)?
         .qris
@@ -357,7 +385,9 @@ fn image_error(_: kassa_platform::qr::TooLong) -> ApiError {
 /// A pending QRIS payment's code as an SVG image.
 #[utoipa::path(get, path = "/api/Payment/{PaymentId}/qris.svg", tag = "In-person payments",
     params(("PaymentId" = inline(openapi::Id), Path, description = "The payment's id.")),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
+        SignedIn,
         (status = 200, content_type = "image/svg+xml", body = String, description = "The QRIS code."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No payment has this id (`payment_not_found`), or it is not a PENDING QRIS payment (`no_qris_code`)."),
         (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "QRIS codes are not made for the payment's currency (`currency_not_in_qris`)."),
@@ -365,9 +395,10 @@ fn image_error(_: kassa_platform::qr::TooLong) -> ApiError {
     ))]
 pub async fn qris_svg(
     State(state): State<InPersonState>,
+    access: Access,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let payload = pending_qris(&state, id).await?;
+    let payload = pending_qris(&state, &access, id).await?;
     let svg = kassa_platform::qr::svg(&payload).map_err(image_error)?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
@@ -375,7 +406,9 @@ pub async fn qris_svg(
 /// A pending QRIS payment's code as a PNG image.
 #[utoipa::path(get, path = "/api/Payment/{PaymentId}/qris.png", tag = "In-person payments",
     params(("PaymentId" = inline(openapi::Id), Path, description = "The payment's id.")),
+    security((), ("bearer" = []), ("cookie" = [])),
     responses(
+        SignedIn,
         (status = 200, content_type = "image/png", body = Vec<u8>, description = "The QRIS code, 8 pixels a module."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No payment has this id (`payment_not_found`), or it is not a PENDING QRIS payment (`no_qris_code`)."),
         (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "QRIS codes are not made for the payment's currency (`currency_not_in_qris`)."),
@@ -383,9 +416,10 @@ pub async fn qris_svg(
     ))]
 pub async fn qris_png(
     State(state): State<InPersonState>,
+    access: Access,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let payload = pending_qris(&state, id).await?;
+    let payload = pending_qris(&state, &access, id).await?;
     let png = kassa_platform::qr::png(&payload, 8).map_err(image_error)?;
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
@@ -405,6 +439,6 @@ pub fn router(state: InPersonState) -> Router {
 #[openapi(
     paths(all, choose, confirm, by_order, qris_svg, qris_png),
     components(schemas(CreateInPerson, InPersonView, QrisCode, openapi::Id)),
-    modifiers(&ProblemResponses)
+    modifiers(&ProblemResponses, &TokenSecurity)
 )]
 pub struct InPersonApi;

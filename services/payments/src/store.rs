@@ -148,11 +148,10 @@ const CHECKOUT: Listing = Listing {
     order_by: "created_at DESC, id DESC",
 };
 
-/// One page of orders' payments, newest first.
-pub async fn page(db: &Db, pagination: Pagination) -> DbResult<Page<Payment>> {
-    CHECKOUT
-        .page(db, pagination, &Filters::new(), payment_from)
-        .await
+/// One page of orders' payments, newest first: `owner`'s (everyone's when `None`).
+pub async fn page(db: &Db, pagination: Pagination, owner: Option<Uuid>) -> DbResult<Page<Payment>> {
+    let filters = Filters::new().equal("user_id", owner);
+    CHECKOUT.page(db, pagination, &filters, payment_from).await
 }
 
 /// Changes how a PENDING in-person payment (read for update in `tx`) is made.

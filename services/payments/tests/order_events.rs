@@ -167,6 +167,7 @@ fn created(order_id: Uuid) -> Envelope {
         currency: "USD".into(),
         payment_method: None,
         item: None,
+        lines: Vec::new(),
     };
     Envelope::new("orders", order_id, &event, &EventContext::new("test"))
 }
