@@ -86,6 +86,9 @@ event!(OrderCancelled, "order.cancelled", 1);
 pub struct OrderPaid {
     pub order_id: Uuid,
     pub payment_id: Uuid,
+    /// The products paid for (seed 002's orders for items): dispensable ones get pickup codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<OrderedLine>,
 }
 event!(OrderPaid, "order.paid", 1);
 

@@ -16,6 +16,7 @@ pub static SERVICES: &[&Service] = &[
     &kassa_notifications::SERVICE,
     &kassa_catalog::SERVICE,
     &kassa_inventory::SERVICE,
+    &kassa_qr::SERVICE,
 ];
 
 /// The service named `name`.

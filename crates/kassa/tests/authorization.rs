@@ -358,6 +358,32 @@ fn cases(w: &World, required: bool) -> Vec<Case> {
             None,
             [anon(404), 404, 404, 404, 404],
         ),
+        // Pickup codes: the kiosk (open), an admin or a service makes them and registers
+        // dispensers; a dispenser's signature, never a token, redeems one.
+        case(
+            M::POST,
+            "/api/QrCode/generate",
+            Some(json!({"orderId": a.order})),
+            [anon(404), 403, 403, 404, 404],
+        ),
+        case(
+            M::POST,
+            "/api/QrCode/devices",
+            Some(json!({"name": "Lobby dispenser"})),
+            [anon(201), 403, 403, 201, 201],
+        ),
+        case(
+            M::GET,
+            format!("/api/QrCode/{}/qr.svg", a.order),
+            None,
+            [anon(404), 403, 403, 404, 404],
+        ),
+        case(
+            M::POST,
+            "/api/QrCode/validate",
+            Some(json!({"code": a.order, "deviceId": a.order, "timestamp": 0, "signature": "00"})),
+            [403; 5],
+        ),
         // Stripe's webhook answers a signature, never a token.
         case(
             M::POST,

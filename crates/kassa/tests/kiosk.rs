@@ -90,6 +90,55 @@ async fn orders_for_items_are_priced_and_held(backend: Backend) {
         (Some(1), Some(2))
     );
 
+    // Two pickup codes, one for each Cola; a registered dispenser redeems them and the order
+    // completes: inventory sells what it held.
+    let (status, dispenser) = app
+        .post_json("/api/QrCode/devices", r#"{"name":"Lobby"}"#, &[])
+        .await;
+    assert_eq!(status, 201, "{dispenser}");
+    let generate = json!({"orderId": order_id}).to_string();
+    let (_, codes) = kassa_platform::testing::eventually(
+        "the pickup codes",
+        std::time::Duration::from_secs(10),
+        async || app.post_json("/api/QrCode/generate", &generate, &[]).await,
+        |(status, _)| *status == 200,
+    )
+    .await;
+    let codes: Vec<String> = codes["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 2);
+    let device = dispenser["deviceId"].as_str().unwrap();
+    let secret = dispenser["secret"].as_str().unwrap();
+    for code in &codes {
+        let at = kassa_contracts::now().timestamp();
+        let signature = kassa_platform::signing::sign_hex(
+            secret.as_bytes(),
+            &[format!("{code}:{device}:{at}").as_bytes()],
+        );
+        let body =
+            json!({"code": code, "deviceId": device, "timestamp": at, "signature": signature});
+        let (status, handed) = app
+            .post_json("/api/QrCode/validate", &body.to_string(), &[])
+            .await;
+        assert_eq!(status, 200, "{handed}");
+        let (status, again) = app
+            .post_json("/api/QrCode/validate", &body.to_string(), &[])
+            .await;
+        assert_eq!((status, again["code"].as_str()), (409, Some("code_used")));
+    }
+    app.order_reaches(&order_id, &["COMPLETED"]).await;
+    app.wait_for(&format!("/api/inventory/{item}"), |s| s["sold"] == 2)
+        .await;
+    let (_, stock) = app.get(&format!("/api/inventory/{item}")).await;
+    assert_eq!(
+        (stock["available"].as_i64(), stock["reserved"].as_i64()),
+        (Some(1), Some(0))
+    );
+
     // Two more than there are: refused naming the product, nothing held, nothing stored.
     let orders_before = app.count_orders().await;
     let (status, short) = app.post_json("/api/orders", &order(two, None), &[]).await;
@@ -126,7 +175,7 @@ async fn orders_for_items_are_priced_and_held(backend: Backend) {
     let (_, stock) = app.get(&format!("/api/inventory/{item}")).await;
     assert_eq!(
         (stock["available"].as_i64(), stock["reserved"].as_i64()),
-        (Some(1), Some(2))
+        (Some(1), Some(0))
     );
 
     // The seed-003 shape keeps working beside it.
@@ -254,9 +303,10 @@ async fn in_person_payments_are_confirmed_once(backend: Backend) {
     assert_eq!((status, &again), (200, &first));
     let (status, third) = app.post_json(&confirm, "", &[]).await;
     assert_eq!((status, third["status"].as_str()), (200, Some("APPROVED")));
-    app.order_reaches(&order, &["PAID"]).await;
+    // Nothing of it is handed out by a dispenser: paid, it completes, and its stock is sold.
+    app.order_reaches(&order, &["COMPLETED"]).await;
     app.wait_for(&format!("/api/reservations/{order}"), |r| {
-        r["items"][0]["status"] == "KEPT"
+        r["items"][0]["status"] == "SOLD"
     })
     .await;
 

@@ -22,6 +22,7 @@ pub mod qr;
 pub mod resource;
 pub mod service;
 pub mod shutdown;
+pub mod signing;
 pub mod stripe;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
 use crate::service::{BuildError, Options, Setting};
@@ -190,29 +189,14 @@ pub fn signature_holds(
     if now.abs_diff(timestamp) > tolerance.as_secs() {
         return false;
     }
+    let signed_at = timestamp.to_string();
     signatures.iter().any(|hex| {
-        let Some(expected) = decode_hex(hex) else {
-            return false;
-        };
-        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
-        else {
-            return false;
-        };
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(payload);
-        mac.verify_slice(&expected).is_ok()
+        crate::signing::verify_hex(
+            secret.as_bytes(),
+            &[signed_at.as_bytes(), b".", payload],
+            hex,
+        )
     })
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
@@ -240,16 +224,8 @@ mod tests {
     }
 
     fn sign(secret: &str, t: i64, payload: &[u8]) -> String {
-        let mut mac =
-            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{t}.").as_bytes());
-        mac.update(payload);
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex =
+            crate::signing::sign_hex(secret.as_bytes(), &[format!("{t}.").as_bytes(), payload]);
         format!("t={t},v1={hex}")
     }
 

@@ -167,6 +167,7 @@ async fn stock_follows_orders(t: Throwaway) {
         &OrderPaid {
             order_id: order,
             payment_id: Uuid::now_v7(),
+            lines: Vec::new(),
         },
     ))
     .await;
@@ -378,6 +379,7 @@ async fn holds_expire_unless_paid(t: Throwaway) {
         &OrderPaid {
             order_id: paid,
             payment_id: Uuid::now_v7(),
+            lines: Vec::new(),
         },
     ))
     .await;
@@ -441,6 +443,7 @@ async fn holds_expire_unless_paid(t: Throwaway) {
         &OrderPaid {
             order_id: late,
             payment_id: Uuid::now_v7(),
+            lines: Vec::new(),
         },
     ))
     .await;

@@ -73,19 +73,19 @@ fn decode(event: &Envelope) -> Result<Settled, HandlerError> {
     })
 }
 
-/// The event an order's new status announces; `items` are a completed order's.
+/// The event an order's new status announces, with its `lines` (an order for items).
 fn announce(
     order: &Order,
     settled: &Settled,
     cause: &Envelope,
-    items: Vec<kassa_contracts::events::OrderItem>,
+    lines: &[crate::items::Line],
 ) -> Envelope {
     let ctx = EventContext::caused_by(cause);
     let outcome = match settled {
         Settled::PickedUp(order_id) => {
             let completed = OrderCompleted {
                 order_id: *order_id,
-                items,
+                items: lines.iter().map(crate::items::Line::item).collect(),
                 timestamp: kassa_contracts::now()
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             };
@@ -103,6 +103,7 @@ fn announce(
         let paid = OrderPaid {
             order_id: order.id,
             payment_id: outcome.payment_id,
+            lines: lines.iter().map(crate::items::Line::ordered).collect(),
         };
         Envelope::new(NAME, order.id, &paid, &ctx)
     } else {
@@ -175,15 +176,16 @@ impl Apply for PaymentOutcomes {
                         Settled::HoldExpired(_) => order.failure_reason = Some(HOLD_EXPIRED.into()),
                         Settled::Payment(..) | Settled::PickedUp(_) => {}
                     }
-                    let items = match settled {
-                        Settled::PickedUp(_) => store::lines(&self.db, order)
-                            .await?
-                            .iter()
-                            .map(crate::items::Line::item)
-                            .collect(),
-                        _ => Vec::new(),
+                    // Only an order with words for what it is for can have lines: the
+                    // checkout's orders cost no read.
+                    let lines = if order.item.is_some()
+                        && matches!(status, OrderStatus::Paid | OrderStatus::Completed)
+                    {
+                        store::lines(&self.db, order).await?
+                    } else {
+                        Vec::new()
                     };
-                    announcements.push(announce(order, settled, event, items));
+                    announcements.push(announce(order, settled, event, &lines));
                     if !changed.contains(&order.id) {
                         changed.push(order.id);
                     }
