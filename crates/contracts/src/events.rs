@@ -86,9 +86,6 @@ event!(OrderCancelled, "order.cancelled", 1);
 pub struct OrderPaid {
     pub order_id: Uuid,
     pub payment_id: Uuid,
-    /// The products paid for (seed 002's orders for items): dispensable ones get pickup codes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lines: Vec<OrderedLine>,
 }
 event!(OrderPaid, "order.paid", 1);
 
@@ -262,6 +259,17 @@ pub struct PaymentCompleted {
     pub timestamp: String,
 }
 event!(PaymentCompleted, "payment.completed", 1);
+
+/// `order.ready`: an order for products of the catalog (seed 002) was paid, published beside
+/// its `order.paid`: inventory keeps what it holds, qr issues the pickup codes. Its own type so
+/// that the checkout's orders, which have no items, put nothing on those services' queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderReady {
+    pub order_id: Uuid,
+    pub lines: Vec<OrderedLine>,
+}
+event!(OrderReady, "order.ready", 1);
 
 /// `pickup.completed`: every dispensable unit of a paid order was handed out by a dispenser (or
 /// it had none to hand out); the order is complete (published by qr).

@@ -1,11 +1,11 @@
 //! What other services' events do to stock: products the catalog announces get a stock item;
-//! an order that fails or is cancelled gives back what it holds; a paid one keeps it past its
-//! expiry; a completed one (the seed's `OrderCompletedEvent`) turns it into units sold.
+//! an order that fails or is cancelled gives back what it holds; a paid one (`order.ready`)
+//! keeps it past its expiry; a completed one (the seed's `OrderCompletedEvent`) turns it into units sold.
 
 use async_trait::async_trait;
 use kassa_contracts::{
     Envelope, EventContext,
-    events::{OrderCancelled, OrderCompleted, OrderFailed, OrderItem, OrderPaid},
+    events::{OrderCancelled, OrderCompleted, OrderFailed, OrderItem, OrderReady},
 };
 use kassa_platform::{
     bus::HandlerError,
@@ -23,7 +23,7 @@ pub const TOPICS: [&str; 6] = [
     "product.updated",
     "order.failed",
     "order.cancelled",
-    "order.paid",
+    "order.ready",
     "order.completed",
 ];
 
@@ -78,7 +78,7 @@ impl Apply for Stock {
             }
             "order.failed" => StockEvent::Release(event.decode::<OrderFailed>()?.order_id),
             "order.cancelled" => StockEvent::Release(event.decode::<OrderCancelled>()?.order_id),
-            "order.paid" => StockEvent::Keep(event.decode::<OrderPaid>()?.order_id),
+            "order.ready" => StockEvent::Keep(event.decode::<OrderReady>()?.order_id),
             "order.completed" => {
                 let e = event.decode::<OrderCompleted>()?;
                 StockEvent::Sell {

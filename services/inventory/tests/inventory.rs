@@ -8,7 +8,7 @@ use axum::{Router, http::Method, http::StatusCode};
 use chrono::Duration;
 use kassa_contracts::{
     Envelope, EventContext,
-    events::{OrderCancelled, OrderCompleted, OrderItem, OrderPaid},
+    events::{OrderCancelled, OrderCompleted, OrderItem, OrderReady},
 };
 use kassa_platform::{
     bus::Handler,
@@ -164,9 +164,8 @@ async fn stock_follows_orders(t: Throwaway) {
     // Paid, then completed: what it held is sold; the counts add up to what came in.
     shop.hear(event(
         order,
-        &OrderPaid {
+        &OrderReady {
             order_id: order,
-            payment_id: Uuid::now_v7(),
             lines: Vec::new(),
         },
     ))
@@ -376,9 +375,8 @@ async fn holds_expire_unless_paid(t: Throwaway) {
     }
     shop.hear(event(
         paid,
-        &OrderPaid {
+        &OrderReady {
             order_id: paid,
-            payment_id: Uuid::now_v7(),
             lines: Vec::new(),
         },
     ))
@@ -440,9 +438,8 @@ async fn holds_expire_unless_paid(t: Throwaway) {
     assert_eq!(counts(&shop.item(&item).await), (3, 2, 0));
     shop.hear(event(
         late,
-        &OrderPaid {
+        &OrderReady {
             order_id: late,
-            payment_id: Uuid::now_v7(),
             lines: Vec::new(),
         },
     ))

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use kassa_contracts::{
     Envelope, EventContext,
     events::{
-        Event, OrderCancelled, OrderCompleted, OrderFailed, OrderPaid, PaymentApproved,
+        Event, OrderCancelled, OrderCompleted, OrderFailed, OrderPaid, OrderReady, PaymentApproved,
         PaymentDeclined, PaymentFailed, PaymentOutcome, PickupCompleted, ReservationExpired,
     },
 };
@@ -103,7 +103,6 @@ fn announce(
         let paid = OrderPaid {
             order_id: order.id,
             payment_id: outcome.payment_id,
-            lines: lines.iter().map(crate::items::Line::ordered).collect(),
         };
         Envelope::new(NAME, order.id, &paid, &ctx)
     } else {
@@ -186,6 +185,14 @@ impl Apply for PaymentOutcomes {
                         Vec::new()
                     };
                     announcements.push(announce(order, settled, event, &lines));
+                    if status == OrderStatus::Paid && !lines.is_empty() {
+                        let ready = OrderReady {
+                            order_id: order.id,
+                            lines: lines.iter().map(crate::items::Line::ordered).collect(),
+                        };
+                        let ctx = EventContext::caused_by(event);
+                        announcements.push(Envelope::new(NAME, order.id, &ready, &ctx));
+                    }
                     if !changed.contains(&order.id) {
                         changed.push(order.id);
                     }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use kassa_contracts::{
     Envelope, EventContext,
-    events::{Event, OrderCancelled, OrderPaid},
+    events::{Event, OrderCancelled, OrderReady},
 };
 use kassa_platform::{
     bus::HandlerError,
@@ -15,10 +15,10 @@ use kassa_platform::{
 use crate::codes;
 
 /// The event types this consumer is bound to.
-pub const TOPICS: [&str; 2] = [OrderPaid::TYPE, OrderCancelled::TYPE];
+pub const TOPICS: [&str; 2] = [OrderReady::TYPE, OrderCancelled::TYPE];
 
 pub enum OrderEvent {
-    Paid(OrderPaid),
+    Paid(OrderReady),
     Cancelled(OrderCancelled),
 }
 
@@ -31,7 +31,7 @@ impl Apply for Pickups {
 
     fn decode(&self, event: &Envelope) -> Result<OrderEvent, HandlerError> {
         match event.event_type.as_str() {
-            OrderPaid::TYPE => Ok(OrderEvent::Paid(event.decode()?)),
+            OrderReady::TYPE => Ok(OrderEvent::Paid(event.decode()?)),
             OrderCancelled::TYPE => Ok(OrderEvent::Cancelled(event.decode()?)),
             other => Err(HandlerError::new(format!("qr does not handle {other}"))),
         }
@@ -45,7 +45,7 @@ impl Apply for Pickups {
         let now = kassa_contracts::now();
         for Fresh { envelope, event } in events {
             match event {
-                // An order without lines (seed 003's, seed 004's) has nothing to hand out.
+                // Nothing ordered (orders send none, but a payload may): nothing to hand out.
                 OrderEvent::Paid(paid) if paid.lines.is_empty() => {}
                 OrderEvent::Paid(paid) => {
                     let ctx = EventContext::caused_by(envelope);

@@ -9,7 +9,7 @@ use axum::{Router, http::Method, http::StatusCode};
 use chrono::Duration;
 use kassa_contracts::{
     Envelope, EventContext,
-    events::{OrderCancelled, OrderPaid, OrderedLine},
+    events::{OrderCancelled, OrderReady, OrderedLine},
 };
 use kassa_platform::{
     bus::Handler,
@@ -66,9 +66,8 @@ impl Qr {
 
     /// The order paid, with `lines` (product, quantity, dispensable).
     async fn paid(&self, order: Uuid, lines: &[(Uuid, i64, bool)]) {
-        let paid = OrderPaid {
+        let paid = OrderReady {
             order_id: order,
-            payment_id: Uuid::now_v7(),
             lines: lines
                 .iter()
                 .map(|(product_id, quantity, is_dispensable)| OrderedLine {
