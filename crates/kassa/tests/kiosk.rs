@@ -12,6 +12,26 @@ on_both_backends!(
     in_person_payments_are_confirmed_once
 );
 
+/// Counts `quantity` units of `product` in, once inventory has made its item from
+/// `product.created`; the item's id.
+async fn count_in(app: &support::TestApp, product: &str, quantity: i64) -> String {
+    let listed = app
+        .wait_for(&format!("/api/Inventory?productId={product}"), |items| {
+            items.as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    let item = listed[0]["id"].as_str().unwrap().to_owned();
+    let counted = app
+        .client
+        .put(format!("{}/api/Inventory/{item}", app.gateway))
+        .json(&json!({"quantity": quantity}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(counted.status(), 200);
+    item
+}
+
 async fn orders_for_items_are_priced_and_held(backend: Backend) {
     let app = spawn_app(backend).await;
     let (status, cola) = app
@@ -34,20 +54,7 @@ async fn orders_for_items_are_priced_and_held(backend: Backend) {
     let off_sale = off_sale["id"].as_str().unwrap().to_owned();
 
     // Inventory makes the product's item from `product.created`; three are counted in.
-    let listed = app
-        .wait_for(&format!("/api/Inventory?productId={cola}"), |items| {
-            items.as_array().is_some_and(|a| a.len() == 1)
-        })
-        .await;
-    let item = listed[0]["id"].as_str().unwrap().to_owned();
-    let counted = app
-        .client
-        .put(format!("{}/api/Inventory/{item}", app.gateway))
-        .json(&json!({"quantity": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(counted.status(), 200);
+    let item = count_in(&app, &cola, 3).await;
 
     // An order for two: the catalog's price, whatever the client claims; a wrong claim is a 422.
     let user = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
@@ -218,20 +225,7 @@ async fn in_person_payments_are_confirmed_once(backend: Backend) {
         .post_json("/api/products", r#"{"name":"Tea","price":3.5}"#, &[])
         .await;
     let tea = tea["id"].as_str().unwrap().to_owned();
-    let listed = app
-        .wait_for(&format!("/api/Inventory?productId={tea}"), |items| {
-            items.as_array().is_some_and(|a| a.len() == 1)
-        })
-        .await;
-    let item = listed[0]["id"].as_str().unwrap().to_owned();
-    let counted = app
-        .client
-        .put(format!("{}/api/Inventory/{item}", app.gateway))
-        .json(&json!({"quantity": 10}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(counted.status(), 200);
+    let item = count_in(&app, &tea, 10).await;
     let user = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
     let place = |method: &str| {
         json!({"userId": user, "items": [{"productId": tea, "quantity": 2}], "paymentMethod": method})

@@ -160,6 +160,22 @@ pub fn query_pairs(
     Ok(pairs)
 }
 
+/// A list's paging and parameters (each of `allowed`, as [`query_pairs`] checks them). A
+/// seed's clients (`seed`) read the whole list from one call: unless they name a `limit`, a
+/// page holds the most one may.
+pub fn list_query(
+    query: Option<&str>,
+    allowed: &[&str],
+    seed: bool,
+) -> Result<(Pagination, Vec<(String, String)>), crate::http::ApiError> {
+    let mut pagination = Pagination::from_query(query)?;
+    let pairs = query_pairs(query, allowed)?;
+    if seed && !pairs.iter().any(|(name, _)| name == "limit") {
+        pagination.limit = crate::http::extract::MAX_LIMIT;
+    }
+    Ok((pagination, pairs))
+}
+
 /// A page answered as a seed's clients read lists: a plain JSON array, `X-Total-Count` for how
 /// many there are in all, and `Link: <…>; rel="next"` naming the next page of the list at
 /// `path` with the same `query` parameters (`pairs`) when there is one.

@@ -19,7 +19,7 @@ use kassa_platform::{
         openapi::{self, InvalidBody, InvalidParams, ProblemResponses},
         parse_uuid,
     },
-    listing::{Filters, Listing, plain_page, query_pairs},
+    listing::{Filters, Listing, list_query, plain_page},
     validate::{Text, Whole},
 };
 use serde::{Deserialize, Serialize};
@@ -72,16 +72,12 @@ async fn items_page(
     query: Option<&str>,
     seed: bool,
 ) -> ApiResult<(Page<Item>, Vec<(String, String)>)> {
-    let mut pagination = Pagination::from_query(query)?;
-    let pairs = query_pairs(query, &["productId"])?;
+    let (pagination, pairs) = list_query(query, &["productId"], seed)?;
     let mut filters = Filters::new();
     for (name, value) in &pairs {
         if name == "productId" {
             filters = filters.equal("product_id", Some(parse_uuid("productId", value)?));
         }
-    }
-    if seed && !pairs.iter().any(|(n, _)| n == "limit") {
-        pagination.limit = kassa_platform::http::extract::MAX_LIMIT;
     }
     let page = ITEMS
         .page(db, pagination, &filters, stock::item_from)
@@ -316,11 +312,7 @@ async fn movements_page(
     seed: bool,
 ) -> ApiResult<(Page<Movement>, Vec<(String, String)>)> {
     let id = parse_uuid("inventoryId", inventory_id)?;
-    let mut pagination = Pagination::from_query(query)?;
-    let pairs = query_pairs(query, &[])?;
-    if seed && !pairs.iter().any(|(n, _)| n == "limit") {
-        pagination.limit = kassa_platform::http::extract::MAX_LIMIT;
-    }
+    let (pagination, pairs) = list_query(query, &[], seed)?;
     let exists = kassa_platform::db::sql("SELECT 1 AS one FROM stock WHERE id = $1")
         .bind(id)
         .fetch_optional(db)

@@ -349,11 +349,7 @@ pub async fn all(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let owner = access.sees()?;
-    let mut pagination = Pagination::from_query(query.as_deref())?;
-    let pairs = kassa_platform::listing::query_pairs(query.as_deref(), &[])?;
-    if !pairs.iter().any(|(n, _)| n == "limit") {
-        pagination.limit = kassa_platform::http::extract::MAX_LIMIT;
-    }
+    let (pagination, pairs) = kassa_platform::listing::list_query(query.as_deref(), &[], true)?;
     let page = store::page(&state.db, pagination, owner)
         .await?
         .map(PaymentView::from);
