@@ -63,6 +63,7 @@ pub struct Codes {
         (status = 200, body = Codes, description = "A code for each unit still to hand out (none once all are)."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No paid order with items to hand out is known here (yet) (`order_not_found`)."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The order was cancelled (`order_cancelled`)."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: the kiosk, an admin or a service makes codes (`admin_only`)."),
         SignedIn,
         InvalidBody,
     ))]
@@ -260,6 +261,7 @@ pub async fn register(
     responses(
         (status = 200, content_type = "image/svg+xml", body = String, description = "The code's QR image."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No such code (`unknown_code`)."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: the kiosk, an admin or a service shows codes (`admin_only`)."),
         SignedIn,
         InvalidParams,
     ))]
