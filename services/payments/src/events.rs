@@ -77,6 +77,18 @@ fn outcome_of(p: &Payment) -> PaymentOutcome {
     }
 }
 
+/// Moves `payment`, locked in `tx`, to `to` for `reason`; it cannot have changed meanwhile.
+async fn moved(
+    tx: &mut Tx,
+    payment: &Payment,
+    to: PaymentStatus,
+    reason: &str,
+) -> Result<Payment, HandlerError> {
+    store::transition(tx, payment, to, Some(reason), None)
+        .await?
+        .ok_or_else(|| HandlerError::new(format!("payment {} changed while locked", payment.id)))
+}
+
 /// A new order's id, customer and amount, read from its event.
 fn decode_created(event: &Envelope) -> Result<(OrderCreated, Money), HandlerError> {
     let order: OrderCreated = event.decode()?;
@@ -172,20 +184,8 @@ impl OrderEvents {
         let ctx = EventContext::caused_by(event);
         match payment.status.on_order_cancelled() {
             OnOrderCancelled::Cancel => {
-                let Some(cancelled) = store::transition(
-                    tx,
-                    &payment,
-                    PaymentStatus::Cancelled,
-                    Some("order cancelled"),
-                    None,
-                )
-                .await?
-                else {
-                    return Err(HandlerError::new(format!(
-                        "payment {} changed while locked",
-                        payment.id
-                    )));
-                };
+                let cancelled =
+                    moved(tx, &payment, PaymentStatus::Cancelled, "order cancelled").await?;
                 publish.push(Envelope::new(
                     NAME,
                     payment.id,
@@ -198,20 +198,13 @@ impl OrderEvents {
             OnOrderCancelled::Refund if payment.method.is_some() => {
                 // Paid in person: the money goes back over the counter, not through the
                 // provider, which never saw it.
-                let Some(refunded) = store::transition(
+                let refunded = moved(
                     tx,
                     &payment,
                     PaymentStatus::Refunded,
-                    Some("order cancelled: give the money back in person"),
-                    None,
+                    "order cancelled: give the money back in person",
                 )
-                .await?
-                else {
-                    return Err(HandlerError::new(format!(
-                        "payment {} changed while locked",
-                        payment.id
-                    )));
-                };
+                .await?;
                 publish.push(Envelope::new(
                     NAME,
                     payment.id,

@@ -26,8 +26,7 @@ use uuid::Uuid;
 use super::{FieldKind, Mount, Records, Resource, Stored, Style};
 use crate::{
     db::Arg,
-    http::extract::MAX_LIMIT,
-    http::{ApiError, ApiJson, ApiResult, Pagination, PathId, RequestIds, parse_json, parse_uuid},
+    http::{ApiError, ApiJson, ApiResult, PathId, RequestIds, parse_json, parse_uuid},
     idempotency::{self, Begun, IdempotencyKey},
     listing::Filters,
 };
@@ -330,42 +329,19 @@ pub async fn list_answer<R: Resource>(
     fixed: Filters,
 ) -> ApiResult<Response> {
     let seed = style == Style::Seed;
-    let mut pagination = Pagination::from_query(query)?;
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.unwrap_or("")).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                "The query string is not valid form encoding.",
-            )
-        })?;
+    let filterable: Vec<&str> = R::SPEC
+        .fields
+        .iter()
+        .filter(|f| f.filter)
+        .map(|f| f.name)
+        .collect();
+    let (pagination, pairs) = crate::listing::list_query(query, &filterable, seed)?;
     let mut filters = fixed;
     for (name, value) in &pairs {
-        if name == "page" || name == "limit" {
-            continue;
+        // Paging aside, `list_query` let through only the fields lists filter on.
+        if let Some(field) = R::SPEC.field(name).filter(|f| f.filter) {
+            filters = filters.equal(field.column, Some(filter_arg(field.kind, name, value)?));
         }
-        let field = R::SPEC.field(name).filter(|f| f.filter).ok_or_else(|| {
-            let known: Vec<&str> = R::SPEC
-                .fields
-                .iter()
-                .filter(|f| f.filter)
-                .map(|f| f.name)
-                .collect();
-            ApiError::invalid(
-                name.as_str(),
-                "unknown_parameter",
-                format!(
-                    "`{name}` is not a parameter of this list; it takes page, limit{}{}.",
-                    if known.is_empty() { "" } else { ", " },
-                    known.join(", ")
-                ),
-            )
-        })?;
-        filters = filters.equal(field.column, Some(filter_arg(field.kind, name, value)?));
-    }
-    if seed && !pairs.iter().any(|(name, _)| name == "limit") {
-        // A seed's clients read the whole list from one call: give them the most a page holds.
-        pagination.limit = MAX_LIMIT;
     }
     let page = records
         .page(pagination, &filters)
