@@ -226,7 +226,8 @@ on_both_backends!(
     redelivery_has_no_second_effect,
     failures_are_retried_then_dead_lettered_and_redriven,
     a_transient_failure_is_retried_to_success,
-    housekeeping_sweeps_only_what_expired
+    housekeeping_sweeps_only_what_expired,
+    an_event_after_a_quiet_spell_is_published_on_its_commit
 );
 
 async fn outbox_publishes_only_what_was_committed(backend: Backend) {
@@ -395,6 +396,32 @@ async fn housekeeping_sweeps_only_what_expired(backend: Backend) {
 }
 
 /// Commits `events` in one transaction.
+/// A commit after the relay has been idle longer than its sweep interval is published at once,
+/// not at the next poll: the wake-up its commit gives is not spent on a sweep below the cursor
+/// alone. (`kassa up` once delivered one event per service and then nothing until a restart.)
+async fn an_event_after_a_quiet_spell_is_published_on_its_commit(backend: Backend) {
+    let relay = outbox::RelaySettings {
+        // Only the commits' wake-ups and the sweeps can find a row within the test's patience.
+        poll: Duration::from_secs(600),
+        sweep_every: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let rig = rig_with(backend, 0, Some(relay)).await;
+    for n in 1..=4 {
+        commit(&rig.db, [n]).await;
+        eventually(
+            &format!("event {n}'s effect"),
+            PATIENCE,
+            async || rig.effects().await,
+            |e| *e == i64::from(n),
+        )
+        .await;
+        // The quiet spell is the scenario: several sweep intervals with nothing written.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    rig.stop().await;
+}
+
 async fn commit(db: &Db, events: impl IntoIterator<Item = u32>) {
     let mut tx = db.begin().await.unwrap();
     for n in events {

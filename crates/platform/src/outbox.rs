@@ -269,14 +269,14 @@ impl Relay<'_> {
             }
             let room = self.settings.max_in_flight.saturating_sub(self.held.len());
             let mut read_any = false;
+            let mut swept = false;
             if room > 0 {
                 let last_sweep = self.last_sweep;
                 match self.read(room.min(self.settings.batch)).await {
                     Ok(rows) => {
                         backoff = Duration::from_millis(100);
-                        // A sweep that found nothing says nothing of the rows after the cursor:
-                        // read again at once rather than wait for the next poll.
-                        read_any = !rows.is_empty() || self.last_sweep != last_sweep;
+                        read_any = !rows.is_empty();
+                        swept = self.last_sweep != last_sweep;
                         for row in rows {
                             self.held.insert(row.seq);
                             in_flight.push(publish(row));
@@ -303,7 +303,10 @@ impl Relay<'_> {
                     self.settle(done).await;
                 }
                 _ = self.db.outbox_written() => {}
-                _ = tokio::time::sleep(self.settings.poll), if !read_any => {}
+                // A sweep reads only below the cursor, and says nothing of the rows after it
+                // (those whose commit woke this read, say): read after the cursor at once.
+                _ = std::future::ready(()), if swept => {}
+                _ = tokio::time::sleep(self.settings.poll), if !read_any && !swept => {}
                 _ = tokio::time::sleep_until(next_retry.unwrap_or(now).into()), if next_retry.is_some() => {}
                 _ = shutdown.wait() => {}
             }
