@@ -1091,3 +1091,381 @@ async fn a_payment_waits_for_users_and_completes_when_it_returns() {
     assert_eq!(settled, "success");
     cleanup(&ns).await;
 }
+
+/// One request of the burst: what was ordered, and what the order service answered.
+struct Attempt {
+    lines: Vec<(usize, i64)>,
+    /// Paid at the till, not by card.
+    cash: bool,
+    status: u16,
+    order_id: Option<String>,
+}
+
+/// Inventory killed with SIGKILL in the middle of a burst of orders for items, and started
+/// again: an order refused while it is down stores nothing, none is ever sold beyond the stock,
+/// and once every event has settled each product's units add up (available + reserved + sold =
+/// what was counted in), each stored order's units are where its status says (held, kept, sold
+/// or given back), and units held for requests that were refused (the hold committed, the
+/// answer lost with the process) are no more than those requests asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::StreamExt;
+    use serde_json::json;
+
+    const STOCK: i64 = 20;
+    let ns = unique("i");
+    let start_inventory =
+        |port: &str| Kassa::start(&ns, &["serve", "inventory", "--inventory-port", port], 1);
+    let mut inventory = start_inventory("0");
+    let front = Kassa::start(
+        &ns,
+        &[
+            "serve",
+            "gateway",
+            "orders",
+            "catalog",
+            "payments",
+            "qr",
+            "users",
+            "--gateway-port",
+            "0",
+            "--orders-port",
+            "0",
+            "--catalog-port",
+            "0",
+            "--payments-port",
+            "0",
+            "--qr-port",
+            "0",
+            "--users-port",
+            "0",
+            "--inventory-url",
+            inventory.url("inventory"),
+            "--provider-latency-ms",
+            "20",
+            "--provider-decline-rate",
+            "0.1",
+        ],
+        6,
+    );
+    let gateway = front.url("gateway").to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let send = async |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, format!("{gateway}{path}"));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await.expect("the gateway answers");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+
+    // Three products, each with its stock counted in once inventory has made its item.
+    let mut products = Vec::new();
+    let mut items = Vec::new();
+    for (name, price) in [("Cola", "1.50"), ("Water", "2.25"), ("Juice", "3.00")] {
+        let (status, product) = send(
+            reqwest::Method::POST,
+            "/api/products",
+            Some(json!({"name": name, "price": price.parse::<f64>().unwrap(), "isDispensable": true})),
+        )
+        .await;
+        assert_eq!(status, 201, "{product}");
+        let id = product["id"].as_str().unwrap().to_owned();
+        let listed = eventually(
+            "inventory's item for the product",
+            Duration::from_secs(20),
+            async || {
+                send(
+                    reqwest::Method::GET,
+                    &format!("/api/Inventory?productId={id}"),
+                    None,
+                )
+                .await
+                .1
+            },
+            |l| l.as_array().is_some_and(|a| a.len() == 1),
+        )
+        .await;
+        let item = listed[0]["id"].as_str().unwrap().to_owned();
+        let (status, counted) = send(
+            reqwest::Method::PUT,
+            &format!("/api/Inventory/{item}"),
+            Some(json!({"quantity": STOCK})),
+        )
+        .await;
+        assert_eq!(status, 200, "{counted}");
+        products.push(id);
+        items.push(item);
+    }
+
+    // The burst, paced, until thirty orders have been answered by inventory after its restart:
+    // more units asked for than there are, a quarter of the orders to be paid in cash (held
+    // until paid or cancelled), the rest charged by card (one in ten declined).
+    let answered = AtomicUsize::new(0);
+    let restarted = std::sync::atomic::AtomicBool::new(false);
+    let answered_after_restart = AtomicUsize::new(0);
+    let burst = futures_util::stream::iter(0..5_000usize)
+        .map(|i| {
+            let mut lines = vec![(i % 3, 1 + (i % 2) as i64)];
+            if i % 5 == 0 {
+                lines.push(((i + 1) % 3, 1));
+            }
+            let mut body = json!({
+                "userId": USER,
+                "items": lines.iter().map(|(p, q)| json!({"productId": products[*p], "quantity": q})).collect::<Vec<_>>(),
+            });
+            let cash = i % 4 == 0;
+            if cash {
+                body["paymentMethod"] = json!("Cash");
+            }
+            let (send, answered, restarted, answered_after_restart) =
+                (&send, &answered, &restarted, &answered_after_restart);
+            async move {
+                if answered_after_restart.load(Ordering::SeqCst) >= 30 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let (status, answer) = send(reqwest::Method::POST, "/api/orders", Some(body)).await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                if restarted.load(Ordering::SeqCst) && status != 503 {
+                    answered_after_restart.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(Attempt {
+                    lines,
+                    cash,
+                    status,
+                    order_id: answer["orderId"].as_str().map(str::to_owned),
+                })
+            }
+        })
+        .buffer_unordered(6)
+        .filter_map(async |a| a)
+        .collect::<Vec<_>>();
+    let fault = async {
+        eventually(
+            "fifty orders of the burst answered",
+            Duration::from_secs(60),
+            async || answered.load(Ordering::SeqCst),
+            |n| *n >= 50,
+        )
+        .await;
+        let port = inventory.port("inventory");
+        inventory.kill_9();
+        let down_at = answered.load(Ordering::SeqCst);
+        // Down until some orders have been refused for it.
+        eventually(
+            "orders answered while inventory is down",
+            Duration::from_secs(60),
+            async || answered.load(Ordering::SeqCst),
+            |n| *n >= down_at + 10,
+        )
+        .await;
+        inventory = start_inventory(&port);
+        restarted.store(true, Ordering::SeqCst);
+    };
+    let (attempts, ()) = tokio::join!(burst, fault);
+
+    for a in &attempts {
+        assert!(
+            matches!(a.status, 202 | 409 | 503),
+            "an order is placed, refused for stock, or refused while inventory is down: {}",
+            a.status
+        );
+        assert_eq!(a.status == 202, a.order_id.is_some());
+    }
+    let count = |s: u16| attempts.iter().filter(|a| a.status == s).count();
+    eprintln!(
+        "burst: {} placed, {} refused for stock, {} refused while inventory was down",
+        count(202),
+        count(409),
+        count(503)
+    );
+    assert!(count(503) > 0, "the kill landed in the burst");
+    assert!(count(409) > 0, "more was asked for than there is");
+    assert!(
+        answered_after_restart.load(Ordering::SeqCst) >= 30,
+        "inventory answers again after its restart"
+    );
+    let stored: Vec<&Attempt> = attempts.iter().filter(|a| a.status == 202).collect();
+    let (_, listed) = send(reqwest::Method::GET, "/api/orders?limit=1", None).await;
+    assert_eq!(
+        listed["meta"]["total"].as_u64(),
+        Some(stored.len() as u64),
+        "only the orders answered 202 are stored"
+    );
+
+    // Half the cash orders are cancelled; the others wait at the till.
+    let mut cancelled = std::collections::HashSet::new();
+    for (n, a) in stored.iter().enumerate() {
+        let id = a.order_id.as_deref().unwrap();
+        if a.cash && n % 2 == 0 {
+            let (status, answer) =
+                send(reqwest::Method::DELETE, &format!("/api/orders/{id}"), None).await;
+            assert!(matches!(status, 200 | 204), "{status} {answer}");
+            cancelled.insert(id.to_owned());
+        }
+    }
+
+    // Two paid orders are picked up at a registered dispenser, code by code: they complete,
+    // and inventory sells what it kept for them.
+    let (status, dispenser) = send(
+        reqwest::Method::POST,
+        "/api/QrCode/devices",
+        Some(json!({"name": "Lobby"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{dispenser}");
+    let (device, secret) = (
+        dispenser["deviceId"].as_str().unwrap(),
+        dispenser["secret"].as_str().unwrap(),
+    );
+    let mut completed = std::collections::HashSet::new();
+    for a in &stored {
+        if completed.len() == 2 {
+            break;
+        }
+        let id = a.order_id.as_deref().unwrap();
+        let (_, order) = send(reqwest::Method::GET, &format!("/api/orders/{id}"), None).await;
+        if order["status"] != "PAID" {
+            continue;
+        }
+        let generate = Some(json!({"orderId": id}));
+        let (_, codes) = eventually(
+            "the paid order's pickup codes",
+            Duration::from_secs(30),
+            async || {
+                send(
+                    reqwest::Method::POST,
+                    "/api/QrCode/generate",
+                    generate.clone(),
+                )
+                .await
+            },
+            |(status, _)| *status == 200,
+        )
+        .await;
+        let codes = codes["codes"].as_array().unwrap();
+        assert_eq!(
+            codes.len() as i64,
+            a.lines.iter().map(|(_, q)| q).sum::<i64>(),
+            "a code per unit"
+        );
+        for code in codes {
+            let code = code["id"].as_str().unwrap();
+            let at = kassa_contracts::now().timestamp();
+            let signature = kassa_platform::signing::sign_hex(
+                secret.as_bytes(),
+                &[format!("{code}:{device}:{at}").as_bytes()],
+            );
+            let (status, handed) = send(
+                reqwest::Method::POST,
+                "/api/QrCode/validate",
+                Some(json!({"code": code, "deviceId": device, "timestamp": at, "signature": signature})),
+            )
+            .await;
+            assert_eq!(status, 200, "{handed}");
+        }
+        completed.insert(id.to_owned());
+    }
+    assert_eq!(completed.len(), 2, "two paid orders to pick up");
+
+    // Once every event has settled: each stored order's units are where its status says.
+    let expected_hold = |status: &str| match status {
+        "PENDING" => "HELD",
+        "PAID" => "KEPT",
+        "COMPLETED" => "SOLD",
+        _ => "RELEASED",
+    };
+    let mut in_orders = [(0i64, 0i64); 3];
+    for a in &stored {
+        let id = a.order_id.as_deref().unwrap();
+        let order = eventually(
+            "the order settled",
+            Duration::from_secs(60),
+            async || {
+                send(reqwest::Method::GET, &format!("/api/orders/{id}"), None)
+                    .await
+                    .1
+            },
+            |o| match o["status"].as_str() {
+                Some("COMPLETED") => true,
+                Some("PAID") => !completed.contains(id),
+                Some("FAILED" | "CANCELLED") => true,
+                Some("PENDING") => !cancelled.contains(id),
+                _ => false,
+            },
+        )
+        .await;
+        let status = order["status"].as_str().unwrap().to_owned();
+        let hold = expected_hold(&status);
+        eventually(
+            &format!("the hold of a {status} order {hold}"),
+            Duration::from_secs(60),
+            async || {
+                send(
+                    reqwest::Method::GET,
+                    &format!("/api/reservations/{id}"),
+                    None,
+                )
+                .await
+                .1
+            },
+            |r| {
+                r["items"].as_array().is_some_and(|l| {
+                    l.len() == a.lines.len() && l.iter().all(|l| l["status"] == hold)
+                })
+            },
+        )
+        .await;
+        for (product, quantity) in &a.lines {
+            match hold {
+                "HELD" | "KEPT" => in_orders[*product].0 += quantity,
+                "SOLD" => in_orders[*product].1 += quantity,
+                _ => {}
+            }
+        }
+    }
+
+    // Each product's units add up to what was counted in; what inventory holds beyond the
+    // stored orders is held for requests refused mid-flight, and never more than they asked.
+    let mut refused_units = [0i64; 3];
+    for a in attempts.iter().filter(|a| a.status == 503) {
+        for (product, quantity) in &a.lines {
+            refused_units[*product] += quantity;
+        }
+    }
+    for (p, item) in items.iter().enumerate() {
+        let (_, stock) = send(
+            reqwest::Method::GET,
+            &format!("/api/inventory/{item}"),
+            None,
+        )
+        .await;
+        let (available, reserved, sold) = (
+            stock["available"].as_i64().unwrap(),
+            stock["reserved"].as_i64().unwrap(),
+            stock["sold"].as_i64().unwrap(),
+        );
+        eprintln!(
+            "{}: available {available}, reserved {reserved} ({} for stored orders), sold {sold}; \
+             refused while inventory was down: {} units",
+            products[p], in_orders[p].0, refused_units[p]
+        );
+        assert!(available >= 0 && reserved >= 0 && sold >= 0, "{stock}");
+        assert_eq!(available + reserved + sold, STOCK, "{stock}");
+        assert_eq!(sold, in_orders[p].1, "{stock}");
+        let orphans = reserved - in_orders[p].0;
+        assert!(
+            (0..=refused_units[p]).contains(&orphans),
+            "held beyond the stored orders: {orphans} (refused requests asked for {}): {stock}",
+            refused_units[p]
+        );
+    }
+    cleanup(&ns).await;
+}
