@@ -9,7 +9,8 @@ use support::{Backend, spawn_app};
 
 on_both_backends!(
     orders_for_items_are_priced_and_held,
-    in_person_payments_are_confirmed_once
+    in_person_payments_are_confirmed_once,
+    a_keyed_order_for_items_holds_its_stock_once
 );
 
 /// Counts `quantity` units of `product` in, once inventory has made its item from
@@ -381,5 +382,65 @@ async fn in_person_payments_are_confirmed_once(backend: Backend) {
     let (status, all) = app.get("/api/all").await;
     assert_eq!(status, 200);
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    app.stop().await;
+}
+
+/// Eight copies of one order for items sent at once with one `Idempotency-Key`: one order, its
+/// stock held once (the copies that lost the race gave back what they held), the same answer
+/// for each; the key with another order is a 422 and holds nothing.
+async fn a_keyed_order_for_items_holds_its_stock_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (status, tea) = app
+        .post_json("/api/products", r#"{"name":"Tea","price":2}"#, &[])
+        .await;
+    assert_eq!(status, 201, "{tea}");
+    let tea = tea["id"].as_str().unwrap().to_owned();
+    let item = count_in(&app, &tea, 5).await;
+    let user = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    let order = |quantity: i64| {
+        json!({"userId": user, "items": [{"productId": tea, "quantity": quantity}], "paymentMethod": "Cash"})
+            .to_string()
+    };
+    let two = order(2);
+    let answers = futures_util::future::join_all(
+        (0..8).map(|_| app.post_json("/api/orders", &two, &[("Idempotency-Key", "till-7")])),
+    )
+    .await;
+    let (status, first) = &answers[0];
+    assert_eq!(*status, 202, "{first}");
+    for answer in &answers {
+        assert_eq!(answer, &answers[0]);
+    }
+    let order_id = first["orderId"].as_str().unwrap();
+    assert_eq!(app.count_orders().await, 1);
+    let (_, stock) = app.get(&format!("/api/inventory/{item}")).await;
+    assert_eq!(
+        (stock["available"].as_i64(), stock["reserved"].as_i64()),
+        (Some(3), Some(2)),
+        "{stock}"
+    );
+    let (_, held) = app.get(&format!("/api/reservations/{order_id}")).await;
+    assert_eq!(held["items"][0]["quantity"], 2, "{held}");
+
+    // Later: the same answer, and the catalog and inventory are not asked again.
+    let (status, again) = app
+        .post_json("/api/orders", &two, &[("Idempotency-Key", "till-7")])
+        .await;
+    assert_eq!((status, &again), (202, first));
+    let (status, reused) = app
+        .post_json("/api/orders", &order(1), &[("Idempotency-Key", "till-7")])
+        .await;
+    assert_eq!(
+        (status, reused["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{reused}"
+    );
+    assert_eq!(app.count_orders().await, 1);
+    let (_, stock) = app.get(&format!("/api/inventory/{item}")).await;
+    assert_eq!(
+        (stock["available"].as_i64(), stock["reserved"].as_i64()),
+        (Some(3), Some(2)),
+        "{stock}"
+    );
     app.stop().await;
 }

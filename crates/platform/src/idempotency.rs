@@ -147,33 +147,39 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     r
 }
 
-/// How a request with an `Idempotency-Key` starts.
+/// How the work of a request starts.
 pub enum Begun {
     /// The key was used before with the same request: answer this, do nothing.
     Replay(Response),
-    /// First use: do the work in [`Keyed::tx`], then [`Keyed::finish`].
-    Fresh(Keyed),
+    /// Do the work in [`Write::tx`], then [`Write::finish`].
+    Fresh(Write),
 }
 
-/// Work under a fresh key: its transaction holds the key, so a concurrent duplicate waits on it
-/// and then replays the answer this one stores.
-pub struct Keyed {
+/// The work of one request in one transaction, answered once: under the request's
+/// `Idempotency-Key` when it carries one (the transaction holds the key, so a concurrent
+/// duplicate waits on it and then replays the answer this one stores), in a plain transaction
+/// when it does not.
+pub struct Write {
     tx: Tx,
-    scope: String,
-    key: IdempotencyKey,
+    key: Option<(String, IdempotencyKey)>,
 }
 
-/// Starts the work of a request that carries `key`, in `scope` (one per endpoint), for the
-/// request `fingerprint`: a replay of the stored answer, a 422 for the same key with another
-/// request, or a transaction to do the work in.
+/// Starts the work of a request in `scope` (one per endpoint). With a `key`, `fingerprint` makes
+/// the request's fingerprint (only then), and the answer is a replay of the stored response, a
+/// 422 for the same key with another request, or a transaction that holds the key. Without one,
+/// a plain transaction.
 pub async fn begin(
     db: &Db,
     scope: &str,
-    key: IdempotencyKey,
-    fingerprint: &str,
+    key: Option<IdempotencyKey>,
+    fingerprint: impl FnOnce() -> Result<String, ApiError>,
 ) -> Result<Begun, ApiError> {
+    let Some(key) = key else {
+        return Ok(Begun::Fresh(Write::plain(db).await?));
+    };
+    let fingerprint = fingerprint()?;
     let mut tx = db.begin().await?;
-    match claim(&mut tx, scope, &key, fingerprint).await? {
+    match claim(&mut tx, scope, &key, &fingerprint).await? {
         Claim::Replay { status, body } => {
             tx.rollback().await?;
             let mut r = json_response(status, body);
@@ -181,23 +187,33 @@ pub async fn begin(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(Begun::Replay(r))
         }
-        Claim::Fresh => Ok(Begun::Fresh(Keyed {
+        Claim::Fresh => Ok(Begun::Fresh(Write {
             tx,
-            scope: scope.to_owned(),
-            key,
+            key: Some((scope.to_owned(), key)),
         })),
     }
 }
 
-impl Keyed {
+impl Write {
+    /// A write with no key to answer under: the work of a request without one, begun once the
+    /// calls it makes first have answered (a keyed write holds its key from the start).
+    pub async fn plain(db: &Db) -> Result<Write, ApiError> {
+        Ok(Write {
+            tx: db.begin().await?,
+            key: None,
+        })
+    }
+
     /// The transaction to do the work in.
     pub fn tx(&mut self) -> &mut Tx {
         &mut self.tx
     }
 
-    /// Stores the answer with the work and commits both; returns the answer.
+    /// Stores the answer with the work when there is a key, and commits; returns the answer.
     pub async fn finish(mut self, status: StatusCode, body: Vec<u8>) -> Result<Response, ApiError> {
-        store(&mut self.tx, &self.scope, &self.key, status, &body).await?;
+        if let Some((scope, key)) = &self.key {
+            store(&mut self.tx, scope, key, status, &body).await?;
+        }
         self.tx.commit().await?;
         Ok(json_response(status, body))
     }

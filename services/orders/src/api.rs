@@ -23,7 +23,7 @@ use kassa_platform::{
         },
         parse_amount, parse_currency, parse_uuid,
     },
-    idempotency::{self, Begun, IdempotencyKey, json_response},
+    idempotency::{self, Begun, IdempotencyKey, Write, json_response},
     outbox,
 };
 use serde::{Deserialize, Serialize};
@@ -426,12 +426,17 @@ async fn create_with_items(
     }
     let parts: Vec<&[u8]> = fingerprint_parts.iter().map(Vec::as_slice).collect();
     let fingerprint = idempotency::fingerprint(&parts);
-    let mut keyed = match key {
+    // A keyed request holds its key from here, so a duplicate waits for this one's answer
+    // instead of holding stock a second time; one without a key writes once the catalog and
+    // inventory have answered.
+    let keyed = match key {
         None => None,
         Some(key) => {
-            match idempotency::begin(&state.db, "orders.create", key, &fingerprint).await? {
+            match idempotency::begin(&state.db, "orders.create", Some(key), || Ok(fingerprint))
+                .await?
+            {
                 Begun::Replay(answer) => return Ok(answer),
-                Begun::Fresh(keyed) => Some(keyed),
+                Begun::Fresh(write) => Some(write),
             }
         }
     };
@@ -473,31 +478,19 @@ async fn create_with_items(
     };
     let body = serde_json::to_vec(&accepted).map_err(|_| ApiError::internal())?;
     state.inventory.reserve(order.id, &lines).await?;
-    let stored = async {
-        match keyed.as_mut() {
-            Some(keyed) => {
-                store::insert(keyed.tx(), &order).await?;
-                store::insert_lines(keyed.tx(), order.id, &lines).await?;
-                outbox::add(keyed.tx(), &event).await?;
-                Ok::<_, ApiError>(())
-            }
-            None => {
-                let mut tx = state.db.begin().await?;
-                store::insert(&mut tx, &order).await?;
-                store::insert_lines(&mut tx, order.id, &lines).await?;
-                outbox::add(&mut tx, &event).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-        }
+    let answer = async {
+        let mut write = match keyed {
+            Some(write) => write,
+            None => Write::plain(&state.db).await?,
+        };
+        store::insert(write.tx(), &order).await?;
+        store::insert_lines(write.tx(), order.id, &lines).await?;
+        outbox::add(write.tx(), &event).await?;
+        write.finish(StatusCode::ACCEPTED, body).await
     }
     .await;
-    let answer = match (stored, keyed) {
-        (Ok(()), Some(keyed)) => keyed.finish(StatusCode::ACCEPTED, body).await,
-        (Ok(()), None) => Ok(json_response(StatusCode::ACCEPTED, body)),
-        (Err(e), _) => Err(e),
-    };
     if answer.is_err() {
+        // Not stored: what was held for it goes back.
         state.inventory.release(order.id).await;
     }
     tracing::info!(order_id = %order.id, total = %priced, lines = lines.len(), "order for items placed");
@@ -521,12 +514,12 @@ pub(crate) async fn place(
             Ok(json_response(status, body))
         }
         Some((key, fingerprint)) => {
-            match idempotency::begin(&state.db, scope, key, &fingerprint).await? {
+            match idempotency::begin(&state.db, scope, Some(key), || Ok(fingerprint)).await? {
                 Begun::Replay(answer) => Ok(answer),
-                Begun::Fresh(mut keyed) => {
-                    store::insert(keyed.tx(), &order).await?;
-                    outbox::add(keyed.tx(), &event).await?;
-                    keyed.finish(status, body).await
+                Begun::Fresh(mut write) => {
+                    store::insert(write.tx(), &order).await?;
+                    outbox::add(write.tx(), &event).await?;
+                    write.finish(status, body).await
                 }
             }
         }

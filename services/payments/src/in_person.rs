@@ -208,32 +208,13 @@ pub async fn confirm(
 ) -> ApiResult<Response> {
     access.sees_everything()?;
     let key = IdempotencyKey::from_headers(&headers)?;
-    let mut keyed = match key {
-        None => None,
-        Some(key) => {
-            let scope = format!("payments.confirm:{id}");
-            match idempotency::begin(
-                &state.db,
-                &scope,
-                key,
-                &idempotency::fingerprint(&[id.as_bytes()]),
-            )
-            .await?
-            {
-                Begun::Replay(answer) => return Ok(answer),
-                Begun::Fresh(keyed) => Some(keyed),
-            }
-        }
+    let scope = format!("payments.confirm:{id}");
+    let fingerprint = || Ok(idempotency::fingerprint(&[id.as_bytes()]));
+    let mut write = match idempotency::begin(&state.db, &scope, key, fingerprint).await? {
+        Begun::Replay(answer) => return Ok(answer),
+        Begun::Fresh(write) => write,
     };
-    let mut own_tx = match keyed {
-        Some(_) => None,
-        None => Some(state.db.begin().await?),
-    };
-    let tx = match (&mut keyed, &mut own_tx) {
-        (Some(keyed), _) => keyed.tx(),
-        (None, Some(tx)) => tx,
-        (None, None) => return Err(ApiError::internal()),
-    };
+    let tx = write.tx();
     let payment = store::find_for_update(&state.db, tx, id)
         .await?
         .ok_or_else(payment_not_found)?;
@@ -293,14 +274,7 @@ pub async fn confirm(
         }
     };
     let body = serde_json::to_vec(&state.view(&payment)?).map_err(|_| ApiError::internal())?;
-    let response = match (keyed, own_tx) {
-        (Some(keyed), _) => keyed.finish(StatusCode::OK, body).await?,
-        (None, Some(tx)) => {
-            tx.commit().await?;
-            idempotency::json_response(StatusCode::OK, body)
-        }
-        (None, None) => return Err(ApiError::internal()),
-    };
+    let response = write.finish(StatusCode::OK, body).await?;
     crate::api::cache_payments_beside(state.cache.clone(), vec![payment]);
     Ok(response)
 }

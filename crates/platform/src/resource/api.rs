@@ -241,35 +241,20 @@ async fn create<R: Resource, const SEED: bool>(
     let ctx = ids.event_context();
     let key = IdempotencyKey::from_headers(&headers)?;
     let location = |record: &Stored<R::Fields>| format!("{}/{}", matched.as_str(), record.id);
-    let (record, mut response) = match key {
-        None => {
-            R::settle(None, &mut fields)?;
-            let mut tx = records.db().begin().await?;
-            R::in_write(&mut tx, None, Some(&fields)).await?;
-            let record = records.create_in(&mut tx, fields, &ctx).await?;
-            tx.commit().await?;
-            let response = answer(StatusCode::CREATED, &record);
-            (record, response)
-        }
-        Some(key) => {
-            let fingerprint = idempotency::fingerprint(&[
-                &serde_json::to_vec(&fields).map_err(|_| ApiError::internal())?
-            ]);
-            let scope = R::SPEC.created();
-            match idempotency::begin(records.db(), &scope, key, &fingerprint).await? {
-                Begun::Replay(response) => return Ok(response),
-                Begun::Fresh(mut keyed) => {
-                    R::settle(None, &mut fields)?;
-                    R::in_write(keyed.tx(), None, Some(&fields)).await?;
-                    let record = records.create_in(keyed.tx(), fields, &ctx).await?;
-                    let body =
-                        serde_json::to_vec(&record.to_json()).map_err(|_| ApiError::internal())?;
-                    let response = keyed.finish(StatusCode::CREATED, body).await?;
-                    (record.clone(), with_etag(response, &record))
-                }
-            }
-        }
+    let fingerprint = || {
+        let body = serde_json::to_vec(&fields).map_err(|_| ApiError::internal())?;
+        Ok(idempotency::fingerprint(&[&body]))
     };
+    let mut write =
+        match idempotency::begin(records.db(), &R::SPEC.created(), key, fingerprint).await? {
+            Begun::Replay(response) => return Ok(response),
+            Begun::Fresh(write) => write,
+        };
+    R::settle(None, &mut fields)?;
+    R::in_write(write.tx(), None, Some(&fields)).await?;
+    let record = records.create_in(write.tx(), fields, &ctx).await?;
+    let body = serde_json::to_vec(&record.to_json()).map_err(|_| ApiError::internal())?;
+    let mut response = with_etag(write.finish(StatusCode::CREATED, body).await?, &record);
     records.cache_changed(&record).await;
     if let Ok(v) = HeaderValue::from_str(&location(&record)) {
         response.headers_mut().insert(header::LOCATION, v);
