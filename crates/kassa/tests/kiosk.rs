@@ -186,6 +186,25 @@ async fn orders_for_items_are_priced_and_held(backend: Backend) {
         (Some(1), Some(0))
     );
 
+    // A new price in the catalog reaches orders at once (its `product.updated` clears the
+    // cached price), not when the cache's five minutes run out.
+    let repriced = app
+        .client
+        .put(format!("{}/api/products/{cola}", app.gateway))
+        .json(&json!({"name": "Cola", "price": 1.75, "isDispensable": true, "available": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repriced.status(), 200);
+    let one = order(json!([{"productId": cola, "quantity": 1}]), Some("1.75"));
+    kassa_platform::testing::eventually(
+        "an order at the new price",
+        std::time::Duration::from_secs(10),
+        async || app.post_json("/api/orders", &one, &[]).await,
+        |(status, _)| *status == 202,
+    )
+    .await;
+
     // The seed-003 shape keeps working beside it.
     let plain = app.place_order("9.99").await;
     app.order_reaches(&plain, &["PAID"]).await;

@@ -1,7 +1,12 @@
 //! What orders does with payment outcomes: PAID on approval, FAILED on a decline or failure;
-//! and with an expired stock hold: a PENDING order whose items are back on sale is CANCELLED.
+//! with an expired stock hold: a PENDING order whose items are back on sale is CANCELLED; and
+//! with a product changed in the catalog: its cached price is forgotten, so the next order pays
+//! the new one rather than waiting out the cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 use kassa_contracts::{
@@ -13,8 +18,10 @@ use kassa_contracts::{
 };
 use kassa_platform::{
     bus::HandlerError,
+    cache::Cache,
     consumer::{Applied, Apply, Fresh},
     db::{Db, Tx},
+    known::RecordEvent,
 };
 use uuid::Uuid;
 
@@ -25,12 +32,14 @@ use crate::{
 };
 
 /// The event types this consumer is bound to.
-pub const TOPICS: [&str; 5] = [
+pub const TOPICS: [&str; 7] = [
     PaymentApproved::TYPE,
     PaymentDeclined::TYPE,
     PaymentFailed::TYPE,
     ReservationExpired::TYPE,
     PickupCompleted::TYPE,
+    "product.updated",
+    "product.deleted",
 ];
 
 /// Why an order cancelled by its expired hold is.
@@ -55,13 +64,29 @@ impl Settled {
     }
 }
 
-pub struct PaymentOutcomes {
-    pub db: Db,
+/// An event as orders reads it: of one of its orders, or of a product of the catalog.
+pub enum Heard {
+    Order(Settled),
+    /// A product changed (or went): its cached price is stale.
+    Product(Uuid),
 }
 
-/// Reads a payment outcome (and whether it approved) or an expired hold.
-fn decode(event: &Envelope) -> Result<Settled, HandlerError> {
-    Ok(match event.event_type.as_str() {
+pub struct PaymentOutcomes {
+    pub db: Db,
+    /// Where the catalog's prices are cached (`product:price:{id}`).
+    pub prices: Arc<dyn Cache>,
+}
+
+/// Reads a payment outcome (and whether it approved), an expired hold, a pickup, or a product's
+/// change.
+fn decode(event: &Envelope) -> Result<Heard, HandlerError> {
+    if matches!(
+        event.event_type.as_str(),
+        "product.updated" | "product.deleted"
+    ) {
+        return Ok(Heard::Product(RecordEvent::decode(event)?.id));
+    }
+    Ok(Heard::Order(match event.event_type.as_str() {
         PaymentApproved::TYPE => Settled::Payment(event.decode::<PaymentApproved>()?.0, true),
         PaymentDeclined::TYPE => Settled::Payment(event.decode::<PaymentDeclined>()?.0, false),
         PaymentFailed::TYPE => Settled::Payment(event.decode::<PaymentFailed>()?.0, false),
@@ -70,7 +95,7 @@ fn decode(event: &Envelope) -> Result<Settled, HandlerError> {
         }
         PickupCompleted::TYPE => Settled::PickedUp(event.decode::<PickupCompleted>()?.order_id),
         other => return Err(HandlerError::new(format!("orders does not handle {other}"))),
-    })
+    }))
 }
 
 /// The event an order's new status announces, with its `lines` (an order for items).
@@ -119,8 +144,9 @@ fn announce(
 
 #[async_trait]
 impl Apply for PaymentOutcomes {
-    type Event = Settled;
-    type AfterCommit = ();
+    type Event = Heard;
+    /// Products whose cached prices to forget.
+    type AfterCommit = Vec<Uuid>;
 
     fn decode(&self, event: &Envelope) -> Result<Self::Event, HandlerError> {
         decode(event)
@@ -131,8 +157,19 @@ impl Apply for PaymentOutcomes {
     async fn apply(
         &self,
         tx: &mut Tx,
-        todo: Vec<Fresh<'_, Self::Event>>,
-    ) -> Result<Applied<()>, HandlerError> {
+        heard: Vec<Fresh<'_, Self::Event>>,
+    ) -> Result<Applied<Vec<Uuid>>, HandlerError> {
+        let mut products = Vec::new();
+        let mut todo = Vec::with_capacity(heard.len());
+        for fresh in heard {
+            match fresh.event {
+                Heard::Order(settled) => todo.push(Fresh {
+                    envelope: fresh.envelope,
+                    event: settled,
+                }),
+                Heard::Product(id) => products.push(id),
+            }
+        }
         let mut ids: Vec<Uuid> = todo.iter().map(|f| f.event.order_id()).collect();
         // One locking order for every batch, so two replicas never deadlock on the same orders.
         ids.sort_unstable();
@@ -219,6 +256,15 @@ impl Apply for PaymentOutcomes {
         for ((_, reason), (status, ids)) in &groups {
             store::set_status_all(tx, ids, *status, *reason, now).await?;
         }
-        Ok(Applied::publish(announcements))
+        Ok(Applied {
+            publish: announcements,
+            after_commit: products,
+        })
+    }
+
+    async fn committed(&self, products: Vec<Uuid>) {
+        for id in products {
+            self.prices.remove(&crate::items::price_key(id)).await;
+        }
     }
 }

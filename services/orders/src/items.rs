@@ -72,9 +72,14 @@ pub struct Catalog {
     pub cache: Arc<dyn Cache>,
 }
 
+/// Where what the catalog said of product `id` is cached, as the seed names it.
+pub fn price_key(id: Uuid) -> String {
+    format!("product:price:{id}")
+}
+
 impl Catalog {
     fn key(id: Uuid) -> String {
-        format!("product:price:{id}")
+        price_key(id)
     }
 
     /// The product `id`, or a 422 naming `field` when the catalog has none.
@@ -116,11 +121,6 @@ impl Catalog {
             self.cache.set(&Self::key(id), bytes, PRICE_TTL).await;
         }
         Ok(facts)
-    }
-
-    /// Forgets what is cached of product `id` (it changed).
-    pub async fn forget(&self, id: Uuid) {
-        self.cache.remove(&Self::key(id)).await;
     }
 }
 

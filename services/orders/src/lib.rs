@@ -97,7 +97,10 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     .with_handler(Inboxed::new(
         NAME,
         db.clone(),
-        events::PaymentOutcomes { db },
+        events::PaymentOutcomes {
+            db,
+            prices: infra.cache.clone(),
+        },
     ))
     .with_background(writer))
 }

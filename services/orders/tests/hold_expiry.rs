@@ -1,5 +1,6 @@
 //! An order whose stock hold expired before it was paid is cancelled (its items are back on
-//! sale); a paid one is not, and a hold for an order never stored is nothing to orders.
+//! sale); a paid one is not, and a hold for an order never stored is nothing to orders. A
+//! product changed in the catalog has its cached price forgotten.
 
 use kassa_contracts::{
     Currency, Envelope, EventContext, Money,
@@ -16,7 +17,21 @@ use kassa_platform::{
     migrate,
     testing::{Throwaway, outbox_events},
 };
+use std::{sync::Arc, time::Duration};
+
+use kassa_platform::cache::{Cache, MemoryCache};
 use uuid::Uuid;
+
+fn handler(t: &Throwaway, prices: Arc<dyn Cache>) -> Inboxed<PaymentOutcomes> {
+    Inboxed::new(
+        kassa_orders::NAME,
+        t.db.clone(),
+        PaymentOutcomes {
+            db: t.db.clone(),
+            prices,
+        },
+    )
+}
 
 fn expired(order_id: Uuid) -> Envelope {
     Envelope::new(
@@ -39,11 +54,7 @@ async fn an_expired_hold_cancels_an_unpaid_order(t: Throwaway) {
     store::insert_all(&mut tx, [&pending, &paid]).await.unwrap();
     tx.commit().await.unwrap();
 
-    let handler = Inboxed::new(
-        kassa_orders::NAME,
-        t.db.clone(),
-        PaymentOutcomes { db: t.db.clone() },
-    );
+    let handler = handler(&t, Arc::new(MemoryCache::new(100)));
     for order_id in [pending.id, paid.id, Uuid::now_v7()] {
         handler.handle(&expired(order_id)).await.unwrap();
     }
@@ -71,4 +82,40 @@ async fn an_expired_hold_cancels_an_unpaid_order(t: Throwaway) {
     t.drop_now().await;
 }
 
-kassa_platform::on_both_databases!(an_expired_hold_cancels_an_unpaid_order);
+/// `product.updated` (a new price, say) and `product.deleted` clear what orders cached of the
+/// product, so the next order is priced by the catalog again; nothing else changes.
+async fn a_changed_product_is_priced_afresh(t: Throwaway) {
+    migrate::run(&t.db, &[&migrate::PLATFORM, &kassa_orders::MIGRATIONS])
+        .await
+        .unwrap();
+    let prices: Arc<dyn Cache> = Arc::new(MemoryCache::new(100));
+    let handler = handler(&t, prices.clone());
+    let (changed, deleted, untouched) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for id in [changed, deleted, untouched] {
+        let key = kassa_orders::items::price_key(id);
+        prices
+            .set(&key, b"{}".to_vec(), Duration::from_secs(300))
+            .await;
+    }
+    for (id, change) in [(changed, "updated"), (deleted, "deleted")] {
+        let event = Envelope::record(
+            "catalog",
+            id,
+            format!("product.{change}"),
+            serde_json::json!({"id": id, "name": "Tea", "price": 2.5}),
+            &EventContext::new("test"),
+        );
+        handler.handle(&event).await.unwrap();
+    }
+    let cached = async |id| prices.get(&kassa_orders::items::price_key(id)).await;
+    assert_eq!(cached(changed).await, None);
+    assert_eq!(cached(deleted).await, None);
+    assert!(cached(untouched).await.is_some());
+    assert!(outbox_events(&t.db).await.is_empty());
+    t.drop_now().await;
+}
+
+kassa_platform::on_both_databases!(
+    an_expired_hold_cancels_an_unpaid_order,
+    a_changed_product_is_priced_afresh
+);
