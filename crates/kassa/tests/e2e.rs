@@ -1164,6 +1164,7 @@ async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
         let status = r.status().as_u16();
         (status, r.json::<Value>().await.unwrap_or(Value::Null))
     };
+    let get = async |path: &str| send(reqwest::Method::GET, path, None).await.1;
 
     // Three products, each with its stock counted in once inventory has made its item.
     let mut products = Vec::new();
@@ -1180,15 +1181,7 @@ async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
         let listed = eventually(
             "inventory's item for the product",
             Duration::from_secs(20),
-            async || {
-                send(
-                    reqwest::Method::GET,
-                    &format!("/api/Inventory?productId={id}"),
-                    None,
-                )
-                .await
-                .1
-            },
+            async || get(&format!("/api/Inventory?productId={id}")).await,
             |l| l.as_array().is_some_and(|a| a.len() == 1),
         )
         .await;
@@ -1293,7 +1286,7 @@ async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
         "inventory answers again after its restart"
     );
     let stored: Vec<&Attempt> = attempts.iter().filter(|a| a.status == 202).collect();
-    let (_, listed) = send(reqwest::Method::GET, "/api/orders?limit=1", None).await;
+    let listed = get("/api/orders?limit=1").await;
     assert_eq!(
         listed["meta"]["total"].as_u64(),
         Some(stored.len() as u64),
@@ -1331,7 +1324,7 @@ async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
             break;
         }
         let id = a.order_id.as_deref().unwrap();
-        let (_, order) = send(reqwest::Method::GET, &format!("/api/orders/{id}"), None).await;
+        let order = get(&format!("/api/orders/{id}")).await;
         if order["status"] != "PAID" {
             continue;
         }
@@ -1388,11 +1381,7 @@ async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
         let order = eventually(
             "the order settled",
             Duration::from_secs(60),
-            async || {
-                send(reqwest::Method::GET, &format!("/api/orders/{id}"), None)
-                    .await
-                    .1
-            },
+            async || get(&format!("/api/orders/{id}")).await,
             |o| match o["status"].as_str() {
                 Some("COMPLETED") => true,
                 Some("PAID") => !completed.contains(id),
@@ -1407,15 +1396,7 @@ async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
         eventually(
             &format!("the hold of a {status} order {hold}"),
             Duration::from_secs(60),
-            async || {
-                send(
-                    reqwest::Method::GET,
-                    &format!("/api/reservations/{id}"),
-                    None,
-                )
-                .await
-                .1
-            },
+            async || get(&format!("/api/reservations/{id}")).await,
             |r| {
                 r["items"].as_array().is_some_and(|l| {
                     l.len() == a.lines.len() && l.iter().all(|l| l["status"] == hold)
@@ -1441,12 +1422,7 @@ async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
         }
     }
     for (p, item) in items.iter().enumerate() {
-        let (_, stock) = send(
-            reqwest::Method::GET,
-            &format!("/api/inventory/{item}"),
-            None,
-        )
-        .await;
+        let stock = get(&format!("/api/inventory/{item}")).await;
         let (available, reserved, sold) = (
             stock["available"].as_i64().unwrap(),
             stock["reserved"].as_i64().unwrap(),
