@@ -31,6 +31,9 @@ use crate::{
     store,
 };
 
+/// The catalog's events after which a product's cached price is stale.
+const PRODUCT_CHANGED: [&str; 2] = ["product.updated", "product.deleted"];
+
 /// The event types this consumer is bound to.
 pub const TOPICS: [&str; 7] = [
     PaymentApproved::TYPE,
@@ -38,8 +41,8 @@ pub const TOPICS: [&str; 7] = [
     PaymentFailed::TYPE,
     ReservationExpired::TYPE,
     PickupCompleted::TYPE,
-    "product.updated",
-    "product.deleted",
+    PRODUCT_CHANGED[0],
+    PRODUCT_CHANGED[1],
 ];
 
 /// Why an order cancelled by its expired hold is.
@@ -80,10 +83,7 @@ pub struct PaymentOutcomes {
 /// Reads a payment outcome (and whether it approved), an expired hold, a pickup, or a product's
 /// change.
 fn decode(event: &Envelope) -> Result<Heard, HandlerError> {
-    if matches!(
-        event.event_type.as_str(),
-        "product.updated" | "product.deleted"
-    ) {
+    if PRODUCT_CHANGED.contains(&event.event_type.as_str()) {
         return Ok(Heard::Product(RecordEvent::decode(event)?.id));
     }
     Ok(Heard::Order(match event.event_type.as_str() {

@@ -78,13 +78,9 @@ pub fn price_key(id: Uuid) -> String {
 }
 
 impl Catalog {
-    fn key(id: Uuid) -> String {
-        price_key(id)
-    }
-
     /// The product `id`, or a 422 naming `field` when the catalog has none.
     pub async fn product(&self, id: Uuid, field: &str) -> Result<ProductFacts, ApiError> {
-        if let Some(bytes) = self.cache.get(&Self::key(id)).await
+        if let Some(bytes) = self.cache.get(&price_key(id)).await
             && let Ok(facts) = serde_json::from_slice::<ProductFacts>(&bytes)
         {
             return Ok(facts);
@@ -118,7 +114,7 @@ impl Catalog {
             available: record["available"].as_bool().unwrap_or(false),
         };
         if let Ok(bytes) = serde_json::to_vec(&facts) {
-            self.cache.set(&Self::key(id), bytes, PRICE_TTL).await;
+            self.cache.set(&price_key(id), bytes, PRICE_TTL).await;
         }
         Ok(facts)
     }
