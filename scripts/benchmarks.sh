@@ -5,7 +5,13 @@
 # .ci/run starts them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+# ONLY="kafka" builds with the `kafka` feature: the checkout on Kafka, beside the same binary on
+# RabbitMQ in the same run (needs a Kafka broker on 127.0.0.1:9092, as .ci/run starts tansu).
+if [[ " ${ONLY:-} " == *" kafka "* ]]; then
+  cargo build --release --quiet --features kafka
+else
+  cargo build --release --quiet
+fi
 kassa=${CARGO_TARGET_DIR:-target}/release/kassa
 N=${N:-20000}
 PG=${PG:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -14,9 +20,9 @@ export RUST_LOG=warn
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # ONLY="startup reads" runs just those parts: startup embedded distributed rates latency reads
-# lists soak. The soak (ten rounds of N orders against one process) runs only when named, as it takes
+# lists soak kafka. The soak (ten rounds of N orders against one process) runs only when named, as it takes
 # five minutes: ONLY=soak, or ONLY=soak with PostgreSQL's autovacuum on and off in turn.
-want() { { [ -z "${ONLY:-}" ] && [ "$1" != soak ]; } || [[ " ${ONLY:-} " == *" $1 "* ]]; }
+want() { { [ -z "${ONLY:-}" ] && [ "$1" != soak ] && [ "$1" != kafka ]; } || [[ " ${ONLY:-} " == *" $1 "* ]]; }
 
 run() { # run LABEL SERVER-ARGS -- BENCH-ARGS
   local label=$1; shift
@@ -53,6 +59,11 @@ want startup && startup
 ns="bench$(date +%s)"
 want embedded && run "embedded" up -- -n "$N" -c 64
 want distributed && run "distributed, provider latency 0" serve gateway orders payments --namespace "${ns}a" -- -n "$N" -c 64 --pgbench "$PG"
+# The same checkout on each broker, one after the other with one binary: RabbitMQ, then Kafka.
+if [[ " ${ONLY:-} " == *" kafka "* ]]; then
+  run "distributed on RabbitMQ, provider latency 0" serve gateway orders payments --namespace "${ns}h" -- -n "$N" -c 64 --pgbench "$PG"
+  KASSA_BUS=kafka KASSA_KAFKA_REPLICATION=1 run "distributed on Kafka, provider latency 0" serve gateway orders payments --namespace "${ns}k" -- -n "$N" -c 64 --pgbench "$PG"
+fi
 want rates && run "distributed, offered 1000/s" serve gateway orders payments --namespace "${ns}b" -- -n 10000 -c 256 --rate 1000
 want rates && run "distributed, offered 600/s" serve gateway orders payments --namespace "${ns}e" -- -n 9000 -c 256 --rate 600
 want rates && run "distributed, offered 400/s" serve gateway orders payments --namespace "${ns}c" -- -n 8000 -c 256 --rate 400
@@ -151,7 +162,7 @@ print(head + "." + b64(hmac.new(os.environ["SECRET"].encode(), head.encode(), ha
 want lists && lists
 
 # The distributed runs leave their databases behind; drop them.
-for suffix in a b c d e f g h; do
+for suffix in a b c d e f g h k; do
   for service in orders payments members; do
     psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
   done

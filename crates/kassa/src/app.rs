@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     registry,
-    settings::{Infrastructure, Settings},
+    settings::{Broker, Infrastructure, Settings},
 };
 
 /// A running kassa process.
@@ -115,6 +115,44 @@ impl Running {
     }
 }
 
+/// The Kafka bus, when this binary has it.
+#[cfg(feature = "kafka")]
+fn kafka_bus(
+    kafka: &kassa_platform::bus::kafka::KafkaSettings,
+    settings: &Settings,
+    prefetch: u16,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Arc<dyn EventBus>> {
+    Ok(Arc::new(
+        kassa_platform::bus::kafka::KafkaBus::new(
+            kafka.clone(),
+            &settings.namespace,
+            registry::queues(),
+            settings.retry,
+            prefetch,
+            shutdown.clone(),
+        )
+        .context("the Kafka client")?,
+    ))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_bus(
+    _: &kassa_platform::bus::kafka::KafkaSettings,
+    _: &Settings,
+    _: u16,
+    _: &Shutdown,
+) -> anyhow::Result<Arc<dyn EventBus>> {
+    Err(without_kafka())
+}
+
+/// Why a binary built without Kafka cannot use it.
+pub fn without_kafka() -> anyhow::Error {
+    anyhow::anyhow!(
+        "KASSA_BUS=kafka, but this kassa was built without Kafka: build it with `--features kafka`"
+    )
+}
+
 /// Opens a service's database and brings its schema up to date.
 pub async fn open_database(settings: &Settings, service: &'static Service) -> anyhow::Result<Db> {
     let location = settings.database(service)?;
@@ -154,19 +192,22 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
             Arc::new(MemoryCache::new(100_000)),
         ),
         Infrastructure::Distributed {
-            amqp_url,
+            broker,
             redis_url,
             prefetch,
             ..
         } => (
-            Arc::new(RabbitBus::new(
-                amqp_url,
-                &settings.namespace,
-                registry::queues(),
-                settings.retry,
-                *prefetch,
-                shutdown.clone(),
-            )),
+            match broker {
+                Broker::RabbitMq { url } => Arc::new(RabbitBus::new(
+                    url,
+                    &settings.namespace,
+                    registry::queues(),
+                    settings.retry,
+                    *prefetch,
+                    shutdown.clone(),
+                )),
+                Broker::Kafka(kafka) => kafka_bus(kafka, &settings, *prefetch, &shutdown)?,
+            },
             Arc::new(
                 RedisCache::new(redis_url, &settings.namespace)
                     .map_err(|e| anyhow::anyhow!("KASSA_REDIS_URL: {e}"))?,

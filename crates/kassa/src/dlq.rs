@@ -1,5 +1,6 @@
 //! `kassa dlq list` and `kassa dlq redrive`: the messages consumers gave up on, wherever the
-//! infrastructure keeps them (a table in each embedded database, a queue per consumer in RabbitMQ).
+//! infrastructure keeps them (a table in each embedded database, a queue per consumer in RabbitMQ,
+//! the `<topic>-dlq` topics of Kafka).
 
 use kassa_platform::{
     bus::{DeadLetter, memory, rabbit},
@@ -8,7 +9,7 @@ use kassa_platform::{
 
 use crate::{
     app::open_database,
-    settings::{Infrastructure, Settings},
+    settings::{Broker, Infrastructure, Settings},
 };
 
 /// Every dead letter of the given consumers.
@@ -26,10 +27,17 @@ pub async fn list(
             }
             Ok(all)
         }
-        Infrastructure::Distributed { amqp_url, .. } => {
+        Infrastructure::Distributed {
+            broker: Broker::RabbitMq { url },
+            ..
+        } => {
             let names: Vec<&str> = consumers.iter().map(|s| s.name).collect();
-            Ok(rabbit::list_dead_letters(amqp_url, &settings.namespace, &names).await?)
+            Ok(rabbit::list_dead_letters(url, &settings.namespace, &names).await?)
         }
+        Infrastructure::Distributed {
+            broker: Broker::Kafka(kafka),
+            ..
+        } => list_on_kafka(kafka, settings, consumers).await,
     }
 }
 
@@ -45,10 +53,58 @@ pub async fn redrive(settings: &Settings, consumers: &[&'static Service]) -> any
                 db.close().await;
                 n
             }
-            Infrastructure::Distributed { amqp_url, .. } => {
-                rabbit::redrive_dead_letters(amqp_url, &settings.namespace, service.name).await?
-            }
+            Infrastructure::Distributed {
+                broker: Broker::RabbitMq { url },
+                ..
+            } => rabbit::redrive_dead_letters(url, &settings.namespace, service.name).await?,
+            Infrastructure::Distributed {
+                broker: Broker::Kafka(kafka),
+                ..
+            } => redrive_on_kafka(kafka, settings, service).await?,
         };
     }
     Ok(moved)
+}
+
+#[cfg(feature = "kafka")]
+async fn list_on_kafka(
+    kafka: &kassa_platform::bus::kafka::KafkaSettings,
+    settings: &Settings,
+    consumers: &[&'static Service],
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let wanted: Vec<(&str, &[&str])> = consumers.iter().map(|s| (s.name, s.consumes)).collect();
+    Ok(kassa_platform::bus::kafka::list_dead_letters(kafka, &settings.namespace, &wanted).await?)
+}
+
+#[cfg(feature = "kafka")]
+async fn redrive_on_kafka(
+    kafka: &kassa_platform::bus::kafka::KafkaSettings,
+    settings: &Settings,
+    service: &'static Service,
+) -> anyhow::Result<usize> {
+    Ok(kassa_platform::bus::kafka::redrive_dead_letters(
+        kafka,
+        &settings.namespace,
+        service.name,
+        service.consumes,
+    )
+    .await?)
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn list_on_kafka(
+    _: &kassa_platform::bus::kafka::KafkaSettings,
+    _: &Settings,
+    _: &[&'static Service],
+) -> anyhow::Result<Vec<DeadLetter>> {
+    Err(crate::app::without_kafka())
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn redrive_on_kafka(
+    _: &kassa_platform::bus::kafka::KafkaSettings,
+    _: &Settings,
+    _: &'static Service,
+) -> anyhow::Result<usize> {
+    Err(crate::app::without_kafka())
 }

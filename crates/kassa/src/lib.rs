@@ -9,4 +9,4 @@ pub mod settings;
 
 pub use app::{Running, start};
 pub use registry::SERVICES;
-pub use settings::{Infrastructure, Settings};
+pub use settings::{Broker, Infrastructure, Settings};

@@ -12,10 +12,10 @@ use kassa::{
     Settings,
     bench::{self, BenchOptions},
     dlq, registry,
-    settings::{self, Infrastructure},
+    settings::{self, Broker, Infrastructure},
 };
 use kassa_platform::{
-    bus::RetryPolicy,
+    bus::{RetryPolicy, kafka::KafkaSettings},
     service::{Options, Service},
 };
 
@@ -26,7 +26,8 @@ Two ways to run the same services:
                                SQLite file per service under ./data, the in-process event bus
                                and an in-memory cache. Nothing to install or configure.
   kassa serve orders payments  the named services in this process against PostgreSQL (one
-                               database per service, created if missing), RabbitMQ and Redis.
+                               database per service, created if missing), RabbitMQ (or Kafka
+                               with KASSA_BUS=kafka) and Redis.
                                Run as many replicas of a service as you like.
 
 Every option can also be set by the environment variable shown with it. The seeds' names are
@@ -194,16 +195,36 @@ struct Distributed {
     /// A PostgreSQL server; each service uses its own database on it (<namespace>_<service>).
     #[arg(long, env = "KASSA_DATABASE_URL")]
     database_url: Option<String>,
+    /// The message broker: rabbitmq or kafka (kafka needs a binary built with `--features
+    /// kafka`).
+    #[arg(long, env = "KASSA_BUS", default_value = "rabbitmq", value_parser = ["rabbitmq", "kafka"])]
+    bus: String,
     /// RabbitMQ.
     #[arg(long, env = "KASSA_AMQP_URL")]
     amqp_url: Option<String>,
+    /// Kafka brokers, `host:port[,host:port…]` (also read from `Kafka__BootstrapServers`).
+    #[arg(long, env = "KASSA_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// The Kafka topic of order events (also read from `Kafka__OrderTopic`).
+    #[arg(long, env = "KASSA_KAFKA_ORDER_TOPIC")]
+    kafka_order_topic: Option<String>,
+    /// The Kafka topic of payment events (also read from `Kafka__PaymentTopic`).
+    #[arg(long, env = "KASSA_KAFKA_PAYMENT_TOPIC")]
+    kafka_payment_topic: Option<String>,
+    /// Partitions of each Kafka topic kassa creates.
+    #[arg(long, env = "KASSA_KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    kafka_partitions: i32,
+    /// Replicas of each Kafka topic kassa creates (-1: the brokers' default).
+    #[arg(long, env = "KASSA_KAFKA_REPLICATION", default_value_t = -1, value_parser = clap::value_parser!(i32).range(-1..=100))]
+    kafka_replication: i32,
     /// Redis.
     #[arg(long, env = "KASSA_REDIS_URL")]
     redis_url: Option<String>,
     /// Connections per service database.
     #[arg(long, env = "KASSA_DB_MAX_CONNECTIONS", default_value_t = 16)]
     db_max_connections: u32,
-    /// Unacknowledged messages per consumer.
+    /// Unacknowledged messages per consumer (RabbitMQ), or records waiting per partition before
+    /// reading waits for them (Kafka).
     #[arg(long, env = "KASSA_AMQP_PREFETCH", default_value_t = 256)]
     prefetch: u16,
 }
@@ -238,15 +259,10 @@ impl Distributed {
         let database_url = self
             .database_url()?
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let amqp_url = match (&self.amqp_url, env("RabbitMQ__HostName")) {
-            (Some(url), _) => url.clone(),
-            (None, Some(host)) => settings::amqp_url_from_host(
-                &host,
-                env("RabbitMQ__UserName").as_deref(),
-                env("RabbitMQ__Password").as_deref(),
-                env("RabbitMQ__Port").as_deref(),
-            )?,
-            (None, None) => "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        let broker = if self.bus == "kafka" {
+            self.kafka()
+        } else {
+            self.rabbit_mq()?
         };
         let redis_url = match (&self.redis_url, env("ConnectionStrings__Redis")) {
             (Some(url), _) => url.clone(),
@@ -257,11 +273,45 @@ impl Distributed {
         Ok(Infrastructure::Distributed {
             database_url,
             database_overrides,
-            amqp_url,
+            broker,
             redis_url,
             max_connections: self.db_max_connections,
             prefetch: self.prefetch,
         })
+    }
+
+    fn kafka(&self) -> Broker {
+        let brokers = self
+            .kafka_brokers
+            .clone()
+            .or_else(|| env("Kafka__BootstrapServers"))
+            .unwrap_or_else(|| "127.0.0.1:9092".into());
+        let mut kafka = KafkaSettings::new(&brokers);
+        kafka.partitions = self.kafka_partitions;
+        kafka.replication = self.kafka_replication;
+        for (word, flag, seed) in [
+            ("order", &self.kafka_order_topic, "Kafka__OrderTopic"),
+            ("payment", &self.kafka_payment_topic, "Kafka__PaymentTopic"),
+        ] {
+            if let Some(name) = flag.clone().or_else(|| env(seed)) {
+                kafka.topics.insert(word.into(), name);
+            }
+        }
+        Broker::Kafka(kafka)
+    }
+
+    fn rabbit_mq(&self) -> anyhow::Result<Broker> {
+        let url = match (&self.amqp_url, env("RabbitMQ__HostName")) {
+            (Some(url), _) => url.clone(),
+            (None, Some(host)) => settings::amqp_url_from_host(
+                &host,
+                env("RabbitMQ__UserName").as_deref(),
+                env("RabbitMQ__Password").as_deref(),
+                env("RabbitMQ__Port").as_deref(),
+            )?,
+            (None, None) => "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        };
+        Ok(Broker::RabbitMq { url })
     }
 }
 

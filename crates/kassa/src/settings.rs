@@ -1,12 +1,12 @@
 //! How kassa is configured: flags and `KASSA_*` environment variables (see `kassa --help`), plus
 //! the seeds' own names (`ConnectionStrings__PostgreSQL`, `RabbitMQ__HostName`,
-//! `ConnectionStrings__Redis`) in their documented formats.
+//! `ConnectionStrings__Redis`, `Kafka__BootstrapServers`) in their documented formats.
 
 use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use kassa_platform::{
-    bus::RetryPolicy,
+    bus::{RetryPolicy, kafka::KafkaSettings},
     db::DbLocation,
     http::HttpSettings,
     outbox::RelaySettings,
@@ -20,16 +20,25 @@ use crate::registry;
 pub enum Infrastructure {
     /// One SQLite file per service under `data_dir`, the in-process bus, the in-memory cache.
     Embedded { data_dir: PathBuf },
-    /// PostgreSQL (a database per service), RabbitMQ and Redis.
+    /// PostgreSQL (a database per service), RabbitMQ or Kafka, and Redis.
     Distributed {
         database_url: String,
         /// Services whose database is named explicitly (`KASSA_<SERVICE>_DATABASE_URL`).
         database_overrides: HashMap<&'static str, String>,
-        amqp_url: String,
+        broker: Broker,
         redis_url: String,
         max_connections: u32,
         prefetch: u16,
     },
+}
+
+/// The message broker of the distributed mode.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    /// RabbitMQ at this AMQP URL (the default).
+    RabbitMq { url: String },
+    /// Kafka (`KASSA_BUS=kafka`; the binary must be built with the `kafka` feature).
+    Kafka(KafkaSettings),
 }
 
 /// Everything a kassa process needs to know.
@@ -312,7 +321,7 @@ mod tests {
         let distributed = Infrastructure::Distributed {
             database_url: String::new(),
             database_overrides: HashMap::new(),
-            amqp_url: String::new(),
+            broker: Broker::RabbitMq { url: String::new() },
             redis_url: String::new(),
             max_connections: 1,
             prefetch: 1,

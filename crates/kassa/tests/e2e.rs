@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{AMQP_URL, PG_URL, REDIS_URL, Service, USER, eventually, metric, unique};
+use support::{AMQP_URL, Backend, PG_URL, REDIS_URL, Service, USER, eventually, metric, unique};
 use tokio::{net::TcpListener, sync::watch};
 
 /// One `kassa` process; killed when dropped.
@@ -29,11 +29,24 @@ struct Kassa {
 impl Kassa {
     /// Starts `kassa <args>` and waits until it prints the addresses of `services`.
     fn start(namespace: &str, args: &[&str], services: usize) -> Kassa {
+        Kassa::start_on(Backend::Distributed, namespace, args, services)
+    }
+
+    /// [`Kassa::start`] with the broker of `backend` (RabbitMQ or Kafka).
+    fn start_on(backend: Backend, namespace: &str, args: &[&str], services: usize) -> Kassa {
         if args.first() == Some(&"serve") {
-            support::require_distributed();
+            support::require_backend(backend);
         }
         let log = std::env::temp_dir().join(format!("kassa-e2e-{namespace}-{}.log", unique("")));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kassa"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
+        if backend == Backend::Kafka {
+            command
+                .env("KASSA_BUS", "kafka")
+                .env("KASSA_KAFKA_BROKERS", support::KAFKA_BROKERS)
+                .env("KASSA_KAFKA_PARTITIONS", "2")
+                .env("KASSA_KAFKA_REPLICATION", "1");
+        }
+        let mut child = command
             .args(args)
             .args(["--namespace", namespace])
             .env("KASSA_DATABASE_URL", PG_URL)
@@ -204,6 +217,7 @@ fn a_service_that_is_not_running_is_named_in_one_line() {
 }
 
 async fn cleanup(namespace: &str) {
+    support::delete_topics(namespace).await;
     support::drop_databases(namespace).await;
     support::delete_queues(
         namespace,
@@ -216,8 +230,37 @@ async fn cleanup(namespace: &str) {
     support::delete_queues(namespace, &kassa_platform::bus::RetryPolicy::default()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_payments_mid_flow_loses_nothing_and_doubles_nothing() {
+/// One test per broker for each scenario `async fn name(backend: Backend)`: RabbitMQ and, in a
+/// build with the `kafka` feature, Kafka.
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod rabbitmq {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Distributed).await
+                }
+            )*
+        }
+        #[cfg(feature = "kafka")]
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Kafka).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_brokers!(
+    killing_payments_mid_flow_loses_nothing_and_doubles_nothing,
+    a_malformed_message_is_dead_lettered_without_a_hot_loop,
+    two_payments_replicas_share_the_work_and_charge_each_order_once,
+);
+
+async fn killing_payments_mid_flow_loses_nothing_and_doubles_nothing(backend: Backend) {
     let ns = unique("e");
     let payments_args = |port: &str| {
         [
@@ -234,10 +277,11 @@ async fn killing_payments_mid_flow_loses_nothing_and_doubles_nothing() {
     };
     let start_payments = |port: &str| {
         let args = payments_args(port);
-        Kassa::start(&ns, &args.each_ref().map(String::as_str), 1)
+        Kassa::start_on(backend, &ns, &args.each_ref().map(String::as_str), 1)
     };
     let mut payments = start_payments("0");
-    let front = Kassa::start(
+    let front = Kassa::start_on(
+        backend,
         &ns,
         &[
             "serve",
@@ -426,8 +470,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_complete_when_it_is_ba
     cleanup(&ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_message_is_dead_lettered_without_a_hot_loop() {
+async fn a_malformed_message_is_dead_lettered_without_a_hot_loop(backend: Backend) {
     let ns = unique("e");
     let common = ["--max-attempts", "3", "--retry-base-ms", "50"];
     let mut args = vec![
@@ -443,27 +486,11 @@ async fn a_malformed_message_is_dead_lettered_without_a_hot_loop() {
         "0",
     ];
     args.extend(common);
-    let kassa = Kassa::start(&ns, &args, 3);
+    let kassa = Kassa::start_on(backend, &ns, &args, 3);
     let client = Client::new(kassa.url("gateway"));
 
-    // Poison the payments queue through the events exchange, as a buggy producer would.
-    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    ch.basic_publish(
-        format!("{ns}.events").as_str().into(),
-        "order.created".into(),
-        Default::default(),
-        b"{not json",
-        lapin::BasicProperties::default().with_delivery_mode(2),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    let _ = conn.close(200, "bye".into()).await;
+    // Poison what payments reads, as a buggy producer would.
+    let (dead_letters, poisoned) = poison(backend, &ns).await;
 
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -492,6 +519,9 @@ async fn a_malformed_message_is_dead_lettered_without_a_hot_loop() {
                 "--amqp-url",
                 AMQP_URL,
             ]);
+            if backend == Backend::Kafka {
+                cmd.args(["--bus", "kafka", "--kafka-brokers", support::KAFKA_BROKERS]);
+            }
             let out = cmd.output().await.unwrap();
             assert!(
                 out.status.success(),
@@ -508,9 +538,9 @@ async fn a_malformed_message_is_dead_lettered_without_a_hot_loop() {
     })
     .await;
     assert_eq!(letters.len(), 1, "{letters:?}");
-    assert_eq!(letters[0]["queue"], format!("{ns}.payments.dlq"));
+    assert_eq!(letters[0]["queue"], dead_letters);
     assert_eq!(letters[0]["attempts"], 3);
-    assert_eq!(letters[0]["topic"], "order.created");
+    assert_eq!(letters[0]["topic"], poisoned);
     assert!(
         letters[0]["error"]
             .as_str()
@@ -643,8 +673,58 @@ async fn kassa_up_stops_gracefully_and_resumes_where_it_stopped() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_payments_replicas_share_the_work_and_charge_each_order_once() {
+/// Sends a malformed message where payments reads its events; answers where its dead letter
+/// lands and the topic it is listed under.
+async fn poison(backend: Backend, ns: &str) -> (String, String) {
+    if backend == Backend::Kafka {
+        return poison_kafka(ns).await;
+    }
+    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    ch.basic_publish(
+        format!("{ns}.events").as_str().into(),
+        "order.created".into(),
+        Default::default(),
+        b"{not json",
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    (format!("{ns}.payments.dlq"), "order.created".into())
+}
+
+/// A record with no type header and a body that is not JSON, on the topic of order events.
+#[cfg(feature = "kafka")]
+async fn poison_kafka(ns: &str) -> (String, String) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", support::KAFKA_BROKERS)
+        .create()
+        .unwrap();
+    let topic = format!("{ns}.order.create");
+    producer
+        .send(
+            FutureRecord::to(&topic).key("poison").payload("{not json"),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    (format!("{topic}-dlq"), topic)
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn poison_kafka(_: &str) -> (String, String) {
+    unreachable!("Kafka tests are generated only with the kafka feature")
+}
+
+async fn two_payments_replicas_share_the_work_and_charge_each_order_once(backend: Backend) {
     let ns = unique("r");
     let replica = [
         "serve",
@@ -654,9 +734,10 @@ async fn two_payments_replicas_share_the_work_and_charge_each_order_once() {
         "--provider-latency-ms",
         "50",
     ];
-    let one = Kassa::start(&ns, &replica, 1);
-    let two = Kassa::start(&ns, &replica, 1);
-    let front = Kassa::start(
+    let mut one = Kassa::start_on(backend, &ns, &replica, 1);
+    let two = Kassa::start_on(backend, &ns, &replica, 1);
+    let front = Kassa::start_on(
+        backend,
         &ns,
         &[
             "serve",
@@ -670,6 +751,26 @@ async fn two_payments_replicas_share_the_work_and_charge_each_order_once() {
         2,
     );
     let client = Client::new(front.url("gateway"));
+    if backend == Backend::Kafka {
+        // The group gives each replica its partitions once both have joined.
+        for replica in [&one, &two] {
+            eventually(
+                "each replica has partitions of the order topic",
+                Duration::from_secs(30),
+                async || {
+                    replica
+                        .metric(
+                            "payments",
+                            "kassa_consumer_partitions",
+                            &[("consumer", "payments")],
+                        )
+                        .await
+                },
+                |partitions| *partitions >= 1.0,
+            )
+            .await;
+        }
+    }
     let mut ids = Vec::new();
     for i in 0..60 {
         let total = if i % 10 == 0 { "4.01" } else { "4" };
@@ -717,6 +818,38 @@ async fn two_payments_replicas_share_the_work_and_charge_each_order_once() {
         settled += share;
     }
     assert_eq!(settled, 60.0, "each payment settled once, by one replica");
+    let settled_by_two = two
+        .metric("payments", "kassa_payments_settled_total", &[])
+        .await;
+
+    // A replica dies: the other takes over its share. On Kafka the group hands the dead
+    // member's partitions on when its session ends; tansu, the broker the tests run, ends a
+    // session only when the group next changes (its heartbeats do not check sessions), so there
+    // a replacement replica starts, as a supervisor would restart the dead one.
+    one.kill_9();
+    let _replacement =
+        (backend == Backend::Kafka).then(|| Kassa::start_on(backend, &ns, &replica, 1));
+    let mut more = Vec::new();
+    for _ in 0..20 {
+        more.push(
+            client.place("4", None).await.1["orderId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let statuses = client.all_terminal(&more, Duration::from_secs(60)).await;
+    assert!(statuses.iter().all(|s| s == "PAID"), "{statuses:?}");
+    let mut later = two
+        .metric("payments", "kassa_payments_settled_total", &[])
+        .await
+        - settled_by_two;
+    if let Some(replacement) = &_replacement {
+        later += replacement
+            .metric("payments", "kassa_payments_settled_total", &[])
+            .await;
+    }
+    assert_eq!(later, 20.0, "the survivors settled every later order, once");
     cleanup(&ns).await;
 }
 

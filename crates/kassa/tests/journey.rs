@@ -234,8 +234,10 @@ async fn a_customer_pays_with_a_saved_card_and_is_emailed_once(backend: Backend)
 
     let (namespace, retry) = (app.namespace.clone(), app.settings.retry);
     app.stop().await;
-    if backend == Backend::Distributed {
-        support::delete_named_queues(&namespace, &["tap"], &retry).await;
+    match backend {
+        Backend::Distributed => support::delete_named_queues(&namespace, &["tap"], &retry).await,
+        Backend::Kafka => support::delete_topics(&namespace).await,
+        Backend::Embedded => {}
     }
     let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{namespace}-tap.db")));
 }

@@ -105,16 +105,23 @@ async fn rig(backend: Backend, failures: u32) -> Rig {
 
 /// A rig whose relay paces itself by `relay`, or that has none when `None`.
 async fn rig_with(backend: Backend, failures: u32, relay: Option<outbox::RelaySettings>) -> Rig {
-    if backend == Backend::Distributed {
-        support::require(Service::PostgreSql);
-        support::require(Service::RabbitMq);
+    match backend {
+        Backend::Embedded => {}
+        Backend::Distributed => {
+            support::require(Service::PostgreSql);
+            support::require(Service::RabbitMq);
+        }
+        Backend::Kafka => {
+            support::require(Service::PostgreSql);
+            support::require(Service::Kafka);
+        }
     }
     let namespace = unique("m");
     let location = match backend {
         Backend::Embedded => DbLocation::Sqlite {
             path: std::env::temp_dir().join(format!("kassa-{namespace}.db")),
         },
-        Backend::Distributed => DbLocation::Postgres {
+        Backend::Distributed | Backend::Kafka => DbLocation::Postgres {
             url: support::settings_db_url(&namespace),
             max_connections: 4,
         },
@@ -123,7 +130,7 @@ async fn rig_with(backend: Backend, failures: u32, relay: Option<outbox::RelaySe
     migrate::run(&db, &[&migrate::PLATFORM]).await.unwrap();
     let effects = match backend {
         Backend::Embedded => "CREATE TABLE effects (event_id BLOB NOT NULL)",
-        Backend::Distributed => "CREATE TABLE effects (event_id UUID NOT NULL)",
+        Backend::Distributed | Backend::Kafka => "CREATE TABLE effects (event_id UUID NOT NULL)",
     };
     sql(effects).execute(&db).await.unwrap();
     let (trigger, shutdown) = shutdown::channel();
@@ -144,6 +151,7 @@ async fn rig_with(backend: Backend, failures: u32, relay: Option<outbox::RelaySe
             16,
             shutdown.clone(),
         )),
+        Backend::Kafka => kafka_bus(&namespace, policy, shutdown.clone()),
     };
     let recorder = Arc::new(Recorder::new(db.clone(), failures));
     bus.subscribe(Subscription {
@@ -192,6 +200,7 @@ impl Rig {
                     .await
                     .unwrap()
             }
+            Backend::Kafka => kafka_dead_letters(&self.namespace).await,
         }
     }
 
@@ -203,6 +212,7 @@ impl Rig {
                     .await
                     .unwrap()
             }
+            Backend::Kafka => kafka_redrive(&self.namespace).await,
         }
     }
 
@@ -210,11 +220,86 @@ impl Rig {
         self.trigger.trigger();
         self.bus.drain().await;
         self.db.close().await;
-        if self.backend == Backend::Distributed {
-            support::drop_database(&format!("{}_probe", self.namespace)).await;
-            support::delete_named_queues(&self.namespace, &["probe"], &self.policy).await;
+        match self.backend {
+            Backend::Embedded => {}
+            Backend::Distributed => {
+                support::drop_database(&format!("{}_probe", self.namespace)).await;
+                support::delete_named_queues(&self.namespace, &["probe"], &self.policy).await;
+            }
+            Backend::Kafka => {
+                support::drop_database(&format!("{}_probe", self.namespace)).await;
+                support::delete_topics(&self.namespace).await;
+            }
         }
     }
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_settings() -> kassa_platform::bus::kafka::KafkaSettings {
+    match support::broker(Backend::Kafka) {
+        kassa::Broker::Kafka(k) => k,
+        kassa::Broker::RabbitMq { .. } => unreachable!("the Kafka backend"),
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_bus(
+    namespace: &str,
+    policy: RetryPolicy,
+    shutdown: shutdown::Shutdown,
+) -> Arc<dyn EventBus> {
+    Arc::new(
+        kassa_platform::bus::kafka::KafkaBus::new(
+            kafka_settings(),
+            namespace,
+            vec![QueueSpec {
+                consumer: "probe".into(),
+                topics: vec![Probe::TYPE.into()],
+            }],
+            policy,
+            16,
+            shutdown,
+        )
+        .unwrap(),
+    )
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka_dead_letters(namespace: &str) -> Vec<kassa_platform::bus::DeadLetter> {
+    kassa_platform::bus::kafka::list_dead_letters(
+        &kafka_settings(),
+        namespace,
+        &[("probe", &[Probe::TYPE])],
+    )
+    .await
+    .unwrap()
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka_redrive(namespace: &str) -> usize {
+    kassa_platform::bus::kafka::redrive_dead_letters(
+        &kafka_settings(),
+        namespace,
+        "probe",
+        &[Probe::TYPE],
+    )
+    .await
+    .unwrap()
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_bus(_: &str, _: RetryPolicy, _: shutdown::Shutdown) -> Arc<dyn EventBus> {
+    unreachable!("Kafka tests are generated only with the kafka feature")
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_dead_letters(_: &str) -> Vec<kassa_platform::bus::DeadLetter> {
+    unreachable!("Kafka tests are generated only with the kafka feature")
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_redrive(_: &str) -> usize {
+    unreachable!("Kafka tests are generated only with the kafka feature")
 }
 
 fn probe(n: u32) -> Envelope {

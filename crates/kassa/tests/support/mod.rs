@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
+/// The Kafka-protocol broker `.ci/run` starts (tansu, in memory).
+pub const KAFKA_BROKERS: &str = "127.0.0.1:9092";
 
 /// A piece of infrastructure the distributed tests use on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,7 @@ pub enum Service {
     PostgreSql,
     RabbitMq,
     Redis,
+    Kafka,
 }
 
 impl Service {
@@ -41,6 +44,7 @@ impl Service {
             Service::PostgreSql => "PostgreSQL",
             Service::RabbitMq => "RabbitMQ",
             Service::Redis => "Redis",
+            Service::Kafka => "Kafka",
         }
     }
 
@@ -50,6 +54,7 @@ impl Service {
             Service::PostgreSql => "127.0.0.1:5432",
             Service::RabbitMq => "127.0.0.1:5672",
             Service::Redis => "127.0.0.1:6379",
+            Service::Kafka => KAFKA_BROKERS,
         }
     }
 }
@@ -57,7 +62,7 @@ impl Service {
 /// Fails the test with one line naming `service` unless it accepts connections; asked once per
 /// test binary.
 pub fn require(service: Service) {
-    static ANSWERS: [OnceLock<Result<(), String>>; 3] = [const { OnceLock::new() }; 3];
+    static ANSWERS: [OnceLock<Result<(), String>>; 4] = [const { OnceLock::new() }; 4];
     let answer = ANSWERS[service as usize].get_or_init(|| reachable(service, service.addr()));
     if let Err(line) = answer {
         panic!("{line}");
@@ -125,7 +130,17 @@ pub async fn metric(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Embedded,
+    /// PostgreSQL, RabbitMQ and Redis.
     Distributed,
+    /// PostgreSQL, Kafka and Redis.
+    Kafka,
+}
+
+impl Backend {
+    /// Whether the services run on PostgreSQL, a broker and Redis.
+    pub fn is_distributed(self) -> bool {
+        self != Backend::Embedded
+    }
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -155,11 +170,11 @@ pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
     // Emails, when no mail server is given, go beside the test's data.
     s.options
         .set("mail-dir", data_dir.join("mail").display().to_string());
-    if backend == Backend::Distributed {
+    if backend.is_distributed() {
         s.infrastructure = Infrastructure::Distributed {
             database_url: PG_URL.into(),
             database_overrides: Default::default(),
-            amqp_url: AMQP_URL.into(),
+            broker: broker(backend),
             redis_url: REDIS_URL.into(),
             max_connections: 8,
             prefetch: 64,
@@ -184,9 +199,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    if backend == Backend::Distributed {
-        require_distributed();
-    }
+    require_backend(backend);
     let namespace = unique("t");
     let mut settings = test_settings(backend, &namespace);
     adjust(&mut settings);
@@ -443,7 +456,55 @@ pub async fn cleanup(backend: Backend, namespace: &str, settings: &Settings) {
             drop_databases(namespace).await;
             delete_queues(namespace, &settings.retry).await;
         }
+        Backend::Kafka => {
+            drop_databases(namespace).await;
+            delete_topics(namespace).await;
+        }
     }
+}
+
+/// The broker settings of a distributed backend.
+pub fn broker(backend: Backend) -> kassa::Broker {
+    match backend {
+        Backend::Kafka => {
+            let mut kafka = kassa_platform::bus::kafka::KafkaSettings::new(KAFKA_BROKERS);
+            // One broker; few partitions keep a test's topics cheap for it.
+            kafka.replication = 1;
+            kafka.partitions = 2;
+            kassa::Broker::Kafka(kafka)
+        }
+        _ => kassa::Broker::RabbitMq {
+            url: AMQP_URL.into(),
+        },
+    }
+}
+
+/// [`require`] for everything `backend` runs on.
+pub fn require_backend(backend: Backend) {
+    match backend {
+        Backend::Embedded => {}
+        Backend::Distributed => require_distributed(),
+        Backend::Kafka => {
+            require(Service::PostgreSql);
+            require(Service::Redis);
+            require(Service::Kafka);
+        }
+    }
+}
+
+/// Deletes the Kafka topics of `namespace`.
+pub async fn delete_topics(namespace: &str) {
+    #[cfg(feature = "kafka")]
+    {
+        let settings = kassa_platform::bus::kafka::KafkaSettings::new(KAFKA_BROKERS);
+        if let Err(e) =
+            kassa_platform::bus::kafka::delete_namespace_topics(&settings, namespace).await
+        {
+            eprintln!("could not delete the topics of {namespace}: {e}");
+        }
+    }
+    #[cfg(not(feature = "kafka"))]
+    let _ = namespace;
 }
 
 /// The URL of a test database named after `namespace` on the local server.
@@ -516,7 +577,8 @@ pub async fn delete_named_queues(namespace: &str, consumers: &[&str], retry: &Re
     let _ = conn.close(200, "bye".into()).await;
 }
 
-/// Generates one test per backend for each scenario `async fn name(backend: Backend)`.
+/// Generates one test per backend for each scenario `async fn name(backend: Backend)`: embedded,
+/// distributed on RabbitMQ and, in a build with the `kafka` feature, distributed on Kafka.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -533,6 +595,15 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::support::Backend::Distributed).await
+                }
+            )*
+        }
+        #[cfg(feature = "kafka")]
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Backend::Kafka).await
                 }
             )*
         }

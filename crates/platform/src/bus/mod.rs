@@ -2,9 +2,10 @@
 //! it; subscribe a consumer whose failures are retried with backoff and, after the last attempt,
 //! dead-lettered.
 //!
-//! Two adapters: [`memory::MemoryBus`] for the embedded mode and [`rabbit::RabbitBus`] for the
-//! distributed one.
+//! Three adapters: [`memory::MemoryBus`] for the embedded mode, and `rabbit::RabbitBus` or (with
+//! the `kafka` feature) `kafka::KafkaBus` for the distributed one.
 
+pub mod kafka;
 pub mod memory;
 pub mod rabbit;
 
@@ -153,6 +154,14 @@ pub struct Subscription {
     pub handler: Arc<dyn Handler>,
     /// The consumer's database, where the embedded bus keeps its dead letters.
     pub db: Db,
+}
+
+/// A consumer of the system and the event types it wants: brokers make its queues or topics
+/// before anything is published.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub consumer: String,
+    pub topics: Vec<String>,
 }
 
 /// A dead-lettered message, as `kassa dlq list` shows it.

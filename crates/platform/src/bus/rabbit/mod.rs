@@ -112,12 +112,7 @@ struct Publisher {
     channel: Channel,
 }
 
-/// A consumer's queue and the event types bound to it.
-#[derive(Debug, Clone)]
-pub struct QueueSpec {
-    pub consumer: String,
-    pub topics: Vec<String>,
-}
+pub use super::QueueSpec;
 
 struct Inner {
     url: String,
