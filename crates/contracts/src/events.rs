@@ -53,6 +53,21 @@ pub struct OrderCreated {
     /// The products ordered (seed 002), as the catalog priced them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<OrderedLine>,
+    /// The order's number (seed 001's `orderID`), given when the order is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_number: Option<i64>,
+}
+
+impl OrderCreated {
+    /// Says in an `order.created` envelope which number its order was given when stored (the
+    /// envelope is made before the number is known).
+    pub fn set_number(envelope: &mut crate::Envelope, number: i64) {
+        if envelope.event_type == Self::TYPE
+            && let Some(data) = envelope.data.as_object_mut()
+        {
+            data.insert("orderNumber".into(), number.into());
+        }
+    }
 }
 
 /// One line of an order for products of the catalog, in `order.created`.

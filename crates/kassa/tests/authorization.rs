@@ -40,6 +40,8 @@ struct Customer {
     card: String,
     /// An order placed through seed 004's route, paid.
     order: String,
+    /// Its number (seed 001's `orderID`).
+    number: i64,
     /// Its payment.
     payment: String,
 }
@@ -150,12 +152,16 @@ async fn customer(app: &TestApp) -> Customer {
     )
     .await
     .1;
+    // Seed 001's view lists the customer's own orders: this one.
+    let (_, own) = send(app, Method::GET, "/orders/GetAllOrders", Some(&token), None).await;
+    let number = own[0]["orderID"].as_i64().expect("the order's number");
     Customer {
         token,
         id,
         email,
         card,
         order,
+        number,
         payment: payment["id"].as_str().unwrap().to_owned(),
     }
 }
@@ -303,6 +309,56 @@ fn cases(w: &World, required: bool) -> Vec<Case> {
             None,
             [anon(200), 403, 403, 200, 200],
         ),
+    ]);
+    // Seed 001's routes, through the gateway's paths and the services' own: the same rules
+    // as seed 003's. A's order is paid: its total stands and it is not deleted.
+    for (orders, payments) in [("/orders", "/payments"), ("/api/Order", "/api/Payment")] {
+        cases.extend([
+            case(
+                M::POST,
+                format!("{orders}/CreateOrder"),
+                Some(json!({"totalAmount": 10})),
+                [anon(201), 201, 201, 201, 201],
+            ),
+            case(
+                M::GET,
+                format!("{orders}/GetAllOrders"),
+                None,
+                [anon(200), 200, 200, 200, 200],
+            ),
+            case(
+                M::GET,
+                format!("{orders}/GetOrderById/{}", a.number),
+                None,
+                [anon(200), 200, 404, 200, 200],
+            ),
+            case(
+                M::PUT,
+                format!("{orders}/UpdateOrderById/{}", a.number),
+                Some(json!({"totalAmount": 12.5})),
+                [anon(200), 200, 404, 200, 200],
+            ),
+            case(
+                M::DELETE,
+                format!("{orders}/DeleteOrderById/{}", a.number),
+                None,
+                [anon(409), 409, 404, 409, 409],
+            ),
+            case(
+                M::GET,
+                format!("{payments}/GetAllPayments"),
+                None,
+                [anon(200), 200, 200, 200, 200],
+            ),
+            case(
+                M::GET,
+                format!("{payments}/GetPaymentById/{}", a.payment),
+                None,
+                [anon(200), 200, 404, 200, 200],
+            ),
+        ]);
+    }
+    cases.extend([
         // Cancelling is idempotent, so each caller that may cancels the same order; B first,
         // who may not.
         case(
@@ -547,11 +603,12 @@ async fn check_coverage(app: &TestApp, cases: &[Case]) {
     assert!(missing.is_empty(), "routes without a case: {missing:?}");
 }
 
-/// A path by its shape: each id or `{parameter}` segment becomes `{}`.
+/// A path by its shape: each id (a UUID or a number) or `{parameter}` segment becomes `{}`.
 fn template(path: &str) -> String {
     path.split('/')
         .map(|s| {
-            if Uuid::parse_str(s).is_ok() || s.starts_with('{') {
+            let number = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if Uuid::parse_str(s).is_ok() || s.starts_with('{') || number {
                 "{}"
             } else {
                 s

@@ -350,6 +350,7 @@ pub async fn create_order(
             payment_method: payment_method.clone(),
             item: None,
             lines: Vec::new(),
+            order_number: None,
         },
         &ids.event_context(),
     );
@@ -457,7 +458,7 @@ async fn create_with_items(
     }
     let mut order = Order::place(user_id, priced);
     order.item = Some(crate::items::summary(&lines));
-    let event = Envelope::new(
+    let mut event = Envelope::new(
         NAME,
         order.id,
         &OrderCreated {
@@ -468,6 +469,7 @@ async fn create_with_items(
             payment_method,
             item: order.item.clone(),
             lines: lines.iter().map(crate::items::Line::ordered).collect(),
+            order_number: None,
         },
         &ids.event_context(),
     );
@@ -483,6 +485,7 @@ async fn create_with_items(
             Some(write) => write,
             None => Write::plain(&state.db).await?,
         };
+        store::number(write.tx(), [(&mut order, &mut event)]).await?;
         store::insert(write.tx(), &order).await?;
         store::insert_lines(write.tx(), order.id, &lines).await?;
         outbox::add(write.tx(), &event).await?;
@@ -503,8 +506,8 @@ async fn create_with_items(
 /// concurrent duplicate waits on it and then replays the stored answer.
 pub(crate) async fn place(
     state: &AppState,
-    order: Order,
-    event: kassa_contracts::Envelope,
+    mut order: Order,
+    mut event: kassa_contracts::Envelope,
     key: Option<(IdempotencyKey, String)>,
     (scope, status, body): (&str, StatusCode, Vec<u8>),
 ) -> ApiResult<Response> {
@@ -517,6 +520,7 @@ pub(crate) async fn place(
             match idempotency::begin(&state.db, scope, Some(key), || Ok(fingerprint)).await? {
                 Begun::Replay(answer) => Ok(answer),
                 Begun::Fresh(mut write) => {
+                    store::number(write.tx(), [(&mut order, &mut event)]).await?;
                     store::insert(write.tx(), &order).await?;
                     outbox::add(write.tx(), &event).await?;
                     write.finish(status, body).await
@@ -699,7 +703,7 @@ async fn cancel(
 
 /// Cancels as [`cancel`] does; `keep_paid`: a paid order is refused (409 `order_paid`) rather
 /// than cancelled and refunded.
-async fn cancel_unless(
+pub(crate) async fn cancel_unless(
     db: &Db,
     access: &Access,
     id: Uuid,

@@ -173,6 +173,7 @@ pub async fn create(
             payment_method: Some(SAVED_CARD.to_owned()),
             item: Some(item.clone()),
             lines: Vec::new(),
+            order_number: None,
         },
         &ids.event_context(),
     );

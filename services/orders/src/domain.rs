@@ -90,6 +90,8 @@ impl OrderStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub id: Uuid,
+    /// 1, 2, 3… in the order orders were stored (seed 001's `orderID`); 0 until it is stored.
+    pub number: i64,
     pub user_id: Uuid,
     pub total: Money,
     pub status: OrderStatus,
@@ -106,6 +108,7 @@ impl Order {
         let now = kassa_contracts::now();
         Order {
             id: Uuid::now_v7(),
+            number: 0,
             user_id,
             total,
             status: OrderStatus::Pending,

@@ -7,12 +7,14 @@
 //! - `events.rs`: what payment outcomes do to orders
 //! - `placing.rs`: new orders stored many per transaction under load
 //! - `items.rs`: orders for products of the catalog, priced there and held in inventory
+//! - `numbered.rs`: seed 001's routes, orders by number with integer statuses
 
 pub mod api;
 pub mod customer;
 pub mod domain;
 pub mod events;
 pub mod items;
+pub mod numbered;
 pub mod placing;
 pub mod store;
 
@@ -26,7 +28,7 @@ use utoipa::OpenApi;
 
 pub const NAME: &str = "orders";
 
-pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items", 3 "0003_by_user", 4 "0004_lines"]);
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_orders", 2 "0002_items", 3 "0003_by_user", 4 "0004_lines", 5 "0005_numbers"]);
 
 /// The currency of an order that names none.
 pub const CURRENCY: Setting = Setting {
@@ -39,7 +41,13 @@ pub static SERVICE: Service = Service {
     name: NAME,
     default_port: 5001,
     migrations: Some(&MIGRATIONS),
-    routes: &["/api/orders", "/order", "/api/order"],
+    routes: &[
+        "/api/orders",
+        "/order",
+        "/api/order",
+        "/api/Order",
+        "/orders",
+    ],
     consumes: &events::TOPICS,
     settings: &[CURRENCY],
     openapi: document,
@@ -91,7 +99,9 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         },
     };
     Ok(ServiceParts::api(
-        api::router(state.clone()).merge(customer::router(state)),
+        api::router(state.clone())
+            .merge(customer::router(state.clone()))
+            .merge(numbered::router(state)),
         document,
     )
     .with_handler(Inboxed::new(
@@ -110,6 +120,9 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = api::OrdersApi::openapi();
     doc.merge(customer::CustomerApi::openapi());
+    let mut numbered = numbered::NumberedApi::openapi();
+    kassa_platform::http::openapi::also_under(&mut numbered, "/api/Order", "/orders", "_gateway");
+    doc.merge(numbered);
     kassa_platform::http::openapi::also_under(&mut doc, "/order", "/api/order", "_api");
     doc
 }

@@ -86,7 +86,8 @@ async fn write_loop(db: Db, mut queue: mpsc::Receiver<Placement>) {
         if placements.is_empty() {
             continue;
         }
-        match write(&db, &placements).await {
+        let mut placements = placements;
+        match write(&db, &mut placements).await {
             Ok(()) => answer(placements, Ok(())),
             // The database is down: every order of the batch would fail alone too.
             Err(e) if placements.len() == 1 || e.is_unavailable() => {
@@ -95,11 +96,11 @@ async fn write_loop(db: Db, mut queue: mpsc::Receiver<Placement>) {
             // Something in the batch was refused: each order on its own, so only it fails.
             Err(e) => {
                 tracing::warn!(orders = placements.len(), error = %e, "batch of new orders refused; storing them one by one");
-                for p in placements {
+                for mut p in placements {
                     if p.done.is_closed() {
                         continue;
                     }
-                    let result = write(&db, std::slice::from_ref(&p)).await;
+                    let result = write(&db, std::slice::from_mut(&mut p)).await;
                     answer(vec![p], result.map_err(ApiError::from));
                 }
             }
@@ -118,8 +119,13 @@ fn answer(placements: Vec<Placement>, result: Result<(), ApiError>) {
     }
 }
 
-async fn write(db: &Db, placements: &[Placement]) -> DbResult<()> {
+async fn write(db: &Db, placements: &mut [Placement]) -> DbResult<()> {
     let mut tx = db.begin().await?;
+    store::number(
+        &mut tx,
+        placements.iter_mut().map(|p| (&mut p.order, &mut p.event)),
+    )
+    .await?;
     store::insert_all(&mut tx, placements.iter().map(|p| &p.order)).await?;
     outbox::add_all(&mut tx, placements.iter().map(|p| &p.event)).await?;
     tx.commit().await

@@ -15,7 +15,7 @@ use crate::domain::{Order, OrderStatus};
 /// The columns an order is read from, as a literal so queries can be `concat!`ed at compile time.
 macro_rules! columns {
     () => {
-        "id, user_id, total_minor, currency, status, failure_reason, item, created_at, updated_at"
+        "id, number, user_id, total_minor, currency, status, failure_reason, item, created_at, updated_at"
     };
 }
 
@@ -29,6 +29,7 @@ const LISTING: Listing = Listing {
 fn order_from(row: &Row) -> DbResult<Order> {
     Ok(Order {
         id: row.get("id")?,
+        number: row.get("number")?,
         user_id: row.get("user_id")?,
         total: row.money("total_minor", "currency")?,
         status: row.parsed("status")?,
@@ -39,17 +40,129 @@ fn order_from(row: &Row) -> DbResult<Order> {
     })
 }
 
+/// Takes `count` order numbers: the next ones of the sequence, in order. A number taken by a
+/// transaction that rolls back is not handed out again.
+pub async fn next_numbers(target: &mut Tx, count: usize) -> DbResult<Vec<i64>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if target.is_postgres() {
+        let rows = sql("SELECT nextval('order_numbers') AS n FROM generate_series(1, $1)")
+            .bind(count as i64)
+            .fetch_all(&mut *target)
+            .await?;
+        let mut numbers = rows
+            .iter()
+            .map(|r| r.get::<i64>("n"))
+            .collect::<DbResult<Vec<_>>>()?;
+        numbers.sort_unstable();
+        Ok(numbers)
+    } else {
+        let last: i64 = sql("UPDATE order_numbers SET last = last + $1 RETURNING last")
+            .bind(count as i64)
+            .fetch_one(&mut *target)
+            .await?
+            .get("last")?;
+        Ok((last - count as i64 + 1..=last).collect())
+    }
+}
+
+/// Gives each new order of `placed` its number (seed 001's `orderID`), in `tx`, and says it in
+/// its `order.created` event, so that payments knows it too. Orders that have one keep it.
+pub async fn number<'a>(
+    tx: &mut Tx,
+    placed: impl IntoIterator<Item = (&'a mut Order, &'a mut kassa_contracts::Envelope)>,
+) -> DbResult<()> {
+    let mut placed: Vec<_> = placed.into_iter().collect();
+    let unnumbered = placed.iter().filter(|(o, _)| o.number == 0).count();
+    let mut numbers = next_numbers(tx, unnumbered).await?.into_iter();
+    for (order, event) in &mut placed {
+        if order.number == 0 {
+            order.number = numbers.next().unwrap_or_default();
+        }
+        kassa_contracts::events::OrderCreated::set_number(event, order.number);
+    }
+    Ok(())
+}
+
+/// The order numbered `number`.
+pub async fn find_by_number(db: &Db, number: i64) -> DbResult<Option<Order>> {
+    let row = sql(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM orders WHERE number = $1"
+    ))
+    .bind(number)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(order_from).transpose()
+}
+
+/// One page of `owner`'s orders (everyone's when `None`) but the cancelled, highest number
+/// first, and how many such there are: seed 001's `GetAllOrders`.
+pub async fn numbered_page(
+    db: &Db,
+    owner: Option<Uuid>,
+    page: u64,
+    limit: u64,
+) -> DbResult<(Vec<Order>, i64)> {
+    let offset = (page.saturating_sub(1)).saturating_mul(limit) as i64;
+    let (rows, total) = match owner {
+        None => (
+            sql(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM orders WHERE status <> 'CANCELLED' ORDER BY number DESC LIMIT $1 OFFSET $2"
+            ))
+            .bind(limit as i64)
+            .bind(offset)
+            .fetch_all(db)
+            .await?,
+            sql("SELECT COUNT(*) AS n FROM orders WHERE status <> 'CANCELLED'")
+                .fetch_one(db)
+                .await?,
+        ),
+        Some(user) => (
+            sql(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM orders WHERE user_id = $1 AND status <> 'CANCELLED' \
+                 ORDER BY number DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(user)
+            .bind(limit as i64)
+            .bind(offset)
+            .fetch_all(db)
+            .await?,
+            sql("SELECT COUNT(*) AS n FROM orders WHERE user_id = $1 AND status <> 'CANCELLED'")
+                .bind(user)
+                .fetch_one(db)
+                .await?,
+        ),
+    };
+    let orders = rows.iter().map(order_from).collect::<DbResult<Vec<_>>>()?;
+    Ok((orders, total.get("n")?))
+}
+
 pub async fn insert(tx: &mut Tx, order: &Order) -> DbResult<()> {
     insert_all(tx, [order]).await
 }
 
-/// Inserts many orders with a few multi-row statements.
+/// Inserts many orders with a few multi-row statements. Each must have its number ([`number`]).
 pub async fn insert_all(tx: &mut Tx, orders: impl IntoIterator<Item = &Order>) -> DbResult<()> {
+    let orders: Vec<&Order> = orders.into_iter().collect();
+    if let Some(o) = orders.iter().find(|o| o.number < 1) {
+        return Err(kassa_platform::db::DbError::column(
+            "number",
+            format!("order {} is stored without its number", o.id),
+        ));
+    }
     let rows = orders
         .into_iter()
         .map(|o| {
             vec![
                 Arg::from(o.id),
+                Arg::from(o.number),
                 Arg::from(o.user_id),
                 Arg::from(o.total.minor()),
                 Arg::from(o.total.currency().code()),

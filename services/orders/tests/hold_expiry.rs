@@ -47,10 +47,12 @@ async fn an_expired_hold_cancels_an_unpaid_order(t: Throwaway) {
         .await
         .unwrap();
     let total = Money::from_minor(250, Currency::USD).unwrap();
-    let pending = Order::place(Uuid::now_v7(), total);
+    let mut pending = Order::place(Uuid::now_v7(), total);
     let mut paid = Order::place(Uuid::now_v7(), total);
     paid.status = OrderStatus::Paid;
     let mut tx = t.db.begin().await.unwrap();
+    let numbers = store::next_numbers(&mut tx, 2).await.unwrap();
+    (pending.number, paid.number) = (numbers[0], numbers[1]);
     store::insert_all(&mut tx, [&pending, &paid]).await.unwrap();
     tx.commit().await.unwrap();
 

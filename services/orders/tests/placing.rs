@@ -35,6 +35,7 @@ fn new_order(cents: i64) -> (Order, Envelope) {
             payment_method: None,
             item: None,
             lines: Vec::new(),
+            order_number: None,
         },
         &EventContext::new("test"),
     );

@@ -100,6 +100,8 @@ impl PaymentStatus {
 pub struct Payment {
     pub id: Uuid,
     pub order_id: Uuid,
+    /// The order's number (seed 001's `orderID`), when `order.created` told it.
+    pub order_number: Option<i64>,
     pub user_id: Option<Uuid>,
     pub amount: Money,
     pub status: PaymentStatus,
@@ -124,6 +126,7 @@ impl Payment {
         Payment {
             id: Uuid::now_v7(),
             order_id,
+            order_number: None,
             user_id: Some(user_id),
             amount,
             status,

@@ -134,6 +134,7 @@ impl OrderEvents {
                 payment.saved_card = order.payment_method.as_deref() == Some(SAVED_CARD);
                 payment.method = in_person;
                 payment.item = order.item.clone();
+                payment.order_number = order.order_number;
                 (payment, EventContext::caused_by(event))
             })
             .collect();

@@ -9,6 +9,7 @@
 //! - `store.rs`: the payments table
 //! - `events.rs`: what order events do to payments
 //! - `manual.rs`: payments recorded by hand, seed 000's, on the resource kit
+//! - `numbered.rs`: seed 001's routes, payments by their order's number with integer statuses
 
 pub mod api;
 pub mod cards;
@@ -16,6 +17,7 @@ pub mod domain;
 pub mod events;
 pub mod in_person;
 pub mod manual;
+pub mod numbered;
 pub mod processor;
 pub mod provider;
 pub mod qris;
@@ -47,6 +49,7 @@ pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [
     4 "0004_saved_cards",
     5 "0005_by_user",
     6 "0006_in_person",
+    7 "0007_order_numbers",
 ]);
 
 pub const PROVIDER_LATENCY_MS: Setting = Setting {
@@ -101,7 +104,13 @@ pub static SERVICE: Service = Service {
     name: NAME,
     default_port: 5019,
     migrations: Some(&MIGRATIONS),
-    routes: &["/api/payments", "/Payment", "/api/Payment", "/api/all"],
+    routes: &[
+        "/api/payments",
+        "/Payment",
+        "/api/Payment",
+        "/api/all",
+        "/payments",
+    ],
     consumes: &events::TOPICS,
     settings: &[
         PROVIDER_LATENCY_MS,
@@ -194,6 +203,14 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(resource::document::<manual::ManualPayments>(manual::MOUNTS));
     doc.merge(WebhookApi::openapi());
     doc.merge(in_person::InPersonApi::openapi());
+    let mut numbered = numbered::NumberedApi::openapi();
+    kassa_platform::http::openapi::also_under(
+        &mut numbered,
+        "/api/Payment",
+        "/payments",
+        "_gateway",
+    );
+    doc.merge(numbered);
     doc
 }
 
@@ -261,13 +278,15 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         merchant,
     });
     let manual = manual_payments(db.clone(), infra.cache.clone());
-    let api = api::router(api::AppState {
+    let state = api::AppState {
         db: db.clone(),
         cache: infra.cache.clone(),
-    })
-    .merge(resource::router(manual, manual::MOUNTS))
-    .merge(in_person)
-    .merge(webhook);
+    };
+    let api = api::router(state.clone())
+        .merge(numbered::router(state))
+        .merge(resource::router(manual, manual::MOUNTS))
+        .merge(in_person)
+        .merge(webhook);
     Ok(ServiceParts::api(api, document)
         .with_handler(Inboxed::new(NAME, db, handler))
         .with_background(processor_loop.run(infra.shutdown.clone()))

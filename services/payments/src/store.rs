@@ -20,7 +20,7 @@ use crate::domain::{Payment, PaymentStatus, RefundKind};
 /// The columns a payment is read from, as a literal so queries can be `concat!`ed at compile time.
 macro_rules! columns {
     () => {
-        "id, order_id, user_id, amount_minor, currency, status, reason, provider_reference, saved_card, item, method, created_at, updated_at"
+        "id, order_id, order_number, user_id, amount_minor, currency, status, reason, provider_reference, saved_card, item, method, created_at, updated_at"
     };
 }
 
@@ -28,6 +28,7 @@ fn payment_from(row: &Row) -> DbResult<Payment> {
     Ok(Payment {
         id: row.get("id")?,
         order_id: row.get("order_id")?,
+        order_number: row.get("order_number")?,
         user_id: row.get("user_id")?,
         amount: row.money("amount_minor", "currency")?,
         status: row.parsed("status")?,
@@ -74,6 +75,7 @@ pub async fn insert_all(
             vec![
                 Arg::from(p.id),
                 Arg::from(p.order_id),
+                Arg::from(p.order_number),
                 Arg::from(p.user_id),
                 Arg::from(p.amount.minor()),
                 Arg::from(p.amount.currency().code()),
@@ -103,6 +105,53 @@ pub async fn insert_all(
     )
     .await?;
     inserted.iter().map(|r| r.get("id")).collect()
+}
+
+/// One page of the payments of numbered orders (seed 001's view), highest order number first,
+/// and how many there are.
+pub async fn numbered_page(
+    db: &Db,
+    owner: Option<Uuid>,
+    pagination: Pagination,
+) -> DbResult<(Vec<Payment>, i64)> {
+    let (rows, total) = match owner {
+        None => (
+            sql(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM payments WHERE order_number IS NOT NULL ORDER BY order_number DESC LIMIT $1 OFFSET $2"
+            ))
+            .bind(pagination.limit as i64)
+            .bind(pagination.offset())
+            .fetch_all(db)
+            .await?,
+            sql("SELECT COUNT(*) AS n FROM payments WHERE order_number IS NOT NULL")
+                .fetch_one(db)
+                .await?,
+        ),
+        Some(user) => (
+            sql(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM payments WHERE user_id = $1 AND order_number IS NOT NULL \
+                 ORDER BY order_number DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(user)
+            .bind(pagination.limit as i64)
+            .bind(pagination.offset())
+            .fetch_all(db)
+            .await?,
+            sql("SELECT COUNT(*) AS n FROM payments WHERE user_id = $1 AND order_number IS NOT NULL")
+                .bind(user)
+                .fetch_one(db)
+                .await?,
+        ),
+    };
+    let payments = rows
+        .iter()
+        .map(payment_from)
+        .collect::<DbResult<Vec<_>>>()?;
+    Ok((payments, total.get("n")?))
 }
 
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Payment>> {

@@ -168,6 +168,7 @@ fn created(order_id: Uuid) -> Envelope {
         payment_method: None,
         item: None,
         lines: Vec::new(),
+        order_number: None,
     };
     Envelope::new("orders", order_id, &event, &EventContext::new("test"))
 }

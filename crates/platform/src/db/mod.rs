@@ -275,6 +275,12 @@ impl Tx {
         }
     }
 
+    /// Whether this is a PostgreSQL transaction (else SQLite), for the few statements the two
+    /// write differently.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner, TxInner::Pg(_))
+    }
+
     pub async fn commit(self) -> DbResult<()> {
         match self.inner {
             TxInner::Pg(t) => t.commit().await?,

@@ -29,7 +29,7 @@ use uuid::Uuid;
 /// The router services answer with (re-exported so a service crate need not name axum).
 pub use axum::Router;
 pub use extract::{
-    ApiJson, Page, PageMeta, Pagination, PathId, found, not_null, parse_json, parse_uuid,
+    ApiJson, MAX_LIMIT, Page, PageMeta, Pagination, PathId, found, not_null, parse_json, parse_uuid,
 };
 pub use problem::{ApiError, ApiResult};
 pub use raw_errors::ClientAddr;
