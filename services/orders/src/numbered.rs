@@ -131,13 +131,22 @@ impl NumberedOrder {
 #[serde(deny_unknown_fields)]
 pub struct OrderBody {
     #[serde(rename = "orderID", default, deserialize_with = "not_null")]
-    order_id: Option<i64>,
+    order_id: Option<serde_json::Number>,
     #[serde(rename = "totalAmount", default)]
     total_amount: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "not_null")]
-    status: Option<i64>,
+    status: Option<serde_json::Number>,
     #[serde(rename = "paymentStatus", default, deserialize_with = "not_null")]
-    payment_status: Option<i64>,
+    payment_status: Option<serde_json::Number>,
+}
+
+/// A whole number as JSON may write it (`7` or `7.0`), if it is one an `i64` holds.
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < i64::MAX as f64)
+            .map(|f| f as i64)
+    })
 }
 
 /// A new order's body: [`OrderBody`] whose `orderID`, `status` and `paymentStatus` are 0 or left
@@ -215,16 +224,38 @@ impl OrderBody {
         parse_amount("totalAmount", raw, state.default_currency)
     }
 
-    /// The statuses, which must be seed 001's.
-    fn check_statuses(&self, new: bool) -> ApiResult<()> {
+    /// `orderID` (0 or left out in a new order; any whole number from 0 in an update, where the
+    /// path names the order) and the statuses (seed 001's; 0 or left out in a new order).
+    fn check(&self, new: bool) -> ApiResult<()> {
+        match (self.order_id.as_ref().map(|n| (n, whole(n))), new) {
+            (None, _) | (Some((_, Some(0))), _) => {}
+            (Some((_, Some(id))), false) if id > 0 => {}
+            (Some((n, _)), true) => {
+                return Err(ApiError::invalid(
+                    "orderID",
+                    "invalid_field",
+                    format!(
+                        "A new order gets its number when it is stored: send orderID 0 or leave it out, not {n}."
+                    ),
+                ));
+            }
+            (Some((n, _)), false) => {
+                return Err(ApiError::invalid(
+                    "orderID",
+                    "invalid_field",
+                    format!("orderID is a whole number from 0, not {n}."),
+                ));
+            }
+        }
         for (param, value) in [
-            ("status", self.status),
-            ("paymentStatus", self.payment_status),
+            ("status", &self.status),
+            ("paymentStatus", &self.payment_status),
         ] {
-            match value {
-                None | Some(0) => {}
-                Some(1 | 2) if !new => {}
-                Some(other) => {
+            let number = value.as_ref().map(|n| (n, whole(n)));
+            match number {
+                None | Some((_, Some(0))) => {}
+                Some((_, Some(1 | 2))) if !new => {}
+                Some((other, _)) => {
                     return Err(ApiError::invalid(
                         param,
                         "invalid_field",
@@ -305,14 +336,7 @@ pub async fn create(
     ApiJson(NewOrderBody(body)): ApiJson<NewOrderBody>,
 ) -> ApiResult<Response> {
     let key = IdempotencyKey::from_headers(&headers)?;
-    if body.order_id.is_some_and(|id| id != 0) {
-        return Err(ApiError::invalid(
-            "orderID",
-            "invalid_field",
-            "A new order gets its number when it is stored: send orderID 0 or leave it out.",
-        ));
-    }
-    body.check_statuses(true)?;
+    body.check(true)?;
     let total = body.total(&state)?;
     // A signed-in customer's order is theirs; an anonymous one belongs to nobody (the nil id).
     let user = access.sees()?.unwrap_or(Uuid::nil());
@@ -463,7 +487,7 @@ pub async fn update(
     ApiJson(body): ApiJson<OrderBody>,
 ) -> ApiResult<Json<NumberedOrder>> {
     let number = parse_number(&id)?;
-    body.check_statuses(false)?;
+    body.check(false)?;
     let total = body.total(&state)?;
     let (order, view) = find(&state.db, &access, number).await?;
     if total != order.total {
