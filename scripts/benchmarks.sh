@@ -109,14 +109,14 @@ lists() {
   done
   local pay="${PG%/*}/${db}_payments" mem="${PG%/*}/${db}_members" ord="${PG%/*}/${db}_orders"
   local customer="00000000-0000-4000-8000-000000000007"
-  psql "$ord" -q -c "INSERT INTO orders (id, user_id, total_minor, currency, status, created_at, updated_at)
-      SELECT ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid,
+  psql "$ord" -q -c "INSERT INTO orders (id, number, user_id, total_minor, currency, status, created_at, updated_at)
+      SELECT ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid, 100001 - i,
              ('00000000-0000-4000-8000-' || lpad((i % 1000)::text, 12, '0'))::uuid, 1000 + i % 5000,
              'USD', (ARRAY['PAID','FAILED','FAILED','CANCELLED'])[1 + i % 4],
              now() - i * interval '1 second', now() - i * interval '1 second'
       FROM generate_series(1, 100000) AS i"
-  psql "$pay" -q -c "INSERT INTO payments (id, order_id, user_id, amount_minor, currency, status, correlation_id, created_at, updated_at)
-      SELECT gen_random_uuid(), ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid,
+  psql "$pay" -q -c "INSERT INTO payments (id, order_id, order_number, user_id, amount_minor, currency, status, correlation_id, created_at, updated_at)
+      SELECT gen_random_uuid(), ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid, 100001 - i,
              ('00000000-0000-4000-8000-' || lpad((i % 1000)::text, 12, '0'))::uuid, 1000 + i % 5000, 'USD',
              (ARRAY['APPROVED','DECLINED','FAILED','REFUNDED'])[1 + i % 4], 'bench',
              now() - i * interval '1 second', now() - i * interval '1 second'
@@ -146,6 +146,8 @@ print(head + "." + b64(hmac.new(os.environ["SECRET"].encode(), head.encode(), ha
     "/api/payments/manual?limit=20" "/api/payments/manual?memberId=00000000-0000-4000-8000-000000000007" \
     "/Payment" "/api/members?limit=20" "/api/members?page=2500&limit=20" "/api/members?email=member77777%40example.com" \
     "/api/orders?limit=20" "/api/orders?page=5000&limit=20" \
+    "/orders/GetAllOrders" "/orders/GetAllOrders?page=700" "/orders/GetOrderById/77777" \
+    "/payments/GetAllPayments" "/payments/GetAllPayments?page=1000" "/payments/GetPaymentById/$payment" \
     "customer /api/orders?limit=20" "customer /api/orders?page=5&limit=20" "customer /api/payments?limit=20"; do
     local auth=()
     if [[ $path == customer* ]]; then

@@ -316,7 +316,7 @@ async fn find(db: &Db, access: &Access, number: i64) -> ApiResult<(Order, Number
 }
 
 /// Place an order of `totalAmount`; it is charged asynchronously (read it back by its number).
-#[utoipa::path(post, path = "/api/Order/CreateOrder", tag = "orders (seed 001)",
+#[utoipa::path(post, path = "/api/Order/CreateOrder", operation_id = "CreateOrder", tag = "orders (seed 001)",
     request_body(content = NewOrderBody, content_type = "application/json"),
     params(IdempotencyKeyHeader),
     security((), ("bearer" = []), ("cookie" = [])),
@@ -402,7 +402,7 @@ pub struct ListQuery {
 }
 
 /// List orders, newest first, a page at a time (every order but the cancelled ones).
-#[utoipa::path(get, path = "/api/Order/GetAllOrders", tag = "orders (seed 001)",
+#[utoipa::path(get, path = "/api/Order/GetAllOrders", operation_id = "GetAllOrders", tag = "orders (seed 001)",
     params(ListQuery),
     security((), ("bearer" = []), ("cookie" = [])),
     responses(
@@ -448,7 +448,7 @@ pub async fn list(
 }
 
 /// Read an order by its number.
-#[utoipa::path(get, path = "/api/Order/GetOrderById/{id}", tag = "orders (seed 001)",
+#[utoipa::path(get, path = "/api/Order/GetOrderById/{id}", operation_id = "GetOrderById", tag = "orders (seed 001)",
     params(NumberParam),
     security((), ("bearer" = []), ("cookie" = [])),
     responses(
@@ -469,7 +469,7 @@ pub async fn read(
 /// Change an order's total, as seed 001 allows: kassa has already asked for its payment, so only
 /// the total it has stands (the request is then answered with the order); to charge another
 /// amount, delete the order and place a new one.
-#[utoipa::path(put, path = "/api/Order/UpdateOrderById/{id}", tag = "orders (seed 001)",
+#[utoipa::path(put, path = "/api/Order/UpdateOrderById/{id}", operation_id = "UpdateOrderById", tag = "orders (seed 001)",
     params(NumberParam),
     request_body(content = OrderBody, content_type = "application/json"),
     security((), ("bearer" = []), ("cookie" = [])),
@@ -504,7 +504,7 @@ pub async fn update(
 
 /// Delete an order: it is cancelled (its payment in progress cancelled) and leaves this view; it
 /// stays on record. A paid order is not deleted.
-#[utoipa::path(delete, path = "/api/Order/DeleteOrderById/{id}", tag = "orders (seed 001)",
+#[utoipa::path(delete, path = "/api/Order/DeleteOrderById/{id}", operation_id = "DeleteOrderById", tag = "orders (seed 001)",
     params(NumberParam),
     security((), ("bearer" = []), ("cookie" = [])),
     responses(

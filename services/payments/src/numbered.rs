@@ -118,7 +118,7 @@ pub struct ListQuery {
 }
 
 /// List the payments of numbered orders, highest order number first, a page at a time.
-#[utoipa::path(get, path = "/api/Payment/GetAllPayments", tag = "payments (seed 001)",
+#[utoipa::path(get, path = "/api/Payment/GetAllPayments", operation_id = "GetAllPayments", tag = "payments (seed 001)",
     params(ListQuery),
     security((), ("bearer" = []), ("cookie" = [])),
     responses(
@@ -173,7 +173,7 @@ pub struct PaymentIdParam {
 }
 
 /// Read a payment by its `paymentID`.
-#[utoipa::path(get, path = "/api/Payment/GetPaymentById/{id}", tag = "payments (seed 001)",
+#[utoipa::path(get, path = "/api/Payment/GetPaymentById/{id}", operation_id = "GetPaymentById", tag = "payments (seed 001)",
     params(PaymentIdParam),
     security((), ("bearer" = []), ("cookie" = [])),
     responses(
