@@ -12,7 +12,7 @@ use axum::{
     Json, Router,
     extract::{Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{delete, get, post, put},
 };
 use kassa_contracts::{Envelope, Money, events::OrderCreated};
@@ -20,12 +20,12 @@ use kassa_platform::{
     auth::Access,
     db::Db,
     http::{
-        ApiError, ApiJson, ApiResult, MAX_LIMIT, Pagination, RequestIds, not_null,
+        ApiError, ApiJson, ApiResult, Pagination, RequestIds, not_null,
         openapi::{self, IdempotencyKeyHeader, InvalidBody, InvalidParams, ProblemResponses},
         parse_amount,
     },
     idempotency::{self, Begun, IdempotencyKey},
-    outbox,
+    listing, outbox,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -104,25 +104,25 @@ fn payment_status() -> Schema {
     integer_enum(&[0, 1, 2], "0 NOT_PAID, 1 PAID, 2 FAILED.")
 }
 
-/// Seed 001's statuses of an order kassa shows in its view (a cancelled one it does not).
-fn statuses(status: OrderStatus) -> Option<(u8, u8)> {
+/// Seed 001's statuses of an order. A cancelled order (what `DeleteOrderById` makes of one)
+/// is not in the view: the routes answer as if it did not exist.
+fn statuses(status: OrderStatus) -> (u8, u8) {
     match status {
-        OrderStatus::Pending => Some((0, 0)),
-        OrderStatus::Paid | OrderStatus::Completed => Some((1, 1)),
-        OrderStatus::Failed => Some((2, 2)),
-        OrderStatus::Cancelled => None,
+        OrderStatus::Pending => (0, 0),
+        OrderStatus::Paid | OrderStatus::Completed => (1, 1),
+        OrderStatus::Failed | OrderStatus::Cancelled => (2, 2),
     }
 }
 
 impl NumberedOrder {
-    fn of(order: &Order) -> Option<Self> {
-        let (status, payment_status) = statuses(order.status)?;
-        Some(NumberedOrder {
+    fn of(order: &Order) -> Self {
+        let (status, payment_status) = statuses(order.status);
+        NumberedOrder {
             order_id: order.number,
             total_amount: order.total.to_json_number(),
             status,
             payment_status,
-        })
+        }
     }
 }
 
@@ -309,9 +309,10 @@ async fn find(db: &Db, access: &Access, number: i64) -> ApiResult<(Order, Number
     access.sees()?;
     let order = store::find_by_number(db, number)
         .await?
+        .filter(|o| o.status != OrderStatus::Cancelled)
         .filter(|o| access.may_see(Some(o.user_id)).unwrap_or(false))
         .ok_or_else(|| not_found(number))?;
-    let view = NumberedOrder::of(&order).ok_or_else(|| not_found(number))?;
+    let view = NumberedOrder::of(&order);
     Ok((order, view))
 }
 
@@ -375,7 +376,7 @@ pub async fn create(
     store::number(write.tx(), [(&mut order, &mut event)]).await?;
     store::insert(write.tx(), &order).await?;
     outbox::add(write.tx(), &event).await?;
-    let view = NumberedOrder::of(&order).ok_or_else(ApiError::internal)?;
+    let view = NumberedOrder::of(&order);
     let body = serde_json::to_vec(&view).map_err(|_| ApiError::internal())?;
     let mut answer = write.finish(StatusCode::CREATED, body).await?;
     tracing::info!(order_id = %order.id, number = order.number, total = %total, "numbered order placed");
@@ -387,29 +388,15 @@ pub async fn create(
     Ok(answer)
 }
 
-/// `GetAllOrders` paging: seed 001 answers every order at once; kassa answers a page at a time,
-/// newest first, with the total in `X-Total-Count` and the next page in `Link`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct ListQuery {
-    /// The page, from 1.
-    #[param(minimum = 1, maximum = 1_000_000)]
-    page: Option<u32>,
-    /// Orders per page, 1 to 100 (100 when left out).
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-}
-
 /// List orders, newest first, a page at a time (every order but the cancelled ones).
 #[utoipa::path(get, path = "/api/Order/GetAllOrders", operation_id = "GetAllOrders", tag = "orders (seed 001)",
-    params(ListQuery),
+    params(Pagination),
     security((), ("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = Vec<NumberedOrder>, description = "One page of orders, newest first: a signed-in customer's own, else every one.",
+        (status = 200, body = Vec<NumberedOrder>, description = "One page of orders, newest first, as a plain array (100 unless `limit` says fewer; seed 001 answered every order at once): a signed-in customer's own, else every one.",
             headers(
                 ("X-Total-Count" = i64, description = "How many orders there are in all."),
-                ("Link" = String, description = "`<…?page=N&limit=L>; rel=\"next\"` while there are more."),
+                ("Link" = String, description = "`<…>; rel=\"next\"` when a next page exists."),
             )),
         (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
         InvalidParams,
@@ -419,32 +406,12 @@ pub async fn list(
     access: Access,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let mut pagination = Pagination::from_query(query.as_deref())?;
-    let asked_limit = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .any(|pair| pair.starts_with("limit="));
-    if !asked_limit {
-        pagination.limit = MAX_LIMIT;
-    }
-    let (page, limit) = (pagination.page, pagination.limit);
     let owner = access.sees()?;
-    let (orders, total) =
-        store::numbered_page(&state.db, owner, u64::from(page), u64::from(limit)).await?;
-    let views: Vec<NumberedOrder> = orders.iter().filter_map(NumberedOrder::of).collect();
-    let mut response = Json(views).into_response();
-    let headers = response.headers_mut();
-    headers.insert("x-total-count", HeaderValue::from(total));
-    if u64::from(page) * u64::from(limit) < total as u64
-        && let Ok(link) = HeaderValue::from_str(&format!(
-            "</api/Order/GetAllOrders?page={}&limit={limit}>; rel=\"next\"",
-            page + 1
-        ))
-    {
-        headers.insert(header::LINK, link);
-    }
-    Ok(response)
+    let (pagination, pairs) = listing::list_query(query.as_deref(), &[], true)?;
+    let page = store::numbered_page(&state.db, pagination, owner)
+        .await?
+        .map(|order| NumberedOrder::of(&order));
+    listing::plain_page(&page, "/api/Order/GetAllOrders", pairs)
 }
 
 /// Read an order by its number.

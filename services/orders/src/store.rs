@@ -98,50 +98,22 @@ pub async fn find_by_number(db: &Db, number: i64) -> DbResult<Option<Order>> {
     row.as_ref().map(order_from).transpose()
 }
 
-/// One page of `owner`'s orders (everyone's when `None`) but the cancelled, highest number
-/// first, and how many such there are: seed 001's `GetAllOrders`.
+/// Orders but the cancelled, highest number first: seed 001's view.
+const NUMBERED: Listing = Listing {
+    table: "(SELECT * FROM orders WHERE status <> 'CANCELLED') AS numbered",
+    columns: Cow::Borrowed(columns!()),
+    order_by: "number DESC",
+};
+
+/// One page of `owner`'s orders (everyone's when `None`) in seed 001's view, with how many
+/// there are in all.
 pub async fn numbered_page(
     db: &Db,
+    pagination: Pagination,
     owner: Option<Uuid>,
-    page: u64,
-    limit: u64,
-) -> DbResult<(Vec<Order>, i64)> {
-    let offset = (page.saturating_sub(1)).saturating_mul(limit) as i64;
-    let (rows, total) = match owner {
-        None => (
-            sql(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM orders WHERE status <> 'CANCELLED' ORDER BY number DESC LIMIT $1 OFFSET $2"
-            ))
-            .bind(limit as i64)
-            .bind(offset)
-            .fetch_all(db)
-            .await?,
-            sql("SELECT COUNT(*) AS n FROM orders WHERE status <> 'CANCELLED'")
-                .fetch_one(db)
-                .await?,
-        ),
-        Some(user) => (
-            sql(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM orders WHERE user_id = $1 AND status <> 'CANCELLED' \
-                 ORDER BY number DESC LIMIT $2 OFFSET $3"
-            ))
-            .bind(user)
-            .bind(limit as i64)
-            .bind(offset)
-            .fetch_all(db)
-            .await?,
-            sql("SELECT COUNT(*) AS n FROM orders WHERE user_id = $1 AND status <> 'CANCELLED'")
-                .bind(user)
-                .fetch_one(db)
-                .await?,
-        ),
-    };
-    let orders = rows.iter().map(order_from).collect::<DbResult<Vec<_>>>()?;
-    Ok((orders, total.get("n")?))
+) -> DbResult<Page<Order>> {
+    let filters = Filters::new().equal("user_id", owner);
+    NUMBERED.page(db, pagination, &filters, order_from).await
 }
 
 pub async fn insert(tx: &mut Tx, order: &Order) -> DbResult<()> {

@@ -10,17 +10,17 @@
 use axum::{
     Json, Router,
     extract::{Path, RawQuery, State},
-    http::{HeaderValue, header},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
 use kassa_platform::{
     auth::Access,
     http::{
-        ApiError, ApiResult, MAX_LIMIT, Pagination,
+        ApiError, ApiResult, Pagination,
         openapi::{self, InvalidParams, ProblemResponses},
         parse_uuid,
     },
+    listing,
 };
 use serde::Serialize;
 use utoipa::{
@@ -94,38 +94,25 @@ fn seed_status(status: PaymentStatus) -> u8 {
 }
 
 impl NumberedPayment {
-    fn of(payment: &Payment) -> Option<Self> {
-        Some(NumberedPayment {
+    /// A payment of a numbered order (the only ones the view shows) in seed 001's view.
+    fn of(payment: &Payment) -> Self {
+        NumberedPayment {
             payment_id: payment.id,
-            order_id: payment.order_number?,
+            order_id: payment.order_number.unwrap_or_default(),
             payment_status: seed_status(payment.status),
-        })
+        }
     }
-}
-
-/// `GetAllPayments` paging: seed 001 answers every payment at once; kassa answers a page at a
-/// time, with the total in `X-Total-Count` and the next page in `Link`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct ListQuery {
-    /// The page, from 1.
-    #[param(minimum = 1, maximum = 1_000_000)]
-    page: Option<u32>,
-    /// Payments per page, 1 to 100 (100 when left out).
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
 }
 
 /// List the payments of numbered orders, highest order number first, a page at a time.
 #[utoipa::path(get, path = "/api/Payment/GetAllPayments", operation_id = "GetAllPayments", tag = "payments (seed 001)",
-    params(ListQuery),
+    params(Pagination),
     security((), ("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, body = Vec<NumberedPayment>, description = "One page of payments: a signed-in customer's own, else every one.",
+        (status = 200, body = Vec<NumberedPayment>, description = "One page of payments as a plain array (100 unless `limit` says fewer; seed 001 answered every payment at once): a signed-in customer's own, else every one.",
             headers(
                 ("X-Total-Count" = i64, description = "How many payments there are in all."),
-                ("Link" = String, description = "`<…?page=N&limit=L>; rel=\"next\"` while there are more."),
+                ("Link" = String, description = "`<…>; rel=\"next\"` when a next page exists."),
             )),
         (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
         InvalidParams,
@@ -135,31 +122,12 @@ pub async fn list(
     access: Access,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let mut pagination = Pagination::from_query(query.as_deref())?;
-    let asked_limit = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .any(|pair| pair.starts_with("limit="));
-    if !asked_limit {
-        pagination.limit = MAX_LIMIT;
-    }
     let owner = access.sees()?;
-    let (payments, total) = store::numbered_page(&state.db, owner, pagination).await?;
-    let views: Vec<NumberedPayment> = payments.iter().filter_map(NumberedPayment::of).collect();
-    let mut response = Json(views).into_response();
-    let headers = response.headers_mut();
-    headers.insert("x-total-count", HeaderValue::from(total));
-    let (page, limit) = (pagination.page, pagination.limit);
-    if u64::from(page) * u64::from(limit) < total as u64
-        && let Ok(link) = HeaderValue::from_str(&format!(
-            "</api/Payment/GetAllPayments?page={}&limit={limit}>; rel=\"next\"",
-            page + 1
-        ))
-    {
-        headers.insert(header::LINK, link);
-    }
-    Ok(response)
+    let (pagination, pairs) = listing::list_query(query.as_deref(), &[], true)?;
+    let page = store::numbered_page(&state.db, pagination, owner)
+        .await?
+        .map(|payment| NumberedPayment::of(&payment));
+    listing::plain_page(&page, "/api/Payment/GetAllPayments", pairs)
 }
 
 /// The `{id}` of `GetPaymentById`: the payment's id.
@@ -197,7 +165,8 @@ pub async fn read(
     };
     let payment = store::find(&state.db, id)
         .await?
+        .filter(|p| p.order_number.is_some())
         .filter(|p| access.may_see(p.user_id).unwrap_or(false))
         .ok_or_else(not_found)?;
-    Ok(Json(NumberedPayment::of(&payment).ok_or_else(not_found)?))
+    Ok(Json(NumberedPayment::of(&payment)))
 }

@@ -107,51 +107,22 @@ pub async fn insert_all(
     inserted.iter().map(|r| r.get("id")).collect()
 }
 
-/// One page of the payments of numbered orders (seed 001's view), highest order number first,
-/// and how many there are.
+/// The payments of numbered orders, highest order number first: seed 001's view.
+const NUMBERED: Listing = Listing {
+    table: "(SELECT * FROM payments WHERE order_number IS NOT NULL) AS numbered",
+    columns: Cow::Borrowed(columns!()),
+    order_by: "order_number DESC",
+};
+
+/// One page of `owner`'s payments (everyone's when `None`) in seed 001's view, with how many
+/// there are in all.
 pub async fn numbered_page(
     db: &Db,
-    owner: Option<Uuid>,
     pagination: Pagination,
-) -> DbResult<(Vec<Payment>, i64)> {
-    let (rows, total) = match owner {
-        None => (
-            sql(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM payments WHERE order_number IS NOT NULL ORDER BY order_number DESC LIMIT $1 OFFSET $2"
-            ))
-            .bind(pagination.limit as i64)
-            .bind(pagination.offset())
-            .fetch_all(db)
-            .await?,
-            sql("SELECT COUNT(*) AS n FROM payments WHERE order_number IS NOT NULL")
-                .fetch_one(db)
-                .await?,
-        ),
-        Some(user) => (
-            sql(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM payments WHERE user_id = $1 AND order_number IS NOT NULL \
-                 ORDER BY order_number DESC LIMIT $2 OFFSET $3"
-            ))
-            .bind(user)
-            .bind(pagination.limit as i64)
-            .bind(pagination.offset())
-            .fetch_all(db)
-            .await?,
-            sql("SELECT COUNT(*) AS n FROM payments WHERE user_id = $1 AND order_number IS NOT NULL")
-                .bind(user)
-                .fetch_one(db)
-                .await?,
-        ),
-    };
-    let payments = rows
-        .iter()
-        .map(payment_from)
-        .collect::<DbResult<Vec<_>>>()?;
-    Ok((payments, total.get("n")?))
+    owner: Option<Uuid>,
+) -> DbResult<Page<Payment>> {
+    let filters = Filters::new().equal("user_id", owner);
+    NUMBERED.page(db, pagination, &filters, payment_from).await
 }
 
 pub async fn find(db: &Db, id: Uuid) -> DbResult<Option<Payment>> {
