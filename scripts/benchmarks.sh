@@ -61,7 +61,7 @@ want embedded && run "embedded" up -- -n "$N" -c 64
 want distributed && run "distributed, provider latency 0" serve gateway orders payments --namespace "${ns}a" -- -n "$N" -c 64 --pgbench "$PG"
 # The same checkout on each broker, one after the other with one binary: RabbitMQ, then Kafka.
 if [[ " ${ONLY:-} " == *" kafka "* ]]; then
-  run "distributed on RabbitMQ, provider latency 0" serve gateway orders payments --namespace "${ns}h" -- -n "$N" -c 64 --pgbench "$PG"
+  run "distributed on RabbitMQ, provider latency 0" serve gateway orders payments --namespace "${ns}r" -- -n "$N" -c 64 --pgbench "$PG"
   KASSA_BUS=kafka KASSA_KAFKA_REPLICATION=1 run "distributed on Kafka, provider latency 0" serve gateway orders payments --namespace "${ns}k" -- -n "$N" -c 64 --pgbench "$PG"
 fi
 want rates && run "distributed, offered 1000/s" serve gateway orders payments --namespace "${ns}b" -- -n 10000 -c 256 --rate 1000
@@ -164,7 +164,7 @@ print(head + "." + b64(hmac.new(os.environ["SECRET"].encode(), head.encode(), ha
 want lists && lists
 
 # The distributed runs leave their databases behind; drop them.
-for suffix in a b c d e f g h k; do
+for suffix in a b c d e f g h k r; do
   for service in orders payments members; do
     psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
   done
