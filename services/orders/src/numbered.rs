@@ -21,7 +21,9 @@ use kassa_platform::{
     db::Db,
     http::{
         ApiError, ApiJson, ApiResult, Pagination, RequestIds, not_null,
-        openapi::{self, IdempotencyKeyHeader, InvalidBody, InvalidParams, ProblemResponses},
+        openapi::{
+            self, IdempotencyKeyHeader, InvalidBody, InvalidParams, ProblemResponses, SignedIn,
+        },
         parse_amount,
     },
     idempotency::{self, Begun, IdempotencyKey},
@@ -326,7 +328,7 @@ async fn find(db: &Db, access: &Access, number: i64) -> ApiResult<(Order, Number
             headers(("Location" = String, description = "`/api/Order/GetOrderById/{orderID}`"))),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A request with this Idempotency-Key is still being processed (`idempotency_key_in_use`); retry shortly."),
         (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "This Idempotency-Key was used before with a different request (`idempotency_key_reused`)."),
-        (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
+        SignedIn,
         InvalidBody,
     ))]
 pub async fn create(
@@ -398,7 +400,7 @@ pub async fn create(
                 ("X-Total-Count" = i64, description = "How many orders there are in all."),
                 ("Link" = String, description = "`<…>; rel=\"next\"` when a next page exists."),
             )),
-        (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
+        SignedIn,
         InvalidParams,
     ))]
 pub async fn list(
@@ -421,7 +423,7 @@ pub async fn list(
     responses(
         (status = 200, body = NumberedOrder, description = "The order."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this number, or it was deleted, or the signed-in customer did not place it: \"Order with such ID is not found!\" (`order_not_found`)."),
-        (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
+        SignedIn,
         InvalidParams,
     ))]
 pub async fn read(
@@ -444,7 +446,7 @@ pub async fn read(
         (status = 200, body = NumberedOrder, description = "The order: `totalAmount` is the total it has."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this number, or it was deleted (`order_not_found`)."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The order's payment was asked for its total, which can no longer change (`order_total_fixed`)."),
-        (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
+        SignedIn,
         InvalidBody,
     ))]
 pub async fn update(
@@ -478,7 +480,7 @@ pub async fn update(
         (status = 204, description = "Deleted: the order is CANCELLED and `order.cancelled` published."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No order has this number, or it was deleted before (`order_not_found`)."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The order is paid (`order_paid`) or failed (`order_not_cancellable`)."),
-        (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
+        SignedIn,
         InvalidParams,
     ))]
 pub async fn remove(

@@ -17,7 +17,7 @@ use kassa_platform::{
     auth::Access,
     http::{
         ApiError, ApiResult, Pagination,
-        openapi::{self, InvalidParams, ProblemResponses},
+        openapi::{self, InvalidParams, ProblemResponses, SignedIn},
         parse_uuid,
     },
     listing,
@@ -114,7 +114,7 @@ impl NumberedPayment {
                 ("X-Total-Count" = i64, description = "How many payments there are in all."),
                 ("Link" = String, description = "`<…>; rel=\"next\"` when a next page exists."),
             )),
-        (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
+        SignedIn,
         InvalidParams,
     ))]
 pub async fn list(
@@ -147,7 +147,7 @@ pub struct PaymentIdParam {
     responses(
         (status = 200, body = NumberedPayment, description = "The payment."),
         (status = 404, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No payment of a numbered order has this id, or none of the signed-in customer's: \"Payment not found with id: {id}\" (`payment_not_found`)."),
-        (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The installation requires a token (`KASSA_REQUIRE_TOKEN`) and none valid came."),
+        SignedIn,
         InvalidParams,
     ))]
 pub async fn read(
