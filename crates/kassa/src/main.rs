@@ -16,7 +16,7 @@ use kassa::{
 };
 use kassa_platform::{
     bus::{RetryPolicy, kafka::KafkaSettings},
-    service::{Options, Service},
+    service::{Options, Service, TaskInput},
 };
 
 const ABOUT: &str = "kassa: an event-driven order and payment platform.
@@ -477,14 +477,60 @@ fn read_per_service(mut matches: &ArgMatches) -> anyhow::Result<PerService> {
     Ok(out)
 }
 
+/// `kassa <service> <task>` for every service with operator tasks.
+fn task_commands(mut cli: clap::Command) -> clap::Command {
+    for s in registry::SERVICES.iter().filter(|s| !s.tasks.is_empty()) {
+        let mut service = clap::Command::new(s.name)
+            .about(format!("Tasks an operator runs on the {} service", s.name))
+            .subcommand_required(true);
+        for t in s.tasks {
+            let task = clap::Command::new(t.name).about(t.help);
+            service = service.subcommand(Target::augment_args(Common::augment_args(task)));
+        }
+        cli = cli.subcommand(service);
+    }
+    cli
+}
+
+async fn run_task(
+    service: &'static Service,
+    matches: &ArgMatches,
+    per_service: &PerService,
+) -> anyhow::Result<()> {
+    let (name, matches) = matches.subcommand().context("name a task")?;
+    let task = service
+        .tasks
+        .iter()
+        .find(|t| t.name == name)
+        .with_context(|| format!("{} has no task {name}", service.name))?;
+    let common = Common::from_arg_matches(matches)?;
+    let target = Target::from_arg_matches(matches)?;
+    common.init_logs();
+    let settings = common.settings(target.infrastructure(per_service)?, per_service)?;
+    let db = kassa::app::open_database(&settings, service).await?;
+    let said = (task.run)(TaskInput {
+        db: db.clone(),
+        options: settings.options.clone(),
+    })
+    .await;
+    db.close().await;
+    println!("{}", said?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     kassa_platform::http::https_ready();
     let matches = per_service_args()
         .into_iter()
-        .fold(Cli::command(), |cmd, arg| cmd.arg(arg))
+        .fold(task_commands(Cli::command()), |cmd, arg| cmd.arg(arg))
         .get_matches();
     let per_service = read_per_service(&matches)?;
+    if let Some((name, sub)) = matches.subcommand()
+        && let Some(service) = registry::find(name).filter(|s| !s.tasks.is_empty())
+    {
+        return run_task(service, sub, &per_service).await;
+    }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Up { common, embedded } => {

@@ -17,6 +17,7 @@ pub static SERVICES: &[&Service] = &[
     &kassa_catalog::SERVICE,
     &kassa_inventory::SERVICE,
     &kassa_qr::SERVICE,
+    &kassa_analytics::SERVICE,
 ];
 
 /// The service named `name`.

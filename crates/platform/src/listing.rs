@@ -21,7 +21,7 @@ pub struct Listing {
 
 /// Equality filters on columns the service names (never on names from the request).
 #[derive(Debug, Clone, Default)]
-pub struct Filters(Vec<(&'static str, Arg)>);
+pub struct Filters(Vec<(&'static str, &'static str, Arg)>);
 
 impl Filters {
     pub fn new() -> Self {
@@ -29,9 +29,28 @@ impl Filters {
     }
 
     /// Only rows whose `column` equals `value`; nothing when `value` is `None`.
-    pub fn equal(mut self, column: &'static str, value: Option<impl Into<Arg>>) -> Self {
+    pub fn equal(self, column: &'static str, value: Option<impl Into<Arg>>) -> Self {
+        self.compare(column, "=", value)
+    }
+
+    /// Only rows whose `column` is `value` or later; nothing when `value` is `None`.
+    pub fn at_least(self, column: &'static str, value: Option<impl Into<Arg>>) -> Self {
+        self.compare(column, ">=", value)
+    }
+
+    /// Only rows whose `column` is before `value`; nothing when `value` is `None`.
+    pub fn below(self, column: &'static str, value: Option<impl Into<Arg>>) -> Self {
+        self.compare(column, "<", value)
+    }
+
+    fn compare(
+        mut self,
+        column: &'static str,
+        op: &'static str,
+        value: Option<impl Into<Arg>>,
+    ) -> Self {
         if let Some(v) = value {
-            self.0.push((column, v.into()));
+            self.0.push((column, op, v.into()));
         }
         self
     }
@@ -44,7 +63,7 @@ impl Filters {
             .0
             .iter()
             .enumerate()
-            .map(|(i, (column, _))| format!("{column} = ${}", i + 1))
+            .map(|(i, (column, op, _))| format!("{column} {op} ${}", i + 1))
             .collect();
         format!(" WHERE {}", terms.join(" AND "))
     }
@@ -70,7 +89,7 @@ impl Listing {
             n + 2
         ));
         let mut count = sql_assembled(format!("SELECT COUNT(*) AS n FROM {}{clause}", self.table));
-        for (_, arg) in &filters.0 {
+        for (_, _, arg) in &filters.0 {
             rows = rows.bind(arg.clone());
             count = count.bind(arg.clone());
         }
@@ -218,6 +237,10 @@ mod tests {
             .equal("user_id", None::<&str>)
             .equal("currency", Some("EUR"));
         assert_eq!(f.clause(), " WHERE status = $1 AND currency = $2");
+        let f = Filters::new()
+            .at_least("placed_at", Some(1_i64))
+            .below("placed_at", Some(2_i64));
+        assert_eq!(f.clause(), " WHERE placed_at >= $1 AND placed_at < $2");
         assert_eq!(Filters::new().clause(), "");
     }
 }

@@ -276,6 +276,7 @@ mod tests {
         routes: &[],
         consumes: &[],
         settings: &[],
+        tasks: &[],
         openapi: utoipa::openapi::OpenApi::default,
         build: |_| Err(crate::service::BuildError::Start("not built here".into())),
     };

@@ -34,6 +34,8 @@ pub struct Service {
     pub consumes: &'static [&'static str],
     /// Its own settings, offered as flags and `KASSA_*` variables.
     pub settings: &'static [Setting],
+    /// Commands an operator runs against its database: `kassa <name> <task>`.
+    pub tasks: &'static [Task],
     /// Its OpenAPI document, for the gateway's merged one when the service runs elsewhere.
     pub openapi: fn() -> utoipa::openapi::OpenApi,
     /// Builds the running service from the infrastructure it is given.
@@ -79,6 +81,25 @@ impl Setting {
     pub fn env(&self) -> String {
         format!("KASSA_{}", self.name.to_ascii_uppercase().replace('-', "_"))
     }
+}
+
+/// A command an operator runs against a service's database, outside its running processes
+/// (`kassa analytics rebuild`). It may run while they do: it is written to be safe beside them.
+#[derive(Debug, Clone, Copy)]
+pub struct Task {
+    /// Kebab case: `rebuild`.
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub help: &'static str,
+    /// Does it and says what it did, in a line for the operator.
+    pub run: fn(TaskInput) -> Pin<Box<dyn Future<Output = Result<String, BuildError>> + Send>>,
+}
+
+/// What a [`Task`] is given: the service's database (migrated) and its settings.
+#[derive(Clone)]
+pub struct TaskInput {
+    pub db: Db,
+    pub options: Options,
 }
 
 /// The values given for services' settings, by setting name; a setting given none has its

@@ -36,6 +36,7 @@ pub static SERVICE: Service = Service {
         limits::ORDER_RATE_LIMIT,
         limits::CLIENT_IP_HEADER,
     ],
+    tasks: &[],
     openapi: || openapi(Vec::new(), &[]),
     build,
 };

@@ -43,6 +43,7 @@ pub static SERVICE: Service = Service {
     ],
     consumes: &events::TOPICS,
     settings: &[EXPIRY_SWEEP],
+    tasks: &[],
     openapi: document,
     build,
 };

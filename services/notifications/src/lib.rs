@@ -52,6 +52,7 @@ pub static SERVICE: Service = Service {
     routes: &[],
     consumes: &notifier::TOPICS,
     settings: &[SMTP_URL, MAIL_DIR, MAIL_FROM],
+    tasks: &[],
     openapi: document,
     build,
 };

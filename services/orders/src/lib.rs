@@ -50,6 +50,7 @@ pub static SERVICE: Service = Service {
     ],
     consumes: &events::TOPICS,
     settings: &[CURRENCY],
+    tasks: &[],
     openapi: document,
     build,
 };

@@ -127,6 +127,7 @@ pub static SERVICE: Service = Service {
         QRIS_COUNTRY,
         QRIS_CATEGORY,
     ],
+    tasks: &[],
     openapi: document,
     build,
 };

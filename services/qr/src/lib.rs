@@ -29,6 +29,7 @@ pub static SERVICE: Service = Service {
     routes: &["/api/QrCode"],
     consumes: &events::TOPICS,
     settings: &[],
+    tasks: &[],
     openapi: document,
     build,
 };

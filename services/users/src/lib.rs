@@ -55,6 +55,7 @@ pub static SERVICE: Service = Service {
     ],
     consumes: &[],
     settings: &[ADMIN_EMAILS],
+    tasks: &[],
     openapi: document,
     build,
 };

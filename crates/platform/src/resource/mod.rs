@@ -316,6 +316,7 @@ macro_rules! records_service {
             routes: &[$($prefix,)+ $($($more,)+)?],
             consumes: $crate::records_service!(@consumes $($consumes)?),
             settings: &[],
+            tasks: &[],
             openapi: $crate::records_service!(@document $resource $(, $document)?),
             build,
         };

@@ -1,0 +1,655 @@
+//! The seed's four report routes (`/api/v1/reports/reports/…`): each takes a range of local
+//! dates and a time zone, answers money as exact decimals by currency, and is open to staff and
+//! the shop's own devices, never to customers.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json, Router,
+    extract::{RawQuery, State},
+    routing::get,
+};
+use chrono::{NaiveDate, SecondsFormat};
+use chrono_tz::Tz;
+use kassa_contracts::{Currency, money::raw_number};
+use kassa_platform::{
+    auth::Access,
+    db::Db,
+    http::{
+        ApiError, ApiResult, Page, Pagination,
+        openapi::{self, InvalidParams, ProblemResponses, SignedIn},
+        parse_currency,
+    },
+    listing::query_pairs,
+};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    facts::{OrderFacts, Sales, Status},
+    period::{Interval, MAX_BUCKETS, MAX_DAYS, Period},
+    reports::{self, ProductFigures, Rank},
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    /// The shop's time zone, for a request that names none.
+    pub zone: Tz,
+}
+
+/// What every report is asked: a period in a time zone, perhaps one currency.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub period: Period,
+    pub currency: Option<String>,
+    /// Whether the period was asked for (`from` or `to`), or is today by default.
+    pub ranged: bool,
+    /// The other parameters, by name.
+    pub rest: BTreeMap<String, String>,
+}
+
+fn date(param: &str, value: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| {
+        ApiError::invalid(
+            param,
+            "invalid_date",
+            format!("`{param}` must be a date written YYYY-MM-DD."),
+        )
+    })
+}
+
+/// Reads the common parameters and those in `extra`; any other (and a repeated one) is a 400.
+pub fn asked(
+    query: Option<&str>,
+    extra: &[&str],
+    paged: bool,
+    state: &AppState,
+) -> Result<Asked, ApiError> {
+    let mut allowed = vec!["from", "to", "timeZone", "currency"];
+    allowed.extend_from_slice(extra);
+    let mut given: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in query_pairs(query, &allowed)? {
+        if !paged && (name == "page" || name == "limit") {
+            return Err(ApiError::invalid(
+                name.as_str(),
+                "unknown_parameter",
+                format!("`{name}` is not a parameter of this report; it has no pages."),
+            ));
+        }
+        if given.insert(name.clone(), value).is_some() {
+            return Err(ApiError::invalid(
+                name.as_str(),
+                "repeated_parameter",
+                format!("`{name}` is given more than once."),
+            ));
+        }
+    }
+    let zone = match given.remove("timeZone") {
+        None => state.zone,
+        Some(name) => name.trim().parse::<Tz>().map_err(|_| {
+            ApiError::invalid(
+                "timeZone",
+                "invalid_time_zone",
+                "`timeZone` must name an IANA time zone, such as Asia/Jakarta or UTC.",
+            )
+        })?,
+    };
+    let today = Period::today(zone, kassa_contracts::now());
+    let from = given.remove("from").map(|v| date("from", &v)).transpose()?;
+    let to = given.remove("to").map(|v| date("to", &v)).transpose()?;
+    let ranged = from.is_some() || to.is_some();
+    let (from, to) = match (from, to) {
+        (Some(f), Some(t)) => (f, t),
+        (Some(f), None) => (f, f.max(today.to)),
+        (None, Some(t)) => (t, t),
+        (None, None) => (today.from, today.to),
+    };
+    if to < from {
+        return Err(ApiError::invalid(
+            "to",
+            "invalid_range",
+            "`to` must not be before `from`.",
+        ));
+    }
+    let period = Period { zone, from, to };
+    if period.days() > MAX_DAYS || period.end() <= period.start() {
+        return Err(ApiError::invalid(
+            "to",
+            "invalid_range",
+            format!("A report covers at most {MAX_DAYS} days between 1970 and 9999."),
+        ));
+    }
+    let currency = given
+        .remove("currency")
+        .map(|c| parse_currency("currency", c.trim()).map(|c| c.code().to_owned()))
+        .transpose()?;
+    Ok(Asked {
+        period,
+        currency,
+        ranged,
+        rest: given,
+    })
+}
+
+fn exponent(currency: &str) -> u8 {
+    Currency::parse(currency).map(|c| c.exponent()).unwrap_or(2)
+}
+
+/// `minor / n` rounded half away from zero.
+fn average(minor: i64, n: i64) -> i64 {
+    if n == 0 {
+        return 0;
+    }
+    let (q, r) = (minor / n, minor % n);
+    if 2 * r.abs() >= n {
+        q + minor.signum()
+    } else {
+        q
+    }
+}
+
+/// Money of one currency in a report.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    #[schema(value_type = openapi::CurrencyCode)]
+    pub currency: String,
+    /// Orders placed in this currency.
+    pub orders: i64,
+    /// Of those, the orders whose payment went through (refunded ones included).
+    pub paid_orders: i64,
+    /// What their payments took in.
+    #[schema(schema_with = openapi::amount_output)]
+    pub revenue: Box<RawValue>,
+    /// What went back to customers of these orders.
+    #[schema(schema_with = openapi::amount_output)]
+    pub refunds: Box<RawValue>,
+    /// Revenue less refunds.
+    #[schema(schema_with = openapi::amount_output)]
+    pub net: Box<RawValue>,
+    /// Revenue per paid order, rounded to the currency's minor unit (half away from zero).
+    #[schema(schema_with = openapi::amount_output)]
+    pub average_ticket: Box<RawValue>,
+}
+
+impl Totals {
+    fn new(currency: &str, s: &Sales) -> Self {
+        let e = exponent(currency);
+        Totals {
+            currency: currency.to_owned(),
+            orders: s.orders,
+            paid_orders: s.paid_orders,
+            revenue: raw_number(s.revenue_minor, e),
+            refunds: raw_number(s.refunds_minor, e),
+            net: raw_number(s.revenue_minor - s.refunds_minor, e),
+            average_ticket: raw_number(average(s.revenue_minor, s.paid_orders), e),
+        }
+    }
+}
+
+/// The period a report covers, as it was read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Covered {
+    /// The first local day.
+    #[schema(value_type = String, format = Date)]
+    pub from: String,
+    /// The last local day (included).
+    #[schema(value_type = String, format = Date)]
+    pub to: String,
+    pub time_zone: String,
+    /// When the first day begins, with its offset.
+    #[schema(value_type = String, format = DateTime)]
+    pub start: String,
+    /// When the day after the last begins.
+    #[schema(value_type = String, format = DateTime)]
+    pub end: String,
+}
+
+impl From<&Period> for Covered {
+    fn from(p: &Period) -> Self {
+        Covered {
+            from: p.from.to_string(),
+            to: p.to.to_string(),
+            time_zone: p.zone.name().to_owned(),
+            start: p.start().to_rfc3339_opts(SecondsFormat::Secs, false),
+            end: p.end().to_rfc3339_opts(SecondsFormat::Secs, false),
+        }
+    }
+}
+
+/// Orders by where they stand now.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub orders: i64,
+    pub pending: i64,
+    pub paid: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    /// Orders whose payment went through, whatever happened after.
+    pub paid_orders: i64,
+    /// Orders with money given back.
+    pub refunded_orders: i64,
+}
+
+impl Counts {
+    fn add(&mut self, s: &Sales) {
+        self.orders += s.orders;
+        self.pending += s.pending;
+        self.paid += s.paid;
+        self.completed += s.completed;
+        self.failed += s.failed;
+        self.cancelled += s.cancelled;
+        self.paid_orders += s.paid_orders;
+        self.refunded_orders += s.refunded_orders;
+    }
+}
+
+/// A period's summary: its orders by status, money by currency, and how many events of each
+/// type came (sign-ups, low stock, pickups…).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    #[serde(flatten)]
+    pub covered: Covered,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub totals: Vec<Totals>,
+    pub activity: BTreeMap<String, i64>,
+}
+
+pub async fn summary_of(db: &Db, asked: &Asked) -> ApiResult<Summary> {
+    let sales = reports::sales(db, &asked.period, asked.currency.as_deref()).await?;
+    let mut counts = Counts::default();
+    for s in sales.values() {
+        counts.add(s);
+    }
+    Ok(Summary {
+        covered: (&asked.period).into(),
+        counts,
+        totals: sales.iter().map(|(c, s)| Totals::new(c, s)).collect(),
+        activity: reports::activity(db, &asked.period).await?,
+    })
+}
+
+/// Today's summary (or any period's): orders, revenue, average ticket, paid, failed and
+/// cancelled orders, refunds.
+#[utoipa::path(get, path = "/api/v1/reports/reports/summary", tag = "Reports",
+    operation_id = "report_summary",
+    security((), ("bearer" = []), ("cookie" = [])),
+    params(
+        ("from" = Option<String>, Query, format = Date, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
+        ("to" = Option<String>, Query, format = Date, description = "The last local day, included; `from`, or today when `from` is in the past, when not given."),
+        ("timeZone" = Option<String>, Query, description = "The IANA time zone the days are in (the service's `--report-time-zone` when not given)."),
+        ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
+    ),
+    responses(
+        (status = 200, body = Summary, description = "The period's figures."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
+        SignedIn,
+        InvalidParams,
+    ))]
+pub async fn summary(
+    State(state): State<AppState>,
+    access: Access,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Summary>> {
+    access.sees_everything()?;
+    let asked = asked(query.as_deref(), &[], false, &state)?;
+    Ok(Json(summary_of(&state.db, &asked).await?))
+}
+
+/// A product among the best sellers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Favorite {
+    pub product_id: Uuid,
+    pub name: String,
+    #[schema(value_type = openapi::CurrencyCode)]
+    pub currency: String,
+    /// Units sold in orders paid and not cancelled.
+    pub quantity: i64,
+    /// What those units were sold for.
+    #[schema(schema_with = openapi::amount_output)]
+    pub revenue: Box<RawValue>,
+}
+
+impl From<ProductFigures> for Favorite {
+    fn from(p: ProductFigures) -> Self {
+        Favorite {
+            revenue: raw_number(p.revenue_minor, exponent(&p.currency)),
+            product_id: p.product_id,
+            name: p.name,
+            currency: p.currency,
+            quantity: p.quantity,
+        }
+    }
+}
+
+/// The best sellers of a period, ranked two ways.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Favorites {
+    #[serde(flatten)]
+    pub covered: Covered,
+    pub top: u32,
+    /// Most units first.
+    pub by_quantity: Vec<Favorite>,
+    /// Most revenue first.
+    pub by_revenue: Vec<Favorite>,
+}
+
+pub const MAX_TOP: u32 = 100;
+
+pub async fn favorites_of(db: &Db, asked: &Asked) -> ApiResult<Favorites> {
+    let top = match asked.rest.get("top") {
+        None => 10,
+        Some(t) => t
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|t| (1..=MAX_TOP).contains(t))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "top",
+                    "invalid_top",
+                    format!("`top` must be a whole number from 1 to {MAX_TOP}."),
+                )
+            })?,
+    };
+    let currency = asked.currency.as_deref();
+    let by = |rank| reports::favorites(db, &asked.period, currency, rank, top);
+    Ok(Favorites {
+        covered: (&asked.period).into(),
+        top,
+        by_quantity: by(Rank::Quantity)
+            .await?
+            .into_iter()
+            .map(Favorite::from)
+            .collect(),
+        by_revenue: by(Rank::Revenue)
+            .await?
+            .into_iter()
+            .map(Favorite::from)
+            .collect(),
+    })
+}
+
+/// The best-selling products of a period, by units and by revenue.
+#[utoipa::path(get, path = "/api/v1/reports/reports/favorites", tag = "Reports",
+    operation_id = "report_favorites",
+    security((), ("bearer" = []), ("cookie" = [])),
+    params(
+        ("from" = Option<String>, Query, format = Date, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
+        ("to" = Option<String>, Query, format = Date, description = "The last local day, included."),
+        ("timeZone" = Option<String>, Query, description = "The IANA time zone the days are in."),
+        ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only sales in this currency (rank revenue in one currency)."),
+        ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "How many products each ranking lists (10 when not given)."),
+    ),
+    responses(
+        (status = 200, body = Favorites, description = "The best sellers."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
+        SignedIn,
+        InvalidParams,
+    ))]
+pub async fn favorites(
+    State(state): State<AppState>,
+    access: Access,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Favorites>> {
+    access.sees_everything()?;
+    let asked = asked(query.as_deref(), &["top"], false, &state)?;
+    Ok(Json(favorites_of(&state.db, &asked).await?))
+}
+
+/// One hour, day or week of a trend.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrendPoint {
+    /// When it begins, local, with its offset.
+    #[schema(value_type = String, format = DateTime)]
+    pub start: String,
+    pub orders: i64,
+    pub paid_orders: i64,
+    /// Money by currency (none when no order was placed).
+    pub totals: Vec<Totals>,
+}
+
+/// Revenue and orders per hour, day or week.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trend {
+    #[serde(flatten)]
+    pub covered: Covered,
+    #[schema(value_type = String, example = "day")]
+    pub interval: &'static str,
+    pub points: Vec<TrendPoint>,
+}
+
+pub async fn trend_of(db: &Db, asked: &Asked) -> ApiResult<Trend> {
+    let interval = match asked.rest.get("interval") {
+        None if asked.period.days() == 1 => Interval::Hour,
+        None => Interval::Day,
+        Some(i) => Interval::parse(i).ok_or_else(|| {
+            ApiError::invalid(
+                "interval",
+                "invalid_interval",
+                "`interval` must be hour, day or week.",
+            )
+        })?,
+    };
+    let buckets = asked.period.buckets(interval).ok_or_else(|| {
+        ApiError::invalid(
+            "interval",
+            "too_many_points",
+            format!(
+                "A trend has at most {MAX_BUCKETS} points: choose a longer interval or a shorter range."
+            ),
+        )
+    })?;
+    let sums = reports::trend(db, &asked.period, &buckets, asked.currency.as_deref()).await?;
+    Ok(Trend {
+        covered: (&asked.period).into(),
+        interval: interval.as_str(),
+        points: buckets
+            .iter()
+            .zip(sums)
+            .map(|(b, by_currency)| TrendPoint {
+                start: b.start.to_rfc3339_opts(SecondsFormat::Secs, false),
+                orders: by_currency.values().map(|s| s.orders).sum(),
+                paid_orders: by_currency.values().map(|s| s.paid_orders).sum(),
+                totals: by_currency.iter().map(|(c, s)| Totals::new(c, s)).collect(),
+            })
+            .collect(),
+    })
+}
+
+/// Revenue and orders per hour, day or week over a period.
+#[utoipa::path(get, path = "/api/v1/reports/reports/sales-trend", tag = "Reports",
+    operation_id = "report_sales_trend",
+    security((), ("bearer" = []), ("cookie" = [])),
+    params(
+        ("from" = Option<String>, Query, format = Date, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
+        ("to" = Option<String>, Query, format = Date, description = "The last local day, included."),
+        ("timeZone" = Option<String>, Query, description = "The IANA time zone the days are in."),
+        ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
+        ("interval" = Option<String>, Query, description = "`hour`, `day` or `week` (weeks begin on Monday); `hour` for one day, else `day`, when not given. At most 1000 points."),
+    ),
+    responses(
+        (status = 200, body = Trend, description = "One point per interval, empty ones included."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
+        SignedIn,
+        InvalidParams,
+    ))]
+pub async fn sales_trend(
+    State(state): State<AppState>,
+    access: Access,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Trend>> {
+    access.sees_everything()?;
+    let asked = asked(query.as_deref(), &["interval"], false, &state)?;
+    Ok(Json(trend_of(&state.db, &asked).await?))
+}
+
+/// One line of a recent order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentLine {
+    pub product_id: Uuid,
+    pub name: String,
+    pub quantity: i64,
+    #[schema(schema_with = openapi::amount_output)]
+    pub unit_price: Box<RawValue>,
+}
+
+/// An order as analytics knows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentOrder {
+    pub order_id: Uuid,
+    /// Its number (seed 001's `orderID`).
+    pub order_number: Option<i64>,
+    #[schema(value_type = String, format = DateTime)]
+    pub placed_at: String,
+    #[schema(schema_with = Status::schema)]
+    pub status: &'static str,
+    #[schema(value_type = openapi::CurrencyCode)]
+    pub currency: String,
+    #[schema(schema_with = openapi::amount_output)]
+    pub total: Box<RawValue>,
+    /// What its payment took in (0 until it went through).
+    #[schema(schema_with = openapi::amount_output)]
+    pub paid: Box<RawValue>,
+    #[schema(schema_with = openapi::amount_output)]
+    pub refunded: Box<RawValue>,
+    /// How it was paid, where known: Cash, QRIS, saved_card.
+    pub method: Option<String>,
+    /// What was ordered, in the customer's words.
+    pub item: Option<String>,
+    pub items: Vec<RecentLine>,
+}
+
+impl RecentOrder {
+    fn new(o: OrderFacts, zone: Tz) -> Self {
+        let currency = o.currency.clone().unwrap_or_default();
+        let e = exponent(&currency);
+        RecentOrder {
+            order_id: o.order_id,
+            order_number: o.order_number,
+            placed_at: o
+                .placed_at
+                .map(|t| {
+                    t.with_timezone(&zone)
+                        .to_rfc3339_opts(SecondsFormat::Millis, false)
+                })
+                .unwrap_or_default(),
+            status: o.status().as_str(),
+            total: raw_number(o.total_minor.unwrap_or(0), e),
+            paid: raw_number(o.paid_minor, e),
+            refunded: raw_number(o.refunded_minor, e),
+            method: o.method.clone(),
+            item: o.item.clone(),
+            items: o
+                .lines
+                .iter()
+                .map(|l| RecentLine {
+                    product_id: l.product_id,
+                    name: l.name.clone(),
+                    quantity: l.quantity,
+                    unit_price: raw_number(l.unit_price_minor, e),
+                })
+                .collect(),
+            currency,
+        }
+    }
+}
+
+pub async fn recent_of(
+    db: &Db,
+    asked: &Asked,
+    pagination: Pagination,
+) -> ApiResult<Page<RecentOrder>> {
+    let status = asked
+        .rest
+        .get("status")
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    "invalid_status",
+                    "`status` must be PENDING, PAID, COMPLETED, FAILED or CANCELLED.",
+                )
+            })
+        })
+        .transpose()?;
+    let period = asked.ranged.then_some(&asked.period);
+    let page =
+        reports::recent_orders(db, pagination, period, status, asked.currency.as_deref()).await?;
+    let zone = asked.period.zone;
+    Ok(page.map(|o| RecentOrder::new(o, zone)))
+}
+
+/// Orders newest first, a page at a time: every order, or those placed in a period.
+#[utoipa::path(get, path = "/api/v1/reports/reports/recent-orders", tag = "Reports",
+    operation_id = "report_recent_orders",
+    security((), ("bearer" = []), ("cookie" = [])),
+    params(
+        Pagination,
+        ("from" = Option<String>, Query, format = Date, description = "Only orders placed on this local day (YYYY-MM-DD) or later."),
+        ("to" = Option<String>, Query, format = Date, description = "Only orders placed on this local day or earlier."),
+        ("timeZone" = Option<String>, Query, description = "The IANA time zone of the days and of `placedAt`."),
+        ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
+        ("status" = Option<String>, Query, description = "Only orders where they stand now: PENDING, PAID, COMPLETED, FAILED or CANCELLED."),
+    ),
+    responses(
+        (status = 200, body = Page<RecentOrder>, description = "One page and the paging facts."),
+        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
+        SignedIn,
+        InvalidParams,
+    ))]
+pub async fn recent_orders(
+    State(state): State<AppState>,
+    access: Access,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Page<RecentOrder>>> {
+    access.sees_everything()?;
+    let pagination = Pagination::from_query(query.as_deref())?;
+    let asked = asked(query.as_deref(), &["status"], true, &state)?;
+    Ok(Json(recent_of(&state.db, &asked, pagination).await?))
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/reports/reports/summary", get(summary))
+        .route("/api/v1/reports/reports/favorites", get(favorites))
+        .route("/api/v1/reports/reports/sales-trend", get(sales_trend))
+        .route("/api/v1/reports/reports/recent-orders", get(recent_orders))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(summary, favorites, sales_trend, recent_orders),
+    components(schemas(Summary, Covered, Counts, Totals, Favorites, Favorite, Trend, TrendPoint, RecentOrder, RecentLine)),
+    modifiers(&ProblemResponses)
+)]
+pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_round_half_away_from_zero() {
+        assert_eq!(average(1000, 3), 333);
+        assert_eq!(average(1001, 2), 501);
+        assert_eq!(average(999, 2), 500);
+        assert_eq!(average(5, 0), 0);
+        assert_eq!(average(-5, 2), -3);
+    }
+}

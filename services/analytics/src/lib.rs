@@ -1,0 +1,108 @@
+//! The analytics service of seed 002: live reports and a dashboard, built from the events every
+//! other service publishes (never from their tables), so a report is seconds behind the till.
+//! Every event is kept as it came, and the read models can be made again from them
+//! (`kassa analytics rebuild`) when a report changes shape.
+//!
+//! - `facts.rs`: what events say about orders, and the quarter-hour sums they move
+//! - `period.rs`: local days in the shop's time zone, as slots, hours, days and weeks
+//! - `reports.rs`: the reports' queries
+//! - `api.rs`: the seed's report routes
+//! - `dashboard.rs`: the page at `/dashboard`, its charts drawn here as SVG
+//! - `rebuild.rs`: the read models made again from the stored events
+
+pub mod api;
+pub mod dashboard;
+pub mod facts;
+pub mod period;
+pub mod rebuild;
+pub mod reports;
+
+use async_trait::async_trait;
+use chrono_tz::Tz;
+use kassa_contracts::Envelope;
+use kassa_platform::{
+    bus::HandlerError,
+    consumer::{Applied, Apply, Fresh, Inboxed},
+    db::Tx,
+    migrate::Migrations,
+    service::{BuildError, Infra, Service, ServiceParts, Setting},
+};
+use utoipa::OpenApi;
+
+pub const NAME: &str = "analytics";
+
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_analytics"]);
+
+/// The shop's time zone: where "today" is, when a report names no zone.
+pub const TIME_ZONE: Setting = Setting {
+    name: "report-time-zone",
+    default: "UTC",
+    help: "The IANA time zone of the shop's days in reports and on the dashboard (Asia/Jakarta, …)",
+};
+
+pub static SERVICE: Service = Service {
+    name: NAME,
+    default_port: 8000,
+    migrations: Some(&MIGRATIONS),
+    routes: &["/api/v1/reports", "/dashboard"],
+    // Every event of every service.
+    consumes: &["#"],
+    settings: &[TIME_ZONE],
+    tasks: &[rebuild::TASK],
+    openapi: document,
+    build,
+};
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = api::ApiDoc::openapi();
+    doc.merge(dashboard::ApiDoc::openapi());
+    doc
+}
+
+/// The configured time zone.
+pub fn time_zone(options: &kassa_platform::service::Options) -> Result<Tz, BuildError> {
+    let name: String = options.get(&TIME_ZONE)?;
+    name.trim()
+        .parse()
+        .map_err(|_| BuildError::setting(&TIME_ZONE, format!("`{name}` is not an IANA time zone")))
+}
+
+fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
+    let db = infra.db()?;
+    let state = api::AppState {
+        db: db.clone(),
+        zone: time_zone(&infra.options)?,
+    };
+    let router = api::router(state.clone()).merge(dashboard::router(state));
+    Ok(ServiceParts::api(router, document).with_handler(Inboxed::new(NAME, db, Projection)))
+}
+
+/// Keeps every event and moves the read models by what it says.
+pub struct Projection;
+
+#[async_trait]
+impl Apply for Projection {
+    type Event = facts::Fact;
+    type AfterCommit = ();
+
+    fn decode(&self, event: &Envelope) -> Result<facts::Fact, HandlerError> {
+        facts::read(event)
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        events: Vec<Fresh<'_, facts::Fact>>,
+    ) -> Result<Applied<()>, HandlerError> {
+        let envelopes: Vec<&Envelope> = events.iter().map(|f| f.envelope).collect();
+        let stored = facts::store(tx, &envelopes).await?;
+        // An event stored before (the inbox forgets, in time; the store does not) moves nothing.
+        let fresh = events
+            .into_iter()
+            .filter(|f| stored.contains(&f.envelope.id))
+            .map(|f| (f.event, f.envelope.time, f.envelope.event_type.as_str()))
+            .collect();
+        facts::project(tx, fresh).await?;
+        Ok(Applied::publish(Vec::new()))
+    }
+}
