@@ -414,6 +414,33 @@ fn cases(w: &World, required: bool) -> Vec<Case> {
             None,
             [anon(404), 404, 404, 404, 404],
         ),
+        // Reports and the dashboard: figures over everyone's orders, for the shop (open where
+        // the installation is), an admin or a service; never a customer.
+        case(
+            M::GET,
+            "/api/v1/reports/reports/summary",
+            None,
+            [anon(200), 403, 403, 200, 200],
+        ),
+        case(
+            M::GET,
+            "/api/v1/reports/reports/favorites",
+            None,
+            [anon(200), 403, 403, 200, 200],
+        ),
+        case(
+            M::GET,
+            "/api/v1/reports/reports/sales-trend",
+            None,
+            [anon(200), 403, 403, 200, 200],
+        ),
+        case(
+            M::GET,
+            "/api/v1/reports/reports/recent-orders",
+            None,
+            [anon(200), 403, 403, 200, 200],
+        ),
+        case(M::GET, "/dashboard", None, [anon(200), 403, 403, 200, 200]),
         // Pickup codes: the kiosk (open), an admin or a service makes them and registers
         // dispensers; a dispenser's signature, never a token, redeems one.
         case(
