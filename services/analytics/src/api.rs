@@ -24,7 +24,10 @@ use kassa_platform::{
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{
+    OpenApi, ToSchema,
+    openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -52,13 +55,113 @@ pub struct Asked {
 }
 
 fn date(param: &str, value: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| {
-        ApiError::invalid(
-            param,
-            "invalid_date",
-            format!("`{param}` must be a date written YYYY-MM-DD."),
-        )
-    })
+    let shaped = value.len() == 10
+        && value.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::invalid(
+                param,
+                "invalid_date",
+                format!("`{param}` must be a date written YYYY-MM-DD."),
+            )
+        })
+}
+
+/// Declares a query parameter's type by its schema, for the routes' documents.
+macro_rules! parameter {
+    ($(#[$doc:meta])* $name:ident, $schema:path) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<Schema> {
+                $schema().into()
+            }
+        }
+
+        impl ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+    };
+}
+
+parameter!(
+    /// A local date, YYYY-MM-DD.
+    LocalDate,
+    date_schema
+);
+parameter!(
+    /// An IANA time zone name.
+    TimeZoneName,
+    time_zone_schema
+);
+parameter!(
+    /// `hour`, `day` or `week`.
+    TrendInterval,
+    interval_schema
+);
+parameter!(
+    /// Where an order stands.
+    StatusFilter,
+    status_schema
+);
+parameter!(
+    /// How many products a ranking lists.
+    TopCount,
+    top_schema
+);
+
+/// A date parameter as [`date`] reads it.
+pub fn date_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+        .pattern(Some("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+        .into()
+}
+
+/// A time zone parameter: an IANA name, exactly as the time zone database writes it.
+pub fn time_zone_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|z| z.name())))
+        .examples([serde_json::json!("Asia/Jakarta")])
+        .into()
+}
+
+fn interval_schema() -> Schema {
+    openapi::any_case_text(
+        &Interval::NAMES,
+        "`hour`, `day` or `week`, in any letter case.",
+    )
+}
+
+const STATUSES: [&str; 6] = [
+    "PENDING",
+    "PAID",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "CANCELED",
+];
+
+fn status_schema() -> Schema {
+    openapi::any_case_text(&STATUSES, "Where the order stands now, in any letter case.")
+}
+
+fn top_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^(?:[1-9][0-9]?|100)$"))
+        .description(Some("A whole number from 1 to 100, in digits."))
+        .into()
 }
 
 /// Reads the common parameters and those in `extra`; any other (and a repeated one) is a 400.
@@ -89,7 +192,7 @@ pub fn asked(
     }
     let zone = match given.remove("timeZone") {
         None => state.zone,
-        Some(name) => name.trim().parse::<Tz>().map_err(|_| {
+        Some(name) => name.parse::<Tz>().map_err(|_| {
             ApiError::invalid(
                 "timeZone",
                 "invalid_time_zone",
@@ -108,23 +211,22 @@ pub fn asked(
         (None, None) => (today.from, today.to),
     };
     if to < from {
-        return Err(ApiError::invalid(
-            "to",
-            "invalid_range",
-            "`to` must not be before `from`.",
-        ));
+        return Err(
+            ApiError::unprocessable("invalid_range", "`to` must not be before `from`.")
+                .with_param("to"),
+        );
     }
     let period = Period { zone, from, to };
     if period.days() > MAX_DAYS || period.end() <= period.start() {
-        return Err(ApiError::invalid(
-            "to",
+        return Err(ApiError::unprocessable(
             "invalid_range",
-            format!("A report covers at most {MAX_DAYS} days between 1970 and 9999."),
-        ));
+            format!("A report covers at most {MAX_DAYS} days, each before 9999-12-31."),
+        )
+        .with_param("to"));
     }
     let currency = given
         .remove("currency")
-        .map(|c| parse_currency("currency", c.trim()).map(|c| c.code().to_owned()))
+        .map(|c| parse_currency("currency", &c).map(|c| c.code().to_owned()))
         .transpose()?;
     Ok(Asked {
         period,
@@ -283,14 +385,15 @@ pub async fn summary_of(db: &Db, asked: &Asked) -> ApiResult<Summary> {
     operation_id = "report_summary",
     security((), ("bearer" = []), ("cookie" = [])),
     params(
-        ("from" = Option<String>, Query, format = Date, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
-        ("to" = Option<String>, Query, format = Date, description = "The last local day, included; `from`, or today when `from` is in the past, when not given."),
-        ("timeZone" = Option<String>, Query, description = "The IANA time zone the days are in (the service's `--report-time-zone` when not given)."),
+        ("from" = Option<LocalDate>, Query, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
+        ("to" = Option<LocalDate>, Query, description = "The last local day, included; `from`, or today when `from` is in the past, when not given."),
+        ("timeZone" = Option<TimeZoneName>, Query, description = "The IANA time zone the days are in (the service's `--report-time-zone` when not given)."),
         ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
     ),
     responses(
         (status = 200, body = Summary, description = "The period's figures."),
         (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
+        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The parameters do not go together: `to` before `from`, more than 3660 days (`invalid_range`), or more than 1000 points in a trend (`too_many_points`)."),
         SignedIn,
         InvalidParams,
     ))]
@@ -350,9 +453,10 @@ pub async fn favorites_of(db: &Db, asked: &Asked) -> ApiResult<Favorites> {
     let top = match asked.rest.get("top") {
         None => 10,
         Some(t) => t
-            .trim()
             .parse::<u32>()
             .ok()
+            // Digits as written, with no sign or leading zero.
+            .filter(|n| n.to_string() == *t)
             .filter(|t| (1..=MAX_TOP).contains(t))
             .ok_or_else(|| {
                 ApiError::invalid(
@@ -385,15 +489,16 @@ pub async fn favorites_of(db: &Db, asked: &Asked) -> ApiResult<Favorites> {
     operation_id = "report_favorites",
     security((), ("bearer" = []), ("cookie" = [])),
     params(
-        ("from" = Option<String>, Query, format = Date, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
-        ("to" = Option<String>, Query, format = Date, description = "The last local day, included."),
-        ("timeZone" = Option<String>, Query, description = "The IANA time zone the days are in."),
+        ("from" = Option<LocalDate>, Query, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
+        ("to" = Option<LocalDate>, Query, description = "The last local day, included."),
+        ("timeZone" = Option<TimeZoneName>, Query, description = "The IANA time zone the days are in."),
         ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only sales in this currency (rank revenue in one currency)."),
-        ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "How many products each ranking lists (10 when not given)."),
+        ("top" = Option<TopCount>, Query, description = "How many products each ranking lists (10 when not given)."),
     ),
     responses(
         (status = 200, body = Favorites, description = "The best sellers."),
         (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
+        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The parameters do not go together: `to` before `from`, more than 3660 days (`invalid_range`), or more than 1000 points in a trend (`too_many_points`)."),
         SignedIn,
         InvalidParams,
     ))]
@@ -444,13 +549,13 @@ pub async fn trend_of(db: &Db, asked: &Asked) -> ApiResult<Trend> {
         })?,
     };
     let buckets = asked.period.buckets(interval).ok_or_else(|| {
-        ApiError::invalid(
-            "interval",
+        ApiError::unprocessable(
             "too_many_points",
             format!(
                 "A trend has at most {MAX_BUCKETS} points: choose a longer interval or a shorter range."
             ),
         )
+        .with_param("interval")
     })?;
     let sums = reports::trend(db, &asked.period, &buckets, asked.currency.as_deref()).await?;
     Ok(Trend {
@@ -474,15 +579,16 @@ pub async fn trend_of(db: &Db, asked: &Asked) -> ApiResult<Trend> {
     operation_id = "report_sales_trend",
     security((), ("bearer" = []), ("cookie" = [])),
     params(
-        ("from" = Option<String>, Query, format = Date, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
-        ("to" = Option<String>, Query, format = Date, description = "The last local day, included."),
-        ("timeZone" = Option<String>, Query, description = "The IANA time zone the days are in."),
+        ("from" = Option<LocalDate>, Query, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
+        ("to" = Option<LocalDate>, Query, description = "The last local day, included."),
+        ("timeZone" = Option<TimeZoneName>, Query, description = "The IANA time zone the days are in."),
         ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
-        ("interval" = Option<String>, Query, description = "`hour`, `day` or `week` (weeks begin on Monday); `hour` for one day, else `day`, when not given. At most 1000 points."),
+        ("interval" = Option<TrendInterval>, Query, description = "`hour`, `day` or `week` (weeks begin on Monday); `hour` for one day, else `day`, when not given. At most 1000 points."),
     ),
     responses(
         (status = 200, body = Trend, description = "One point per interval, empty ones included."),
         (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
+        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The parameters do not go together: `to` before `from`, more than 3660 days (`invalid_range`), or more than 1000 points in a trend (`too_many_points`)."),
         SignedIn,
         InvalidParams,
     ))]
@@ -578,13 +684,16 @@ pub async fn recent_of(
         .rest
         .get("status")
         .map(|s| {
-            Status::parse(s).ok_or_else(|| {
-                ApiError::invalid(
-                    "status",
-                    "invalid_status",
-                    "`status` must be PENDING, PAID, COMPLETED, FAILED or CANCELLED.",
-                )
-            })
+            (s.trim() == s)
+                .then(|| Status::parse(s))
+                .flatten()
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "status",
+                        "invalid_status",
+                        "`status` must be PENDING, PAID, COMPLETED, FAILED or CANCELLED.",
+                    )
+                })
         })
         .transpose()?;
     let period = asked.ranged.then_some(&asked.period);
@@ -600,15 +709,16 @@ pub async fn recent_of(
     security((), ("bearer" = []), ("cookie" = [])),
     params(
         Pagination,
-        ("from" = Option<String>, Query, format = Date, description = "Only orders placed on this local day (YYYY-MM-DD) or later."),
-        ("to" = Option<String>, Query, format = Date, description = "Only orders placed on this local day or earlier."),
-        ("timeZone" = Option<String>, Query, description = "The IANA time zone of the days and of `placedAt`."),
+        ("from" = Option<LocalDate>, Query, description = "Only orders placed on this local day (YYYY-MM-DD) or later."),
+        ("to" = Option<LocalDate>, Query, description = "Only orders placed on this local day or earlier."),
+        ("timeZone" = Option<TimeZoneName>, Query, description = "The IANA time zone of the days and of `placedAt`."),
         ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
-        ("status" = Option<String>, Query, description = "Only orders where they stand now: PENDING, PAID, COMPLETED, FAILED or CANCELLED."),
+        ("status" = Option<StatusFilter>, Query, description = "Only orders where they stand now: PENDING, PAID, COMPLETED, FAILED or CANCELLED."),
     ),
     responses(
         (status = 200, body = Page<RecentOrder>, description = "One page and the paging facts."),
         (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
+        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The parameters do not go together: `to` before `from`, more than 3660 days (`invalid_range`), or more than 1000 points in a trend (`too_many_points`)."),
         SignedIn,
         InvalidParams,
     ))]
@@ -635,7 +745,7 @@ pub fn router(state: AppState) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     paths(summary, favorites, sales_trend, recent_orders),
-    components(schemas(Summary, Covered, Counts, Totals, Favorites, Favorite, Trend, TrendPoint, RecentOrder, RecentLine)),
+    components(schemas(LocalDate, TimeZoneName, TrendInterval, StatusFilter, TopCount, Summary, Covered, Counts, Totals, Favorites, Favorite, Trend, TrendPoint, RecentOrder, RecentLine)),
     modifiers(&ProblemResponses)
 )]
 pub struct ApiDoc;

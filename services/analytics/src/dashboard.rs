@@ -349,7 +349,7 @@ pub async fn page_of(state: &AppState, asked: &Asked) -> ApiResult<String> {
 #[utoipa::path(get, path = "/dashboard", tag = "Reports", operation_id = "dashboard",
     security((), ("bearer" = []), ("cookie" = [])),
     params(
-        ("timeZone" = Option<String>, Query, description = "The IANA time zone of \"today\" (the service's `--report-time-zone` when not given)."),
+        ("timeZone" = Option<api::TimeZoneName>, Query, description = "The IANA time zone of \"today\" (the service's `--report-time-zone` when not given)."),
         ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
     ),
     responses(
@@ -385,7 +385,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(dashboard), modifiers(&ProblemResponses))]
+#[openapi(paths(dashboard), components(schemas(api::TimeZoneName)), modifiers(&ProblemResponses))]
 pub struct ApiDoc;
 
 #[cfg(test)]

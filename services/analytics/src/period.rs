@@ -45,11 +45,12 @@ pub enum Interval {
 impl Interval {
     pub const NAMES: [&'static str; 3] = ["hour", "day", "week"];
 
+    /// One of [`Self::NAMES`], in any letter case.
     pub fn parse(text: &str) -> Option<Interval> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "hour" | "hourly" => Some(Interval::Hour),
-            "day" | "daily" => Some(Interval::Day),
-            "week" | "weekly" => Some(Interval::Week),
+        match text.to_ascii_lowercase().as_str() {
+            "hour" => Some(Interval::Hour),
+            "day" => Some(Interval::Day),
+            "week" => Some(Interval::Week),
             _ => None,
         }
     }
