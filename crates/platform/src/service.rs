@@ -92,8 +92,11 @@ pub struct Task {
     /// One line for `--help`.
     pub help: &'static str,
     /// Does it and says what it did, in a line for the operator.
-    pub run: fn(TaskInput) -> Pin<Box<dyn Future<Output = Result<String, BuildError>> + Send>>,
+    pub run: fn(TaskInput) -> TaskRun,
 }
+
+/// A [`Task`] under way.
+pub type TaskRun = Pin<Box<dyn Future<Output = Result<String, BuildError>> + Send>>;
 
 /// What a [`Task`] is given: the service's database (migrated) and its settings.
 #[derive(Clone)]
