@@ -204,7 +204,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;background:#
 header{background:#1a365d;color:#fff;padding:12px 24px;display:flex;justify-content:space-between;align-items:baseline}\
 main{padding:16px 24px;display:grid;gap:16px}\
 section{background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08)}\
-h2{font-size:15px;margin:0 0 8px}.tiles{display:flex;flex-wrap:wrap;gap:12px}\
+h2{font-size:15px;margin:0 0 8px}h3{font-size:13px;margin:4px 0;color:#4a5568}.tiles{display:flex;flex-wrap:wrap;gap:12px}\
 .tile{min-width:120px;padding:8px 12px;background:#edf2f7;border-radius:6px}\
 .tile .label{font-size:12px;color:#4a5568}.tile .value{font-size:22px;font-weight:600}\
 table{border-collapse:collapse;width:100%;font-size:13px}td,th{padding:4px 6px;border-bottom:1px solid #e2e8f0;text-align:left}\
