@@ -20,7 +20,7 @@ export RUST_LOG=warn
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # ONLY="startup reads" runs just those parts: startup embedded distributed rates latency reads
-# lists soak kafka. The soak (ten rounds of N orders against one process) runs only when named, as it takes
+# lists reports soak kafka. The soak (ten rounds of N orders against one process) runs only when named, as it takes
 # five minutes: ONLY=soak, or ONLY=soak with PostgreSQL's autovacuum on and off in turn.
 want() { { [ -z "${ONLY:-}" ] && [ "$1" != soak ] && [ "$1" != kafka ]; } || [[ " ${ONLY:-} " == *" $1 "* ]]; }
 
@@ -162,6 +162,77 @@ print(head + "." + b64(hmac.new(os.environ["SECRET"].encode(), head.encode(), ha
   stop "$pid"
 }
 want lists && lists
+
+# Seed 002's reports with 100,000 orders: their events (order.created with two lines of twenty
+# products, then paid, failed, cancelled or refunded; about 300,000 events over 90 days) written
+# straight into analytics' event store, the read models made from them by `kassa analytics
+# rebuild` (timed), then each report for 5 s over one connection (wrk --latency), p50 and p99.
+reports() {
+  local db="${ns}p" adb
+  adb="${PG%/*}/${db}_analytics"
+  # An empty rebuild makes the database and its tables.
+  "$kassa" analytics rebuild --namespace "$db" --database-url "$PG" >/dev/null
+  psql "$adb" -q -c "
+    WITH o AS (
+      SELECT i, ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid AS id,
+             now() - i * interval '77 seconds' AS t,
+             i % 20 AS p1, (i * 7 + 3) % 20 AS p2, 1 + i % 3 AS q1
+      FROM generate_series(1, 100000) AS i),
+    e AS (
+      SELECT o.*, 100 + p1 * 25 AS u1, 100 + p2 * 25 AS u2 FROM o),
+    ev AS (
+      SELECT t, 0 AS k, 'order.created' AS type, id, json_build_object(
+        'orderId', id, 'userId', '00000000-0000-4000-8000-000000000007', 'currency', 'USD',
+        'amountMinor', q1 * u1 + u2, 'orderNumber', i, 'lines', json_build_array(
+          json_build_object('productId', ('00000000-0000-4000-9000-' || lpad(p1::text, 12, '0')), 'name', 'Product ' || p1,
+            'quantity', q1, 'unitPriceMinor', u1, 'isDispensable', false),
+          json_build_object('productId', ('00000000-0000-4000-9000-' || lpad(p2::text, 12, '0')), 'name', 'Product ' || p2,
+            'quantity', 1, 'unitPriceMinor', u2, 'isDispensable', false))) AS data FROM e
+      UNION ALL
+      SELECT t + interval '1 second', 1, 'payment.approved', id, json_build_object('paymentId', gen_random_uuid(),
+        'orderId', id, 'amountMinor', q1 * u1 + u2, 'currency', 'USD') FROM e WHERE i % 20 NOT IN (0, 1, 2, 3)
+      UNION ALL
+      SELECT t + interval '2 seconds', 2, 'order.paid', id, json_build_object('orderId', id, 'paymentId', gen_random_uuid())
+        FROM e WHERE i % 20 NOT IN (0, 1, 2, 3)
+      UNION ALL
+      SELECT t + interval '2 seconds', 2, 'order.failed', id, json_build_object('orderId', id, 'reason', 'declined')
+        FROM e WHERE i % 20 IN (1, 2, 3)
+      UNION ALL
+      SELECT t + interval '1 minute', 3, 'order.cancelled', id, json_build_object('orderId', id) FROM e WHERE i % 20 IN (0, 4)
+      UNION ALL
+      SELECT t + interval '2 minutes', 4, 'payment.refunded', id, json_build_object('paymentId', gen_random_uuid(),
+        'orderId', id, 'amountMinor', q1 * u1 + u2, 'currency', 'USD') FROM e WHERE i % 20 = 4)
+    INSERT INTO stored_events (id, type, time, envelope)
+    SELECT gen_random_uuid(), type, t, json_build_object('specversion', '1.0', 'id', gen_random_uuid(),
+      'source', 'bench', 'type', type, 'time', to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+      'subject', id, 'datacontenttype', 'application/json', 'dataversion', 1, 'correlationid', 'bench',
+      'data', data)::text
+    FROM ev ORDER BY t, k"
+  local events t0 t1
+  events=$(psql "$adb" -Atc "SELECT count(*) FROM stored_events")
+  t0=$(date +%s%N)
+  "$kassa" analytics rebuild --namespace "$db" --database-url "$PG" >/dev/null
+  t1=$(date +%s%N)
+  echo "== reports with 100,000 orders ($events events; rebuilt from them in $(( (t1 - t0) / 1000000 )) ms; p50 / p99 over one connection, 5 s each)"
+  "$kassa" serve analytics --namespace "$db" --database-url "$PG" >/dev/null 2>&1 &
+  local pid=$!
+  until curl -sf -o /dev/null "http://127.0.0.1:8000/health/ready"; do sleep 0.1; done
+  local today week ago r=/api/v1/reports/reports
+  today=$(date -u +%F); week=$(date -u -d '6 days ago' +%F); ago=$(date -u -d '89 days ago' +%F)
+  for path in "$r/summary" "$r/summary?from=$ago&to=$today" "$r/summary?from=$ago&to=$today&timeZone=Asia/Jakarta" \
+    "$r/favorites?from=$ago&to=$today" "$r/favorites?from=$week&to=$today&top=100" \
+    "$r/sales-trend" "$r/sales-trend?from=$week&to=$today&interval=hour" \
+    "$r/sales-trend?from=$ago&to=$today" "$r/sales-trend?from=$ago&to=$today&interval=week&timeZone=America/New_York" \
+    "$r/recent-orders" "$r/recent-orders?page=5000&limit=20" "$r/recent-orders?status=CANCELLED&from=$week&to=$today" \
+    "/dashboard"; do
+    printf '%s: ' "$path"
+    wrk -t1 -c1 -d5s --latency "http://127.0.0.1:8000$path" |
+      awk '/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$0} END {print p50 " / " p99 " " bad}'
+  done
+  stop "$pid"
+  psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${db}_analytics\" WITH (FORCE)" || true
+}
+want reports && reports
 
 # The distributed runs leave their databases behind; drop them.
 for suffix in a b c d e f g h k r; do

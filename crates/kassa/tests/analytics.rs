@@ -6,11 +6,19 @@
 
 mod support;
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use kassa_platform::testing::eventually;
 use serde_json::{Value, json};
-use support::{Backend, PG_URL, TestApp, spawn_app};
+use support::{Backend, PG_URL, TestApp, spawn_app, spawn_app_with};
 
 on_both_backends!(
     reports_reconcile_with_orders_and_payments_and_survive_a_rebuild,
@@ -155,8 +163,10 @@ fn rebuild(app: &TestApp) -> String {
     said
 }
 
-async fn reports_reconcile_with_orders_and_payments_and_survive_a_rebuild(backend: Backend) {
-    let app = spawn_app(backend).await;
+/// A day of trade, randomised: checkout orders approved (some then cancelled, so refunded),
+/// declined and failed; kiosk orders for tea paid in cash, cancelled unpaid, or still waiting.
+/// Answers the tea's id and how many teas were sold.
+async fn a_day_of_trade(app: &TestApp, checkouts: u64, kiosk: u64) -> (String, i64) {
     let (status, tea) = app
         .post_json("/api/products", r#"{"name":"Tea","price":3.5}"#, &[])
         .await;
@@ -181,7 +191,7 @@ async fn reports_reconcile_with_orders_and_payments_and_survive_a_rebuild(backen
 
     // Checkout orders: approved (some then cancelled, so refunded), declined, failed.
     let mut plan = Vec::new();
-    for i in 0..24 {
+    for i in 0..checkouts {
         let kind = pick(4);
         let cents = 1000 + i * 37;
         let total = match kind {
@@ -211,9 +221,9 @@ async fn reports_reconcile_with_orders_and_payments_and_survive_a_rebuild(backen
     // Kiosk orders paid in cash: confirmed (they complete, and sell their tea), cancelled
     // before they were paid, or still waiting at the till.
     let mut teas_sold = 0;
-    for _ in 0..9 {
+    for _ in 0..kiosk {
         let quantity = 1 + pick(3) as i64;
-        let (order, payment) = cash_order(&app, &tea, quantity).await;
+        let (order, payment) = cash_order(app, &tea, quantity).await;
         match pick(3) {
             0 => {
                 let (status, body) = app
@@ -233,6 +243,13 @@ async fn reports_reconcile_with_orders_and_payments_and_survive_a_rebuild(backen
             _ => {}
         }
     }
+
+    (tea, teas_sold)
+}
+
+async fn reports_reconcile_with_orders_and_payments_and_survive_a_rebuild(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (tea, teas_sold) = a_day_of_trade(&app, 24, 9).await;
 
     // The summary reconciles with what orders and payments say, seconds behind them.
     let want = expected(&app).await;
@@ -503,4 +520,164 @@ fn tempdir(prefix: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(support::unique(prefix));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The ClickHouse server the scale path is tested against (`.ci/run` starts Debian's).
+fn clickhouse_server() -> String {
+    std::env::var("KASSA_TEST_CLICKHOUSE").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+async fn clickhouse(client: &reqwest::Client, statement: &str) -> String {
+    let r = client
+        .post(format!("{}/", clickhouse_server()))
+        .body(statement.to_owned())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ClickHouse at {} answers: {e}", clickhouse_server()));
+    assert!(r.status().is_success(), "{statement}");
+    r.text().await.unwrap()
+}
+
+/// A TCP proxy to the ClickHouse server that a test switches off (every connection refused at
+/// once, as a server that is down) and on again.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(to: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(false));
+        let on = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !on.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let to = to.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Proxy { port, up }
+    }
+
+    fn switch(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+/// With a ClickHouse sink and the reports read there, the figures still reconcile with orders
+/// and payments, after ClickHouse was down while they were placed (the reports answered 503
+/// meanwhile, and the sink waited); the orders are all in ClickHouse once each, and a rebuild
+/// sends them again without changing a figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_read_from_clickhouse_reconcile_too() {
+    let database = support::unique("kassa_t");
+    let server = clickhouse_server();
+    let proxy = Proxy::start(server.trim_start_matches("http://").to_owned()).await;
+    let url = format!("http://127.0.0.1:{}/{database}", proxy.port);
+    let app = spawn_app_with(Backend::Embedded, |s| {
+        s.options.set("clickhouse-url", url.clone());
+        s.options.set("report-store", "clickhouse");
+    })
+    .await;
+    // ClickHouse is down while the day's trade happens.
+    let (tea, teas_sold) = a_day_of_trade(&app, 10, 5).await;
+    let want = expected(&app).await;
+    let range = around_today();
+    let summary_path = format!("/api/v1/reports/reports/summary?{range}");
+    let (status, down) = app.get(&summary_path).await;
+    assert_eq!(
+        (status, down["code"].as_str()),
+        (503, Some("service_unavailable")),
+        "{down}"
+    );
+    proxy.switch(true);
+    eventually(
+        "the summary read from ClickHouse reconciles with orders and payments",
+        Duration::from_secs(60),
+        async || app.get(&summary_path).await,
+        |(status, body)| *status == 200 && figures(body) == want,
+    )
+    .await;
+    let rows = clickhouse(
+        &app.client,
+        &format!("SELECT count() FROM {database}.order_facts FINAL"),
+    )
+    .await;
+    assert_eq!(rows.trim(), want["orders"].to_string());
+
+    let (status, favorites) = app
+        .get(&format!("/api/v1/reports/reports/favorites?{range}"))
+        .await;
+    assert_eq!(status, 200, "{favorites}");
+    if teas_sold > 0 {
+        assert_eq!(favorites["byQuantity"][0]["productId"], tea.as_str());
+        assert_eq!(favorites["byQuantity"][0]["quantity"], teas_sold);
+    }
+    let (status, trend) = app
+        .get(&format!(
+            "/api/v1/reports/reports/sales-trend?{range}&interval=day"
+        ))
+        .await;
+    assert_eq!(status, 200, "{trend}");
+    let orders: i64 = trend["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["orders"].as_i64().unwrap())
+        .sum();
+    assert_eq!(orders, want["orders"].as_i64().unwrap());
+    let recent = all(
+        &app,
+        &format!("/api/v1/reports/reports/recent-orders?{range}"),
+    )
+    .await;
+    assert_eq!(recent.len() as i64, want["orders"].as_i64().unwrap());
+    let cancelled = all(
+        &app,
+        &format!("/api/v1/reports/reports/recent-orders?{range}&status=cancelled"),
+    )
+    .await;
+    assert_eq!(cancelled.len() as i64, want["cancelled"].as_i64().unwrap());
+
+    // A rebuild queues every order for ClickHouse again; the figures do not move.
+    rebuild(&app);
+    let queued = kassa::app::open_database(&app.settings, &kassa_analytics::SERVICE)
+        .await
+        .unwrap();
+    eventually(
+        "the sink sends every order again",
+        Duration::from_secs(30),
+        async || {
+            kassa_platform::db::sql("SELECT COUNT(*) AS n FROM sink_queue")
+                .fetch_one(&queued)
+                .await
+                .unwrap()
+                .get::<i64>("n")
+                .unwrap()
+        },
+        |n| *n == 0,
+    )
+    .await;
+    queued.close().await;
+    let (_, after) = app.get(&summary_path).await;
+    assert_eq!(figures(&after), want);
+    app.stop().await;
+    clickhouse(
+        &http_client(),
+        &format!("DROP DATABASE IF EXISTS {database}"),
+    )
+    .await;
+}
+
+fn http_client() -> reqwest::Client {
+    support::http_client()
 }

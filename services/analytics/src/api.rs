@@ -31,6 +31,7 @@ use utoipa::{
 use uuid::Uuid;
 
 use crate::{
+    clickhouse::{ChError, ClickHouse},
     facts::{OrderFacts, Sales, Status},
     period::{Interval, MAX_BUCKETS, MAX_DAYS, Period},
     reports::{self, ProductFigures, Rank},
@@ -41,6 +42,14 @@ pub struct AppState {
     pub db: Db,
     /// The shop's time zone, for a request that names none.
     pub zone: Tz,
+    /// Where reports are read when not from `db`.
+    pub clickhouse: Option<ClickHouse>,
+}
+
+/// The report store could not answer: a 503, the cause logged.
+fn unavailable(e: ChError) -> ApiError {
+    tracing::warn!(error = %e, "the report store did not answer");
+    ApiError::unavailable("The report store (ClickHouse) is not answering; try again shortly.")
 }
 
 /// What every report is asked: a period in a time zone, perhaps one currency.
@@ -365,8 +374,20 @@ pub struct Summary {
     pub activity: BTreeMap<String, i64>,
 }
 
-pub async fn summary_of(db: &Db, asked: &Asked) -> ApiResult<Summary> {
-    let sales = reports::sales(db, &asked.period, asked.currency.as_deref()).await?;
+pub async fn summary_of(state: &AppState, asked: &Asked) -> ApiResult<Summary> {
+    let db = &state.db;
+    let currency = asked.currency.as_deref();
+    let sales = match &state.clickhouse {
+        None => reports::sales(db, &asked.period, currency).await?,
+        Some(ch) => {
+            let (first, end) = asked.period.slots();
+            let rows = ch
+                .slot_sales(first, end, currency)
+                .await
+                .map_err(unavailable)?;
+            crate::clickhouse::by_currency(&rows)
+        }
+    };
     let mut counts = Counts::default();
     for s in sales.values() {
         counts.add(s);
@@ -404,7 +425,7 @@ pub async fn summary(
 ) -> ApiResult<Json<Summary>> {
     access.sees_everything()?;
     let asked = asked(query.as_deref(), &[], false, &state)?;
-    Ok(Json(summary_of(&state.db, &asked).await?))
+    Ok(Json(summary_of(&state, &asked).await?))
 }
 
 /// A product among the best sellers.
@@ -449,7 +470,7 @@ pub struct Favorites {
 
 pub const MAX_TOP: u32 = 100;
 
-pub async fn favorites_of(db: &Db, asked: &Asked) -> ApiResult<Favorites> {
+pub async fn favorites_of(state: &AppState, asked: &Asked) -> ApiResult<Favorites> {
     let top = match asked.rest.get("top") {
         None => 10,
         Some(t) => t
@@ -467,20 +488,23 @@ pub async fn favorites_of(db: &Db, asked: &Asked) -> ApiResult<Favorites> {
             })?,
     };
     let currency = asked.currency.as_deref();
-    let by = |rank| reports::favorites(db, &asked.period, currency, rank, top);
+    let by = async |rank| -> ApiResult<Vec<Favorite>> {
+        let figures = match &state.clickhouse {
+            None => reports::favorites(&state.db, &asked.period, currency, rank, top).await?,
+            Some(ch) => {
+                let (first, end) = asked.period.slots();
+                ch.favorites(first, end, currency, matches!(rank, Rank::Revenue), top)
+                    .await
+                    .map_err(unavailable)?
+            }
+        };
+        Ok(figures.into_iter().map(Favorite::from).collect())
+    };
     Ok(Favorites {
         covered: (&asked.period).into(),
         top,
-        by_quantity: by(Rank::Quantity)
-            .await?
-            .into_iter()
-            .map(Favorite::from)
-            .collect(),
-        by_revenue: by(Rank::Revenue)
-            .await?
-            .into_iter()
-            .map(Favorite::from)
-            .collect(),
+        by_quantity: by(Rank::Quantity).await?,
+        by_revenue: by(Rank::Revenue).await?,
     })
 }
 
@@ -509,7 +533,7 @@ pub async fn favorites(
 ) -> ApiResult<Json<Favorites>> {
     access.sees_everything()?;
     let asked = asked(query.as_deref(), &["top"], false, &state)?;
-    Ok(Json(favorites_of(&state.db, &asked).await?))
+    Ok(Json(favorites_of(&state, &asked).await?))
 }
 
 /// One hour, day or week of a trend.
@@ -536,7 +560,7 @@ pub struct Trend {
     pub points: Vec<TrendPoint>,
 }
 
-pub async fn trend_of(db: &Db, asked: &Asked) -> ApiResult<Trend> {
+pub async fn trend_of(state: &AppState, asked: &Asked) -> ApiResult<Trend> {
     let interval = match asked.rest.get("interval") {
         None if asked.period.days() == 1 => Interval::Hour,
         None => Interval::Day,
@@ -557,7 +581,18 @@ pub async fn trend_of(db: &Db, asked: &Asked) -> ApiResult<Trend> {
         )
         .with_param("interval")
     })?;
-    let sums = reports::trend(db, &asked.period, &buckets, asked.currency.as_deref()).await?;
+    let currency = asked.currency.as_deref();
+    let sums = match &state.clickhouse {
+        None => reports::trend(&state.db, &asked.period, &buckets, currency).await?,
+        Some(ch) => {
+            let (first, end) = asked.period.slots();
+            let rows = ch
+                .slot_sales(first, end, currency)
+                .await
+                .map_err(unavailable)?;
+            reports::fold(&buckets, rows)
+        }
+    };
     Ok(Trend {
         covered: (&asked.period).into(),
         interval: interval.as_str(),
@@ -599,7 +634,7 @@ pub async fn sales_trend(
 ) -> ApiResult<Json<Trend>> {
     access.sees_everything()?;
     let asked = asked(query.as_deref(), &["interval"], false, &state)?;
-    Ok(Json(trend_of(&state.db, &asked).await?))
+    Ok(Json(trend_of(&state, &asked).await?))
 }
 
 /// One line of a recent order.
@@ -676,7 +711,7 @@ impl RecentOrder {
 }
 
 pub async fn recent_of(
-    db: &Db,
+    state: &AppState,
     asked: &Asked,
     pagination: Pagination,
 ) -> ApiResult<Page<RecentOrder>> {
@@ -697,8 +732,16 @@ pub async fn recent_of(
         })
         .transpose()?;
     let period = asked.ranged.then_some(&asked.period);
-    let page =
-        reports::recent_orders(db, pagination, period, status, asked.currency.as_deref()).await?;
+    let currency = asked.currency.as_deref();
+    let page = match &state.clickhouse {
+        None => reports::recent_orders(&state.db, pagination, period, status, currency).await?,
+        Some(ch) => {
+            let (since, until) = reports::instants(period);
+            ch.recent_orders(pagination, since, until, status, currency)
+                .await
+                .map_err(unavailable)?
+        }
+    };
     let zone = asked.period.zone;
     Ok(page.map(|o| RecentOrder::new(o, zone)))
 }
@@ -730,7 +773,7 @@ pub async fn recent_orders(
     access.sees_everything()?;
     let pagination = Pagination::from_query(query.as_deref())?;
     let asked = asked(query.as_deref(), &["status"], true, &state)?;
-    Ok(Json(recent_of(&state.db, &asked, pagination).await?))
+    Ok(Json(recent_of(&state, &asked, pagination).await?))
 }
 
 pub fn router(state: AppState) -> Router {

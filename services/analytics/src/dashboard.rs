@@ -144,7 +144,7 @@ async fn trend_charts(
         rest,
         ..asked.clone()
     };
-    let trend = api::trend_of(&state.db, &asked).await?;
+    let trend = api::trend_of(state, &asked).await?;
     let mut currencies: Vec<String> = trend
         .points
         .iter()
@@ -220,14 +220,14 @@ n++;document.body.setAttribute('data-refreshes',String(n));}).catch(function(){}
 
 /// The page.
 pub async fn page_of(state: &AppState, asked: &Asked) -> ApiResult<String> {
-    let summary = api::summary_of(&state.db, asked).await?;
+    let summary = api::summary_of(state, asked).await?;
     let favorites = {
         let mut a = asked.clone();
         a.rest.insert("top".into(), "5".into());
-        api::favorites_of(&state.db, &a).await?
+        api::favorites_of(state, &a).await?
     };
     let recent = api::recent_of(
-        &state.db,
+        state,
         &Asked {
             ranged: false,
             ..asked.clone()

@@ -454,10 +454,12 @@ pub async fn store(tx: &mut Tx, events: &[&Envelope]) -> DbResult<Vec<Uuid>> {
     stored.iter().map(|r| r.get("id")).collect()
 }
 
-/// Applies `facts` (each with the time of its event) to the read models inside `tx`.
+/// Applies `facts` (each with the time and type of its event) to the read models inside `tx`;
+/// with `sink`, the orders changed are queued for the ClickHouse sink.
 pub async fn project(
     tx: &mut Tx,
     facts: Vec<(Fact, DateTime<Utc>, &str)>,
+    sink: bool,
 ) -> Result<(), HandlerError> {
     if tx.is_postgres() {
         // Waits while a rebuild makes the figures again (it holds the table EXCLUSIVE), so an
@@ -524,6 +526,7 @@ pub async fn project(
     let mut products: BTreeMap<ProductKey, ProductSales> = BTreeMap::new();
     let mut fresh = Vec::new();
     let mut changed = Vec::new();
+    let mut queued = Vec::new();
     for (id, (after, is_new)) in &orders {
         let old = before.get(id);
         if old == Some(after) {
@@ -544,6 +547,9 @@ pub async fn project(
             let e = products.entry(key).or_default();
             e.quantity += p.quantity;
             e.revenue_minor += p.revenue_minor;
+        }
+        if sink {
+            queued.push(vec![Arg::from(*id)]);
         }
         if *is_new {
             fresh.push(after.args(now));
@@ -580,6 +586,8 @@ pub async fn project(
         changed,
     )
     .await?;
+
+    for_rows(tx, "INSERT INTO sink_queue (order_id)", "", queued).await?;
 
     let sales: Vec<Vec<Arg>> = sales
         .into_iter()

@@ -9,8 +9,10 @@
 //! - `api.rs`: the seed's report routes
 //! - `dashboard.rs`: the page at `/dashboard`, its charts drawn here as SVG
 //! - `rebuild.rs`: the read models made again from the stored events
+//! - `clickhouse.rs`: the same facts copied to ClickHouse, and the reports read there
 
 pub mod api;
+pub mod clickhouse;
 pub mod dashboard;
 pub mod facts;
 pub mod period;
@@ -31,13 +33,28 @@ use utoipa::OpenApi;
 
 pub const NAME: &str = "analytics";
 
-pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_analytics"]);
+pub const MIGRATIONS: Migrations =
+    kassa_platform::migrations!(NAME, [1 "0001_analytics", 2 "0002_clickhouse_sink"]);
 
 /// The shop's time zone: where "today" is, when a report names no zone.
 pub const TIME_ZONE: Setting = Setting {
     name: "report-time-zone",
     default: "UTC",
     help: "The IANA time zone of the shop's days in reports and on the dashboard (Asia/Jakarta, …)",
+};
+
+/// Where the order facts are also copied: a ClickHouse server's HTTP interface and database.
+pub const CLICKHOUSE_URL: Setting = Setting {
+    name: "clickhouse-url",
+    default: "",
+    help: "Copy the reports' facts to ClickHouse at this URL, http://host:8123/<database> (none when empty)",
+};
+
+/// Where the reports' queries run.
+pub const REPORT_STORE: Setting = Setting {
+    name: "report-store",
+    default: "local",
+    help: "Where reports are read: local (the service's own database) or clickhouse (needs --clickhouse-url)",
 };
 
 pub static SERVICE: Service = Service {
@@ -47,7 +64,7 @@ pub static SERVICE: Service = Service {
     routes: &["/api/v1/reports", "/dashboard"],
     // Every event of every service.
     consumes: &["#"],
-    settings: &[TIME_ZONE],
+    settings: &[TIME_ZONE, CLICKHOUSE_URL, REPORT_STORE],
     tasks: &[rebuild::TASK],
     openapi: document,
     build,
@@ -69,16 +86,56 @@ pub fn time_zone(options: &kassa_platform::service::Options) -> Result<Tz, Build
 
 fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     let db = infra.db()?;
+    let url: String = infra.options.get(&CLICKHOUSE_URL)?;
+    let clickhouse = match url.trim() {
+        "" => None,
+        url => Some(
+            clickhouse::ClickHouse::new(url)
+                .map_err(|e| BuildError::setting(&CLICKHOUSE_URL, e))?,
+        ),
+    };
+    let store: String = infra.options.get(&REPORT_STORE)?;
+    let reports_from = match (store.as_str(), &clickhouse) {
+        ("local", _) => None,
+        ("clickhouse", Some(ch)) => Some(ch.clone()),
+        ("clickhouse", None) => {
+            return Err(BuildError::setting(
+                &REPORT_STORE,
+                "reports from ClickHouse need --clickhouse-url",
+            ));
+        }
+        (other, _) => {
+            return Err(BuildError::setting(
+                &REPORT_STORE,
+                format!("`{other}` is neither local nor clickhouse"),
+            ));
+        }
+    };
     let state = api::AppState {
         db: db.clone(),
         zone: time_zone(&infra.options)?,
+        clickhouse: reports_from,
     };
     let router = api::router(state.clone()).merge(dashboard::router(state));
-    Ok(ServiceParts::api(router, document).with_handler(Inboxed::new(NAME, db, Projection)))
+    let projection = Projection {
+        sink: clickhouse.is_some(),
+    };
+    let mut parts = ServiceParts::api(router, document).with_handler(Inboxed::new(
+        NAME,
+        db.clone(),
+        projection,
+    ));
+    if let Some(ch) = clickhouse {
+        parts = parts.with_background(clickhouse::sink(db, ch, infra.shutdown.clone()));
+    }
+    Ok(parts)
 }
 
 /// Keeps every event and moves the read models by what it says.
-pub struct Projection;
+pub struct Projection {
+    /// Whether changed orders are queued for the ClickHouse sink.
+    pub sink: bool,
+}
 
 #[async_trait]
 impl Apply for Projection {
@@ -102,7 +159,7 @@ impl Apply for Projection {
             .filter(|f| stored.contains(&f.envelope.id))
             .map(|f| (f.event, f.envelope.time, f.envelope.event_type.as_str()))
             .collect();
-        facts::project(tx, fresh).await?;
+        facts::project(tx, fresh, self.sink).await?;
         Ok(Applied::publish(Vec::new()))
     }
 }

@@ -92,7 +92,15 @@ pub async fn rebuild(db: &Db) -> Result<Rebuilt, HandlerError> {
             }
         }
         done.events += read.len() as u64;
-        facts::project(&mut tx, read).await?;
+        facts::project(&mut tx, read, false).await?;
+    }
+    // A ClickHouse sink that has run here gets every order again.
+    let sinks = sql("SELECT name FROM sink_state")
+        .fetch_all(&mut tx)
+        .await?;
+    if !sinks.is_empty() {
+        sql("DELETE FROM sink_queue").execute(&mut tx).await?;
+        crate::clickhouse::queue_all(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(done)

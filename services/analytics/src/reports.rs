@@ -173,11 +173,8 @@ pub async fn trend(
     if let Some(c) = currency {
         q = q.bind(c);
     }
-    let mut out: Vec<BTreeMap<String, Sales>> = vec![BTreeMap::new(); buckets.len()];
+    let mut rows = Vec::new();
     for row in q.fetch_all(db).await? {
-        let Some(i) = bucket_of(buckets, row.get("slot")?) else {
-            continue;
-        };
         let s = Sales {
             orders: row.get("orders")?,
             pending: row.get("pending")?,
@@ -190,9 +187,40 @@ pub async fn trend(
             refunded_orders: row.get("refunded_orders")?,
             refunds_minor: row.get("refunds_minor")?,
         };
-        out[i].entry(row.get("currency")?).or_default().add_all(&s);
+        rows.push((row.get("slot")?, row.get("currency")?, s));
     }
-    Ok(out)
+    Ok(fold(buckets, rows))
+}
+
+/// Slots' sums added up by bucket and currency.
+pub fn fold(
+    buckets: &[Bucket],
+    rows: impl IntoIterator<Item = (i64, String, Sales)>,
+) -> Vec<BTreeMap<String, Sales>> {
+    let mut out: Vec<BTreeMap<String, Sales>> = vec![BTreeMap::new(); buckets.len()];
+    for (slot, currency, s) in rows {
+        if let Some(i) = bucket_of(buckets, slot) {
+            out[i].entry(currency).or_default().add_all(&s);
+        }
+    }
+    out
+}
+
+/// The instants a period (or all time) covers, for the recent orders.
+pub fn instants(
+    period: Option<&Period>,
+) -> (
+    chrono::DateTime<chrono::Utc>,
+    Option<chrono::DateTime<chrono::Utc>>,
+) {
+    match period {
+        Some(p) => {
+            let (first, end) = p.slots();
+            (slot_start(first), Some(slot_start(end)))
+        }
+        // Orders whose `order.created` has not been seen yet have no time and are not listed.
+        None => (chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, None),
+    }
 }
 
 const RECENT: Listing = Listing {
@@ -209,14 +237,7 @@ pub async fn recent_orders(
     status: Option<Status>,
     currency: Option<&str>,
 ) -> DbResult<Page<OrderFacts>> {
-    let (start, end) = match period {
-        Some(p) => {
-            let (first, end) = p.slots();
-            (slot_start(first), Some(slot_start(end)))
-        }
-        // Orders whose `order.created` has not been seen yet have no time and are not listed.
-        None => (chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, None),
-    };
+    let (start, end) = instants(period);
     let filters = Filters::new()
         .at_least("placed_at", Some(start))
         .below("placed_at", end)
