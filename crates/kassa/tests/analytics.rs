@@ -407,6 +407,7 @@ async fn bad_input_is_refused_and_names_its_parameter(backend: Backend) {
             "sales-trend?from=2026-01-01&to=2026-03-01&interval=hour",
             "too_many_points",
         ),
+        ("recent-orders?page=101&limit=100", "page_too_deep"),
     ] {
         let (status, body) = app.get(&format!("{base}/{path}")).await;
         assert_eq!(

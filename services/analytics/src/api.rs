@@ -17,7 +17,7 @@ use kassa_platform::{
     db::Db,
     http::{
         ApiError, ApiResult, Page, Pagination,
-        openapi::{self, InvalidParams, ProblemResponses, SignedIn},
+        openapi::{self, InvalidParams, ProblemResponses, RoleRequired},
         parse_currency,
     },
     listing::query_pairs,
@@ -25,8 +25,11 @@ use kassa_platform::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 use utoipa::{
-    OpenApi, ToSchema,
-    openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type},
+    IntoResponses, OpenApi, ToSchema,
+    openapi::{
+        RefOr, Response,
+        schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type},
+    },
 };
 use uuid::Uuid;
 
@@ -126,6 +129,44 @@ parameter!(
     TopCount,
     top_schema
 );
+
+/// The parameters every report takes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from the raw query by [`asked`]; this only documents them.
+pub struct Range {
+    /// The first local day (YYYY-MM-DD). With neither `from` nor `to`, the report covers today
+    /// (the recent orders: every order).
+    from: Option<LocalDate>,
+    /// The last local day, included: `from` when not given, or today when `from` is past.
+    to: Option<LocalDate>,
+    /// The IANA time zone the days are in (the service's `--report-time-zone` when not given).
+    #[param(rename = "timeZone")]
+    time_zone: Option<TimeZoneName>,
+    /// Only orders in this currency.
+    currency: Option<openapi::CurrencyCode>,
+}
+
+/// What a report can answer besides its figures: 401 and 403 (a customer's token: reports are
+/// for the shop), 422 for parameters that do not go together, 400, 500 and 503.
+pub struct ReportErrors;
+
+impl IntoResponses for ReportErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = RoleRequired::responses();
+        responses.append(&mut InvalidParams::responses());
+        responses.insert(
+            "422".into(),
+            RefOr::T(openapi::problem_response(
+                422,
+                "The parameters do not go together: `to` before `from` or more than 3660 days \
+                 (`invalid_range`), more than 1000 points in a trend (`too_many_points`), or a \
+                 page of recent orders past the 10,000th (`page_too_deep`).",
+            )),
+        );
+        responses
+    }
+}
 
 /// A date parameter as [`date`] reads it.
 pub fn date_schema() -> Schema {
@@ -406,17 +447,11 @@ pub async fn summary_of(state: &AppState, asked: &Asked) -> ApiResult<Summary> {
     operation_id = "report_summary",
     security((), ("bearer" = []), ("cookie" = [])),
     params(
-        ("from" = Option<LocalDate>, Query, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
-        ("to" = Option<LocalDate>, Query, description = "The last local day, included; `from`, or today when `from` is in the past, when not given."),
-        ("timeZone" = Option<TimeZoneName>, Query, description = "The IANA time zone the days are in (the service's `--report-time-zone` when not given)."),
-        ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
+        Range,
     ),
     responses(
         (status = 200, body = Summary, description = "The period's figures."),
-        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
-        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The parameters do not go together: `to` before `from`, more than 3660 days (`invalid_range`), or more than 1000 points in a trend (`too_many_points`)."),
-        SignedIn,
-        InvalidParams,
+        ReportErrors,
     ))]
 pub async fn summary(
     State(state): State<AppState>,
@@ -488,23 +523,26 @@ pub async fn favorites_of(state: &AppState, asked: &Asked) -> ApiResult<Favorite
             })?,
     };
     let currency = asked.currency.as_deref();
-    let by = async |rank| -> ApiResult<Vec<Favorite>> {
-        let figures = match &state.clickhouse {
-            None => reports::favorites(&state.db, &asked.period, currency, rank, top).await?,
-            Some(ch) => {
-                let (first, end) = asked.period.slots();
-                ch.favorites(first, end, currency, matches!(rank, Rank::Revenue), top)
-                    .await
-                    .map_err(unavailable)?
-            }
-        };
-        Ok(figures.into_iter().map(Favorite::from).collect())
+    let all = match &state.clickhouse {
+        None => reports::product_sales(&state.db, &asked.period, currency).await?,
+        Some(ch) => {
+            let (first, end) = asked.period.slots();
+            ch.product_sales(first, end, currency)
+                .await
+                .map_err(unavailable)?
+        }
+    };
+    let by = |rank| -> Vec<Favorite> {
+        reports::best(all.clone(), rank, top)
+            .into_iter()
+            .map(Favorite::from)
+            .collect()
     };
     Ok(Favorites {
         covered: (&asked.period).into(),
         top,
-        by_quantity: by(Rank::Quantity).await?,
-        by_revenue: by(Rank::Revenue).await?,
+        by_quantity: by(Rank::Quantity),
+        by_revenue: by(Rank::Revenue),
     })
 }
 
@@ -513,18 +551,12 @@ pub async fn favorites_of(state: &AppState, asked: &Asked) -> ApiResult<Favorite
     operation_id = "report_favorites",
     security((), ("bearer" = []), ("cookie" = [])),
     params(
-        ("from" = Option<LocalDate>, Query, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
-        ("to" = Option<LocalDate>, Query, description = "The last local day, included."),
-        ("timeZone" = Option<TimeZoneName>, Query, description = "The IANA time zone the days are in."),
-        ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only sales in this currency (rank revenue in one currency)."),
+        Range,
         ("top" = Option<TopCount>, Query, description = "How many products each ranking lists (10 when not given)."),
     ),
     responses(
         (status = 200, body = Favorites, description = "The best sellers."),
-        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
-        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The parameters do not go together: `to` before `from`, more than 3660 days (`invalid_range`), or more than 1000 points in a trend (`too_many_points`)."),
-        SignedIn,
-        InvalidParams,
+        ReportErrors,
     ))]
 pub async fn favorites(
     State(state): State<AppState>,
@@ -614,18 +646,12 @@ pub async fn trend_of(state: &AppState, asked: &Asked) -> ApiResult<Trend> {
     operation_id = "report_sales_trend",
     security((), ("bearer" = []), ("cookie" = [])),
     params(
-        ("from" = Option<LocalDate>, Query, description = "The first local day (YYYY-MM-DD); today when neither `from` nor `to` is given."),
-        ("to" = Option<LocalDate>, Query, description = "The last local day, included."),
-        ("timeZone" = Option<TimeZoneName>, Query, description = "The IANA time zone the days are in."),
-        ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
+        Range,
         ("interval" = Option<TrendInterval>, Query, description = "`hour`, `day` or `week` (weeks begin on Monday); `hour` for one day, else `day`, when not given. At most 1000 points."),
     ),
     responses(
         (status = 200, body = Trend, description = "One point per interval, empty ones included."),
-        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
-        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The parameters do not go together: `to` before `from`, more than 3660 days (`invalid_range`), or more than 1000 points in a trend (`too_many_points`)."),
-        SignedIn,
-        InvalidParams,
+        ReportErrors,
     ))]
 pub async fn sales_trend(
     State(state): State<AppState>,
@@ -710,11 +736,24 @@ impl RecentOrder {
     }
 }
 
+/// How deep the recent orders' pages go: older orders are reached by narrowing `from` and `to`
+/// (a page deeper than this would cost a scan of every order before it).
+pub const MAX_RECENT_DEPTH: i64 = 10_000;
+
 pub async fn recent_of(
     state: &AppState,
     asked: &Asked,
     pagination: Pagination,
 ) -> ApiResult<Page<RecentOrder>> {
+    if pagination.offset() + i64::from(pagination.limit) > MAX_RECENT_DEPTH {
+        return Err(ApiError::unprocessable(
+            "page_too_deep",
+            format!(
+                "The recent orders go {MAX_RECENT_DEPTH} orders deep; narrow `from` and `to` to reach older ones."
+            ),
+        )
+        .with_param("page"));
+    }
     let status = asked
         .rest
         .get("status")
@@ -752,18 +791,12 @@ pub async fn recent_of(
     security((), ("bearer" = []), ("cookie" = [])),
     params(
         Pagination,
-        ("from" = Option<LocalDate>, Query, description = "Only orders placed on this local day (YYYY-MM-DD) or later."),
-        ("to" = Option<LocalDate>, Query, description = "Only orders placed on this local day or earlier."),
-        ("timeZone" = Option<TimeZoneName>, Query, description = "The IANA time zone of the days and of `placedAt`."),
-        ("currency" = Option<openapi::CurrencyCode>, Query, description = "Only orders in this currency."),
+        Range,
         ("status" = Option<StatusFilter>, Query, description = "Only orders where they stand now: PENDING, PAID, COMPLETED, FAILED or CANCELLED."),
     ),
     responses(
         (status = 200, body = Page<RecentOrder>, description = "One page and the paging facts."),
-        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: reports are for the shop (`admin_only`)."),
-        (status = 422, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The parameters do not go together: `to` before `from`, more than 3660 days (`invalid_range`), or more than 1000 points in a trend (`too_many_points`)."),
-        SignedIn,
-        InvalidParams,
+        ReportErrors,
     ))]
 pub async fn recent_orders(
     State(state): State<AppState>,

@@ -254,27 +254,20 @@ impl ClickHouse {
             .collect()
     }
 
-    /// The best sellers of `first..end`, ranked by units (`by_revenue` false) or revenue.
-    pub async fn favorites(
+    /// Every product sold in `first..end`, with its units and revenue.
+    pub async fn product_sales(
         &self,
         first: i64,
         end: i64,
         currency: Option<&str>,
-        by_revenue: bool,
-        top: u32,
     ) -> Result<Vec<crate::reports::ProductFigures>, ChError> {
         let unit = crate::period::SLOT_SECONDS * 1_000_000;
-        let order = if by_revenue {
-            "revenue DESC, units DESC, product_id"
-        } else {
-            "units DESC, revenue DESC, product_id"
-        };
         let rows = self
             .rows(format!(
                 "SELECT product_id, currency, any(name) AS product_name, sum(quantity) AS units, \
                  sum(quantity * unit_price_minor) AS revenue FROM order_lines FINAL \
                  WHERE sold = 1 AND placed_at_us >= {} AND placed_at_us < {}{} \
-                 GROUP BY product_id, currency HAVING units > 0 ORDER BY {order} LIMIT {top}",
+                 GROUP BY product_id, currency HAVING units > 0",
                 first * unit,
                 end * unit,
                 currency_filter(currency)

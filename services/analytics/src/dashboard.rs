@@ -20,7 +20,7 @@ use kassa_platform::{
     auth::Access,
     http::{
         ApiResult, Pagination,
-        openapi::{self, InvalidParams, ProblemResponses, SignedIn},
+        openapi::{self, InvalidParams, ProblemResponses, RoleRequired},
     },
 };
 use utoipa::OpenApi;
@@ -354,8 +354,7 @@ pub async fn page_of(state: &AppState, asked: &Asked) -> ApiResult<String> {
     ),
     responses(
         (status = 200, content_type = "text/html", body = String, description = "The page."),
-        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A customer's token: the dashboard is for the shop (`admin_only`)."),
-        SignedIn,
+        RoleRequired,
         InvalidParams,
     ))]
 pub async fn dashboard(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kassa_platform::{
-    db::{Db, DbResult, sql_assembled},
+    db::{Db, DbResult, Row, sql_assembled},
     http::{Page, Pagination},
     listing::{Filters, Listing},
 };
@@ -14,6 +14,22 @@ use crate::{
     facts::{self, OrderFacts, Sales, Status},
     period::{Bucket, Period, bucket_of, slot_start},
 };
+
+/// A row of sums, its columns named as `sales_slots` names them.
+fn sales_from(row: &Row) -> DbResult<Sales> {
+    Ok(Sales {
+        orders: row.get("orders")?,
+        pending: row.get("pending")?,
+        paid: row.get("paid")?,
+        completed: row.get("completed")?,
+        failed: row.get("failed")?,
+        cancelled: row.get("cancelled")?,
+        paid_orders: row.get("paid_orders")?,
+        revenue_minor: row.get("revenue_minor")?,
+        refunded_orders: row.get("refunded_orders")?,
+        refunds_minor: row.get("refunds_minor")?,
+    })
+}
 
 /// The sums of a period, one entry per currency.
 pub async fn sales(
@@ -51,18 +67,7 @@ pub async fn sales(
     }
     let mut out = BTreeMap::new();
     for row in q.fetch_all(db).await? {
-        let s = Sales {
-            orders: row.get("orders")?,
-            pending: row.get("pending")?,
-            paid: row.get("paid")?,
-            completed: row.get("completed")?,
-            failed: row.get("failed")?,
-            cancelled: row.get("cancelled")?,
-            paid_orders: row.get("paid_orders")?,
-            revenue_minor: row.get("revenue_minor")?,
-            refunded_orders: row.get("refunded_orders")?,
-            refunds_minor: row.get("refunds_minor")?,
-        };
+        let s = sales_from(&row)?;
         out.insert(row.get("currency")?, s);
     }
     Ok(out)
@@ -102,23 +107,30 @@ pub enum Rank {
     Revenue,
 }
 
-/// The `top` best-selling products of a period.
-pub async fn favorites(
+/// The `top` products of `all` by `rank`, ties broken by the other figure, then by id.
+pub fn best(mut all: Vec<ProductFigures>, rank: Rank, top: u32) -> Vec<ProductFigures> {
+    all.sort_by(|a, b| {
+        let key = |p: &ProductFigures| match rank {
+            Rank::Quantity => (p.quantity, p.revenue_minor),
+            Rank::Revenue => (p.revenue_minor, p.quantity),
+        };
+        key(b).cmp(&key(a)).then(a.product_id.cmp(&b.product_id))
+    });
+    all.truncate(top as usize);
+    all
+}
+
+/// Every product sold in a period, with its units and revenue (one scan serves both rankings).
+pub async fn product_sales(
     db: &Db,
     period: &Period,
     currency: Option<&str>,
-    rank: Rank,
-    top: u32,
 ) -> DbResult<Vec<ProductFigures>> {
     let (first, end) = period.slots();
     let filter = if currency.is_some() {
-        " AND currency = $4"
+        " AND currency = $3"
     } else {
         ""
-    };
-    let order = match rank {
-        Rank::Quantity => "t.quantity DESC, t.revenue_minor DESC, t.product_id",
-        Rank::Revenue => "t.revenue_minor DESC, t.quantity DESC, t.product_id",
     };
     let mut q = sql_assembled(format!(
         "SELECT t.product_id, t.currency, t.quantity, t.revenue_minor, n.name FROM (\
@@ -126,12 +138,10 @@ pub async fn favorites(
                   CAST(SUM(revenue_minor) AS BIGINT) AS revenue_minor \
            FROM product_slots WHERE slot >= $1 AND slot < $2{filter} \
            GROUP BY product_id, currency HAVING SUM(quantity) > 0) t \
-         LEFT JOIN products n ON n.product_id = t.product_id \
-         ORDER BY {order} LIMIT $3"
+         LEFT JOIN products n ON n.product_id = t.product_id"
     ))
     .bind(first)
-    .bind(end)
-    .bind(i64::from(top));
+    .bind(end);
     if let Some(c) = currency {
         q = q.bind(c);
     }
@@ -175,18 +185,7 @@ pub async fn trend(
     }
     let mut rows = Vec::new();
     for row in q.fetch_all(db).await? {
-        let s = Sales {
-            orders: row.get("orders")?,
-            pending: row.get("pending")?,
-            paid: row.get("paid")?,
-            completed: row.get("completed")?,
-            failed: row.get("failed")?,
-            cancelled: row.get("cancelled")?,
-            paid_orders: row.get("paid_orders")?,
-            revenue_minor: row.get("revenue_minor")?,
-            refunded_orders: row.get("refunded_orders")?,
-            refunds_minor: row.get("refunds_minor")?,
-        };
+        let s = sales_from(&row)?;
         rows.push((row.get("slot")?, row.get("currency")?, s));
     }
     Ok(fold(buckets, rows))
@@ -246,4 +245,25 @@ pub async fn recent_orders(
     RECENT
         .page(db, pagination, &filters, OrderFacts::from_row)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_sellers_rank_by_one_figure_then_the_other_then_id() {
+        let p = |id: u128, quantity, revenue_minor| ProductFigures {
+            product_id: Uuid::from_u128(id),
+            name: String::new(),
+            currency: "USD".into(),
+            quantity,
+            revenue_minor,
+        };
+        let all = vec![p(1, 5, 100), p(2, 9, 50), p(3, 5, 300), p(4, 5, 300)];
+        let ids =
+            |v: Vec<ProductFigures>| v.iter().map(|p| p.product_id.as_u128()).collect::<Vec<_>>();
+        assert_eq!(ids(best(all.clone(), Rank::Quantity, 3)), [2, 3, 4]);
+        assert_eq!(ids(best(all, Rank::Revenue, 10)), [3, 4, 1, 2]);
+    }
 }
