@@ -374,7 +374,7 @@ impl From<&Period> for Covered {
 }
 
 /// Orders by where they stand now.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Counts {
     pub orders: i64,
@@ -389,16 +389,18 @@ pub struct Counts {
     pub refunded_orders: i64,
 }
 
-impl Counts {
-    fn add(&mut self, s: &Sales) {
-        self.orders += s.orders;
-        self.pending += s.pending;
-        self.paid += s.paid;
-        self.completed += s.completed;
-        self.failed += s.failed;
-        self.cancelled += s.cancelled;
-        self.paid_orders += s.paid_orders;
-        self.refunded_orders += s.refunded_orders;
+impl From<&Sales> for Counts {
+    fn from(s: &Sales) -> Self {
+        Counts {
+            orders: s.orders,
+            pending: s.pending,
+            paid: s.paid,
+            completed: s.completed,
+            failed: s.failed,
+            cancelled: s.cancelled,
+            paid_orders: s.paid_orders,
+            refunded_orders: s.refunded_orders,
+        }
     }
 }
 
@@ -429,13 +431,13 @@ pub async fn summary_of(state: &AppState, asked: &Asked) -> ApiResult<Summary> {
             crate::clickhouse::by_currency(&rows)
         }
     };
-    let mut counts = Counts::default();
+    let mut all = Sales::default();
     for s in sales.values() {
-        counts.add(s);
+        all.add_all(s);
     }
     Ok(Summary {
         covered: (&asked.period).into(),
-        counts,
+        counts: Counts::from(&all),
         totals: sales.iter().map(|(c, s)| Totals::new(c, s)).collect(),
         activity: reports::activity(db, &asked.period).await?,
     })

@@ -152,7 +152,8 @@ impl Apply for Projection {
         events: Vec<Fresh<'_, facts::Fact>>,
     ) -> Result<Applied<()>, HandlerError> {
         let envelopes: Vec<&Envelope> = events.iter().map(|f| f.envelope).collect();
-        let stored = facts::store(tx, &envelopes).await?;
+        let stored: std::collections::HashSet<_> =
+            facts::store(tx, &envelopes).await?.into_iter().collect();
         // An event stored before (the inbox forgets, in time; the store does not) moves nothing.
         let fresh = events
             .into_iter()
