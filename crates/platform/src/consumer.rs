@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use kassa_contracts::Envelope;
 
 use crate::{
-    bus::{Handler, HandlerError},
+    bus::{Batching, Handler, HandlerError},
     db::{Db, Tx},
     inbox, outbox,
 };
@@ -49,6 +49,9 @@ pub trait Apply: Send + Sync + 'static {
     /// Work to start once the batch has committed (charges to make, caches to clear).
     type AfterCommit: Send + Default;
 
+    /// How many events a batch takes, and how long the bus waits to fill one.
+    const BATCHING: Batching = Batching::PROMPT;
+
     /// Reads one event; an error names what is wrong with it.
     fn decode(&self, event: &Envelope) -> Result<Self::Event, HandlerError>;
 
@@ -84,6 +87,10 @@ impl<A: Apply> Inboxed<A> {
 impl<A: Apply> Handler for Inboxed<A> {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         self.handle_batch(std::slice::from_ref(event)).await
+    }
+
+    fn batching(&self) -> Batching {
+        A::BATCHING
     }
 
     async fn handle_batch(&self, events: &[Envelope]) -> Result<(), HandlerError> {

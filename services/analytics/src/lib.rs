@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use chrono_tz::Tz;
 use kassa_contracts::Envelope;
 use kassa_platform::{
-    bus::HandlerError,
+    bus::{Batching, HandlerError},
     consumer::{Applied, Apply, Fresh, Inboxed},
     db::Tx,
     migrate::Migrations,
@@ -141,6 +141,15 @@ pub struct Projection {
 impl Apply for Projection {
     type Event = facts::Fact;
     type AfterCommit = ();
+
+    /// Events taken a fifth of a second at a time: each batch costs a dozen statements whatever
+    /// its size, an order's events mostly fall in one batch, and every order of a quarter hour
+    /// moves its sums once per batch instead of once per event. Reports lag the till by that
+    /// fifth of a second.
+    const BATCHING: Batching = Batching {
+        max: 512,
+        linger: std::time::Duration::from_millis(200),
+    };
 
     fn decode(&self, event: &Envelope) -> Result<facts::Fact, HandlerError> {
         facts::read(event)

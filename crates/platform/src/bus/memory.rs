@@ -25,11 +25,8 @@ struct Subscriber {
     queue: mpsc::UnboundedSender<(Message, oneshot::Sender<Result<(), BusError>>)>,
 }
 
-/// Messages handed to a handler at once, at most.
-const MAX_BATCH: usize = 64;
-
-/// Takes a subscriber's messages as they come and hands whatever arrived together to the
-/// handler as one batch; a batch that fails is delivered message by message, each with its own
+/// Takes a subscriber's messages as they come and hands whatever arrived together (or, for a
+/// handler that lingers, what came within its linger) to the handler as one batch; a batch that fails is delivered message by message, each with its own
 /// retries. Each group runs as a task of its own, so a handler's transaction never waits on
 /// whoever published.
 async fn dispatch(
@@ -38,6 +35,7 @@ async fn dispatch(
     policy: RetryPolicy,
     shutdown: Shutdown,
 ) {
+    let batching = subscriber.subscription.handler.batching();
     loop {
         let first = tokio::select! {
             next = queue.recv() => match next {
@@ -47,12 +45,10 @@ async fn dispatch(
             // Messages still queued are abandoned: their outbox rows stay for the next start.
             _ = shutdown.wait() => return,
         };
+        let started = tokio::time::Instant::now();
         let mut group = vec![first];
-        while group.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(more) => group.push(more),
-                Err(_) => break,
-            }
+        while let Some(more) = batching.more(started, group.len(), queue.recv()).await {
+            group.push(more);
         }
         tokio::spawn(deliver_group(
             subscriber.clone(),

@@ -96,10 +96,55 @@ impl From<kassa_contracts::envelope::DecodeError> for HandlerError {
     }
 }
 
+/// How a consumer takes its events: at most `max` at once, and for up to `linger` after the
+/// first one has come, it waits for more. A step of a flow takes what has already arrived and
+/// goes ([`Batching::PROMPT`]); a projection that sums every event (analytics) does far less
+/// work per event in large batches, and may wait a moment to make them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub max: usize,
+    pub linger: Duration,
+}
+
+impl Batching {
+    /// Whatever has already arrived, at most 64 events: none waits for another.
+    pub const PROMPT: Batching = Batching {
+        max: 64,
+        linger: Duration::ZERO,
+    };
+
+    /// The next event of a batch of `len` begun at `started`, from `next`: one already there
+    /// when nothing may wait, else one that comes before the linger ends; `None` once the batch
+    /// is full or nothing more came in time.
+    pub(crate) async fn more<T>(
+        &self,
+        started: tokio::time::Instant,
+        len: usize,
+        next: impl std::future::Future<Output = Option<T>>,
+    ) -> Option<T> {
+        if len >= self.max {
+            return None;
+        }
+        if self.linger.is_zero() {
+            futures_util::FutureExt::now_or_never(next).flatten()
+        } else {
+            tokio::time::timeout_at(started + self.linger, next)
+                .await
+                .ok()
+                .flatten()
+        }
+    }
+}
+
 /// What a consumer does with each event it subscribed to.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError>;
+
+    /// How this consumer's events are grouped for [`Handler::handle_batch`].
+    fn batching(&self) -> Batching {
+        Batching::PROMPT
+    }
 
     /// Handles events that arrived together. A handler that can record them all in one
     /// transaction overrides this; if it fails, nothing of the batch may remain, and the bus

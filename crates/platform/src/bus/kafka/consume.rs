@@ -24,10 +24,7 @@ use std::{sync::Arc, time::Duration};
 use rdkafka::{ClientConfig, message::OwnedHeaders};
 
 use super::*;
-use crate::bus::{HandlerError, Subscription, deliver, topic_matches};
-
-/// Records handed to a handler at once, at most.
-const MAX_BATCH: usize = 64;
+use crate::bus::{Batching, HandlerError, Subscription, deliver, topic_matches};
 
 /// The longest a copied error message is.
 const MAX_ERROR_LEN: usize = 1000;
@@ -185,18 +182,21 @@ async fn work(
     retry_delay: Option<Duration>,
     mut records: mpsc::Receiver<OwnedMessage>,
 ) {
+    // A batch cannot outgrow the records this worker may hold.
+    let batching = Batching {
+        max: sub.handler.batching().max.min(inner.prefetch),
+        ..sub.handler.batching()
+    };
     while let Some(first) = records.recv().await {
         if inner.shutdown.is_triggered() {
             return;
         }
+        let started = tokio::time::Instant::now();
         let mut batch = vec![first];
         // Records of a retry topic are handled one at a time, each when it is due.
         if retry_delay.is_none() {
-            while batch.len() < MAX_BATCH {
-                match records.try_recv() {
-                    Ok(more) => batch.push(more),
-                    Err(_) => break,
-                }
+            while let Some(more) = batching.more(started, batch.len(), records.recv()).await {
+                batch.push(more);
             }
         }
         let last = batch.last().map(|r| r.offset()).unwrap_or_default();

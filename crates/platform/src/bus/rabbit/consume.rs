@@ -2,6 +2,8 @@
 //! acknowledged once handled; failures republished to a retry queue or, after the last attempt,
 //! to the dead-letter queue, and acknowledged only once that copy is confirmed.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 pub(super) fn attempt_of(delivery: &Delivery) -> u32 {
@@ -60,7 +62,12 @@ pub(super) async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Resu
         &inner.policy,
     )
     .await?;
-    ch.basic_qos(inner.prefetch, BasicQosOptions::default())
+    // Room for the batch being handled and the next one filling.
+    let batching = sub.handler.batching();
+    let prefetch = inner
+        .prefetch
+        .max(u16::try_from(batching.max.saturating_mul(2)).unwrap_or(u16::MAX));
+    ch.basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(unavailable)?;
     let out = confirm_channel(&conn).await?;
@@ -75,28 +82,32 @@ pub(super) async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Resu
         .await
         .map_err(unavailable)?;
     tracing::info!(consumer = %sub.consumer, queue = %queue, "consuming");
-    let in_flight = Arc::new(Semaphore::new(inner.prefetch as usize));
+    let in_flight = Arc::new(Semaphore::new(prefetch as usize));
+    let acks = Arc::new(Mutex::new(Acks::default()));
     let result = loop {
         tokio::select! {
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    // Whatever else has already arrived goes with it, to be handled as a batch.
+                    // Whatever else has arrived (or comes within the handler's linger) goes
+                    // with it, to be handled as a batch.
+                    let started = tokio::time::Instant::now();
                     let mut batch = vec![delivery];
                     let mut broken = None;
-                    while batch.len() < MAX_BATCH {
-                        match futures_util::FutureExt::now_or_never(consumer.next()) {
-                            Some(Some(Ok(more))) => batch.push(more),
-                            Some(Some(Err(e))) => {
+                    while let Some(more) = batching.more(started, batch.len(), consumer.next()).await {
+                        match more {
+                            Ok(more) => batch.push(more),
+                            Err(e) => {
                                 broken = Some(unavailable(e));
                                 break;
                             }
-                            _ => break,
                         }
                     }
                     let permits = in_flight.clone().acquire_many_owned(batch.len() as u32).await.map_err(unavailable)?;
+                    acks.lock().await.received(batch.iter().map(|d| d.delivery_tag));
                     let (inner, sub, out) = (inner.clone(), sub.clone(), out.clone());
+                    let (ch, acks) = (ch.clone(), acks.clone());
                     tokio::spawn(async move {
-                        handle_deliveries(&inner, &sub, &out, batch).await;
+                        handle_deliveries(&inner, &sub, &out, &ch, &acks, batch).await;
                         drop(permits);
                     });
                     if let Some(e) = broken {
@@ -115,7 +126,7 @@ pub(super) async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Resu
     // Let deliveries in progress finish and be acknowledged before the connection goes.
     if tokio::time::timeout(
         Duration::from_secs(10),
-        in_flight.acquire_many(inner.prefetch as u32),
+        in_flight.acquire_many(u32::from(prefetch)),
     )
     .await
     .is_err()
@@ -130,8 +141,62 @@ pub(super) async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Resu
     result
 }
 
-/// Deliveries handed to a handler at once, at most.
-pub(super) const MAX_BATCH: usize = 64;
+/// A channel's deliveries not acknowledged yet: those being handled, and those handled and
+/// waiting to be acknowledged together. Batches finish in any order, so a batch's deliveries
+/// are acknowledged (`multiple`, one frame for all) only up to the oldest delivery still being
+/// handled, and a later batch's acknowledgement takes them along. Deliveries settled one by one
+/// (the failure path) leave without one.
+#[derive(Default)]
+pub(super) struct Acks {
+    handling: BTreeSet<u64>,
+    handled: BTreeSet<u64>,
+}
+
+impl Acks {
+    pub(super) fn received(&mut self, tags: impl IntoIterator<Item = u64>) {
+        self.handling.extend(tags);
+    }
+
+    /// A delivery acknowledged, rejected or requeued on its own.
+    pub(super) fn settled(&mut self, tag: u64) {
+        self.handling.remove(&tag);
+    }
+
+    /// Marks `tags` handled, and answers the delivery to acknowledge with `multiple`: the newest
+    /// handled one older than every delivery still being handled.
+    pub(super) fn handled(&mut self, tags: impl IntoIterator<Item = u64>) -> Option<u64> {
+        for tag in tags {
+            self.handling.remove(&tag);
+            self.handled.insert(tag);
+        }
+        let oldest_handling = self.handling.first().copied().unwrap_or(u64::MAX);
+        let upto = self.handled.range(..oldest_handling).next_back().copied()?;
+        self.handled = self.handled.split_off(&(upto + 1));
+        Some(upto)
+    }
+}
+
+/// Acknowledges the handled deliveries `handled`, with those handled before them that waited
+/// (and may wait no longer now that the deliveries `settled` on their own are out of the way).
+/// The lock is held while the frame goes, so acknowledgements leave in the order of their tags
+/// (the broker refuses a `multiple` acknowledgement of a tag an earlier one already covered).
+async fn acknowledge(
+    sub: &Subscription,
+    ch: &Channel,
+    acks: &Mutex<Acks>,
+    handled: Vec<u64>,
+    settled: Vec<u64>,
+) {
+    let mut acks = acks.lock().await;
+    for tag in settled {
+        acks.settled(tag);
+    }
+    if let Some(upto) = acks.handled(handled)
+        && let Err(e) = ch.basic_ack(upto, BasicAckOptions { multiple: true }).await
+    {
+        tracing::warn!(consumer = %sub.consumer, error = %e, "acknowledgement lost; the broker will redeliver");
+    }
+}
 
 /// Handles deliveries that arrived together: as one batch when they all parse and the handler
 /// takes them, else one by one, each with its own retries.
@@ -139,6 +204,8 @@ pub(super) async fn handle_deliveries(
     inner: &Inner,
     sub: &Subscription,
     out: &Channel,
+    ch: &Channel,
+    acks: &Mutex<Acks>,
     batch: Vec<Delivery>,
 ) {
     if batch.len() > 1 {
@@ -149,11 +216,8 @@ pub(super) async fn handle_deliveries(
         if let Some(envelopes) = envelopes {
             match sub.handler.handle_batch(&envelopes).await {
                 Ok(()) => {
-                    for d in &batch {
-                        if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
-                            tracing::warn!(consumer = %sub.consumer, error = %e, "acknowledgement lost; the broker will redeliver");
-                        }
-                    }
+                    let tags = batch.iter().map(|d| d.delivery_tag).collect();
+                    acknowledge(sub, ch, acks, tags, Vec::new()).await;
                     return;
                 }
                 Err(e) => {
@@ -162,12 +226,26 @@ pub(super) async fn handle_deliveries(
             }
         }
     }
-    futures_util::future::join_all(
-        batch
-            .into_iter()
-            .map(|d| handle_delivery(inner, sub, out, d)),
-    )
+    let outcomes = futures_util::future::join_all(batch.into_iter().map(|d| async move {
+        let tag = d.delivery_tag;
+        (tag, handle_delivery(inner, sub, out, d).await)
+    }))
     .await;
+    let (mut handled, mut settled) = (Vec::new(), Vec::new());
+    for (tag, outcome) in outcomes {
+        match outcome {
+            Outcome::Handled => handled.push(tag),
+            Outcome::Settled => settled.push(tag),
+        }
+    }
+    acknowledge(sub, ch, acks, handled, settled).await;
+}
+
+/// How one delivery ended: handled (to be acknowledged with its batch), or settled on its own
+/// (rerouted to a retry or dead-letter queue and acknowledged, or given back).
+pub(super) enum Outcome {
+    Handled,
+    Settled,
 }
 
 pub(super) async fn handle_delivery(
@@ -175,14 +253,10 @@ pub(super) async fn handle_delivery(
     sub: &Subscription,
     out: &Channel,
     delivery: Delivery,
-) {
+) -> Outcome {
     let outcome = deliver(sub.handler.as_ref(), &delivery.data).await;
     let acked = match outcome {
-        Ok(()) => delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ()),
+        Ok(()) => return Outcome::Handled,
         Err(e) => {
             let attempt = attempt_of(&delivery);
             match retry_or_dead_letter(inner, sub, out, &delivery, attempt, &e).await {
@@ -210,6 +284,7 @@ pub(super) async fn handle_delivery(
     if let Err(e) = acked {
         tracing::warn!(consumer = %sub.consumer, error = %e, "acknowledgement lost; the broker will redeliver");
     }
+    Outcome::Settled
 }
 
 pub(super) async fn retry_or_dead_letter(
@@ -293,5 +368,37 @@ pub(super) async fn retry_or_dead_letter(
             props,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Acks;
+
+    #[test]
+    fn a_batch_is_acknowledged_only_up_to_the_oldest_delivery_still_being_handled() {
+        let mut acks = Acks::default();
+        acks.received(1..=3);
+        acks.received(4..=6);
+        // The later batch finishes first: nothing older than 1 is done, so nothing goes.
+        assert_eq!(acks.handled(4..=6), None);
+        // Then the first: one acknowledgement covers both.
+        assert_eq!(acks.handled(1..=3), Some(6));
+        assert_eq!(acks.handled(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn deliveries_settled_on_their_own_are_never_the_tag_acknowledged() {
+        let mut acks = Acks::default();
+        acks.received(1..=4);
+        // 1 failed and was rerouted (acknowledged on its own); 2 is still being retried.
+        acks.settled(1);
+        assert_eq!(acks.handled([3, 4]), None);
+        // 2 settles too: 3 and 4 go, in one acknowledgement naming a tag not yet acknowledged.
+        acks.settled(2);
+        assert_eq!(acks.handled(std::iter::empty()), Some(4));
+        assert_eq!(acks.handled(std::iter::empty()), None);
+        acks.received([5]);
+        assert_eq!(acks.handled([5]), Some(5));
     }
 }
