@@ -33,6 +33,8 @@ run() { # run LABEL SERVER-ARGS -- BENCH-ARGS
   "$kassa" "${server[@]}" >/dev/null 2>&1 &
   local pid=$!
   sleep 3
+  # AFTER_START="command" runs once the server is up, before the load.
+  if [ -n "${AFTER_START:-}" ]; then eval "$AFTER_START"; fi
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   echo "== $label (server RSS before load: ${rss} kB)"
   "$kassa" bench --json "$@"
@@ -61,6 +63,9 @@ want embedded && run "embedded" up -- -n "$N" -c 64
 want distributed && run "distributed, provider latency 0" serve gateway orders payments --namespace "${ns}a" -- -n "$N" -c 64 --pgbench "$PG"
 # The same with analytics running beside them, consuming every event into its own database.
 want distributed && run "distributed with analytics, provider latency 0" serve gateway orders payments analytics --namespace "${ns}q" -- -n "$N" -c 64 --pgbench "$PG"
+# And the checkout as it was before analytics: its queue deleted once the server declared it.
+want distributed && AFTER_START="rabbitmqctl -q delete_queue ${ns}z.analytics >/dev/null" \
+  run "distributed without analytics' queue, provider latency 0" serve gateway orders payments --namespace "${ns}z" -- -n "$N" -c 64 --pgbench "$PG"
 # The same checkout on each broker, one after the other with one binary: RabbitMQ, then Kafka.
 if [[ " ${ONLY:-} " == *" kafka "* ]]; then
   run "distributed on RabbitMQ, provider latency 0" serve gateway orders payments --namespace "${ns}r" -- -n "$N" -c 64 --pgbench "$PG"
@@ -237,7 +242,7 @@ reports() {
 want reports && reports
 
 # The distributed runs leave their databases behind; drop them.
-for suffix in a b c d e f g h k q r; do
+for suffix in a b c d e f g h k q r z; do
   for service in orders payments members analytics; do
     psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
   done
