@@ -26,9 +26,9 @@ struct Subscriber {
 }
 
 /// Takes a subscriber's messages as they come and hands whatever arrived together (or, for a
-/// handler that lingers, what came within its linger) to the handler as one batch; a batch that fails is delivered message by message, each with its own
-/// retries. Each group runs as a task of its own, so a handler's transaction never waits on
-/// whoever published.
+/// handler that lingers, what came within its linger) to the handler as one batch; a batch that
+/// fails is delivered message by message, each with its own retries. Each group runs as a task
+/// of its own, so a handler's transaction never waits on whoever published.
 async fn dispatch(
     subscriber: Arc<Subscriber>,
     mut queue: mpsc::UnboundedReceiver<(Message, oneshot::Sender<Result<(), BusError>>)>,
