@@ -198,9 +198,10 @@ pub struct ListedPayment {
     /// Why a checkout payment was declined or failed, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
-    /// How a manual payment was paid.
+    /// How the payment was paid: in person (`Cash`, `QRIS`) for a checkout paid at the kiosk,
+    /// or as recorded by hand for a manual one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::manual::PaymentMethod>)]
+    #[schema(schema_with = methods)]
     payment_method: Option<String>,
     /// When a manual payment was completed.
     #[serde(
@@ -228,6 +229,21 @@ fn statuses() -> utoipa::openapi::schema::Schema {
             .map(|s| s.as_str())
             .chain(crate::manual::Status::ALL.iter().map(|s| s.as_str())),
     )
+}
+
+/// Both kinds' ways of paying: a checkout's in person, a manual payment's as recorded.
+fn methods() -> utoipa::openapi::schema::Schema {
+    let mut names: Vec<&str> = crate::domain::InPerson::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    for m in crate::manual::PaymentMethod::ALL {
+        let name = m.as_str();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    openapi::text_enum(names)
 }
 
 impl From<store::Listed> for ListedPayment {
@@ -395,3 +411,23 @@ fn payment_not_found() -> ApiError {
     modifiers(&ProblemResponses, &TokenSecurity)
 )]
 pub struct PaymentsApi;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_listed_payment_method_may_be_any_way_either_kind_is_paid() {
+        let schema = serde_json::to_value(super::methods()).unwrap();
+        let names: Vec<String> = serde_json::from_value(schema["enum"].clone()).unwrap();
+        for m in crate::domain::InPerson::ALL {
+            assert!(names.iter().any(|n| n == m.as_str()), "{m:?}");
+        }
+        for m in crate::manual::PaymentMethod::ALL {
+            // As the manual payment's JSON writes it.
+            assert_eq!(
+                serde_json::to_value(m).unwrap(),
+                serde_json::json!(m.as_str())
+            );
+            assert!(names.iter().any(|n| n == m.as_str()), "{m:?}");
+        }
+    }
+}

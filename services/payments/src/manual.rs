@@ -98,6 +98,27 @@ pub enum PaymentMethod {
     DigitalWallet,
 }
 
+impl PaymentMethod {
+    pub const ALL: [PaymentMethod; 5] = [
+        PaymentMethod::Cash,
+        PaymentMethod::CreditCard,
+        PaymentMethod::DebitCard,
+        PaymentMethod::BankTransfer,
+        PaymentMethod::DigitalWallet,
+    ];
+
+    /// The name as JSON writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Cash => "Cash",
+            PaymentMethod::CreditCard => "CreditCard",
+            PaymentMethod::DebitCard => "DebitCard",
+            PaymentMethod::BankTransfer => "BankTransfer",
+            PaymentMethod::DigitalWallet => "DigitalWallet",
+        }
+    }
+}
+
 /// Gym amounts have two decimal places (the seed's `numeric(18,2)`): the currencies whose minor
 /// unit is a hundredth, so that `amount_minor` counts minor units as everywhere in kassa.
 fn currencies() -> impl Iterator<Item = Currency> {
