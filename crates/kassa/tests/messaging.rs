@@ -772,3 +772,176 @@ async fn rabbitmq_batches_deliveries_and_falls_back_to_one_by_one() {
     support::drop_database(&format!("{namespace}_probe")).await;
     support::delete_named_queues(&namespace, &["probe"], &policy).await;
 }
+
+/// Takes batches in one transaction; event 13 fails, alone or in a batch, while it is poisoned.
+struct Poisoned {
+    inner: Recorder,
+    poisoned: std::sync::atomic::AtomicBool,
+    batches: AtomicU32,
+}
+
+impl Poisoned {
+    fn refuses(&self, event: &Envelope) -> bool {
+        event.subject == "13" && self.poisoned.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Handler for Poisoned {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        if self.refuses(event) {
+            self.inner.calls.fetch_add(1, Ordering::SeqCst);
+            return Err(HandlerError::new("13 is poisoned"));
+        }
+        self.inner.handle(event).await
+    }
+
+    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), HandlerError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        if events.iter().any(|e| self.refuses(e)) {
+            return Err(HandlerError::new("a batch with 13 in it"));
+        }
+        kassa_platform::bus::one_by_one(self, events).await
+    }
+}
+
+/// Messages waiting in `queue`.
+async fn depth(queue: &str) -> u32 {
+    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    q.message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_gives_a_consumer_of_every_event_digests_and_dead_letters_their_events_one_by_one()
+{
+    support::require(Service::PostgreSql);
+    support::require(Service::RabbitMq);
+    let namespace = unique("m");
+    let db = Db::connect(&DbLocation::Postgres {
+        url: support::settings_db_url(&namespace),
+        max_connections: 4,
+    })
+    .await
+    .unwrap();
+    migrate::run(&db, &[&migrate::PLATFORM]).await.unwrap();
+    sql("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (trigger, shutdown) = shutdown::channel();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(30),
+    };
+    let every = vec!["#".to_string()];
+    let bus = Arc::new(RabbitBus::new(
+        AMQP_URL,
+        &namespace,
+        vec![QueueSpec {
+            consumer: "probe".into(),
+            topics: every.clone(),
+        }],
+        policy,
+        16,
+        shutdown.clone(),
+    ));
+    bus.ready().await.unwrap();
+    // Published together, before anyone consumes: the events go in a few digests.
+    let events: Vec<Envelope> = (0..40).map(probe).collect();
+    let published = futures_util::future::join_all(events.iter().map(|event| {
+        let bus = bus.clone();
+        async move {
+            bus.publish(&Message {
+                id: event.id,
+                topic: event.event_type.clone(),
+                body: event.to_bytes(),
+            })
+            .await
+        }
+    }))
+    .await;
+    assert!(published.iter().all(Result::is_ok), "{published:?}");
+    let queued = depth(&format!("{namespace}.probe")).await;
+    assert!(
+        (1..40).contains(&queued),
+        "40 events published together wait as a few digests, not one message each: {queued}"
+    );
+    let handler = Arc::new(Poisoned {
+        inner: Recorder::new(db.clone(), 0),
+        poisoned: true.into(),
+        batches: AtomicU32::new(0),
+    });
+    bus.subscribe(Subscription {
+        consumer: "probe".into(),
+        topics: every,
+        handler: handler.clone(),
+        db: db.clone(),
+    })
+    .await
+    .unwrap();
+    let effects = async || -> i64 {
+        sql("SELECT COUNT(*) AS n FROM effects")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+            .get("n")
+            .unwrap()
+    };
+    eventually("39 effects", PATIENCE, effects, |n| *n == 39).await;
+    // Event 13 alone went to the retry queue, then to the dead-letter queue, as itself.
+    let letters = eventually(
+        "event 13 dead-lettered",
+        PATIENCE,
+        async || {
+            rabbit::list_dead_letters(AMQP_URL, &namespace, &["probe"])
+                .await
+                .unwrap()
+        },
+        |letters| !letters.is_empty(),
+    )
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].id, Some(events[13].id));
+    assert_eq!(letters[0].topic, Probe::TYPE);
+    assert_eq!(letters[0].attempts, 3);
+    assert!(letters[0].error.contains("13 is poisoned"), "{letters:?}");
+    assert_eq!(
+        Envelope::from_bytes(letters[0].body.as_bytes()).unwrap().id,
+        events[13].id,
+        "the dead letter is the event, not its digest"
+    );
+    assert!(handler.batches.load(Ordering::SeqCst) >= 1);
+    assert_eq!(effects().await, 39, "every other event once");
+    // Cured, and redriven: 13 has its effect, and nothing else has a second one.
+    handler.poisoned.store(false, Ordering::SeqCst);
+    assert_eq!(
+        rabbit::redrive_dead_letters(AMQP_URL, &namespace, "probe")
+            .await
+            .unwrap(),
+        1
+    );
+    let n = eventually("the 40th effect", PATIENCE, effects, |n| *n >= 40).await;
+    assert_eq!(n, 40);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(effects().await, 40, "none twice");
+    trigger.trigger();
+    bus.drain().await;
+    db.close().await;
+    support::drop_database(&format!("{namespace}_probe")).await;
+    support::delete_named_queues(&namespace, &["probe"], &policy).await;
+}

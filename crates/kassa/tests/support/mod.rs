@@ -566,7 +566,7 @@ pub async fn delete_named_queues(namespace: &str, consumers: &[&str], retry: &Re
                 .await;
         }
     }
-    for ex in ["events", "dead"] {
+    for ex in ["events", "digests", "dead"] {
         let _ = ch
             .exchange_delete(
                 format!("{namespace}.{ex}").as_str().into(),

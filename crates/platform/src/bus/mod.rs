@@ -26,7 +26,7 @@ pub struct Message {
 }
 
 /// Why the bus could not take or deliver a message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
     /// The broker could not be reached or dropped the connection.
     #[error("broker unavailable: {0}")]
@@ -99,7 +99,8 @@ impl From<kassa_contracts::envelope::DecodeError> for HandlerError {
 /// How a consumer takes its events: at most `max` at once, and for up to `linger` after the
 /// first one has come, it waits for more. A step of a flow takes what has already arrived and
 /// goes ([`Batching::PROMPT`]); a projection that sums every event (analytics) does far less
-/// work per event in large batches, and may wait a moment to make them.
+/// work per event in large batches, and may wait a moment to make them (and then, on a broker,
+/// handles its batches one at a time, see [`Turns`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
     pub max: usize,
@@ -133,6 +134,40 @@ impl Batching {
                 .ok()
                 .flatten()
         }
+    }
+}
+
+/// Whose turn it is to handle a batch, on a broker. A consumer that waits to fill its batches (a
+/// projection summing every event) handles them one at a time, the next filling meanwhile: side
+/// by side its batches would only contend for the same rows (and fail, and be handled again
+/// event by event), and when one fails, its events are handled one after the other. A prompt
+/// consumer (a step of a flow) handles its batches, and the events of a failed one, side by
+/// side. The embedded bus takes no turns: its batches write to one SQLite file, whose lock
+/// takes their writes one at a time anyway, while the work before the writes overlaps.
+#[derive(Clone)]
+pub(crate) struct Turns(Option<Arc<tokio::sync::Semaphore>>);
+
+impl Turns {
+    pub(crate) fn of(batching: &Batching) -> Self {
+        Turns((!batching.linger.is_zero()).then(|| Arc::new(tokio::sync::Semaphore::new(1))))
+    }
+
+    /// Whether batches are handled one at a time.
+    pub(crate) fn one_at_a_time(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Waits for the next batch's turn, which lasts as long as what is returned is kept.
+    pub(crate) async fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.0 {
+            Some(turn) => turn.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// How many of a failed batch's `n` events are handled at once.
+    pub(crate) fn width(&self, n: usize) -> usize {
+        if self.one_at_a_time() { 1 } else { n.max(1) }
     }
 }
 

@@ -24,7 +24,7 @@ use std::{sync::Arc, time::Duration};
 use rdkafka::{ClientConfig, message::OwnedHeaders};
 
 use super::*;
-use crate::bus::{Batching, HandlerError, Subscription, deliver, topic_matches};
+use crate::bus::{Batching, HandlerError, Subscription, Turns, deliver, topic_matches};
 
 /// The longest a copied error message is.
 const MAX_ERROR_LEN: usize = 1000;
@@ -98,6 +98,8 @@ pub(super) async fn consume_forever(inner: Arc<Inner>, sub: Subscription) {
     tracing::info!(consumer = %sub.consumer, topics = ?names, "consuming");
     let consumer = Arc::new(consumer);
     let delays: HashMap<String, Duration> = retries.into_iter().collect();
+    // Shared by the partitions' workers: a consumer that lingers handles one batch at a time.
+    let turns = Turns::of(&sub.handler.batching());
     let mut workers: HashMap<(String, i32), Worker> = HashMap::new();
     let mut tasks = JoinSet::new();
     {
@@ -129,6 +131,7 @@ pub(super) async fn consume_forever(inner: Arc<Inner>, sub: Subscription) {
                                 consumer.clone(),
                                 (topic.clone(), *partition),
                                 delays.get(topic).copied(),
+                                turns.clone(),
                                 rx,
                             ));
                             Worker { records }
@@ -180,6 +183,7 @@ async fn work(
     consumer: Arc<StreamConsumer>,
     (topic, partition): (String, i32),
     retry_delay: Option<Duration>,
+    turns: Turns,
     mut records: mpsc::Receiver<OwnedMessage>,
 ) {
     // A batch cannot outgrow the records this worker may hold.
@@ -202,7 +206,10 @@ async fn work(
         let last = batch.last().map(|r| r.offset()).unwrap_or_default();
         let done = match retry_delay {
             Some(_) => handle_retry(&inner, &sub, &batch[0]).await,
-            None => handle_records(&inner, &sub, &batch).await,
+            None => {
+                let _turn = turns.take().await;
+                handle_records(&inner, &sub, &batch).await
+            }
         };
         if !done {
             // Stopping: the records are read again after a restart.

@@ -62,11 +62,16 @@ pub(super) async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Resu
         &inner.policy,
     )
     .await?;
-    // Room for the batch being handled and the next one filling.
+    // Room for the batch being handled and the next one filling. A digest holds up to 64
+    // events, so a consumer of digests keeps the prefetch configured (in messages).
     let batching = sub.handler.batching();
-    let prefetch = inner
-        .prefetch
-        .max(u16::try_from(batching.max.saturating_mul(2)).unwrap_or(u16::MAX));
+    let prefetch = if digest::every_event(&sub.topics) {
+        inner.prefetch
+    } else {
+        inner
+            .prefetch
+            .max(u16::try_from(batching.max.saturating_mul(2)).unwrap_or(u16::MAX))
+    };
     ch.basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(unavailable)?;
@@ -84,18 +89,23 @@ pub(super) async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Resu
     tracing::info!(consumer = %sub.consumer, queue = %queue, "consuming");
     let in_flight = Arc::new(Semaphore::new(prefetch as usize));
     let acks = Arc::new(Mutex::new(Acks::default()));
+    let turns = Turns::of(&batching);
     let result = loop {
         tokio::select! {
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     // Whatever else has arrived (or comes within the handler's linger) goes
-                    // with it, to be handled as a batch.
+                    // with it, to be handled as a batch; a digest counts as the events it holds.
                     let started = tokio::time::Instant::now();
+                    let mut events = digest::events_in(&delivery);
                     let mut batch = vec![delivery];
                     let mut broken = None;
-                    while let Some(more) = batching.more(started, batch.len(), consumer.next()).await {
+                    while let Some(more) = batching.more(started, events, consumer.next()).await {
                         match more {
-                            Ok(more) => batch.push(more),
+                            Ok(more) => {
+                                events += digest::events_in(&more);
+                                batch.push(more);
+                            }
                             Err(e) => {
                                 broken = Some(unavailable(e));
                                 break;
@@ -104,11 +114,12 @@ pub(super) async fn consume_once(inner: &Arc<Inner>, sub: &Subscription) -> Resu
                     }
                     let permits = in_flight.clone().acquire_many_owned(batch.len() as u32).await.map_err(unavailable)?;
                     acks.lock().await.received(batch.iter().map(|d| d.delivery_tag));
+                    let turn = turns.take().await;
                     let (inner, sub, out) = (inner.clone(), sub.clone(), out.clone());
-                    let (ch, acks) = (ch.clone(), acks.clone());
+                    let (ch, acks, turns) = (ch.clone(), acks.clone(), turns.clone());
                     tokio::spawn(async move {
-                        handle_deliveries(&inner, &sub, &out, &ch, &acks, batch).await;
-                        drop(permits);
+                        handle_deliveries(&inner, &sub, &out, &ch, &acks, &turns, batch).await;
+                        drop((turn, permits));
                     });
                     if let Some(e) = broken {
                         break Err(e);
@@ -198,20 +209,30 @@ async fn acknowledge(
     }
 }
 
-/// Handles deliveries that arrived together: as one batch when they all parse and the handler
-/// takes them, else one by one, each with its own retries.
+/// Handles deliveries that arrived together (a digest's events among them): as one batch when
+/// they all parse and the handler takes them, else one by one, each with its own retries.
 pub(super) async fn handle_deliveries(
     inner: &Inner,
     sub: &Subscription,
     out: &Channel,
     ch: &Channel,
     acks: &Mutex<Acks>,
+    turns: &Turns,
     batch: Vec<Delivery>,
 ) {
-    if batch.len() > 1 {
-        let envelopes: Option<Vec<Envelope>> = batch
+    let digests: Vec<Option<Vec<digest::Part<'_>>>> = batch.iter().map(digest::parts_of).collect();
+    let bodies: Vec<&[u8]> = batch
+        .iter()
+        .zip(&digests)
+        .flat_map(|(d, parts)| match parts {
+            Some(parts) => parts.iter().map(|p| p.body).collect(),
+            None => vec![&d.data[..]],
+        })
+        .collect();
+    if bodies.len() > 1 {
+        let envelopes: Option<Vec<Envelope>> = bodies
             .iter()
-            .map(|d| Envelope::from_bytes(&d.data).ok())
+            .map(|body| Envelope::from_bytes(body).ok())
             .collect();
         if let Some(envelopes) = envelopes {
             match sub.handler.handle_batch(&envelopes).await {
@@ -226,11 +247,23 @@ pub(super) async fn handle_deliveries(
             }
         }
     }
-    let outcomes = futures_util::future::join_all(batch.into_iter().map(|d| async move {
-        let tag = d.delivery_tag;
-        (tag, handle_delivery(inner, sub, out, d).await)
-    }))
-    .await;
+    let width = turns.width(bodies.len());
+    drop(bodies);
+    let each: Vec<_> = batch
+        .iter()
+        .zip(digests)
+        .map(|(d, parts)| async move {
+            let outcome = match parts {
+                Some(parts) => handle_digest(inner, sub, out, d, parts, width).await,
+                None => handle_delivery(inner, sub, out, d).await,
+            };
+            (d.delivery_tag, outcome)
+        })
+        .collect();
+    let outcomes: Vec<(u64, Outcome)> = futures_util::stream::iter(each)
+        .buffer_unordered(width)
+        .collect()
+        .await;
     let (mut handled, mut settled) = (Vec::new(), Vec::new());
     for (tag, outcome) in outcomes {
         match outcome {
@@ -252,33 +285,73 @@ pub(super) async fn handle_delivery(
     inner: &Inner,
     sub: &Subscription,
     out: &Channel,
-    delivery: Delivery,
+    delivery: &Delivery,
 ) -> Outcome {
-    let outcome = deliver(sub.handler.as_ref(), &delivery.data).await;
-    let acked = match outcome {
-        Ok(()) => return Outcome::Handled,
-        Err(e) => {
-            let attempt = attempt_of(&delivery);
-            match retry_or_dead_letter(inner, sub, out, &delivery, attempt, &e).await {
-                Ok(()) => delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map(|_| ()),
-                Err(publish_error) => {
-                    // The copy was not confirmed: give the message back rather than lose it.
-                    tracing::warn!(consumer = %sub.consumer, error = %publish_error, "could not reroute failed message; requeueing");
-                    tokio::time::sleep(inner.policy.base_delay).await;
-                    delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|_| ())
-                }
+    let Err(e) = deliver(sub.handler.as_ref(), &delivery.data).await else {
+        return Outcome::Handled;
+    };
+    let rerouted = retry_or_dead_letter(inner, sub, out, Failed::delivery(delivery), &e).await;
+    settle(inner, sub, delivery, rerouted).await
+}
+
+/// Handles a digest's events one by one: the digest is handled once each of its events is,
+/// or has been rerouted, as a message of its own, to the retry or dead-letter queue.
+async fn handle_digest(
+    inner: &Inner,
+    sub: &Subscription,
+    out: &Channel,
+    delivery: &Delivery,
+    parts: Vec<digest::Part<'_>>,
+    width: usize,
+) -> Outcome {
+    let each: Vec<_> = parts
+        .iter()
+        .map(|part| async move {
+            match deliver(sub.handler.as_ref(), part.body).await {
+                Ok(()) => Ok(()),
+                Err(e) => retry_or_dead_letter(inner, sub, out, Failed::part(part), &e).await,
             }
+        })
+        .collect();
+    let rerouted: Vec<Result<(), BusError>> = futures_util::stream::iter(each)
+        .buffer_unordered(width)
+        .collect()
+        .await;
+    let rerouted: Result<(), BusError> = rerouted.into_iter().collect();
+    match rerouted {
+        Ok(()) => Outcome::Handled,
+        // The events handled are in the inbox, and those rerouted already are in a retry
+        // queue: handled again, each is harmless (a rerouted one may be retried twice).
+        Err(e) => settle(inner, sub, delivery, Err(e)).await,
+    }
+}
+
+/// Settles a delivery that failed on its own: acknowledged once its copy is in a retry or
+/// dead-letter queue, else given back to its queue.
+async fn settle(
+    inner: &Inner,
+    sub: &Subscription,
+    delivery: &Delivery,
+    rerouted: Result<(), BusError>,
+) -> Outcome {
+    let acked = match rerouted {
+        Ok(()) => delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ()),
+        Err(publish_error) => {
+            // The copy was not confirmed: give the message back rather than lose it.
+            tracing::warn!(consumer = %sub.consumer, error = %publish_error, "could not reroute failed message; requeueing");
+            tokio::time::sleep(inner.policy.base_delay).await;
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
         }
     };
     if let Err(e) = acked {
@@ -287,27 +360,61 @@ pub(super) async fn handle_delivery(
     Outcome::Settled
 }
 
+/// An event that failed, as it is rerouted: its envelope, its headers so far (the topic among
+/// them), its id and the attempt that failed.
+pub(super) struct Failed<'a> {
+    data: &'a [u8],
+    headers: FieldTable,
+    message_id: String,
+    attempt: u32,
+}
+
+impl<'a> Failed<'a> {
+    fn delivery(delivery: &'a Delivery) -> Self {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        // The first delivery's routing key is the event type; retries arrive from a retry queue.
+        if !headers.inner().contains_key(TOPIC_HEADER) {
+            headers.insert(TOPIC_HEADER.into(), text(delivery.routing_key.as_str()));
+        }
+        Failed {
+            data: &delivery.data,
+            headers,
+            message_id: delivery
+                .properties
+                .message_id()
+                .clone()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            attempt: attempt_of(delivery),
+        }
+    }
+
+    /// A digest's event: its first attempt, whatever became of the digest.
+    fn part(part: &digest::Part<'a>) -> Self {
+        Failed {
+            data: part.body,
+            headers: table(&[(TOPIC_HEADER, text(part.topic))]),
+            message_id: part.id.to_string(),
+            attempt: 1,
+        }
+    }
+}
+
 pub(super) async fn retry_or_dead_letter(
     inner: &Inner,
     sub: &Subscription,
     out: &Channel,
-    delivery: &Delivery,
-    attempt: u32,
+    failed: Failed<'_>,
     error: &HandlerError,
 ) -> Result<(), BusError> {
     let topology = &inner.topology;
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let Failed {
+        data,
+        mut headers,
+        message_id,
+        attempt,
+    } = failed;
     headers.insert(ERROR_HEADER.into(), text(&error.message));
-    // The first delivery's routing key is the event type; retries arrive from a retry queue.
-    if !headers.inner().contains_key("x-kassa-topic") {
-        headers.insert("x-kassa-topic".into(), text(delivery.routing_key.as_str()));
-    }
-    let message_id = delivery
-        .properties
-        .message_id()
-        .clone()
-        .map(|s| s.to_string())
-        .unwrap_or_default();
     if error.unavailable {
         // The consumer's own infrastructure is down: wait at the longest backoff, attempts
         // untouched, for as long as the outage lasts.
@@ -328,7 +435,7 @@ pub(super) async fn retry_or_dead_letter(
             out,
             "",
             &topology.retry_queue(&sub.consumer, delay),
-            &delivery.data,
+            data,
             props,
         )
         .await;
@@ -347,7 +454,7 @@ pub(super) async fn retry_or_dead_letter(
             out,
             "",
             &topology.retry_queue(&sub.consumer, delay),
-            &delivery.data,
+            data,
             props,
         )
         .await
@@ -364,7 +471,7 @@ pub(super) async fn retry_or_dead_letter(
             out,
             "",
             &topology.dead_letter_queue(&sub.consumer),
-            &delivery.data,
+            data,
             props,
         )
         .await

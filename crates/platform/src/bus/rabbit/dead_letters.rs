@@ -25,7 +25,7 @@ pub async fn list_dead_letters(
                 .properties
                 .headers()
                 .as_ref()
-                .and_then(|h| h.inner().get("x-kassa-topic").cloned())
+                .and_then(|h| h.inner().get(TOPIC_HEADER).cloned())
                 .and_then(|v| match v {
                     AMQPValue::LongString(s) => {
                         Some(String::from_utf8_lossy(s.as_bytes()).into_owned())

@@ -2,7 +2,10 @@
 //!
 //! Topology for namespace `ns` and a consumer `c`:
 //! - `ns.events`, a topic exchange every event is published to (persistent, publisher-confirmed);
-//! - `ns.c`, the consumer's durable queue, bound to the event types it wants, dead-lettering
+//! - `ns.digests`, a fanout exchange the events published together go to as one message, when
+//!   some consumer wants every event (see `digest.rs`);
+//! - `ns.c`, the consumer's durable queue, bound to the event types it wants (or, for every
+//!   event, to `ns.digests`), dead-lettering
 //!   through `ns.dead` into `ns.c.dlq` should it ever reject a message outright;
 //! - `ns.c.retry.<ms>`, one queue per backoff step whose messages expire back into `ns.c`.
 //!
@@ -13,6 +16,7 @@
 //! - `mod.rs`: connections, publishing with confirms, the bus itself
 //! - `topology.rs`: exchanges and queues, declared before the first publish
 //! - `consume.rs`: deliveries, retries and dead letters
+//! - `digest.rs`: the events published together, as one message for consumers of every event
 //! - `dead_letters.rs`: listing and redriving dead letters
 
 use std::{sync::Arc, time::Duration};
@@ -33,22 +37,28 @@ use tokio::sync::{Mutex, Semaphore};
 
 mod consume;
 mod dead_letters;
+mod digest;
 mod topology;
 
 pub use dead_letters::{list_dead_letters, redrive_dead_letters};
 pub use topology::Topology;
 
 use consume::*;
+use digest::Digests;
 use topology::*;
 
 use super::{
-    BusError, DeadLetter, EventBus, HandlerError, Message, RetryPolicy, Subscription, deliver,
+    BusError, DeadLetter, EventBus, HandlerError, Message, RetryPolicy, Subscription, Turns,
+    deliver,
 };
 use crate::shutdown::Shutdown;
 use kassa_contracts::Envelope;
 
 const ATTEMPT_HEADER: &str = "x-kassa-attempt";
 const ERROR_HEADER: &str = "x-kassa-error";
+/// The event type of a message rerouted to a retry or dead-letter queue (its routing key there
+/// is the queue's name).
+const TOPIC_HEADER: &str = "x-kassa-topic";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long publishes fail fast after a failed connection attempt.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
@@ -128,6 +138,11 @@ struct Inner {
     /// waiting for a connection attempt of its own.
     last_connect_failure: std::sync::Mutex<Option<std::time::Instant>>,
     consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Whether some consumer wants every event, so that events go in digests too: one listed in
+    /// `queues`, or one subscribed to this bus.
+    digests_wanted: std::sync::atomic::AtomicBool,
+    /// The digests' publisher, started on the first publish that needs it.
+    digests: std::sync::OnceLock<Digests>,
 }
 
 /// RabbitMQ behind the [`EventBus`] port; reconnects by itself after the broker comes back.
@@ -148,6 +163,7 @@ impl RabbitBus {
         prefetch: u16,
         shutdown: Shutdown,
     ) -> Self {
+        let queues_want_digests = queues.iter().any(|q| digest::every_event(&q.topics));
         RabbitBus {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
@@ -159,6 +175,8 @@ impl RabbitBus {
                 publisher: Mutex::new(None),
                 last_connect_failure: std::sync::Mutex::new(None),
                 consumers: Mutex::new(Vec::new()),
+                digests_wanted: queues_want_digests.into(),
+                digests: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -216,23 +234,43 @@ impl RabbitBus {
 #[async_trait]
 impl EventBus for RabbitBus {
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
-        let ch = self.publish_channel().await?;
-        let props = persistent(&message.id.to_string());
-        let result = publish_confirmed(
-            &ch,
-            &self.inner.topology.events_exchange(),
-            &message.topic,
-            &message.body,
-            props,
-        )
-        .await;
-        if matches!(result, Err(BusError::Unavailable(_))) {
-            self.forget_publisher().await;
+        let event = async {
+            let ch = self.publish_channel().await?;
+            let props = persistent(&message.id.to_string());
+            let result = publish_confirmed(
+                &ch,
+                &self.inner.topology.events_exchange(),
+                &message.topic,
+                &message.body,
+                props,
+            )
+            .await;
+            if matches!(result, Err(BusError::Unavailable(_))) {
+                self.forget_publisher().await;
+            }
+            result
+        };
+        if !self
+            .inner
+            .digests_wanted
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return event.await;
         }
-        result
+        let digests = self
+            .inner
+            .digests
+            .get_or_init(|| Digests::start(Arc::downgrade(&self.inner)));
+        let (event, digest) = tokio::join!(event, digests.publish(message));
+        event.and(digest)
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<(), BusError> {
+        if digest::every_event(&subscription.topics) {
+            self.inner
+                .digests_wanted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let inner = self.inner.clone();
         let handle = tokio::spawn(consume_forever(inner, subscription));
         self.inner.consumers.lock().await.push(handle);

@@ -17,6 +17,9 @@ impl Topology {
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.namespace)
     }
+    pub fn digests_exchange(&self) -> String {
+        format!("{}.digests", self.namespace)
+    }
     pub(super) fn dead_exchange(&self) -> String {
         format!("{}.dead", self.namespace)
     }
@@ -43,6 +46,14 @@ pub(super) async fn declare_exchanges(ch: &Channel, topology: &Topology) -> Resu
     ch.exchange_declare(
         topology.events_exchange().into(),
         ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(unavailable)?;
+    ch.exchange_declare(
+        topology.digests_exchange().into(),
+        ExchangeKind::Fanout,
         durable,
         FieldTable::default(),
     )
@@ -113,16 +124,37 @@ pub(super) async fn declare_consumer(
         ("x-dead-letter-routing-key", text(&queue)),
     ]);
     declare_queue(ch, &queue, main_args).await?;
-    for topic in topics {
+    if super::digest::every_event(topics) {
         ch.queue_bind(
             queue.as_str().into(),
-            topology.events_exchange().into(),
-            topic.as_str().into(),
+            topology.digests_exchange().into(),
+            "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
         .map_err(unavailable)?;
+        // A queue declared before digests existed took every event one by one too.
+        ch.queue_unbind(
+            queue.as_str().into(),
+            topology.events_exchange().into(),
+            "#".into(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
+    } else {
+        for topic in topics {
+            ch.queue_bind(
+                queue.as_str().into(),
+                topology.events_exchange().into(),
+                topic.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unavailable)?;
+        }
     }
     for attempt in 1..policy.max_attempts {
         let delay = policy.delay_after(attempt);
