@@ -134,10 +134,7 @@ async fn rig_with(backend: Backend, failures: u32, relay: Option<outbox::RelaySe
     };
     sql(effects).execute(&db).await.unwrap();
     let (trigger, shutdown) = shutdown::channel();
-    let policy = RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(30),
-    };
+    let policy = QUICK;
     let bus: Arc<dyn EventBus> = match backend {
         Backend::Embedded => Arc::new(MemoryBus::new(policy, shutdown.clone())),
         Backend::Distributed => Arc::new(RabbitBus::new(
@@ -184,12 +181,7 @@ async fn rig_with(backend: Backend, failures: u32, relay: Option<outbox::RelaySe
 
 impl Rig {
     async fn effects(&self) -> i64 {
-        sql("SELECT COUNT(*) AS n FROM effects")
-            .fetch_one(&self.db)
-            .await
-            .unwrap()
-            .get("n")
-            .unwrap()
+        count_effects(&self.db).await
     }
 
     async fn dead_letters(&self) -> Vec<kassa_platform::bus::DeadLetter> {
@@ -649,6 +641,41 @@ async fn the_relay_vacuums_the_outbox_it_churns() {
     rig.stop().await;
 }
 
+/// Three attempts, quickly.
+const QUICK: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base_delay: Duration::from_millis(30),
+};
+
+async fn count_effects(db: &Db) -> i64 {
+    sql("SELECT COUNT(*) AS n FROM effects")
+        .fetch_one(db)
+        .await
+        .unwrap()
+        .get("n")
+        .unwrap()
+}
+
+/// A namespace and its PostgreSQL database (the platform's tables and `effects`), for a test of
+/// RabbitMQ itself.
+async fn rabbitmq_and_effects() -> (String, Db) {
+    support::require(Service::PostgreSql);
+    support::require(Service::RabbitMq);
+    let namespace = unique("m");
+    let db = Db::connect(&DbLocation::Postgres {
+        url: support::settings_db_url(&namespace),
+        max_connections: 4,
+    })
+    .await
+    .unwrap();
+    migrate::run(&db, &[&migrate::PLATFORM]).await.unwrap();
+    sql("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .execute(&db)
+        .await
+        .unwrap();
+    (namespace, db)
+}
+
 /// Takes batches in one transaction, but refuses any batch holding event 13, as a batch with one
 /// bad event in it would fail.
 struct Batcher {
@@ -683,25 +710,9 @@ impl Handler for Batcher {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_batches_deliveries_and_falls_back_to_one_by_one() {
-    support::require(Service::PostgreSql);
-    support::require(Service::RabbitMq);
-    let namespace = unique("m");
-    let db = Db::connect(&DbLocation::Postgres {
-        url: support::settings_db_url(&namespace),
-        max_connections: 4,
-    })
-    .await
-    .unwrap();
-    migrate::run(&db, &[&migrate::PLATFORM]).await.unwrap();
-    sql("CREATE TABLE effects (event_id UUID NOT NULL)")
-        .execute(&db)
-        .await
-        .unwrap();
+    let (namespace, db) = rabbitmq_and_effects().await;
     let (trigger, shutdown) = shutdown::channel();
-    let policy = RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(30),
-    };
+    let policy = QUICK;
     let bus = Arc::new(RabbitBus::new(
         AMQP_URL,
         &namespace,
@@ -737,14 +748,7 @@ async fn rabbitmq_batches_deliveries_and_falls_back_to_one_by_one() {
     })
     .await
     .unwrap();
-    let effects = async || -> i64 {
-        sql("SELECT COUNT(*) AS n FROM effects")
-            .fetch_one(&db)
-            .await
-            .unwrap()
-            .get("n")
-            .unwrap()
-    };
+    let effects = async || count_effects(&db).await;
     eventually("40 effects", PATIENCE, effects, |n| *n == 40).await;
     // A delivery queued after all the others: once it has its effect, a second delivery of any
     // of the 40 would have had its too.
@@ -829,25 +833,9 @@ async fn depth(queue: &str) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_gives_a_consumer_of_every_event_digests_and_dead_letters_their_events_one_by_one()
 {
-    support::require(Service::PostgreSql);
-    support::require(Service::RabbitMq);
-    let namespace = unique("m");
-    let db = Db::connect(&DbLocation::Postgres {
-        url: support::settings_db_url(&namespace),
-        max_connections: 4,
-    })
-    .await
-    .unwrap();
-    migrate::run(&db, &[&migrate::PLATFORM]).await.unwrap();
-    sql("CREATE TABLE effects (event_id UUID NOT NULL)")
-        .execute(&db)
-        .await
-        .unwrap();
+    let (namespace, db) = rabbitmq_and_effects().await;
     let (trigger, shutdown) = shutdown::channel();
-    let policy = RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(30),
-    };
+    let policy = QUICK;
     let every = vec!["#".to_string()];
     let bus = Arc::new(RabbitBus::new(
         AMQP_URL,
@@ -894,14 +882,7 @@ async fn rabbitmq_gives_a_consumer_of_every_event_digests_and_dead_letters_their
     })
     .await
     .unwrap();
-    let effects = async || -> i64 {
-        sql("SELECT COUNT(*) AS n FROM effects")
-            .fetch_one(&db)
-            .await
-            .unwrap()
-            .get("n")
-            .unwrap()
-    };
+    let effects = async || count_effects(&db).await;
     eventually("39 effects", PATIENCE, effects, |n| *n == 39).await;
     // Event 13 alone went to the retry queue, then to the dead-letter queue, as itself.
     let letters = eventually(
