@@ -6,19 +6,18 @@ use std::collections::BTreeSet;
 
 use super::*;
 
+/// A header of `delivery` holding a whole number that is not negative.
+pub(super) fn number_header(delivery: &Delivery, name: &str) -> Option<u32> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
 pub(super) fn attempt_of(delivery: &Delivery) -> u32 {
-    delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(ATTEMPT_HEADER).cloned())
-        .and_then(|v| match v {
-            AMQPValue::LongLongInt(n) => Some(n as u32),
-            AMQPValue::LongInt(n) => Some(n as u32),
-            AMQPValue::LongUInt(n) => Some(n),
-            _ => None,
-        })
-        .unwrap_or(1)
+    number_header(delivery, ATTEMPT_HEADER).unwrap_or(1)
 }
 
 pub(super) fn error_of(properties: &BasicProperties) -> String {

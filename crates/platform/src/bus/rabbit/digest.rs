@@ -80,18 +80,7 @@ pub(super) fn decode(mut data: &[u8]) -> Option<Vec<Part<'_>>> {
 
 /// How many events `delivery` holds: a digest's count, else one.
 pub(super) fn events_in(delivery: &Delivery) -> usize {
-    delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(DIGEST_HEADER).cloned())
-        .and_then(|v| match v {
-            AMQPValue::LongUInt(n) => Some(n as usize),
-            AMQPValue::LongLongInt(n) => usize::try_from(n).ok(),
-            AMQPValue::LongInt(n) => usize::try_from(n).ok(),
-            _ => None,
-        })
-        .unwrap_or(1)
+    number_header(delivery, DIGEST_HEADER).map_or(1, |n| n as usize)
 }
 
 /// The events of `delivery` if it is a digest (and reads as one).
