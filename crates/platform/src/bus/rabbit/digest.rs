@@ -161,23 +161,17 @@ impl RabbitBus {
         &self,
         messages: impl ExactSizeIterator<Item = &'a Message>,
     ) -> Result<(), BusError> {
-        let ch = self.publish_channel().await?;
         let count = messages.len() as u32;
         let props = persistent(&Uuid::now_v7().to_string())
             .with_content_type(CONTENT_TYPE.into())
             .with_headers(table(&[(DIGEST_HEADER, AMQPValue::LongUInt(count))]));
-        let result = publish_confirmed(
-            &ch,
+        self.publish_to(
             &self.inner.topology.digests_exchange(),
             "",
             &encode(messages),
             props,
         )
-        .await;
-        if matches!(result, Err(BusError::Unavailable(_))) {
-            self.forget_publisher().await;
-        }
-        result
+        .await
     }
 }
 

@@ -229,27 +229,35 @@ impl RabbitBus {
     async fn forget_publisher(&self) {
         *self.inner.publisher.lock().await = None;
     }
+
+    /// Publishes on the publisher's channel and waits for the confirm; a connection found lost
+    /// is forgotten, and the next publish makes a new one.
+    async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BusError> {
+        let ch = self.publish_channel().await?;
+        let result = publish_confirmed(&ch, exchange, routing_key, body, props).await;
+        if matches!(result, Err(BusError::Unavailable(_))) {
+            self.forget_publisher().await;
+        }
+        result
+    }
 }
 
 #[async_trait]
 impl EventBus for RabbitBus {
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
-        let event = async {
-            let ch = self.publish_channel().await?;
-            let props = persistent(&message.id.to_string());
-            let result = publish_confirmed(
-                &ch,
-                &self.inner.topology.events_exchange(),
-                &message.topic,
-                &message.body,
-                props,
-            )
-            .await;
-            if matches!(result, Err(BusError::Unavailable(_))) {
-                self.forget_publisher().await;
-            }
-            result
-        };
+        let exchange = self.inner.topology.events_exchange();
+        let event = self.publish_to(
+            &exchange,
+            &message.topic,
+            &message.body,
+            persistent(&message.id.to_string()),
+        );
         if !self
             .inner
             .digests_wanted
