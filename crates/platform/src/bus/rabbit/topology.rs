@@ -98,6 +98,19 @@ pub(super) async fn declare_queue(
     Ok(q.message_count())
 }
 
+/// Binds `queue` to `exchange` for messages routed with `key`.
+async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BusError> {
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(unavailable)
+}
+
 /// Declares a consumer's queue, its retry queues and its dead-letter queue.
 pub(super) async fn declare_consumer(
     ch: &Channel,
@@ -110,30 +123,14 @@ pub(super) async fn declare_consumer(
     let queue = topology.queue(sub_consumer);
     let dlq = topology.dead_letter_queue(sub_consumer);
     declare_queue(ch, &dlq, FieldTable::default()).await?;
-    ch.queue_bind(
-        dlq.as_str().into(),
-        topology.dead_exchange().into(),
-        queue.as_str().into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .map_err(unavailable)?;
+    bind(ch, &dlq, &topology.dead_exchange(), &queue).await?;
     let main_args = table(&[
         ("x-dead-letter-exchange", text(&topology.dead_exchange())),
         ("x-dead-letter-routing-key", text(&queue)),
     ]);
     declare_queue(ch, &queue, main_args).await?;
     if super::digest::every_event(topics) {
-        ch.queue_bind(
-            queue.as_str().into(),
-            topology.digests_exchange().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(unavailable)?;
+        bind(ch, &queue, &topology.digests_exchange(), "").await?;
         // A queue declared before digests existed took every event one by one too.
         ch.queue_unbind(
             queue.as_str().into(),
@@ -145,15 +142,7 @@ pub(super) async fn declare_consumer(
         .map_err(unavailable)?;
     } else {
         for topic in topics {
-            ch.queue_bind(
-                queue.as_str().into(),
-                topology.events_exchange().into(),
-                topic.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(unavailable)?;
+            bind(ch, &queue, &topology.events_exchange(), topic).await?;
         }
     }
     for attempt in 1..policy.max_attempts {
