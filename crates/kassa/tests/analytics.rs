@@ -1,7 +1,7 @@
 //! Seed 002's analytics through the gateway, on every backend: after a randomised run of paid,
 //! declined, failed, cancelled, refunded, pending and completed orders, every report reconciles
 //! with the orders and payments services' own data; `kassa analytics rebuild` makes the same
-//! figures again from the stored events; bad input is a 400 that names its parameter; and the
+//! figures again from the kept events; bad input is a 400 that names its parameter; and the
 //! dashboard, rendered by headless Chromium, shows what the reports say.
 
 mod support;
@@ -336,7 +336,7 @@ async fn reports_reconcile_with_orders_and_payments_and_survive_a_rebuild(backen
         .collect();
     assert!(placed.windows(2).all(|w| w[0] >= w[1]), "newest first");
 
-    // A figure spoiled by hand is made right again by a rebuild from the stored events.
+    // A figure spoiled by hand is made right again by a rebuild from the kept events.
     let db = kassa::app::open_database(&app.settings, &kassa_analytics::SERVICE)
         .await
         .unwrap();

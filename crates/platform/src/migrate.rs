@@ -43,7 +43,8 @@ macro_rules! migrations {
     };
 }
 
-/// The tables every service database has: outbox, inbox, dead letters, idempotency keys.
+/// The tables every service database has: outbox, inbox (and kept events), dead letters,
+/// idempotency keys, known records.
 pub const PLATFORM: Migrations = Migrations {
     component: "platform",
     steps: &[
@@ -64,6 +65,12 @@ pub const PLATFORM: Migrations = Migrations {
             name: "known records of other services",
             postgres: include_str!("migrations/postgres/0003_known_records.sql"),
             sqlite: include_str!("migrations/sqlite/0003_known_records.sql"),
+        },
+        Migration {
+            version: 4,
+            name: "events kept by consumers that replay them",
+            postgres: include_str!("migrations/postgres/0004_kept_events.sql"),
+            sqlite: include_str!("migrations/sqlite/0004_kept_events.sql"),
         },
     ],
 };

@@ -431,29 +431,6 @@ pub const TABLES: [&str; 5] = [
     "activity_slots",
 ];
 
-/// Keeps the events in `events` that were not stored before, and answers their ids.
-pub async fn store(tx: &mut Tx, events: &[&Envelope]) -> DbResult<Vec<Uuid>> {
-    let rows: Vec<Vec<Arg>> = events
-        .iter()
-        .map(|e| {
-            vec![
-                e.id.into(),
-                e.event_type.clone().into(),
-                e.time.into(),
-                serde_json::to_string(e).unwrap_or_default().into(),
-            ]
-        })
-        .collect();
-    let stored = for_rows(
-        tx,
-        "INSERT INTO stored_events (id, type, time, envelope)",
-        "ON CONFLICT (id) DO NOTHING RETURNING id",
-        rows,
-    )
-    .await?;
-    stored.iter().map(|r| r.get("id")).collect()
-}
-
 /// Applies `facts` (each with the time and type of its event) to the read models inside `tx`;
 /// with `sink`, the orders changed are queued for the ClickHouse sink.
 pub async fn project(

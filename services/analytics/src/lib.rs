@@ -1,14 +1,15 @@
 //! The analytics service of seed 002: live reports and a dashboard, built from the events every
 //! other service publishes (never from their tables), so a report is seconds behind the till.
-//! Every event is kept as it came, and the read models can be made again from them
-//! (`kassa analytics rebuild`) when a report changes shape.
+//! Every event is kept as it came (the platform's kept events, which are also its inbox), and
+//! the read models can be made again from them (`kassa analytics rebuild`) when a report
+//! changes shape.
 //!
 //! - `facts.rs`: what events say about orders, and the quarter-hour sums they move
 //! - `period.rs`: local days in the shop's time zone, as slots, hours, days and weeks
 //! - `reports.rs`: the reports' queries
 //! - `api.rs`: the seed's report routes
 //! - `dashboard.rs`: the page at `/dashboard`, its charts drawn here as SVG
-//! - `rebuild.rs`: the read models made again from the stored events
+//! - `rebuild.rs`: the read models made again from the kept events
 //! - `clickhouse.rs`: the same facts copied to ClickHouse, and the reports read there
 
 pub mod api;
@@ -33,8 +34,10 @@ use utoipa::OpenApi;
 
 pub const NAME: &str = "analytics";
 
-pub const MIGRATIONS: Migrations =
-    kassa_platform::migrations!(NAME, [1 "0001_analytics", 2 "0002_clickhouse_sink"]);
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(
+    NAME,
+    [1 "0001_analytics", 2 "0002_clickhouse_sink", 3 "0003_kept_events"]
+);
 
 /// The shop's time zone: where "today" is, when a report names no zone.
 pub const TIME_ZONE: Setting = Setting {
@@ -151,6 +154,9 @@ impl Apply for Projection {
         linger: std::time::Duration::from_millis(200),
     };
 
+    /// Every event is kept, so the read models can be made again from them.
+    const KEEPS_EVENTS: bool = true;
+
     fn decode(&self, event: &Envelope) -> Result<facts::Fact, HandlerError> {
         facts::read(event)
     }
@@ -160,13 +166,8 @@ impl Apply for Projection {
         tx: &mut Tx,
         events: Vec<Fresh<'_, facts::Fact>>,
     ) -> Result<Applied<()>, HandlerError> {
-        let envelopes: Vec<&Envelope> = events.iter().map(|f| f.envelope).collect();
-        let stored: std::collections::HashSet<_> =
-            facts::store(tx, &envelopes).await?.into_iter().collect();
-        // An event stored before (the inbox forgets, in time; the store does not) moves nothing.
         let fresh = events
             .into_iter()
-            .filter(|f| stored.contains(&f.envelope.id))
             .map(|f| (f.event, f.envelope.time, f.envelope.event_type.as_str()))
             .collect();
         facts::project(tx, fresh, self.sink).await?;

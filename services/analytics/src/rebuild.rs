@@ -1,5 +1,6 @@
-//! The read models made again from scratch, from the events analytics stored as they came: for
-//! when a report changes shape (a new sum, a fixed rule) and the figures must follow.
+//! The read models made again from scratch, from the events analytics kept as they came, in the
+//! order they were made: for when a report changes shape (a new sum, a fixed rule) and the
+//! figures must follow.
 //!
 //! It runs in one transaction, so the reports show the old figures until the new ones are
 //! whole, and events that arrive meanwhile wait for it and then move the new figures.
@@ -8,6 +9,7 @@ use kassa_contracts::Envelope;
 use kassa_platform::{
     bus::HandlerError,
     db::{Db, sql, sql_assembled},
+    inbox,
     service::{BuildError, Task, TaskInput},
 };
 
@@ -16,7 +18,7 @@ use crate::facts;
 /// `kassa analytics rebuild`.
 pub const TASK: Task = Task {
     name: "rebuild",
-    help: "Empty the report tables and make them again from every event analytics stored",
+    help: "Empty the report tables and make them again from every event analytics kept",
     run: |input| Box::pin(async move { run(input).await }),
 };
 
@@ -27,7 +29,7 @@ const CHUNK: i64 = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rebuilt {
     pub events: u64,
-    /// Stored events that can no longer be read (kept, and left out of the figures).
+    /// Kept events that can no longer be read (left out of the figures, and kept still).
     pub unreadable: u64,
 }
 
@@ -63,20 +65,14 @@ pub async fn rebuild(db: &Db) -> Result<Rebuilt, HandlerError> {
         events: 0,
         unreadable: 0,
     };
-    let mut after = 0_i64;
+    let mut after = None;
     loop {
-        let rows =
-            sql("SELECT seq, envelope FROM stored_events WHERE seq > $1 ORDER BY seq LIMIT $2")
-                .bind(after)
-                .bind(CHUNK)
-                .fetch_all(&mut tx)
-                .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.get("seq")?;
-        let mut envelopes: Vec<Envelope> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let text: String = row.get("envelope")?;
-            match serde_json::from_str(&text) {
+        let kept = inbox::kept(&mut tx, crate::NAME, after, CHUNK).await?;
+        let Some(last) = kept.last() else { break };
+        after = Some(last.id);
+        let mut envelopes: Vec<Envelope> = Vec::with_capacity(kept.len());
+        for k in &kept {
+            match k.envelope() {
                 Ok(e) => envelopes.push(e),
                 Err(_) => done.unreadable += 1,
             }
@@ -86,7 +82,7 @@ pub async fn rebuild(db: &Db) -> Result<Rebuilt, HandlerError> {
             match facts::read(e) {
                 Ok(fact) => read.push((fact, e.time, e.event_type.as_str())),
                 Err(error) => {
-                    tracing::warn!(event = %e.id, %error, "a stored event can no longer be read");
+                    tracing::warn!(event = %e.id, %error, "a kept event can no longer be read");
                     done.unreadable += 1;
                 }
             }
