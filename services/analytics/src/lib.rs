@@ -145,13 +145,14 @@ impl Apply for Projection {
     type Event = facts::Fact;
     type AfterCommit = ();
 
-    /// Events taken a fifth of a second at a time: each batch costs a dozen statements whatever
-    /// its size, an order's events mostly fall in one batch, and every order of a quarter hour
-    /// moves its sums once per batch instead of once per event. Reports lag the till by that
-    /// fifth of a second.
+    /// Events taken a second at a time (up to 4,096): each batch costs a dozen statements
+    /// whatever its size, and an order changed by several events of a batch is read and written
+    /// once. An order's events come from several services, a second or more apart when the
+    /// checkout runs at capacity; taken a fifth of a second at a time, as before, most orders
+    /// were written once per event (docs/benchmarks.md). Reports lag the till by that second.
     const BATCHING: Batching = Batching {
-        max: 512,
-        linger: std::time::Duration::from_millis(200),
+        max: 4096,
+        linger: std::time::Duration::from_millis(1000),
     };
 
     /// Every event is kept, so the read models can be made again from them.
