@@ -7,12 +7,14 @@
 //! - `error.rs`: failures, and which mean the database is unreachable
 //! - `query.rs`: arguments, queries, rows
 //! - `batch.rs`: many rows or keys in a few statements
+//! - `sqlite.rs`: what SQLite connections hold at rest (the library's settings, readers' lookaside)
 
 mod batch;
 mod error;
 mod leader;
 mod lease;
 mod query;
+mod sqlite;
 
 pub use batch::{for_keys, for_rows};
 pub use error::{DbError, DbResult};
@@ -93,6 +95,7 @@ impl Db {
                 Pool::Pg(pool)
             }
             DbLocation::Sqlite { path } => {
+                sqlite::configure_library();
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
                 }
@@ -111,6 +114,7 @@ impl Db {
                 let reader = SqlitePoolOptions::new()
                     .max_connections(4)
                     .min_connections(1)
+                    .after_connect(|conn, _| Box::pin(sqlite::small_lookaside(conn)))
                     .connect_with(options)
                     .await?;
                 Pool::Sqlite { writer, reader }
