@@ -87,42 +87,38 @@ mod tests {
         highest
     }
 
-    /// A statement prepared once (not cached) parses into its expression tree in lookaside:
-    /// one of 300 terms would fill SQLite's default 123 slots; a read connection has 64.
+    /// Runs `SELECT 1 + 1 + … ` (300 terms) on a connection of `pool`, prepared once and not
+    /// cached, so its expression tree is parsed into lookaside; returns the most slots in use.
+    async fn high_water_of_a_long_sum(pool: &sqlx::SqlitePool) -> c_int {
+        let text = format!("SELECT {}", vec!["1"; 300].join(" + "));
+        let mut conn = pool.acquire().await.unwrap();
+        let (sum,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(text))
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(sum, 300);
+        lookaside_high_water(&mut conn).await
+    }
+
+    /// The sum's 300 terms would fill SQLite's default 123 slots; a read connection has 64.
     #[tokio::test]
     async fn read_connections_have_a_small_lookaside_and_use_it() {
         let t = crate::testing::Throwaway::sqlite().await;
         let Pool::Sqlite { reader, writer } = &t.db.pool else {
             unreachable!("a throwaway SQLite database")
         };
-        let terms = vec!["1"; 300].join(" + ");
-        let text = format!("SELECT {terms}");
-        let mut conn = reader.acquire().await.unwrap();
-        let (sum,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(text.as_str()))
-            .persistent(false)
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(sum, 300);
-        let reader_high = lookaside_high_water(&mut conn).await;
+        let reader_high = high_water_of_a_long_sum(reader).await;
         assert!(
             (1..=READER_LOOKASIDE.1).contains(&reader_high),
             "a read connection used {reader_high} lookaside slots at once"
         );
-        drop(conn);
         // The writer keeps SQLite's default, and the same statement uses more of it.
-        let mut conn = writer.acquire().await.unwrap();
-        let _: (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(text.as_str()))
-            .persistent(false)
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        let writer_high = lookaside_high_water(&mut conn).await;
+        let writer_high = high_water_of_a_long_sum(writer).await;
         assert!(
             writer_high > READER_LOOKASIDE.1,
             "the writer used {writer_high}"
         );
-        drop(conn);
         t.drop_now().await;
     }
 }
