@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Runs the benchmarks recorded in docs/benchmarks.md, one after the other on this machine, and
-# prints each `kassa bench --json` report. Needs the release build, wrk (Debian's package) and,
-# for the distributed runs, PostgreSQL, RabbitMQ and Redis on their default local ports (as
-# .ci/run starts them).
+# prints each `kassa bench --json` report. Builds the `dist` profile (fat LTO: the binaries
+# people download, and what the memory budget is measured on; PROFILE=release builds quicker).
+# Needs wrk (Debian's package) and, for the distributed runs, PostgreSQL, RabbitMQ and Redis
+# on their default local ports (as scripts/test starts them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # ONLY="kafka" builds with the `kafka` feature: the checkout on Kafka, beside the same binary on
-# RabbitMQ in the same run (needs a Kafka broker on 127.0.0.1:9092, as .ci/run starts tansu).
+# RabbitMQ in the same run (needs a Kafka broker on 127.0.0.1:9092, as scripts/test starts tansu).
+PROFILE=${PROFILE:-dist}
 if [[ " ${ONLY:-} " == *" kafka "* ]]; then
-  cargo build --release --quiet --features kafka
+  cargo build --profile "$PROFILE" --quiet --features kafka
 else
-  cargo build --release --quiet
+  cargo build --profile "$PROFILE" --quiet
 fi
-kassa=${CARGO_TARGET_DIR:-target}/release/kassa
+kassa=${CARGO_TARGET_DIR:-target}/$PROFILE/kassa
 N=${N:-20000}
 PG=${PG:-postgres://postgres@127.0.0.1:5432/postgres}
 export RUST_LOG=warn

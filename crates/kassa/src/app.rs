@@ -22,6 +22,16 @@ use crate::{
     settings::{Broker, Infrastructure, Settings},
 };
 
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every background task finished, and the bus handed over what it held.
+    Cleanly,
+    /// Background work still ran 15 s after the servers stopped, and was left (events not yet
+    /// sent stay in the outbox for the next start).
+    TimedOut,
+}
+
 /// A running kassa process.
 pub struct Running {
     /// Where each service listens, by name.
@@ -31,6 +41,7 @@ pub struct Running {
     tasks: JoinSet<()>,
     bus: Arc<dyn EventBus>,
     dbs: Vec<Db>,
+    directory: kassa_platform::peer::Directory,
 }
 
 impl Running {
@@ -46,29 +57,35 @@ impl Running {
 
     /// Stops taking requests, lets those in flight finish, stops consuming and relaying (pending
     /// outbox rows stay for the next start), and closes the databases.
-    pub async fn stop(mut self) {
+    pub async fn stop(mut self) -> Stopped {
         self.trigger.trigger();
         while let Some(r) = self.servers.join_next().await {
             if let Ok(Err(e)) = r {
                 tracing::warn!(error = %e, "server stopped with an error");
             }
         }
+        // No request is in flight now: let go of the routers the directory holds, so that work
+        // which ends with its service's last handle (orders' writer, once it has written what
+        // it was given) ends.
+        self.directory.empty();
         let bus = self.bus.clone();
         let rest = async move {
             while self.tasks.join_next().await.is_some() {}
             bus.drain().await;
         };
-        if tokio::time::timeout(Duration::from_secs(15), rest)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "background work did not finish in time; unsent events stay in the outbox"
-            );
-        }
+        let stopped = match tokio::time::timeout(Duration::from_secs(15), rest).await {
+            Ok(()) => Stopped::Cleanly,
+            Err(_) => {
+                tracing::warn!(
+                    "background work did not finish in time; unsent events stay in the outbox"
+                );
+                Stopped::TimedOut
+            }
+        };
         for db in &self.dbs {
             db.close().await;
         }
+        stopped
     }
 
     /// Starts a built service's background tasks and wraps its API with the HTTP plumbing.
@@ -219,6 +236,7 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
     if let Err(e) = bus.ready().await {
         tracing::warn!(error = %e, "event bus not reachable yet; events wait in the outbox until it is");
     }
+    let directory = kassa_platform::peer::Directory::default();
     let mut running = Running {
         addrs: BTreeMap::new(),
         trigger,
@@ -226,12 +244,12 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         tasks: JoinSet::new(),
         bus: bus.clone(),
         dbs: Vec::new(),
+        directory: directory.clone(),
     };
     running
         .tasks
         .spawn(kassa_platform::http::metrics_upkeep(shutdown.clone()));
     let mut apps: BTreeMap<&'static str, Router> = BTreeMap::new();
-    let directory = kassa_platform::peer::Directory::default();
     let infra = |service: &'static Service, db: Option<Db>, peers: Vec<Peer>| Infra {
         db,
         bus: bus.clone(),
@@ -251,8 +269,14 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
     // delivers a message to the subscribers it has when it is published, so an event relayed
     // before its consumer subscribed would reach nobody and leave the outbox all the same.
     let mut relays = Vec::new();
-    for service in stateful {
-        let db = open_database(&settings, service).await?;
+    // Every database opened (and migrated) at once: a start waits for the slowest, not the sum.
+    let dbs = futures_util::future::try_join_all(
+        stateful
+            .iter()
+            .map(|service| open_database(&settings, service)),
+    )
+    .await?;
+    for (service, db) in stateful.into_iter().zip(dbs) {
         let mut parts = (service.build)(&infra(service, Some(db.clone()), Vec::new()))
             .with_context(|| format!("starting {}", service.name))?;
         if let Some(handler) = parts.handler.take() {

@@ -7,6 +7,6 @@ pub mod dlq;
 pub mod registry;
 pub mod settings;
 
-pub use app::{Running, start};
+pub use app::{Running, Stopped, start};
 pub use registry::SERVICES;
 pub use settings::{Broker, Infrastructure, Settings};

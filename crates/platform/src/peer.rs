@@ -11,7 +11,7 @@
 //! [`PeerClient`] reads it at each call.
 
 use std::{
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
@@ -24,19 +24,31 @@ use tower::ServiceExt;
 
 use crate::service::{Peer, Reach};
 
-/// Where each service is reached from this process; filled once every service is built.
+/// Where each service is reached from this process; filled once every service is built, and
+/// emptied when the process stops.
 #[derive(Clone, Default)]
-pub struct Directory(Arc<OnceLock<Vec<Peer>>>);
+pub struct Directory(Arc<RwLock<Option<Arc<Vec<Peer>>>>>);
 
 impl Directory {
     /// Records where every service is (the first call wins).
     pub fn fill(&self, peers: Vec<Peer>) {
-        let _ = self.0.set(peers);
+        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(Arc::new(peers));
+        }
+    }
+
+    /// Forgets every peer. A service reached in-process is its router, and the router holds
+    /// the service's state: while the directory (held by other services' clients) keeps it,
+    /// work that ends when its last handle is dropped (orders' writer) never ends. A stopping
+    /// process empties its directory once its servers have stopped.
+    pub fn empty(&self) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     fn reach(&self, service: &str) -> Option<Reach> {
-        self.0
-            .get()?
+        let peers = self.0.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        peers
             .iter()
             .find(|p| p.service.name == service)
             .map(|p| p.reach.clone())

@@ -1,5 +1,5 @@
 //! What the tests of every crate share (feature `testing`, a dev-dependency only): throwaway
-//! databases, an SQLite file or a PostgreSQL database on the local server (as `.ci/run` starts
+//! databases, an SQLite file or a PostgreSQL database on the local server (as `scripts/test` starts
 //! it), each dropped by [`Throwaway::drop_now`]; and [`eventually`], which waits for a fact
 //! instead of for time.
 
@@ -11,7 +11,10 @@ use std::{
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::db::{Db, DbLocation};
+use crate::{
+    db::{Db, DbLocation},
+    migrate::Migrations,
+};
 
 /// Observes a value every 10 ms until `done` holds for it, and returns it; fails the test with
 /// the last value observed once `within` has passed.
@@ -79,7 +82,7 @@ impl Throwaway {
         };
         let db = Db::connect(&location)
             .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (.ci/run starts it)");
+            .expect("PostgreSQL on 127.0.0.1:5432 (scripts/test starts it)");
         Throwaway { db, location }
     }
 
@@ -261,4 +264,151 @@ pub fn infra(service: &'static crate::service::Service, db: Db) -> crate::servic
         directory: crate::peer::Directory::default(),
         service,
     }
+}
+
+/// Creates the PostgreSQL database `name` on the local server already migrated with
+/// `components`, as a copy of a template database that holds exactly those migrations: copying
+/// a template is cheaper than creating an empty database and migrating it, for the whole
+/// systems the tests start (a dozen databases each). The template is made by the first test that
+/// needs it (under an advisory lock, so that concurrent test processes make it once) and named
+/// after a digest of the migrations' scripts, so a changed migration makes a new one; older
+/// templates of the same components are dropped then.
+pub async fn database_from_template(name: &str, components: &[&Migrations]) {
+    let digest = migrations_digest(components);
+    let family = format!(
+        "kassa_template_{}",
+        components.last().map(|m| m.component).unwrap_or("empty")
+    );
+    let template = format!("{family}_{digest:016x}");
+    let mut admin = sqlx::PgConnection::connect(&format!("{SERVER}/postgres"))
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (scripts/test starts it)");
+    if !database_exists(&mut admin, &template).await {
+        // One maker at a time across every test process; the others wait and find it made.
+        let lock = i64::from_be_bytes(digest.to_be_bytes());
+        execute(&mut admin, &format!("SELECT pg_advisory_lock({lock})")).await;
+        if !database_exists(&mut admin, &template).await {
+            make_template(&mut admin, &family, &template, components).await;
+        }
+        execute(&mut admin, &format!("SELECT pg_advisory_unlock({lock})")).await;
+    }
+    execute(
+        &mut admin,
+        &format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            quoted(name),
+            quoted(&template)
+        ),
+    )
+    .await;
+    admin.close().await.ok();
+}
+
+async fn database_exists(admin: &mut sqlx::PgConnection, name: &str) -> bool {
+    let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(admin)
+        .await
+        .expect("pg_database is readable");
+    found.is_some()
+}
+
+/// Builds `template` (migrated with `components`) under a name of its own and renames it once
+/// it is complete, so a template that exists is whole; drops `family`'s older templates.
+async fn make_template(
+    admin: &mut sqlx::PgConnection,
+    family: &str,
+    template: &str,
+    components: &[&Migrations],
+) {
+    let building = format!("{template}_building");
+    execute(
+        admin,
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(&building)),
+    )
+    .await;
+    execute(admin, &format!("CREATE DATABASE {}", quoted(&building))).await;
+    let db = Db::connect(&DbLocation::Postgres {
+        url: format!("{SERVER}/{building}"),
+        max_connections: 1,
+    })
+    .await
+    .expect("the template being built");
+    crate::migrate::run(&db, components)
+        .await
+        .expect("the template's migrations");
+    db.close().await;
+    let older: Vec<(String,)> = sqlx::query_as(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE $1 AND datname <> $2",
+    )
+    .bind(format!("{}\\_%", family.replace('_', "\\_")))
+    .bind(&building)
+    .fetch_all(&mut *admin)
+    .await
+    .expect("pg_database is readable");
+    for (old,) in older {
+        // Another family's name may start with this one's (`…_orders` and `…_orders_x`): only
+        // a digest follows the family in its own templates.
+        let rest = &old[family.len() + 1..];
+        if rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            execute(
+                admin,
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(&old)),
+            )
+            .await;
+        }
+    }
+    execute(
+        admin,
+        &format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quoted(&building),
+            quoted(template)
+        ),
+    )
+    .await;
+    // No one connects to a template: a copy is refused while anyone is connected to it.
+    execute(
+        admin,
+        &format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            quoted(template)
+        ),
+    )
+    .await;
+}
+
+/// A digest of every PostgreSQL script of `components`, in order (FNV-1a: stable across builds
+/// and toolchains).
+fn migrations_digest(components: &[&Migrations]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for component in components {
+        for part in [component.component.as_bytes(), b"\0"] {
+            for byte in part {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        for step in component.steps {
+            for byte in step
+                .version
+                .to_be_bytes()
+                .iter()
+                .chain(step.postgres.as_bytes())
+            {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    hash
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+async fn execute(conn: &mut sqlx::PgConnection, statement: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }

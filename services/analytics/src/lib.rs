@@ -175,3 +175,9 @@ impl Apply for Projection {
         Ok(Applied::publish(Vec::new()))
     }
 }
+
+// The tests name this crate as a user of it would.
+#[cfg(test)]
+extern crate self as kassa_analytics;
+#[cfg(test)]
+mod tests;

@@ -127,3 +127,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
     kassa_platform::http::openapi::also_under(&mut doc, "/order", "/api/order", "_api");
     doc
 }
+
+// The tests name this crate as a user of it would.
+#[cfg(test)]
+extern crate self as kassa_orders;
+#[cfg(test)]
+mod tests;

@@ -293,3 +293,9 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         .with_background(processor_loop.run(infra.shutdown.clone()))
         .with_background(refund_loop.run(infra.shutdown.clone())))
 }
+
+// The tests name this crate as a user of it would.
+#[cfg(test)]
+extern crate self as kassa_payments;
+#[cfg(test)]
+mod tests;

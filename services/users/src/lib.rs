@@ -167,3 +167,9 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     }
     Ok(ServiceParts::api(api(users), document))
 }
+
+// The tests name this crate as a user of it would.
+#[cfg(test)]
+extern crate self as kassa_users;
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,14 @@
 //! Seed 004's accounts through the gateway, on both backends: sign-up, sign-in, the token as a
 //! bearer and as the cookie, a saved card; and the gateway's rate limit on `/api/auth`.
 
-mod support;
+use crate::support;
 
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use support::{Backend, post_with as post, spawn_app_with};
+
+/// The services these scenarios exercise, and those they call or hear from.
+const SERVICES: &[&str] = &["gateway", "users", "orders", "payments"];
 
 on_both_backends!(
     an_account_signs_in_and_saves_a_card,
@@ -14,7 +17,7 @@ on_both_backends!(
 );
 
 async fn an_account_signs_in_and_saves_a_card(backend: Backend) {
-    let app = spawn_app_with(backend, |_| {}).await;
+    let app = spawn_app_with(backend, SERVICES, |_| {}).await;
     let gw = &app.gateway;
     let c = &app.client;
     let email = format!("{}@example.com", support::unique("ada"));
@@ -68,7 +71,7 @@ async fn an_account_signs_in_and_saves_a_card(backend: Backend) {
 }
 
 async fn sign_ins_are_rate_limited_per_client(backend: Backend) {
-    let app = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, SERVICES, |s| {
         s.options.set("auth-rate-limit", "3/1m");
         s.options.set("client-ip-header", "X-Forwarded-For");
     })
@@ -121,7 +124,7 @@ async fn sign_ins_are_rate_limited_per_client(backend: Backend) {
 }
 
 async fn orders_are_charged_to_the_saved_card(backend: Backend) {
-    let app = spawn_app_with(backend, |_| {}).await;
+    let app = spawn_app_with(backend, SERVICES, |_| {}).await;
     let approving = app.customer_with_card("4242424242424242").await;
     let (paid, status) = app.order_settles(&approving).await;
     assert_eq!(status, "success");

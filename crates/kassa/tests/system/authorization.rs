@@ -6,7 +6,7 @@
 //! request itself named it. The routes come from the gateway's own OpenAPI document, so a route
 //! added without a line here fails the test.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 
@@ -16,6 +16,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Backend, TOKEN_SECRET, TestApp, spawn_app_with, unique};
 use uuid::Uuid;
+
+/// These scenarios exercise every service.
+const SERVICES: &[&str] = support::ALL;
 
 on_both_backends!(every_route_answers_each_caller_as_it_should);
 
@@ -647,7 +650,7 @@ fn template(path: &str) -> String {
 
 async fn every_route_answers_each_caller_as_it_should(backend: Backend) {
     for required in [false, true] {
-        let app = spawn_app_with(backend, |s| {
+        let app = spawn_app_with(backend, SERVICES, |s| {
             s.http.require_token = required;
             // Every call comes from this one address: the limits are not what is tested here.
             s.options.set("auth-rate-limit", "off");

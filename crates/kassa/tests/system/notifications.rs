@@ -3,7 +3,7 @@
 //! subject, amount, order, item and payment id; and a mail server that is down delays the email,
 //! dead-letters it after the last attempt, and a redrive sends it, once.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -13,8 +13,11 @@ use support::{
     spawn_app_with, unique,
 };
 
+/// The services these scenarios exercise, and those they call or hear from.
+const SERVICES: &[&str] = &["gateway", "users", "orders", "payments", "notifications"];
+
 async fn with_smtp(backend: Backend, port: u16) -> TestApp {
-    spawn_app_with(backend, |s| {
+    spawn_app_with(backend, SERVICES, |s| {
         s.options
             .set("smtp-url", format!("smtp://127.0.0.1:{port}"));
         s.options.set("mail-from", "FoodFast <orders@example.com>");

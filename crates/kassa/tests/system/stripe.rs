@@ -2,11 +2,14 @@
 //! here on a port of its own): cards saved as PaymentMethods attached to a Customer, orders
 //! charged through PaymentIntents, and Stripe's test cards meaning what they mean there.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{Backend, TestApp, servers::LocalStripe, spawn_app_with};
+
+/// The services these scenarios exercise, and those they call or hear from.
+const SERVICES: &[&str] = &["gateway", "users", "orders", "payments"];
 
 on_both_backends!(orders_are_charged_through_stripe);
 
@@ -74,7 +77,7 @@ async fn order(app: &TestApp, token: &str) -> (String, Value) {
 
 async fn orders_are_charged_through_stripe(backend: Backend) {
     let stripe = LocalStripe::start();
-    let app = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, SERVICES, |s| {
         s.options.set("provider", "stripe");
         s.options.set("stripe-secret-key", "sk_test_kassa");
         s.options.set("stripe-api-base", stripe.url.as_str());

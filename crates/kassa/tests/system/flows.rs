@@ -1,12 +1,15 @@
 //! The seed-003 checkout flow through the gateway, run against both backends: embedded (SQLite,
 //! in-process bus, memory cache) and distributed (PostgreSQL, RabbitMQ, Redis).
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
 use support::{Backend, TestApp, USER, spawn_app, spawn_app_with};
+
+/// The services these scenarios exercise, and those they call or hear from.
+const SERVICES: &[&str] = &["gateway", "orders", "payments"];
 
 on_both_backends!(
     an_approved_order_is_paid,
@@ -26,7 +29,7 @@ on_both_backends!(
 );
 
 async fn an_approved_order_is_paid(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let (status, body) = app
         .post_json(
             "/api/orders",
@@ -56,7 +59,7 @@ async fn an_approved_order_is_paid(backend: Backend) {
 }
 
 async fn declined_and_failed_payments_fail_the_order(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let declined = app.place_order("10.01").await;
     let failed = app.place_order("10.02").await;
     let order = app.order_reaches(&declined, &["FAILED"]).await;
@@ -74,7 +77,7 @@ async fn declined_and_failed_payments_fail_the_order(backend: Backend) {
 
 /// A slow provider keeps the payment PROCESSING long enough to cancel it.
 async fn slow_provider_app(backend: Backend) -> TestApp {
-    spawn_app_with(backend, |s| {
+    spawn_app_with(backend, SERVICES, |s| {
         s.options
             .set(kassa_payments::PROVIDER_LATENCY_MS.name, "1500");
     })
@@ -111,7 +114,7 @@ async fn cancelling_a_processing_payment_cancels_it(backend: Backend) {
 }
 
 async fn cancelling_a_paid_order_refunds_it(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let id = app.place_order("40").await;
     app.order_reaches(&id, &["PAID"]).await;
     let (status, _) = app.patch(&format!("/api/orders/{id}/cancel"), None).await;
@@ -127,7 +130,7 @@ async fn cancelling_a_paid_order_refunds_it(backend: Backend) {
 /// Reads of a payment come from the cache once it is there, and every change replaces the
 /// cached copy: a read never shows an older state than the one recorded.
 async fn a_cached_payment_follows_its_changes(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let id = app.place_order("41").await;
     let payment = app.payment_of(&id, &["APPROVED"]).await;
     let path = format!("/api/payments/{}", payment["id"].as_str().unwrap());
@@ -161,7 +164,7 @@ async fn cache_hits(app: &TestApp) -> f64 {
 }
 
 async fn cancel_rules(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let missing = uuid::Uuid::new_v4();
     let (status, body) = app
         .patch(&format!("/api/orders/{missing}/cancel"), None)
@@ -234,7 +237,7 @@ async fn cancel_rules(backend: Backend) {
 }
 
 async fn stats_and_pagination(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let mut ids = Vec::new();
     for total in ["10", "20.5", "10.01"] {
         ids.push(app.place_order(total).await);
@@ -272,7 +275,7 @@ async fn stats_and_pagination(backend: Backend) {
 }
 
 async fn money_round_trips_exactly(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     for (sent, shown) in [
         ("0.3", "0.3"),
         ("150.50", "150.5"),
@@ -305,7 +308,7 @@ async fn money_round_trips_exactly(backend: Backend) {
 }
 
 async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let before = app.count_orders().await;
     let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
         ("{\"userId\": ".into(), 400, "malformed_json", None),
@@ -473,7 +476,7 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
 }
 
 async fn idempotency_key_replays_and_refuses_reuse(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let body = format!(r#"{{"userId":"{USER}","total":12.34}}"#);
     let key = [("Idempotency-Key", "checkout-42")];
     let (s1, first) = app.post_json("/api/orders", &body, &key).await;
@@ -489,7 +492,7 @@ async fn idempotency_key_replays_and_refuses_reuse(backend: Backend) {
 }
 
 async fn concurrent_duplicates_create_one_order(backend: Backend) {
-    let app = Arc::new(spawn_app(backend).await);
+    let app = Arc::new(spawn_app(backend, SERVICES).await);
     let body = format!(r#"{{"userId":"{USER}","total":7}}"#);
     let mut tasks = Vec::new();
     for _ in 0..50 {
@@ -519,7 +522,7 @@ async fn concurrent_duplicates_create_one_order(backend: Backend) {
 /// still get exactly its own payment and outcome.
 async fn a_burst_of_orders_settles_each_once(backend: Backend) {
     const N: usize = 300;
-    let app = Arc::new(spawn_app(backend).await);
+    let app = Arc::new(spawn_app(backend, SERVICES).await);
     let mut tasks = Vec::new();
     for i in 0..N {
         let app = app.clone();
@@ -573,7 +576,7 @@ async fn a_burst_of_orders_settles_each_once(backend: Backend) {
 }
 
 async fn every_service_answers_on_its_own_port(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let id = app.place_order("8").await;
     app.order_reaches(&id, &["PAID"]).await;
     let (status, order) = app
@@ -593,7 +596,7 @@ async fn every_service_answers_on_its_own_port(backend: Backend) {
 }
 
 async fn plumbing_health_metrics_swagger(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     for base in [&app.gateway, &app.orders, &app.payments] {
         assert_eq!(app.get_from(base, "/health/live").await.0, 200);
         let (status, ready) = app.get_from(base, "/health/ready").await;
@@ -684,7 +687,7 @@ async fn raw_http(base: &str, bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_unreachable_reads_come_from_the_database() {
-    let app = spawn_app_with(Backend::Distributed, |s| {
+    let app = spawn_app_with(Backend::Distributed, SERVICES, |s| {
         if let kassa::Infrastructure::Distributed { redis_url, .. } = &mut s.infrastructure {
             *redis_url = "redis://127.0.0.1:1/".into();
         }

@@ -2,10 +2,20 @@
 //! the catalog, stock counted in, orders for items priced by the catalog and held in inventory
 //! (never beyond the stock), paid, and the hold of an order that is not placed given back.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::{Backend, spawn_app};
+
+/// The services these scenarios exercise, and those they call or hear from.
+const SERVICES: &[&str] = &[
+    "gateway",
+    "catalog",
+    "inventory",
+    "orders",
+    "payments",
+    "qr",
+];
 
 on_both_backends!(
     orders_for_items_are_priced_and_held,
@@ -34,7 +44,7 @@ async fn count_in(app: &support::TestApp, product: &str, quantity: i64) -> Strin
 }
 
 async fn orders_for_items_are_priced_and_held(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let (status, cola) = app
         .post_json(
             "/api/Product",
@@ -240,7 +250,7 @@ fn objects(payload: &str) -> Vec<(String, String)> {
 }
 
 async fn in_person_payments_are_confirmed_once(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let (_, tea) = app
         .post_json("/api/products", r#"{"name":"Tea","price":3.5}"#, &[])
         .await;
@@ -408,7 +418,7 @@ async fn in_person_payments_are_confirmed_once(backend: Backend) {
 /// stock held once (the copies that lost the race gave back what they held), the same answer
 /// for each; the key with another order is a 422 and holds nothing.
 async fn a_keyed_order_for_items_holds_its_stock_once(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let (status, tea) = app
         .post_json("/api/products", r#"{"name":"Tea","price":2}"#, &[])
         .await;

@@ -342,7 +342,7 @@ impl OwnRedis {
             ])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server (installed with Redis, which .ci/run starts)");
+            .expect("redis-server (installed with Redis, which scripts/test starts)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(

@@ -2,7 +2,7 @@
 //! charge's answer would, and an approval for a payment cancelled meanwhile is voided; an
 //! unsigned, mis-signed or stale one changes nothing.
 
-mod common;
+use super::common;
 
 use std::{sync::Arc, time::Duration};
 

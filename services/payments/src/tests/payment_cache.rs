@@ -2,7 +2,7 @@
 //! the local Redis): reads cache whatever the status, and a read racing a change never puts the
 //! older state back.
 
-mod common;
+use super::common;
 
 use std::{sync::Arc, time::Duration};
 
@@ -35,7 +35,7 @@ fn require_redis() {
     let addr = "127.0.0.1:6379";
     if std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)).is_err()
     {
-        panic!("Redis is not reachable at {addr}: start it (see .ci/run)");
+        panic!("Redis is not reachable at {addr}: start it (scripts/test does)");
     }
 }
 

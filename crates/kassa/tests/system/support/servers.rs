@@ -1,6 +1,6 @@
 //! Servers from PyPI the tests run beside kassa, each on a port of its own and stopped when
 //! dropped: localstripe (a stateful fake of Stripe's API) and aiosmtpd (an SMTP server keeping
-//! what it receives in a Maildir). Each is installed with pip when missing.
+//! what it receives in a Maildir). `scripts/test` installs both; a test never installs anything.
 
 use std::{
     path::{Path, PathBuf},
@@ -19,21 +19,17 @@ struct PythonServer {
 }
 
 impl PythonServer {
-    /// Installs `requirement` unless `module` imports, runs `python3 -m module args…` with its
-    /// standard error in `log`, and waits until `port` accepts connections.
+    /// Runs `python3 -m module args…` with its standard error in `log`, and waits until `port`
+    /// accepts connections; fails with one line naming `requirement` when it is not installed.
     fn start(requirement: &str, module: &str, args: &[&str], port: u16, log: &Path) -> Self {
         let installed = Command::new("python3")
             .args(["-c", &format!("import {module}")])
             .status()
             .is_ok_and(|s| s.success());
-        if !installed {
-            let pip = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet"])
-                .args(["--disable-pip-version-check", requirement])
-                .status()
-                .expect("python3 runs");
-            assert!(pip.success(), "pip install {requirement} failed");
-        }
+        assert!(
+            installed,
+            "{requirement} is not installed: run the tests with scripts/test, which installs it"
+        );
         let child = Command::new("python3")
             .args(["-m", module])
             .args(args)

@@ -3,7 +3,7 @@
 //! with backoff and dead-lettered after the last attempt (no hot loop), and a redrive brings
 //! dead letters back.
 
-mod support;
+use crate::support;
 
 use std::{
     sync::{
@@ -96,7 +96,7 @@ struct Rig {
     bus: Arc<dyn EventBus>,
     trigger: ShutdownTrigger,
     recorder: Arc<Recorder>,
-    policy: RetryPolicy,
+    leftovers: support::Leftovers,
 }
 
 async fn rig(backend: Backend, failures: u32) -> Rig {
@@ -117,10 +117,14 @@ async fn rig_with(backend: Backend, failures: u32, relay: Option<outbox::RelaySe
         }
     }
     let namespace = unique("m");
+    let mut leftovers = support::Leftovers::namespace(backend, &namespace);
+    let file = std::env::temp_dir().join(format!("kassa-{namespace}.db"));
+    leftovers.consumer("probe").retry(QUICK);
+    for suffix in ["", "-wal", "-shm"] {
+        leftovers.file(format!("{}{suffix}", file.display()).into());
+    }
     let location = match backend {
-        Backend::Embedded => DbLocation::Sqlite {
-            path: std::env::temp_dir().join(format!("kassa-{namespace}.db")),
-        },
+        Backend::Embedded => DbLocation::Sqlite { path: file },
         Backend::Distributed | Backend::Kafka => DbLocation::Postgres {
             url: support::settings_db_url(&namespace),
             max_connections: 4,
@@ -175,7 +179,7 @@ async fn rig_with(backend: Backend, failures: u32, relay: Option<outbox::RelaySe
         bus,
         trigger,
         recorder,
-        policy,
+        leftovers,
     }
 }
 
@@ -212,17 +216,8 @@ impl Rig {
         self.trigger.trigger();
         self.bus.drain().await;
         self.db.close().await;
-        match self.backend {
-            Backend::Embedded => {}
-            Backend::Distributed => {
-                support::drop_database(&format!("{}_probe", self.namespace)).await;
-                support::delete_named_queues(&self.namespace, &["probe"], &self.policy).await;
-            }
-            Backend::Kafka => {
-                support::drop_database(&format!("{}_probe", self.namespace)).await;
-                support::delete_topics(&self.namespace).await;
-            }
-        }
+        let mut leftovers = self.leftovers;
+        leftovers.remove().await;
     }
 }
 

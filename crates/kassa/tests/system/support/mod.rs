@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
-/// The Kafka-protocol broker `.ci/run` starts (tansu, in memory).
+/// The Kafka-protocol broker `scripts/test` starts (tansu, in memory).
 pub const KAFKA_BROKERS: &str = "127.0.0.1:9092";
 
 /// A piece of infrastructure the distributed tests use on this machine.
@@ -80,7 +80,7 @@ pub fn require_distributed() {
 pub fn reachable(service: Service, addr: &str) -> Result<(), String> {
     let unreachable = || {
         format!(
-            "{} is not reachable at {addr}: start it (see .ci/run)",
+            "{} is not reachable at {addr}: start it (scripts/test does)",
             service.name()
         )
     };
@@ -176,7 +176,7 @@ pub fn test_settings(backend: Backend, namespace: &str) -> Settings {
             database_overrides: Default::default(),
             broker: broker(backend),
             redis_url: REDIS_URL.into(),
-            max_connections: 8,
+            max_connections: 4,
             prefetch: 64,
         };
     }
@@ -192,21 +192,88 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub settings: Settings,
     running: Option<Running>,
+    /// Removes the app's databases, queues, topics and folder when the test ends, passed or
+    /// failed.
+    leftovers: Leftovers,
 }
 
-pub async fn spawn_app(backend: Backend) -> TestApp {
-    spawn_app_with(backend, |_| {}).await
+/// Every service of the registry, for scenarios that exercise them all.
+pub const ALL: &[&str] = &[
+    "gateway",
+    "orders",
+    "payments",
+    "classes",
+    "members",
+    "personnel",
+    "users",
+    "notifications",
+    "catalog",
+    "inventory",
+    "qr",
+    "analytics",
+];
+
+#[test]
+fn all_names_every_service_of_the_registry() {
+    assert_eq!(ALL, registry::names());
 }
 
-pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+/// Starts `services` (names from the registry) on `backend`, each on a port the system picks.
+pub async fn spawn_app(backend: Backend, services: &[&str]) -> TestApp {
+    spawn_app_with(backend, services, |_| {}).await
+}
+
+/// [`spawn_app`] with settings adjusted first. A scenario starts only the services it exercises
+/// (and those they call or hear from): a service that is not started is not there, as in a
+/// deployment where it is down.
+pub async fn spawn_app_with(
+    backend: Backend,
+    services: &[&str],
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let services: Vec<&'static kassa_platform::service::Service> = services
+        .iter()
+        .map(|name| registry::find(name).unwrap_or_else(|| panic!("no service {name}")))
+        .collect();
     require_backend(backend);
     let namespace = unique("t");
     let mut settings = test_settings(backend, &namespace);
     adjust(&mut settings);
-    let running = kassa::start(settings.clone(), registry::SERVICES)
+    let leftovers = Leftovers::of(backend, &namespace, &settings);
+    if let Infrastructure::Distributed {
+        database_overrides, ..
+    } = &settings.infrastructure
+    {
+        // Each service's database a copy of a migrated template, all at once.
+        let namespace = &settings.namespace;
+        let copies = services
+            .iter()
+            .filter(|service| service.has_storage())
+            .filter(|service| !database_overrides.contains_key(service.name))
+            .filter_map(|service| {
+                let migrations = service.migrations?;
+                let name = format!("{namespace}_{}", service.name);
+                Some(async move {
+                    kassa_platform::testing::database_from_template(
+                        &name,
+                        &[&kassa_platform::migrate::PLATFORM, migrations],
+                    )
+                    .await
+                })
+            });
+        futures_util::future::join_all(copies).await;
+    }
+    let running = kassa::start(settings.clone(), &services)
         .await
         .expect("kassa starts");
-    let url = |name: &str| format!("http://{}", running.addrs[name]);
+    // Empty for a service this app does not run.
+    let url = |name: &str| {
+        running
+            .addrs
+            .get(name)
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_default()
+    };
     TestApp {
         backend,
         gateway: url("gateway"),
@@ -216,6 +283,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         client: http_client(),
         settings,
         running: Some(running),
+        leftovers,
     }
 }
 
@@ -438,28 +506,137 @@ impl TestApp {
     /// Stops kassa and removes what the test created.
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
-            r.stop().await;
+            // Every scenario holds the process to a graceful stop: background work that does
+            // not end when asked would hold a real `kassa up` for 15 s on Ctrl-C.
+            assert_eq!(
+                r.stop().await,
+                kassa::Stopped::Cleanly,
+                "kassa stops cleanly"
+            );
         }
-        cleanup(self.backend, &self.namespace, &self.settings).await;
+        self.leftovers.remove().await;
+    }
+
+    /// The guard that removes what this app's test made; a test that makes more under the
+    /// namespace (a consumer of its own) names it here.
+    pub fn leftovers(&mut self) -> &mut Leftovers {
+        &mut self.leftovers
     }
 }
 
-/// Drops a namespace's databases and queues, or its data folder.
-pub async fn cleanup(backend: Backend, namespace: &str, settings: &Settings) {
-    match backend {
-        Backend::Embedded => {
-            if let Infrastructure::Embedded { data_dir } = &settings.infrastructure {
-                let _ = std::fs::remove_dir_all(data_dir);
+/// What a test made under its namespace: its data folder, its PostgreSQL databases (every one
+/// named `<namespace>_…`), its RabbitMQ queues and exchanges, its Kafka topics. Removed by
+/// [`Leftovers::remove`], or when dropped: a test that fails (a panic unwinds through it) leaves
+/// nothing behind either.
+pub struct Leftovers {
+    backend: Backend,
+    namespace: String,
+    data_dir: Option<PathBuf>,
+    /// Consumers whose queues to delete: the registry's, and any a test declared itself.
+    consumers: Vec<String>,
+    /// The retry policies the queues were declared with (a retry queue is named by its delay).
+    retries: Vec<RetryPolicy>,
+    files: Vec<PathBuf>,
+    removed: bool,
+}
+
+impl Leftovers {
+    /// What an app started with `settings` under `namespace` will make.
+    pub fn of(backend: Backend, namespace: &str, settings: &Settings) -> Leftovers {
+        let mut leftovers = Leftovers::namespace(backend, namespace);
+        leftovers.data_dir = data_dir_of(settings);
+        leftovers.retries = vec![settings.retry];
+        leftovers
+    }
+
+    /// What anything run under `namespace` on `backend` may make, with any retry policy.
+    pub fn namespace(backend: Backend, namespace: &str) -> Leftovers {
+        Leftovers {
+            backend,
+            namespace: namespace.to_owned(),
+            data_dir: None,
+            consumers: registry::consumers().map(|s| s.name.to_owned()).collect(),
+            retries: vec![RetryPolicy::default()],
+            files: Vec::new(),
+            removed: false,
+        }
+    }
+
+    /// Also deletes the queues of `consumer` (declared by the test, not by a service).
+    pub fn consumer(&mut self, consumer: &str) -> &mut Self {
+        self.consumers.push(consumer.to_owned());
+        self
+    }
+
+    /// Also deletes retry queues declared with `retry`.
+    pub fn retry(&mut self, retry: RetryPolicy) -> &mut Self {
+        self.retries.push(retry);
+        self
+    }
+
+    /// Also deletes the folder `dir` and everything in it.
+    pub fn folder(&mut self, dir: PathBuf) -> &mut Self {
+        self.data_dir = Some(dir);
+        self
+    }
+
+    /// Also deletes `file`.
+    pub fn file(&mut self, file: PathBuf) -> &mut Self {
+        self.files.push(file);
+        self
+    }
+
+    pub async fn remove(&mut self) {
+        if std::mem::replace(&mut self.removed, true) {
+            return;
+        }
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+        if self.backend.is_distributed() {
+            drop_databases(&self.namespace).await;
+        }
+        match self.backend {
+            Backend::Embedded => {}
+            Backend::Distributed => {
+                let consumers: Vec<&str> = self.consumers.iter().map(String::as_str).collect();
+                for retry in &self.retries {
+                    delete_named_queues(&self.namespace, &consumers, retry).await;
+                }
             }
+            Backend::Kafka => delete_topics(&self.namespace).await,
         }
-        Backend::Distributed => {
-            drop_databases(namespace).await;
-            delete_queues(namespace, &settings.retry).await;
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
         }
-        Backend::Kafka => {
-            drop_databases(namespace).await;
-            delete_topics(namespace).await;
-        }
+        // Called from inside the test's runtime (or while a panic unwinds through it): remove
+        // on a thread with a runtime of its own, and wait for it.
+        let mut leftovers = Leftovers {
+            backend: self.backend,
+            namespace: std::mem::take(&mut self.namespace),
+            data_dir: self.data_dir.take(),
+            consumers: std::mem::take(&mut self.consumers),
+            retries: std::mem::take(&mut self.retries),
+            files: std::mem::take(&mut self.files),
+            removed: false,
+        };
+        self.removed = true;
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the clean-up");
+            runtime.block_on(leftovers.remove());
+        })
+        .join();
     }
 }
 
@@ -513,24 +690,53 @@ pub fn settings_db_url(namespace: &str) -> String {
 }
 
 pub async fn drop_database(name: &str) {
-    let admin = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
+    drop_databases_named(&[name.to_owned()]).await;
+}
+
+async fn drop_databases_named(names: &[String]) {
+    let Ok(admin) = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
         url: PG_URL.into(),
         max_connections: 1,
     })
     .await
-    .expect("postgres reachable");
-    let _ =
-        kassa_platform::sql_assembled(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&admin)
-            .await;
+    else {
+        return;
+    };
+    for name in names {
+        let _ = kassa_platform::sql_assembled(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            name.replace('"', "\"\"")
+        ))
+        .execute(&admin)
+        .await;
+    }
     admin.close().await;
 }
 
-/// Drops the databases of every service in the registry under `namespace`.
+/// Drops every database named `<namespace>_…` on the local server: the services' and any a
+/// test made itself.
 pub async fn drop_databases(namespace: &str) {
-    for service in registry::with_storage() {
-        drop_database(&format!("{namespace}_{}", service.name)).await;
-    }
+    let Ok(admin) = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
+        url: PG_URL.into(),
+        max_connections: 1,
+    })
+    .await
+    else {
+        return;
+    };
+    let prefix = format!("{namespace}_");
+    let names: Vec<String> = kassa_platform::sql("SELECT datname::text AS name FROM pg_database")
+        .fetch_all(&admin)
+        .await
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|row| row.get::<String>("name").ok())
+                .filter(|name| name.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    admin.close().await;
+    drop_databases_named(&names).await;
 }
 
 /// Deletes the queues of every consumer in the registry under `namespace`.

@@ -4,10 +4,13 @@
 //! FAILED works over the in-process bus, RabbitMQ and Kafka alike, as a view of kassa's own
 //! orders and payments.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::{Backend, TestApp, spawn_app, spawn_app_with};
+
+/// The services these scenarios exercise, and those they call or hear from.
+const SERVICES: &[&str] = &["gateway", "orders", "payments"];
 
 on_both_backends!(
     an_order_by_number_is_paid_or_failed,
@@ -68,7 +71,7 @@ async fn settled(app: &TestApp, number: i64) -> Value {
 }
 
 async fn an_order_by_number_is_paid_or_failed(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let paid = create(&app, json!(150.5)).await;
     let declined = create(&app, json!(10.01)).await;
     assert!(
@@ -182,7 +185,7 @@ async fn an_order_by_number_is_paid_or_failed(backend: Backend) {
 }
 
 async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let gw = app.gateway.clone();
     let create_url = format!("{gw}/orders/CreateOrder");
     for (body, param) in [
@@ -283,7 +286,7 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
 
 async fn deleting_an_order_cancels_it(backend: Backend) {
     // A slow provider keeps the payment PROCESSING long enough to delete the order first.
-    let app = spawn_app_with(backend, |s| {
+    let app = spawn_app_with(backend, SERVICES, |s| {
         s.options
             .set(kassa_payments::PROVIDER_LATENCY_MS.name, "1500");
     })

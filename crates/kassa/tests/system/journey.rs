@@ -4,7 +4,7 @@
 //! kassa could have put them: every row of every service's database, every event published, the
 //! emails, and everything the run logged at its most talkative level. None may be found.
 
-mod support;
+use crate::support;
 
 use std::{
     io::Write,
@@ -27,6 +27,9 @@ use support::{
     servers::{LocalStripe, SmtpServer, free_port},
     spawn_app_with, unique,
 };
+
+/// The services these scenarios exercise, and those they call or hear from.
+const SERVICES: &[&str] = &["gateway", "users", "orders", "payments", "notifications"];
 
 /// Approved by Stripe.
 const APPROVED: &str = "4242424242424242";
@@ -82,14 +85,18 @@ impl Handler for Tap {
 }
 
 impl Tap {
-    async fn on(app: &TestApp) -> Arc<Tap> {
+    async fn on(app: &mut TestApp) -> Arc<Tap> {
         let tap = Arc::new(Tap::default());
         // The embedded bus would keep a dead letter there; the tap refuses nothing.
-        let db = Db::connect(&kassa_platform::db::DbLocation::Sqlite {
-            path: std::env::temp_dir().join(format!("{}-tap.db", app.namespace)),
-        })
-        .await
-        .unwrap();
+        let path = std::env::temp_dir().join(format!("{}-tap.db", app.namespace));
+        let retry = app.settings.retry;
+        let leftovers = app.leftovers().consumer("tap").retry(retry);
+        for suffix in ["", "-wal", "-shm"] {
+            leftovers.file(format!("{}{suffix}", path.display()).into());
+        }
+        let db = Db::connect(&kassa_platform::db::DbLocation::Sqlite { path })
+            .await
+            .unwrap();
         app.bus()
             .subscribe(Subscription {
                 consumer: "tap".into(),
@@ -125,7 +132,7 @@ async fn a_customer_pays_with_a_saved_card_and_is_emailed_once(backend: Backend)
     let stripe = LocalStripe::start();
     let port = free_port();
     let smtp = SmtpServer::start(port, &std::env::temp_dir().join(unique("maildir-")));
-    let app = spawn_app_with(backend, |s| {
+    let mut app = spawn_app_with(backend, SERVICES, |s| {
         s.options.set("provider", "stripe");
         s.options.set("stripe-secret-key", "sk_test_kassa");
         s.options.set("stripe-api-base", stripe.url.as_str());
@@ -134,7 +141,7 @@ async fn a_customer_pays_with_a_saved_card_and_is_emailed_once(backend: Backend)
         s.options.set("mail-from", "FoodFast <orders@example.com>");
     })
     .await;
-    let tap = Tap::on(&app).await;
+    let tap = Tap::on(&mut app).await;
 
     // Signed up and in, the 4242 card saved: the order is paid through Stripe.
     let (paying, paying_email) = app.customer_with_card_as(APPROVED).await;
@@ -232,12 +239,5 @@ async fn a_customer_pays_with_a_saved_card_and_is_emailed_once(backend: Backend)
         assert!(!mentions(&logged, number), "{number} was logged");
     }
 
-    let (namespace, retry) = (app.namespace.clone(), app.settings.retry);
     app.stop().await;
-    match backend {
-        Backend::Distributed => support::delete_named_queues(&namespace, &["tap"], &retry).await,
-        Backend::Kafka => support::delete_topics(&namespace).await,
-        Backend::Embedded => {}
-    }
-    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{namespace}-tap.db")));
 }

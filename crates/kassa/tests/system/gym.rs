@@ -1,7 +1,7 @@
 //! Seed 000's gym through the gateway, on both backends: members, staff, classes and payments
 //! hear of each other through their events, as the seed's services subscribe to each other.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -9,10 +9,13 @@ use kassa_platform::testing::eventually;
 use serde_json::{Value, json};
 use support::{Backend, spawn_app};
 
+/// The services these scenarios exercise, and those they call or hear from.
+const SERVICES: &[&str] = &["gateway", "members", "classes", "personnel", "payments"];
+
 on_both_backends!(the_gym_services_follow_each_other);
 
 async fn the_gym_services_follow_each_other(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     // A member and a coach, created through the seed's routes.
     let (status, ada) = app
         .post_json(

@@ -4,7 +4,7 @@
 //! figures again from the kept events; bad input is a 400 that names its parameter; and the
 //! dashboard, rendered by headless Chromium, shows what the reports say.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +19,9 @@ use std::{
 use kassa_platform::testing::eventually;
 use serde_json::{Value, json};
 use support::{Backend, PG_URL, TestApp, spawn_app, spawn_app_with};
+
+/// These scenarios exercise every service.
+const SERVICES: &[&str] = support::ALL;
 
 on_both_backends!(
     reports_reconcile_with_orders_and_payments_and_survive_a_rebuild,
@@ -248,7 +251,7 @@ async fn a_day_of_trade(app: &TestApp, checkouts: u64, kiosk: u64) -> (String, i
 }
 
 async fn reports_reconcile_with_orders_and_payments_and_survive_a_rebuild(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let (tea, teas_sold) = a_day_of_trade(&app, 24, 9).await;
 
     // The summary reconciles with what orders and payments say, seconds behind them.
@@ -359,7 +362,7 @@ async fn reports_reconcile_with_orders_and_payments_and_survive_a_rebuild(backen
 }
 
 async fn bad_input_is_refused_and_names_its_parameter(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app(backend, SERVICES).await;
     let base = "/api/v1/reports/reports";
     for (path, param, code) in [
         ("summary?from=2026-13-01", "from", "invalid_date"),
@@ -445,9 +448,9 @@ async fn the_dashboard_in_chromium_shows_what_the_reports_say() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
     else {
-        panic!("Chromium is needed: apt-get install chromium (.ci/run installs it)");
+        panic!("Chromium is needed: apt-get install chromium (scripts/test installs it)");
     };
-    let app = spawn_app(Backend::Embedded).await;
+    let app = spawn_app(Backend::Embedded, SERVICES).await;
     for total in ["12.50", "7.25", "3.01"] {
         app.place_order(total).await;
     }
@@ -523,7 +526,7 @@ fn tempdir(prefix: &str) -> std::path::PathBuf {
     dir
 }
 
-/// The ClickHouse server the scale path is tested against (`.ci/run` starts Debian's).
+/// The ClickHouse server the scale path is tested against (`scripts/test` starts Debian's).
 fn clickhouse_server() -> String {
     std::env::var("KASSA_TEST_CLICKHOUSE").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
@@ -584,7 +587,7 @@ async fn reports_read_from_clickhouse_reconcile_too() {
     let server = clickhouse_server();
     let proxy = Proxy::start(server.trim_start_matches("http://").to_owned()).await;
     let url = format!("http://127.0.0.1:{}/{database}", proxy.port);
-    let app = spawn_app_with(Backend::Embedded, |s| {
+    let app = spawn_app_with(Backend::Embedded, SERVICES, |s| {
         s.options.set("clickhouse-url", url.clone());
         s.options.set("report-store", "clickhouse");
     })

@@ -1,0 +1,5 @@
+//! The orders service's tests against real storage, in the library's own test binary (one binary
+//! a service: it links once).
+
+mod hold_expiry;
+mod placing;
