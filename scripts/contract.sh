@@ -5,19 +5,19 @@
 # every service `kassa up` runs (SERVICES="orders members" for some), and once more against the
 # gateway's, which holds them all. Exits non-zero on any failure.
 #
-# Fuzzing draws EXAMPLES cases for an operation that takes a body, and a quarter of that for a
+# Fuzzing draws EXAMPLES cases for an operation that takes a body, and a fifth of that for a
 # plain one (GET, DELETE: only a path and a query to vary). The gateway's run checks the
 # forwarding of what each service's run checked on its own port, and the links between
 # services: a tenth of the cases, and no coverage phase.
 #
-#   scripts/contract.sh                  a few minutes (EXAMPLES=100)
+#   scripts/contract.sh                  about two minutes (EXAMPLES=50)
 #   EXAMPLES=1000 scripts/contract.sh    a long run
 #
 # Needs schemathesis (`python3 -m pip install schemathesis==4.32.5`; scripts/test installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXAMPLES=${EXAMPLES:-100}
+EXAMPLES=${EXAMPLES:-50}
 SEED=${SEED:-}
 SERVICES=${SERVICES:-}
 REPORTS=${REPORTS:-}
@@ -126,7 +126,7 @@ config_for() {
   } >"$file"
   echo "$file"
 }
-plain=$(( (EXAMPLES + 3) / 4 ))
+plain=$(( (EXAMPLES + 4) / 5 ))
 service_config=$(config_for "$EXAMPLES" "$plain")
 gateway_config=$(config_for $(( (EXAMPLES + 9) / 10 )) $(( (plain + 9) / 10 )))
 
