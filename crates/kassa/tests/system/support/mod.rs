@@ -690,38 +690,16 @@ pub fn settings_db_url(namespace: &str) -> String {
 }
 
 pub async fn drop_database(name: &str) {
-    drop_databases_named(&[name.to_owned()]).await;
-}
-
-async fn drop_databases_named(names: &[String]) {
-    let Ok(admin) = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
-        url: PG_URL.into(),
-        max_connections: 1,
-    })
-    .await
-    else {
-        return;
-    };
-    for name in names {
-        let _ = kassa_platform::sql_assembled(format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            name.replace('"', "\"\"")
-        ))
-        .execute(&admin)
-        .await;
+    if let Some(admin) = admin().await {
+        drop_each(&admin, &[name.to_owned()]).await;
+        admin.close().await;
     }
-    admin.close().await;
 }
 
 /// Drops every database named `<namespace>_…` on the local server: the services' and any a
 /// test made itself.
 pub async fn drop_databases(namespace: &str) {
-    let Ok(admin) = kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
-        url: PG_URL.into(),
-        max_connections: 1,
-    })
-    .await
-    else {
+    let Some(admin) = admin().await else {
         return;
     };
     let prefix = format!("{namespace}_");
@@ -735,14 +713,29 @@ pub async fn drop_databases(namespace: &str) {
                 .collect()
         })
         .unwrap_or_default();
+    drop_each(&admin, &names).await;
     admin.close().await;
-    drop_databases_named(&names).await;
 }
 
-/// Deletes the queues of every consumer in the registry under `namespace`.
-pub async fn delete_queues(namespace: &str, retry: &RetryPolicy) {
-    let consumers: Vec<&str> = registry::consumers().map(|s| s.name).collect();
-    delete_named_queues(namespace, &consumers, retry).await
+/// A connection to the local server's `postgres` database, when it answers.
+async fn admin() -> Option<kassa_platform::db::Db> {
+    kassa_platform::db::Db::connect(&kassa_platform::db::DbLocation::Postgres {
+        url: PG_URL.into(),
+        max_connections: 1,
+    })
+    .await
+    .ok()
+}
+
+async fn drop_each(admin: &kassa_platform::db::Db, names: &[String]) {
+    for name in names {
+        let _ = kassa_platform::sql_assembled(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            name.replace('"', "\"\"")
+        ))
+        .execute(admin)
+        .await;
+    }
 }
 
 pub async fn delete_named_queues(namespace: &str, consumers: &[&str], retry: &RetryPolicy) {
