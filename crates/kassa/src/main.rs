@@ -193,14 +193,14 @@ struct Embedded {
 #[derive(Args, Clone)]
 struct Distributed {
     /// A PostgreSQL server; each service uses its own database on it (<namespace>_<service>).
-    #[arg(long, env = "KASSA_DATABASE_URL")]
+    #[arg(long, env = "KASSA_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// The message broker: rabbitmq or kafka (kafka needs a binary built with `--features
     /// kafka`).
     #[arg(long, env = "KASSA_BUS", default_value = "rabbitmq", value_parser = ["rabbitmq", "kafka"])]
     bus: String,
     /// RabbitMQ.
-    #[arg(long, env = "KASSA_AMQP_URL")]
+    #[arg(long, env = "KASSA_AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
     /// Kafka brokers, `host:port[,host:port…]` (also read from `Kafka__BootstrapServers`).
     #[arg(long, env = "KASSA_KAFKA_BROKERS")]
@@ -218,7 +218,7 @@ struct Distributed {
     #[arg(long, env = "KASSA_KAFKA_REPLICATION", default_value_t = -1, value_parser = clap::value_parser!(i32).range(-1..=100))]
     kafka_replication: i32,
     /// Redis.
-    #[arg(long, env = "KASSA_REDIS_URL")]
+    #[arg(long, env = "KASSA_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Connections per service database.
     #[arg(long, env = "KASSA_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -430,6 +430,7 @@ fn per_service_args() -> Vec<Arg> {
                 flag(format!("{}-database-url", s.name))
                     .value_name("URL")
                     .env(s.env("DATABASE_URL"))
+                    .hide_env_values(true)
                     .help(format!(
                         "The PostgreSQL database of {}, named outright (default: <namespace>_{} on --database-url)",
                         s.name, s.name
@@ -441,6 +442,7 @@ fn per_service_args() -> Vec<Arg> {
                 flag(setting.name.to_owned())
                     .value_name("VALUE")
                     .env(setting.env())
+                    .hide_env_values(setting.secret)
                     .default_value(setting.default)
                     .help(setting.help),
             );
@@ -518,13 +520,49 @@ async fn run_task(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    kassa_platform::http::https_ready();
-    let matches = per_service_args()
+fn main() -> anyhow::Result<()> {
+    // What kassa writes (SQLite files, the token secret, emails on disk) is its own alone.
+    settings::private_files();
+    // `KASSA_…_FILE` for every secret setting, read while this process has one thread (setting
+    // the environment is sound only then), and before the command line is made again to be
+    // parsed: clap reads an argument's variable when the argument is made.
+    let secrets =
+        settings::secrets_from_files(&secret_variables(&command()), |name| std::env::var_os(name))?;
+    for (name, value) in secrets {
+        // SAFETY: no other thread runs yet: the runtime is built below.
+        unsafe { std::env::set_var(name, value) };
+    }
+    let matches = command().get_matches();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(matches))
+}
+
+/// The whole command line: kassa's own flags, every service's, and the services' tasks.
+fn command() -> clap::Command {
+    per_service_args()
         .into_iter()
         .fold(task_commands(Cli::command()), |cmd, arg| cmd.arg(arg))
-        .get_matches();
+}
+
+/// The environment variables of every setting whose value `--help` hides: the secrets.
+fn secret_variables(command: &clap::Command) -> Vec<String> {
+    let mut names: Vec<String> = command
+        .get_arguments()
+        .filter(|arg| arg.is_hide_env_values_set())
+        .filter_map(|arg| arg.get_env()?.to_str().map(str::to_owned))
+        .collect();
+    for sub in command.get_subcommands() {
+        names.extend(secret_variables(sub));
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn run(matches: ArgMatches) -> anyhow::Result<()> {
+    kassa_platform::http::https_ready();
     let per_service = read_per_service(&matches)?;
     if let Some((name, sub)) = matches.subcommand()
         && let Some(service) = registry::find(name).filter(|s| !s.tasks.is_empty())
@@ -541,6 +579,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 &per_service,
             )?;
+            settings::keep_private(&embedded.data_dir)?;
             // Emails with no mail server go beside the data.
             let mail_dir: String = settings.options.get(&kassa_notifications::MAIL_DIR)?;
             if mail_dir.is_empty() {
@@ -572,6 +611,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate { common, target } => {
             common.init_logs();
             let settings = common.settings(target.infrastructure(&per_service)?, &per_service)?;
+            if let Infrastructure::Embedded { data_dir } = &settings.infrastructure {
+                settings::keep_private(data_dir)?;
+            }
             for service in registry::with_storage() {
                 let db = kassa::app::open_database(&settings, service).await?;
                 db.close().await;

@@ -15,8 +15,9 @@ use kassa_platform::{
 
 use crate::registry;
 
-/// Where the services keep their data and send their events.
-#[derive(Debug, Clone)]
+/// Where the services keep their data and send their events. Its `Debug` hides the URLs'
+/// passwords.
+#[derive(Clone)]
 pub enum Infrastructure {
     /// One SQLite file per service under `data_dir`, the in-process bus, the in-memory cache.
     Embedded { data_dir: PathBuf },
@@ -33,12 +34,57 @@ pub enum Infrastructure {
 }
 
 /// The message broker of the distributed mode.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Broker {
     /// RabbitMQ at this AMQP URL (the default).
     RabbitMq { url: String },
     /// Kafka (`KASSA_BUS=kafka`; the binary must be built with the `kafka` feature).
     Kafka(KafkaSettings),
+}
+
+impl std::fmt::Debug for Infrastructure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use kassa_platform::redact;
+        match self {
+            Infrastructure::Embedded { data_dir } => f
+                .debug_struct("Embedded")
+                .field("data_dir", data_dir)
+                .finish(),
+            Infrastructure::Distributed {
+                database_url,
+                database_overrides,
+                broker,
+                redis_url,
+                max_connections,
+                prefetch,
+            } => {
+                let overrides: HashMap<_, _> = database_overrides
+                    .iter()
+                    .map(|(service, url)| (*service, redact::url(url)))
+                    .collect();
+                f.debug_struct("Distributed")
+                    .field("database_url", &redact::url(database_url))
+                    .field("database_overrides", &overrides)
+                    .field("broker", broker)
+                    .field("redis_url", &redact::url(redis_url))
+                    .field("max_connections", max_connections)
+                    .field("prefetch", prefetch)
+                    .finish()
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Broker::RabbitMq { url } => f
+                .debug_struct("RabbitMq")
+                .field("url", &kassa_platform::redact::url(url))
+                .finish(),
+            Broker::Kafka(settings) => f.debug_tuple("Kafka").field(settings).finish(),
+        }
+    }
 }
 
 /// Everything a kassa process needs to know.
@@ -143,7 +189,10 @@ pub fn token_secret(
     };
     let path = data_dir.join("token-secret");
     let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+        Ok(text) => {
+            refuse_if_shared(&path)?;
+            text
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -156,6 +205,114 @@ pub fn token_secret(
     Secret::new(text.trim())
         .map(Some)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Refuses a token secret that others than its owner may read: whoever read it can sign tokens
+/// for anyone, admins included, so tightening its mode now would not undo that.
+fn refuse_if_shared(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{} may be read by others than its owner (mode {:o}): whoever read it can sign \
+                 tokens as anyone. Delete it to have a new one made (everyone signs in again), \
+                 or, if no one can have read it, `chmod 600` it.",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Makes what this process creates from now on readable and writable by its owner only (the
+/// umask 077): SQLite's files, the token secret, emails written to disk.
+pub fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Takes away what others than its owner may do with the data folder and its files, made by an
+/// earlier version or by hand with a looser mode; says so for each one changed.
+pub fn keep_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fn tighten(path: &std::path::Path, private: u32) -> anyhow::Result<()> {
+            let meta = std::fs::symlink_metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if meta.file_type().is_symlink() {
+                return Ok(());
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & private))
+                    .with_context(|| format!("making {} private", path.display()))?;
+                tracing::warn!(
+                    path = %path.display(),
+                    was = format!("{mode:o}"),
+                    now = format!("{:o}", mode & private),
+                    "others than its owner could read or change this; they no longer can"
+                );
+            }
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                {
+                    let entry = entry?.path();
+                    let private = if entry.is_dir() { 0o700 } else { 0o600 };
+                    tighten(&entry, private)?;
+                }
+            }
+            Ok(())
+        }
+        if data_dir.exists() {
+            tighten(data_dir, 0o700)?;
+        }
+    }
+    Ok(())
+}
+
+/// The secrets given in files: for each variable in `secrets` that is not set, the content of
+/// the file `<variable>_FILE` names (as container platforms hand secrets over), without its
+/// trailing newline. A variable set both ways, or a file that cannot be read, is an error that
+/// names the variable and the file, never the secret.
+pub fn secrets_from_files(
+    secrets: &[String],
+    get: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    for name in secrets {
+        let file_variable = format!("{name}_FILE");
+        let Some(file) = get(&file_variable).filter(|f| !f.is_empty()) else {
+            continue;
+        };
+        if get(name).is_some() {
+            bail!("{name} and {file_variable} are both set: give the secret one way");
+        }
+        let path = std::path::PathBuf::from(file);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{file_variable}: reading {} (it must be a UTF-8 text file)",
+                path.display()
+            )
+        })?;
+        let value = text.strip_suffix('\n').unwrap_or(&text);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        if value.is_empty() {
+            bail!("{file_variable}: {} is empty", path.display());
+        }
+        found.push((name.clone(), value.to_owned()));
+    }
+    Ok(found)
 }
 
 /// Writes `text` to a new file only its owner can read.
@@ -328,6 +485,143 @@ mod tests {
         };
         assert!(token_secret(None, &distributed).unwrap().is_none());
         std::fs::remove_dir_all(&data_dir).ok();
+    }
+
+    #[test]
+    fn secrets_are_read_from_the_files_their_variables_name() {
+        let dir = std::env::temp_dir().join(format!("kassa-files-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("stripe");
+        std::fs::write(&key, "sk_test_123\n").unwrap();
+        let names = vec![
+            "KASSA_STRIPE_SECRET_KEY".to_owned(),
+            "KASSA_AMQP_URL".to_owned(),
+        ];
+        fn env(
+            vars: Vec<(&'static str, std::path::PathBuf)>,
+        ) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+            move |name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone().into_os_string())
+            }
+        }
+        let found = secrets_from_files(
+            &names,
+            env(vec![("KASSA_STRIPE_SECRET_KEY_FILE", key.clone())]),
+        )
+        .unwrap();
+        assert_eq!(
+            found,
+            vec![(
+                "KASSA_STRIPE_SECRET_KEY".to_owned(),
+                "sk_test_123".to_owned()
+            )]
+        );
+        // Both ways at once, a missing file, an empty file: refused, naming the variable only.
+        let both = secrets_from_files(
+            &names,
+            env(vec![
+                ("KASSA_STRIPE_SECRET_KEY_FILE", key.clone()),
+                ("KASSA_STRIPE_SECRET_KEY", "sk_live_SHOWN".into()),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            both.contains("both set") && !both.contains("SHOWN"),
+            "{both}"
+        );
+        let missing = format!(
+            "{:#}",
+            secrets_from_files(
+                &names,
+                env(vec![("KASSA_AMQP_URL_FILE", dir.join("absent"))])
+            )
+            .unwrap_err()
+        );
+        assert!(missing.contains("KASSA_AMQP_URL_FILE"), "{missing}");
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        assert!(
+            secrets_from_files(
+                &names,
+                env(vec![("KASSA_AMQP_URL_FILE", dir.join("empty"))])
+            )
+            .is_err()
+        );
+        // A variable that is not a secret's has no file variant.
+        assert!(
+            secrets_from_files(&names, env(vec![("KASSA_NAMESPACE_FILE", key.clone())]))
+                .unwrap()
+                .is_empty()
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_secret_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let data_dir = std::env::temp_dir().join(format!("kassa-shared-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let path = data_dir.join("token-secret");
+        std::fs::write(&path, kassa_platform::auth::Secret::generate()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let embedded = Infrastructure::Embedded {
+            data_dir: data_dir.clone(),
+        };
+        let refused = token_secret(None, &embedded).unwrap_err().to_string();
+        assert!(refused.contains("mode 644"), "{refused}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(token_secret(None, &embedded).unwrap().is_some());
+        std::fs::remove_dir_all(&data_dir).ok();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_folder_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let data_dir = std::env::temp_dir().join(format!("kassa-private-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(data_dir.join("mail")).unwrap();
+        for file in ["users.db", "users.db-wal", "mail/1.eml"] {
+            std::fs::write(data_dir.join(file), "x").unwrap();
+            std::fs::set_permissions(data_dir.join(file), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        for dir in [data_dir.join("mail"), data_dir.clone()] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        keep_private(&data_dir).unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(data_dir.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(""), 0o700);
+        assert_eq!(mode("mail"), 0o700);
+        for file in ["users.db", "users.db-wal", "mail/1.eml"] {
+            assert_eq!(mode(file), 0o600, "{file}");
+        }
+        std::fs::remove_dir_all(&data_dir).ok();
+    }
+
+    #[test]
+    fn debug_output_hides_the_passwords_of_urls() {
+        let distributed = Infrastructure::Distributed {
+            database_url: "postgres://kassa:pg-SECRET@db/kassa".into(),
+            database_overrides: HashMap::from([("orders", "postgres://o:o-SECRET@db/o".into())]),
+            broker: Broker::RabbitMq {
+                url: "amqp://kassa:mq-SECRET@mq:5672".into(),
+            },
+            redis_url: "redis://:redis-SECRET@cache:6379".into(),
+            max_connections: 1,
+            prefetch: 1,
+        };
+        let shown = format!("{distributed:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("postgres://kassa:***@db/kassa"), "{shown}");
     }
 
     #[test]

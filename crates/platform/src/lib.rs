@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod password;
 pub mod peer;
 pub mod qr;
+pub mod redact;
 pub mod resource;
 pub mod service;
 pub mod shutdown;

@@ -74,6 +74,9 @@ pub struct Setting {
     pub default: &'static str,
     /// One line for `--help`.
     pub help: &'static str,
+    /// Whether its value is a secret (a key, or a URL that may carry a password): `--help`
+    /// does not show it, and `KASSA_<NAME>_FILE` may name a file holding it.
+    pub secret: bool,
 }
 
 impl Setting {
@@ -258,6 +261,7 @@ mod tests {
         name: "provider-latency-ms",
         default: "0",
         help: "",
+        secret: false,
     };
 
     #[test]

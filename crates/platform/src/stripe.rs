@@ -15,24 +15,28 @@ pub const PROVIDER: Setting = Setting {
     name: "provider",
     default: "simulated",
     help: "Payment provider: simulated or stripe",
+    secret: false,
 };
 
 pub const SECRET_KEY: Setting = Setting {
     name: "stripe-secret-key",
     default: "",
     help: "Stripe's secret key (sk_…), with --provider stripe",
+    secret: true,
 };
 
 pub const API_BASE: Setting = Setting {
     name: "stripe-api-base",
     default: "https://api.stripe.com",
     help: "Stripe's API address (a test server such as localstripe, in tests)",
+    secret: false,
 };
 
 pub const WEBHOOK_SECRET: Setting = Setting {
     name: "stripe-webhook-secret",
     default: "",
     help: "The signing secret (whsec_…) of Stripe's webhook to /api/payments/webhooks/stripe",
+    secret: true,
 };
 
 /// How the installation reaches Stripe, when it charges through it.

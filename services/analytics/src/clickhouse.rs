@@ -58,11 +58,13 @@ impl ClickHouse {
     /// `http://host:8123/<database>`: the server's HTTP interface and the database to use
     /// (made if missing).
     pub fn new(url: &str) -> Result<Self, String> {
+        // What errors show of the URL: its password is not repeated.
+        let shown = kassa_platform::redact::url(url);
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
+            .ok_or_else(|| format!("`{shown}` is not an http:// URL"))?;
         if scheme != "http" && scheme != "https" {
-            return Err(format!("`{url}` is not an http:// URL"));
+            return Err(format!("`{shown}` is not an http:// URL"));
         }
         let (host, database) = rest.split_once('/').unwrap_or((rest, ""));
         let database = database.trim_end_matches('/');
@@ -73,7 +75,7 @@ impl ClickHouse {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         {
             return Err(format!(
-                "`{url}` must end in the database's name (letters, digits, _): http://host:8123/kassa"
+                "`{shown}` must end in the database's name (letters, digits, _): http://host:8123/kassa"
             ));
         }
         kassa_platform::http::https_ready();
@@ -109,12 +111,12 @@ impl ClickHouse {
             .body(body)
             .send()
             .await
-            .map_err(|e| ChError::Unreachable(e.to_string()))?;
+            .map_err(|e| ChError::Unreachable(e.without_url().to_string()))?;
         let status = r.status().as_u16();
         let text = r
             .text()
             .await
-            .map_err(|e| ChError::Unreachable(e.to_string()))?;
+            .map_err(|e| ChError::Unreachable(e.without_url().to_string()))?;
         if status != 200 {
             return Err(ChError::Refused {
                 status,

@@ -44,6 +44,7 @@ pub const TIME_ZONE: Setting = Setting {
     name: "report-time-zone",
     default: "UTC",
     help: "The IANA time zone of the shop's days in reports and on the dashboard (Asia/Jakarta, …)",
+    secret: false,
 };
 
 /// Where the order facts are also copied: a ClickHouse server's HTTP interface and database.
@@ -51,6 +52,7 @@ pub const CLICKHOUSE_URL: Setting = Setting {
     name: "clickhouse-url",
     default: "",
     help: "Copy the reports' facts to ClickHouse at this URL, http://host:8123/<database> (none when empty)",
+    secret: true,
 };
 
 /// Where the reports' queries run.
@@ -58,6 +60,7 @@ pub const REPORT_STORE: Setting = Setting {
     name: "report-store",
     default: "local",
     help: "Where reports are read: local (the service's own database) or clickhouse (needs --clickhouse-url)",
+    secret: false,
 };
 
 pub static SERVICE: Service = Service {

@@ -27,12 +27,14 @@ pub const AUTH_RATE_LIMIT: Setting = Setting {
     name: "auth-rate-limit",
     default: "50/15m",
     help: "Requests to /api/auth per client: COUNT/WINDOW (50/15m, 5/30s, 1000/1h), or off",
+    secret: false,
 };
 
 pub const ORDER_RATE_LIMIT: Setting = Setting {
     name: "order-rate-limit",
     default: "10/1m",
     help: "Orders placed through /api/order/create per client: COUNT/WINDOW, or off",
+    secret: false,
 };
 
 pub const CLIENT_IP_HEADER: Setting = Setting {
@@ -40,6 +42,7 @@ pub const CLIENT_IP_HEADER: Setting = Setting {
     default: "",
     help: "Header that names the client behind a trusted proxy (X-Forwarded-For: its first \
            address); empty: the connection's address",
+    secret: false,
 };
 
 /// At most `max` requests per `window`.

@@ -29,6 +29,7 @@ pub const EXPIRY_SWEEP: Setting = Setting {
     name: "reservation-sweep-ms",
     default: "1000",
     help: "How often inventory gives back the stock of unpaid orders whose hold expired (ms)",
+    secret: false,
 };
 
 pub static SERVICE: Service = Service {

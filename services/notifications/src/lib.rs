@@ -30,6 +30,7 @@ pub const SMTP_URL: Setting = Setting {
     help: "Mail server for the emails: smtp://host:port (plain), smtp://…?tls=required \
            (STARTTLS) or smtps://host (TLS), with user:password@ if it asks; none: .eml files \
            in --mail-dir",
+    secret: true,
 };
 
 pub const MAIL_DIR: Setting = Setting {
@@ -37,12 +38,14 @@ pub const MAIL_DIR: Setting = Setting {
     default: "",
     help: "Folder the emails are written to as .eml files when no --smtp-url is given \
            (default: <data-dir>/mail embedded, ./mail distributed)",
+    secret: false,
 };
 
 pub const MAIL_FROM: Setting = Setting {
     name: "mail-from",
     default: "kassa <no-reply@kassa.invalid>",
     help: "The sender of the emails",
+    secret: false,
 };
 
 pub static SERVICE: Service = Service {

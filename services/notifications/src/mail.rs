@@ -34,7 +34,7 @@ impl Smtp {
     pub fn new(url: &str) -> Result<Self, String> {
         kassa_platform::http::https_ready();
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("`{url}`: {e}"))?
+            .map_err(|e| format!("`{}`: {e}", kassa_platform::redact::url(url)))?
             .timeout(Some(Duration::from_secs(10)))
             .build();
         Ok(Smtp(transport))

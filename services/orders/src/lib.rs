@@ -35,6 +35,7 @@ pub const CURRENCY: Setting = Setting {
     name: "currency",
     default: "USD",
     help: "Currency of orders that name none (ISO 4217)",
+    secret: false,
 };
 
 pub static SERVICE: Service = Service {

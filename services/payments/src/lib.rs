@@ -56,21 +56,25 @@ pub const PROVIDER_LATENCY_MS: Setting = Setting {
     name: "provider-latency-ms",
     default: "0",
     help: "Simulated payment provider latency per charge, in milliseconds",
+    secret: false,
 };
 pub const PROVIDER_DECLINE_RATE: Setting = Setting {
     name: "provider-decline-rate",
     default: "0",
     help: "Share of otherwise approved charges the simulated provider declines (0 to 1)",
+    secret: false,
 };
 pub const PAYMENTS_IN_FLIGHT: Setting = Setting {
     name: "payments-in-flight",
     default: "10000",
     help: "Charges waiting on the provider at once, at most",
+    secret: false,
 };
 pub const PAYMENT_LEASE_SECS: Setting = Setting {
     name: "payment-lease-secs",
     default: "30",
     help: "Seconds a process owns a PROCESSING payment before another may take it over",
+    secret: false,
 };
 
 /// The merchant QRIS codes name (seed 002's in-person payments).
@@ -78,26 +82,31 @@ pub const QRIS_MERCHANT_NAME: Setting = Setting {
     name: "qris-merchant-name",
     default: "Kassa Kiosk",
     help: "Merchant name in QRIS codes (up to 25 characters)",
+    secret: false,
 };
 pub const QRIS_MERCHANT_CITY: Setting = Setting {
     name: "qris-merchant-city",
     default: "Jakarta",
     help: "Merchant city in QRIS codes (up to 15 characters)",
+    secret: false,
 };
 pub const QRIS_MERCHANT_ID: Setting = Setting {
     name: "qris-merchant-id",
     default: "ID1020000000001",
     help: "National merchant id (NMID) in QRIS codes",
+    secret: false,
 };
 pub const QRIS_COUNTRY: Setting = Setting {
     name: "qris-country",
     default: "ID",
     help: "Merchant country in QRIS codes (ISO 3166-1 alpha-2)",
+    secret: false,
 };
 pub const QRIS_CATEGORY: Setting = Setting {
     name: "qris-category",
     default: "5814",
     help: "Merchant category code in QRIS codes (ISO 18245)",
+    secret: false,
 };
 
 pub static SERVICE: Service = Service {

@@ -40,6 +40,7 @@ pub const ADMIN_EMAILS: Setting = Setting {
     name: "admin-emails",
     default: "",
     help: "Email addresses (comma-separated) whose sign-ins get the admin role",
+    secret: false,
 };
 
 pub static SERVICE: Service = Service {

@@ -16,5 +16,6 @@ mod journey;
 mod kiosk;
 mod messaging;
 mod notifications;
+mod secrets;
 mod seed001;
 mod stripe;

@@ -67,13 +67,29 @@ pub struct Db {
     outbox_written: Arc<Notify>,
 }
 
-/// Where a service's database lives.
-#[derive(Debug, Clone)]
+/// Where a service's database lives. Its `Debug` hides the URL's password.
+#[derive(Clone)]
 pub enum DbLocation {
     /// A PostgreSQL database; created on the server if it does not exist yet.
     Postgres { url: String, max_connections: u32 },
     /// An SQLite file, created with its folder if missing.
     Sqlite { path: std::path::PathBuf },
+}
+
+impl std::fmt::Debug for DbLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbLocation::Postgres {
+                url,
+                max_connections,
+            } => f
+                .debug_struct("Postgres")
+                .field("url", &crate::redact::url(url))
+                .field("max_connections", max_connections)
+                .finish(),
+            DbLocation::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+        }
+    }
 }
 
 impl Db {
