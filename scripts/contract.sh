@@ -10,14 +10,14 @@
 # forwarding of what each service's run checked on its own port, and the links between
 # services: a tenth of the cases, and no coverage phase.
 #
-#   scripts/contract.sh                  about two minutes (EXAMPLES=50)
+#   scripts/contract.sh                  about a minute (EXAMPLES=25)
 #   EXAMPLES=1000 scripts/contract.sh    a long run
 #
 # Needs schemathesis (`python3 -m pip install schemathesis==4.32.5`; scripts/test installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXAMPLES=${EXAMPLES:-50}
+EXAMPLES=${EXAMPLES:-25}
 SEED=${SEED:-}
 SERVICES=${SERVICES:-}
 REPORTS=${REPORTS:-}

@@ -173,6 +173,19 @@ pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims
 
 /// The token a request carries: `Authorization: Bearer …` first, else the `token` cookie.
 pub fn token_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    shown_token(headers).map(|(token, _)| token)
+}
+
+/// How a request showed its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Header,
+    /// The `token` cookie, which a browser sends by itself: with an unsafe method, the request
+    /// must come from the site itself (see [`cross_site`]).
+    Cookie,
+}
+
+fn shown_token(headers: &axum::http::HeaderMap) -> Option<(&str, Shown)> {
     if let Some(value) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -180,7 +193,7 @@ pub fn token_of(headers: &axum::http::HeaderMap) -> Option<&str> {
         let (scheme, token) = value.trim().split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
-            .then_some(token.trim());
+            .then_some((token.trim(), Shown::Header));
     }
     headers
         .get_all(axum::http::header::COOKIE)
@@ -189,8 +202,49 @@ pub fn token_of(headers: &axum::http::HeaderMap) -> Option<&str> {
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == "token").then_some(value.trim())
+            (name == "token").then_some((value.trim(), Shown::Cookie))
         })
+}
+
+/// Whether a request that changes something (not GET, HEAD or OPTIONS) was sent by a page of
+/// another site, as a browser tells it: `Sec-Fetch-Site: cross-site`, or, from a browser that
+/// does not send that, an `Origin` whose host is not the one the request was sent to. A request
+/// that says neither is not a browser's, and carries no cookie it did not choose to.
+fn cross_site(parts: &axum::http::request::Parts) -> bool {
+    use axum::http::{Method, header};
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let text = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = text(axum::http::HeaderName::from_static("sec-fetch-site")) {
+        return site.eq_ignore_ascii_case("cross-site");
+    }
+    let Some(origin) = text(header::ORIGIN) else {
+        return false;
+    };
+    // `null` (a sandboxed or privacy-sensitive context) is no site of ours.
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest).map(host_of);
+    let target = text(header::HOST).map(host_of);
+    match (origin_host, target) {
+        (Some(origin), Some(target)) => !origin.eq_ignore_ascii_case(target),
+        _ => true,
+    }
+}
+
+/// The host of `host[:port]` (IPv6 literals in brackets kept whole).
+fn host_of(authority: &str) -> &str {
+    let authority = authority.split('/').next().unwrap_or(authority);
+    if authority.starts_with('[') {
+        return authority
+            .split_once(']')
+            .map_or(authority, |(host, _)| &authority[..host.len() + 1]);
+    }
+    authority.split(':').next().unwrap_or(authority)
 }
 
 /// The installation's token secret as every service's HTTP layer holds it (a request
@@ -330,9 +384,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        let Some(token) = token_of(&parts.headers) else {
+        let Some((token, shown)) = shown_token(&parts.headers) else {
             return Ok(Caller::Anonymous);
         };
+        if shown == Shown::Cookie && cross_site(parts) {
+            return Err(crate::http::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "cross_site_request",
+                "A request from another site may not act with this site's cookie; send the token \
+                 as `Authorization: Bearer …`.",
+            ));
+        }
         let secret = parts
             .extensions
             .get::<Tokens>()
@@ -506,6 +568,89 @@ mod caller_tests {
         // Where no secret is configured, a token is refused rather than ignored.
         let refused = ask(&app_without_secret(), Some(("authorization", &bearer))).await;
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_cookie_does_not_act_for_another_site() {
+        use axum::http::Method;
+        use axum::routing::post;
+        let secret = Secret::new("a secret of at least thirty-two bytes!").unwrap();
+        let claims = Claims::new(
+            Uuid::now_v7(),
+            "a@example.com",
+            Role::Customer,
+            Utc::now(),
+            chrono::Duration::hours(1),
+        );
+        let token = issue(&secret, &claims);
+        let cookie = format!("token={token}");
+        let bearer = format!("Bearer {token}");
+        let app = Router::new()
+            .route("/who", get(who).merge(post(who)))
+            .layer(axum::Extension(Tokens(Some(secret))));
+        let ask = async |method: Method, headers: &[(&str, &str)]| {
+            call(&app, method, "/who", headers, None).await
+        };
+        let host = ("host", "shop.example:3000");
+        // Refused: a change sent with the cookie by a page of another site.
+        for headers in [
+            vec![
+                ("cookie", cookie.as_str()),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            vec![
+                ("cookie", cookie.as_str()),
+                host,
+                ("origin", "https://evil.example"),
+            ],
+            vec![("cookie", cookie.as_str()), host, ("origin", "null")],
+        ] {
+            let refused = ask(Method::POST, &headers).await;
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{headers:?}");
+            assert_eq!(refused.json["code"], "cross_site_request");
+        }
+        // Let through: the site's own pages (another port of the same host is the same site),
+        // a client that is no browser, a read, and the token in a header.
+        for (method, headers) in [
+            (
+                Method::POST,
+                vec![
+                    ("cookie", cookie.as_str()),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+            ),
+            (
+                Method::POST,
+                vec![("cookie", cookie.as_str()), ("sec-fetch-site", "same-site")],
+            ),
+            (
+                Method::POST,
+                vec![
+                    ("cookie", cookie.as_str()),
+                    host,
+                    ("origin", "http://shop.example:5006"),
+                ],
+            ),
+            (Method::POST, vec![("cookie", cookie.as_str())]),
+            (
+                Method::GET,
+                vec![
+                    ("cookie", cookie.as_str()),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+            ),
+            (
+                Method::POST,
+                vec![
+                    ("authorization", bearer.as_str()),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+            ),
+        ] {
+            let answer = ask(method.clone(), &headers).await;
+            assert_eq!(answer.status, StatusCode::OK, "{method} {headers:?}");
+            assert_eq!(answer.json["user"], claims.user_id.to_string());
+        }
     }
 
     fn app_without_secret() -> Router {

@@ -25,7 +25,7 @@ use crate::{
     NAME,
     cards::{Cards, Lookup},
     domain::{ChargeOutcome, Payment, PaymentStatus, RefundKind},
-    provider::PaymentProvider,
+    provider::{Charged, PaymentProvider},
     refunds::Refunds,
     store,
 };
@@ -299,12 +299,18 @@ async fn charge(
     } else {
         None
     };
-    let Some(outcome) = provider
+    let outcome = match provider
         .charge(payment.id, payment.amount, card.as_ref())
         .await
-    else {
-        tracing::warn!(payment_id = %payment.id, "the provider did not answer; the payment waits for its lease and is asked about again");
-        return Ok(None);
+    {
+        Charged::Settled(outcome) => outcome,
+        Charged::Waits { reference } => {
+            if let Some(reference) = reference {
+                store::keep_reference(db, payment.id, &reference).await?;
+            }
+            tracing::warn!(payment_id = %payment.id, "the provider has not settled the charge; the payment waits for its lease and is asked about again");
+            return Ok(None);
+        }
     };
     Ok(Some(Settlement {
         payment,

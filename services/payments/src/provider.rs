@@ -22,18 +22,23 @@ use crate::{cards::SavedCard, domain::ChargeOutcome};
 #[error("provider refused the refund: {0}")]
 pub struct RefundError(pub String);
 
+/// What a provider answered about a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Charged {
+    /// It is settled: approved, declined or failed.
+    Settled(ChargeOutcome),
+    /// Not settled yet, or no answer at all: the payment waits and is asked about again (or the
+    /// provider's webhook settles it). `reference` is the provider's id for the charge when it
+    /// gave one; it is kept with the payment, and only an outcome naming it settles the payment.
+    Waits { reference: Option<String> },
+}
+
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
     /// Charges `amount` for `payment_id`, to `card` when the customer saved one (seed 004).
     /// Calling again with the same payment id must not charge twice (the payment id is the
-    /// idempotency key). `None` when the provider gave no answer: the payment waits and is
-    /// asked about again.
-    async fn charge(
-        &self,
-        payment_id: Uuid,
-        amount: Money,
-        card: Option<&SavedCard>,
-    ) -> Option<ChargeOutcome>;
+    /// idempotency key).
+    async fn charge(&self, payment_id: Uuid, amount: Money, card: Option<&SavedCard>) -> Charged;
 
     /// Gives back, or voids, the charge of `payment_id` (`reference`: the provider's id for it).
     /// Idempotent like `charge`.
@@ -107,16 +112,11 @@ fn unit_interval(id: Uuid) -> f64 {
 
 #[async_trait]
 impl PaymentProvider for SimulatedGateway {
-    async fn charge(
-        &self,
-        payment_id: Uuid,
-        amount: Money,
-        card: Option<&SavedCard>,
-    ) -> Option<ChargeOutcome> {
+    async fn charge(&self, payment_id: Uuid, amount: Money, card: Option<&SavedCard>) -> Charged {
         if !self.settings.latency.is_zero() {
             tokio::time::sleep(self.settings.latency).await;
         }
-        Some(match card {
+        Charged::Settled(match card {
             Some(card) if card.provider != "simulated" => ChargeOutcome::Failed {
                 reason: format!(
                     "the card was saved with the {} provider; this installation charges through \

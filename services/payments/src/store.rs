@@ -401,6 +401,18 @@ pub async fn keep_references(tx: &mut Tx, charges: &[(Uuid, &str)]) -> DbResult<
     Ok(())
 }
 
+/// Records the provider's id for the charge of a payment that waits on the provider (Stripe's
+/// PaymentIntent still processing): the outcome the provider sends later must name it. A
+/// reference already kept stays.
+pub async fn keep_reference(db: &Db, id: Uuid, reference: &str) -> DbResult<()> {
+    sql("UPDATE payments SET provider_reference = $1 WHERE id = $2 AND provider_reference IS NULL")
+        .bind(reference)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Takes over PROCESSING payments whose lease ran out (their process died or gave up) and
 /// leases them to this process; returns their ids with the flow each belongs to.
 pub async fn claim_stalled(

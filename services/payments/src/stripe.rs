@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     cards::SavedCard,
     domain::ChargeOutcome,
-    provider::{PaymentProvider, RefundError},
+    provider::{Charged, PaymentProvider, RefundError},
 };
 
 pub struct StripeGateway {
@@ -27,14 +27,9 @@ impl StripeGateway {
 
 #[async_trait]
 impl PaymentProvider for StripeGateway {
-    async fn charge(
-        &self,
-        payment_id: Uuid,
-        amount: Money,
-        card: Option<&SavedCard>,
-    ) -> Option<ChargeOutcome> {
+    async fn charge(&self, payment_id: Uuid, amount: Money, card: Option<&SavedCard>) -> Charged {
         let Some(card) = card.filter(|c| c.provider == "stripe") else {
-            return Some(ChargeOutcome::Failed {
+            return Charged::Settled(ChargeOutcome::Failed {
                 reason: "no card saved with Stripe to charge: orders without a saved card \
                          (seed 003's) are charged through the simulated provider"
                     .into(),
@@ -55,11 +50,16 @@ impl PaymentProvider for StripeGateway {
         match self.stripe.post("payment_intents", &form, Some(&key)).await {
             Ok(intent) => {
                 let id = intent["id"].as_str().unwrap_or_default().to_owned();
-                Some(match intent["status"].as_str() {
+                Charged::Settled(match intent["status"].as_str() {
                     Some("succeeded") => ChargeOutcome::Approved { reference: id },
                     // Stripe decides later: the payment waits (its webhook, or the same
-                    // PaymentIntent asked about again after the lease, settles it).
-                    Some("processing") => return None,
+                    // PaymentIntent asked about again after the lease, settles it), and keeps
+                    // the PaymentIntent's id, which the webhook's event must name.
+                    Some("processing") => {
+                        return Charged::Waits {
+                            reference: Some(id).filter(|id| !id.is_empty()),
+                        };
+                    }
                     // Anything else needs the customer, who is not there.
                     Some(status) => ChargeOutcome::Declined {
                         reason: intent["last_payment_error"]["message"]
@@ -73,7 +73,7 @@ impl PaymentProvider for StripeGateway {
                 })
             }
             Err(StripeError::Card { message, .. }) => {
-                Some(ChargeOutcome::Declined { reason: message })
+                Charged::Settled(ChargeOutcome::Declined { reason: message })
             }
             // A key Stripe refused (rotated), or this charge's Idempotency-Key still in use by
             // a try that timed out: nothing is known about the charge yet, so it waits.
@@ -82,14 +82,16 @@ impl PaymentProvider for StripeGateway {
                 message,
             }) => {
                 tracing::warn!(payment_id = %payment_id, status, %message, "Stripe refused to answer about a charge now");
-                None
+                Charged::Waits { reference: None }
             }
-            Err(StripeError::Request { status, message }) => Some(ChargeOutcome::Failed {
-                reason: format!("Stripe refused the charge ({status}): {message}"),
-            }),
+            Err(StripeError::Request { status, message }) => {
+                Charged::Settled(ChargeOutcome::Failed {
+                    reason: format!("Stripe refused the charge ({status}): {message}"),
+                })
+            }
             Err(StripeError::Unavailable(why)) => {
                 tracing::warn!(payment_id = %payment_id, %why, "Stripe did not answer a charge");
-                None
+                Charged::Waits { reference: None }
             }
         }
     }

@@ -2,9 +2,12 @@
 //! its answer to the charge (a PaymentIntent that was still processing). Each request is checked
 //! against `Stripe-Signature` (HMAC-SHA256 with the webhook's signing secret, at most five
 //! minutes old) before anything is read from it. A PaymentIntent's outcome settles the payment
-//! its metadata names if that payment is still PROCESSING, exactly as a synchronous answer
-//! would (status, event, cache); anything else is acknowledged and changes nothing, so Stripe's
-//! retries and duplicates are harmless.
+//! its metadata names if that payment is still PROCESSING and the PaymentIntent is the one
+//! charged for it (the id kept when Stripe answered `processing`, the same amount in the same
+//! currency), exactly as a synchronous answer would (status, event, cache); anything else is
+//! acknowledged and changes nothing, so Stripe's retries and duplicates are harmless. An outcome
+//! for a payment whose PaymentIntent id is not known yet is answered 409, so that Stripe sends it
+//! again later.
 
 use std::sync::Arc;
 
@@ -65,6 +68,33 @@ fn unauthorized(code: &'static str, detail: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, code, detail).with_param("Stripe-Signature")
 }
 
+/// Why `intent` is not the charge of `payment`: another PaymentIntent than the one recorded for
+/// it, or another amount or currency.
+fn mismatch(intent: &Value, payment: &crate::domain::Payment) -> Option<&'static str> {
+    let id = intent["id"].as_str().unwrap_or_default();
+    if id.is_empty() {
+        return Some("the event names no PaymentIntent");
+    }
+    if payment
+        .provider_reference
+        .as_deref()
+        .is_some_and(|kept| kept != id)
+    {
+        return Some("another PaymentIntent than the one charged for the payment");
+    }
+    if intent["amount"].as_i64() != Some(payment.amount.minor()) {
+        return Some("another amount than the payment's");
+    }
+    let currency = payment.amount.currency();
+    if !intent["currency"]
+        .as_str()
+        .is_some_and(|c| c.eq_ignore_ascii_case(currency.code()))
+    {
+        return Some("another currency than the payment's");
+    }
+    None
+}
+
 /// An event from Stripe.
 #[utoipa::path(post, path = "/api/payments/webhooks/stripe", tag = "payments",
     request_body(content = Object, content_type = "application/json",
@@ -74,6 +104,7 @@ fn unauthorized(code: &'static str, detail: &str) -> ApiError {
         (status = 200, body = Received, description = "Acknowledged."),
         (status = 400, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "A signed body that is not a Stripe Event (`invalid_event`)."),
         (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No `Stripe-Signature`, one that does not sign this body with the webhook's secret or is more than five minutes old (`invalid_signature`), or no webhook secret configured (`webhook_not_configured`)."),
+        (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "An outcome for a payment whose PaymentIntent is not recorded yet (`charge_not_recorded`): Stripe sends it again later."),
         (status = 413, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The body is larger than this service accepts (`body_too_large`)."),
         openapi::Failures,
     ))]
@@ -147,6 +178,22 @@ pub async fn stripe_event(
             received: true,
             applied: false,
         }));
+    }
+    if let Some(mismatch) = mismatch(intent, &payment) {
+        tracing::warn!(event = %event["id"], payment_id = %payment.id, mismatch, "Stripe event not applied: it is not about this payment's charge");
+        return Ok(Json(Received {
+            received: true,
+            applied: false,
+        }));
+    }
+    if payment.provider_reference.is_none() {
+        // The charge's answer (with the PaymentIntent's id) has not been recorded yet: Stripe
+        // retries a webhook it was not answered 2xx, by when it has.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "charge_not_recorded",
+            "The payment's PaymentIntent is not recorded yet; send the event again later.",
+        ));
     }
     let mut payment = payment;
     if late_approval {

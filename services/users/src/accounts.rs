@@ -379,8 +379,9 @@ fn invalid_credentials() -> ApiError {
 #[utoipa::path(post, path = "/auth/signin", tag = "users", request_body(content = inline(Signin), content_type = "application/json"),
     responses(
         (status = 200, body = inline(Answer<SignedInUser>), description = "Signed in. The token \
-            is also set as the `token` cookie (HttpOnly, Secure, SameSite=None, one hour).",
-            headers(("Set-Cookie" = String, description = "`token=<the token>; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=None`"))),
+            is also set as the `token` cookie (HttpOnly, Secure, SameSite=Lax, one hour); a change \
+            sent with that cookie from another site's page is refused (`cross_site_request`).",
+            headers(("Set-Cookie" = String, description = "`token=<the token>; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax`"))),
         (status = 401, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "No account has this address, or the password is not its password: one answer for both (`invalid_credentials`)."),
         InvalidBody,
     ))]
@@ -412,7 +413,7 @@ pub async fn signin(
     let claims = Claims::new(user.id, &user.email, role, Utc::now(), TOKEN_LIFETIME);
     let token = auth::issue(&users.secret, &claims);
     let cookie = format!(
-        "token={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=None",
+        "token={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
         TOKEN_LIFETIME.num_seconds()
     );
     let data = SignedInUser {

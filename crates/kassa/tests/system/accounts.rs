@@ -90,6 +90,23 @@ async fn sign_ins_are_rate_limited_per_client(backend: Backend) {
         }
     };
     let signin = |base: String, client: &'static str| signin_at(base, "/api/auth/signin", client);
+    // Paths that resolve to sign-in through dot segments or an encoded slash (which an HTTP
+    // client or a proxy would resolve after the gateway matched the raw path): refused before
+    // routing, uncounted and unforwarded, whatever the limit.
+    for path in [
+        "/api/users/%2e%2e/auth/signin",
+        "/api/users/%2E%2E/auth/signin",
+        "/api/users/../auth/signin",
+        "/api/users/.%2e/auth/signin",
+        "/api/users%2f..%2fauth/signin",
+        "/api/orders/%2e%2e/%2e%2e/auth/signin",
+    ] {
+        for _ in 0..4 {
+            let (status, body) = raw_post(&app.gateway, path, "203.0.113.7").await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.contains("invalid_path"), "{path}: {body}");
+        }
+    }
     // The proxy appends the address it saw: what a client writes before it changes nothing.
     for spoofed in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
         let header = Box::leak(format!("{spoofed}, 203.0.113.7").into_boxed_str());
@@ -121,6 +138,29 @@ async fn sign_ins_are_rate_limited_per_client(backend: Backend) {
     let (status, _) = app.get("/api/orders?limit=1").await;
     assert_eq!(status, 200);
     app.stop().await;
+}
+
+/// POSTs a sign-in to `path` as written, over a connection of its own: HTTP clients resolve dot
+/// segments before sending (as the URL standard says), an attacker's client does not.
+async fn raw_post(base: &str, path: &str, client: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"email":"nobody@example.com","password":"guess"}"#;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         X-Forwarded-For: {client}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
 }
 
 async fn orders_are_charged_to_the_saved_card(backend: Backend) {

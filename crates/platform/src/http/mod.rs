@@ -110,6 +110,28 @@ fn header_id(req: &Request, name: &HeaderName) -> Option<String> {
     safe.then(|| value.to_owned())
 }
 
+/// Why `path` is refused before it is routed: a dot segment (`.` or `..`, raw or percent-encoded)
+/// or an encoded slash or backslash (`%2F`, `%5C`, also encoded twice), or a raw backslash. No
+/// kassa route has one, and a proxy or HTTP client that resolves them would reach another route
+/// than the one the gateway checked and counted (`/api/users/%2e%2e/auth/signin` is sign-in).
+pub fn refused_path(path: &str) -> Option<&'static str> {
+    let lower = path.to_ascii_lowercase();
+    let mut decoded = lower.replace("%25", "%");
+    for _ in 0..2 {
+        decoded = decoded.replace("%2e", ".");
+    }
+    if decoded
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Some("a dot segment (`.` or `..`, raw or percent-encoded)");
+    }
+    if decoded.contains("%2f") || decoded.contains("%5c") || path.contains('\\') {
+        return Some("an encoded slash or a backslash");
+    }
+    None
+}
+
 /// Answers a panic in a handler (or a layer under this one) as an internal error. Without it the
 /// panic unwinds through the connection task and hyper drops the connection: no status, no
 /// problem, no request id for the client to quote.
@@ -206,6 +228,7 @@ async fn request_context(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
+    let refused = refused_path(req.uri().path());
     req.extensions_mut().insert(RequestIds {
         request_id: request_id.clone(),
         correlation_id: correlation_id.clone(),
@@ -213,6 +236,14 @@ async fn request_context(
     let span = tracing::info_span!("request", service = service.0, %method, path = %req.uri().path(), %request_id, %correlation_id);
     let started = Instant::now();
     let handled = async move {
+        if let Some(why) = refused {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                format!("The path has {why}; name the route itself."),
+            )
+            .into_response();
+        }
         match tokio::time::timeout(limit, next.run(req)).await {
             Ok(response) => errors_as_problems(response).await,
             Err(_) => ApiError::new(
@@ -592,6 +623,58 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_slashes_are_refused() {
+        for refused in [
+            "/api/users/../auth/signin",
+            "/api/users/./me",
+            "/api/users/%2e%2e/auth/signin",
+            "/api/users/%2E%2e/auth/signin",
+            "/api/users/.%2e/auth/signin",
+            "/api/users/%252e%252e/auth/signin",
+            "/api/users/%2e",
+            "/..",
+            "/api/users%2fme",
+            "/api/users%2Fme",
+            "/api/users%5cme",
+            "/api/users%252fme",
+            "/api/users\\me",
+        ] {
+            assert!(refused_path(refused).is_some(), "{refused}");
+        }
+        for allowed in [
+            "/",
+            "/api/users/me",
+            "/.well-known/openapi",
+            "/api/products/a.b",
+            "/api/products/...",
+            "/api/orders/0190c5a4-7d1e-7cc3-8a57-3f4c8e5b2a10",
+            "/api/products/caf%C3%A9",
+        ] {
+            assert_eq!(refused_path(allowed), None, "{allowed}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dot_segment_never_reaches_a_route() {
+        async fn reached() -> &'static str {
+            "reached"
+        }
+        let app = app(Router::new().route("/auth/{*rest}", get(reached)));
+        for path in ["/auth/%2e%2e/secret", "/auth/a%2fb"] {
+            let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+            let body = body_json(response).await;
+            assert_eq!(body["code"], "invalid_path", "{path}");
+        }
+        let req = Request::builder()
+            .uri("/auth/x")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -33,7 +33,9 @@ const RESPONSES: &[(&str, u16, &str)] = &[
         "BadRequest",
         400,
         "The request is malformed: a path or query parameter, header or body field is not what \
-         this operation accepts. `code` says what is wrong and `param` names the input at fault.",
+         this operation accepts. `code` says what is wrong and `param` names the input at fault. A \
+         path with a dot segment or an encoded slash is refused before routing \
+         (`invalid_path`).",
     ),
     (
         "Unauthorized",
@@ -46,7 +48,9 @@ const RESPONSES: &[(&str, u16, &str)] = &[
     (
         "Forbidden",
         403,
-        "The token is valid but its holder may not do this (`forbidden`).",
+        "The token is valid but its holder may not do this (`forbidden`), or a change was sent \
+         with the `token` cookie from another site's page (`cross_site_request`: send the token \
+         as `Authorization: Bearer …`).",
     ),
     (
         "PayloadTooLarge",
@@ -195,6 +199,33 @@ impl Modify for TokenSecurity {
                 ),
             )),
         );
+        // A change sent with the cookie from another site's page is refused with 403
+        // (`crate::auth`): every such operation that takes the cookie says so.
+        for item in doc.paths.paths.values_mut() {
+            for operation in [
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let takes_cookie = operation.security.iter().flatten().any(|requirement| {
+                    serde_json::to_value(requirement)
+                        .ok()
+                        .and_then(|v| v.as_object().map(|o| o.contains_key("cookie")))
+                        .unwrap_or(false)
+                });
+                if takes_cookie {
+                    operation
+                        .responses
+                        .responses
+                        .entry("403".into())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Forbidden")));
+                }
+            }
+        }
     }
 }
 

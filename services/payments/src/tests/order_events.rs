@@ -19,7 +19,7 @@ use kassa_payments::{
     domain::{ChargeOutcome, PaymentStatus},
     events::OrderEvents,
     processor,
-    provider::{PaymentProvider, RefundError},
+    provider::{Charged, PaymentProvider, RefundError},
     store,
 };
 use kassa_platform::{
@@ -52,11 +52,11 @@ impl PaymentProvider for CountingProvider {
         payment_id: Uuid,
         _amount: Money,
         _card: Option<&kassa_payments::cards::SavedCard>,
-    ) -> Option<ChargeOutcome> {
+    ) -> Charged {
         self.charges.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         self.answered.fetch_add(1, Ordering::SeqCst);
-        Some(ChargeOutcome::Approved {
+        Charged::Settled(ChargeOutcome::Approved {
             reference: format!("ref_{payment_id}"),
         })
     }

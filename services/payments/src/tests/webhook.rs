@@ -1,6 +1,7 @@
 //! Stripe's webhook on both backends: a signed outcome settles a PROCESSING payment once, as a
 //! charge's answer would, and an approval for a payment cancelled meanwhile is voided; an
-//! unsigned, mis-signed or stale one changes nothing.
+//! unsigned, mis-signed or stale one changes nothing, nor does one about another PaymentIntent,
+//! amount or currency than the payment's.
 
 use super::common;
 
@@ -49,13 +50,29 @@ fn signature(secret: &str, body: &str, age: i64) -> String {
     format!("t={t},v1={hex}")
 }
 
+/// A PROCESSING payment whose charge Stripe answered `processing`, with PaymentIntent `pi_later`.
+async fn waiting_payment(db: &Db) -> Payment {
+    let payment = processing_payment(db).await;
+    store::keep_reference(db, payment.id, "pi_later")
+        .await
+        .unwrap();
+    store::find(db, payment.id).await.unwrap().unwrap()
+}
+
+/// An event about PaymentIntent `pi_later`, charged for `payment` (12.50 USD).
 fn event(kind: &str, payment: &Payment) -> String {
+    event_with(kind, payment, "pi_later", 1_250, "usd")
+}
+
+fn event_with(kind: &str, payment: &Payment, intent: &str, amount: i64, currency: &str) -> String {
     json!({
         "id": format!("evt_{}", Uuid::new_v4().simple()),
         "type": kind,
         "data": {"object": {
-            "id": "pi_later",
+            "id": intent,
             "object": "payment_intent",
+            "amount": amount,
+            "currency": currency,
             "metadata": {"paymentId": payment.id},
             "last_payment_error": {"message": "Your card has insufficient funds."}
         }}
@@ -80,7 +97,7 @@ async fn later_outcomes(t: Throwaway) {
         .await
         .unwrap();
     let app = webhook_app(&t.db, Some(SECRET));
-    let paid = processing_payment(&t.db).await;
+    let paid = waiting_payment(&t.db).await;
     let body = event("payment_intent.succeeded", &paid);
 
     // Not signed, signed with another secret, signed too long ago, or altered: refused, and
@@ -106,6 +123,37 @@ async fn later_outcomes(t: Throwaway) {
         PaymentStatus::Processing
     );
 
+    // Signed, but about another PaymentIntent, another amount or another currency (Stripe's
+    // PaymentIntents of another charge naming this payment in their metadata): acknowledged,
+    // and nothing changes.
+    for (intent, amount, currency) in [
+        ("pi_other", 1_250, "usd"),
+        ("pi_later", 1, "usd"),
+        ("pi_later", 1_250, "eur"),
+        ("", 1_250, "usd"),
+    ] {
+        let body = event_with("payment_intent.succeeded", &paid, intent, amount, currency);
+        let ignored = send(&app, &body, Some(&signature(SECRET, &body, 0))).await;
+        assert_eq!(ignored.status, StatusCode::OK, "{:?}", ignored.json);
+        assert_eq!(ignored.json, json!({"received": true, "applied": false}));
+    }
+    assert_eq!(
+        store::find(&t.db, paid.id).await.unwrap().unwrap().status,
+        PaymentStatus::Processing
+    );
+    // A payment whose PaymentIntent is not recorded yet (the charge's answer still on its
+    // way): 409, so that Stripe sends the event again, and nothing changes.
+    let unrecorded = processing_payment(&t.db).await;
+    let early = event("payment_intent.succeeded", &unrecorded);
+    let retry = send(&app, &early, Some(&signature(SECRET, &early, 0))).await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "{:?}", retry.json);
+    assert_eq!(retry.json["code"], "charge_not_recorded");
+    store::keep_reference(&t.db, unrecorded.id, "pi_later")
+        .await
+        .unwrap();
+    let later = send(&app, &early, Some(&signature(SECRET, &early, 0))).await;
+    assert_eq!(later.json, json!({"received": true, "applied": true}));
+
     // Signed: the payment is approved with Stripe's reference, once.
     let applied = send(&app, &body, Some(&signature(SECRET, &body, 0))).await;
     assert_eq!(applied.status, StatusCode::OK, "{:?}", applied.json);
@@ -118,7 +166,7 @@ async fn later_outcomes(t: Throwaway) {
 
     // Approved after its order was cancelled: the payment stays CANCELLED, keeps Stripe's
     // reference, and the charge is to be voided by that reference.
-    let cancelled = processing_payment(&t.db).await;
+    let cancelled = waiting_payment(&t.db).await;
     let mut tx = t.db.begin().await.unwrap();
     let changed = store::transition(
         &mut tx,
@@ -147,7 +195,7 @@ async fn later_outcomes(t: Throwaway) {
     assert_eq!(due, [(cancelled.id, "void")]);
 
     // A failure declines its payment; an event of another kind is acknowledged and ignored.
-    let failed = processing_payment(&t.db).await;
+    let failed = waiting_payment(&t.db).await;
     let body = event("payment_intent.payment_failed", &failed);
     send(&app, &body, Some(&signature(SECRET, &body, 0))).await;
     let stored = store::find(&t.db, failed.id).await.unwrap().unwrap();
@@ -165,7 +213,10 @@ async fn later_outcomes(t: Throwaway) {
         .into_iter()
         .map(|(t, _)| t)
         .collect();
-    assert_eq!(types, ["payment.approved", "payment.declined"]);
+    assert_eq!(
+        types,
+        ["payment.approved", "payment.approved", "payment.declined"]
+    );
 
     // Without a secret configured, nothing is taken.
     let closed = send(

@@ -76,7 +76,7 @@ async fn signin(app: &Router, email: &str) -> String {
     let cookie = signed.header("set-cookie").unwrap();
     assert_eq!(
         cookie,
-        format!("token={token}; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=None")
+        format!("token={token}; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax")
     );
     token
 }
