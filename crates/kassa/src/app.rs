@@ -358,9 +358,10 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
             .with_context(|| format!("binding {} to {addr}", service.name))?;
         let bound = listener.local_addr()?;
         running.addrs.insert(service.name, bound);
-        running
-            .servers
-            .spawn(kassa_platform::http::serve(listener, app, shutdown.clone()));
+        let (shutdown, http) = (shutdown.clone(), settings.http.clone());
+        running.servers.spawn(async move {
+            kassa_platform::http::serve(listener, app, shutdown, &http).await
+        });
     }
     Ok(running)
 }

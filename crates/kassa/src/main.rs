@@ -165,6 +165,31 @@ struct Common {
         global = true
     )]
     request_timeout_secs: u64,
+    /// Seconds a connection has to send a request's head (and an idle keep-alive connection
+    /// its next one) before it is closed.
+    #[arg(
+        long,
+        env = "KASSA_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    header_read_timeout_secs: u64,
+    /// Connections each service's listener holds at once; more wait until one closes.
+    #[arg(
+        long,
+        env = "KASSA_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        global = true
+    )]
+    max_connections: usize,
+    /// Requests each service works on at once; more are answered 503 with Retry-After.
+    #[arg(
+        long,
+        env = "KASSA_MAX_REQUESTS_IN_FLIGHT",
+        default_value_t = 1024,
+        global = true
+    )]
+    max_requests_in_flight: usize,
     /// Log format: text or json.
     #[arg(long, env = "KASSA_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
@@ -347,6 +372,9 @@ impl Common {
             base_delay: Duration::from_millis(self.retry_base_ms),
         };
         s.http.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        s.http.header_read_timeout = Duration::from_secs(self.header_read_timeout_secs.max(1));
+        s.http.max_connections = self.max_connections.max(1);
+        s.http.max_in_flight = self.max_requests_in_flight.max(1);
         s.http.tokens = settings::token_secret(self.token_secret.as_deref(), &s.infrastructure)?;
         s.http.require_token = self.require_token;
         Ok(s)

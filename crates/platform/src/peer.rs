@@ -120,6 +120,7 @@ impl PeerClient {
         crate::http::https_ready();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
+            .pool_idle_timeout(crate::http::CLIENT_IDLE_TIMEOUT)
             .build()
             .unwrap_or_default();
         PeerClient {

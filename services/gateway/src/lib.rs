@@ -96,6 +96,7 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(256)
+            .pool_idle_timeout(kassa_platform::http::CLIENT_IDLE_TIMEOUT)
             .build()?;
         Ok(Upstream::Http {
             base: base.trim_end_matches('/').to_owned(),

@@ -39,6 +39,11 @@ use crate::{bus::EventBus, cache::Cache, db::Db, shutdown::Shutdown};
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
+/// How long kassa's own HTTP clients (the gateway's, services calling services) keep an idle
+/// pooled connection: less than a kassa listener's default header-read timeout (10 s), so that
+/// a client lets a connection go before the server closes it under a request being sent.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Limits every service's HTTP server applies.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -50,6 +55,13 @@ pub struct HttpSettings {
     /// Whether routes open by default (seed 003's) answer signed-in callers only
     /// ([`crate::auth::Access`]).
     pub require_token: bool,
+    /// How long a connection may take to send a request's head (and an idle keep-alive
+    /// connection its next one) before it is closed.
+    pub header_read_timeout: Duration,
+    /// Connections a listener holds at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Requests a listener works on at once; more are answered 503 with `Retry-After`.
+    pub max_in_flight: usize,
 }
 
 impl Default for HttpSettings {
@@ -59,6 +71,9 @@ impl Default for HttpSettings {
             body_limit: 64 * 1024,
             tokens: None,
             require_token: false,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_in_flight: 1024,
         }
     }
 }
@@ -212,14 +227,41 @@ fn status_label(status: StatusCode) -> &'static str {
         .map_or("other", String::as_str)
 }
 
+/// What [`request_context`] holds to: a request's time limit and the requests a listener works
+/// on at once.
+#[derive(Clone)]
+struct Limits {
+    request_timeout: Duration,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Headers on every answer: its body is what its content type says (`nosniff`), no page of
+/// another site frames it, and no address is passed on as a referrer.
+fn secure_headers(headers: &mut axum::http::HeaderMap) {
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    headers
+        .entry(header::X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
+    headers
+        .entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
+}
+
 /// Everything every request goes through, in one layer: its ids, its time limit (past it a 503
-/// problem), errors turned into problems, a log line, and its metrics.
+/// problem), the listener's cap on requests in flight (past it a 503 problem), errors turned
+/// into problems, security headers, a log line, and its metrics.
 async fn request_context(
-    State(limit): State<Duration>,
+    State(limits): State<Limits>,
     Extension(service): Extension<ServiceName>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let limit = limits.request_timeout;
     let request_id = header_id(&req, &REQUEST_ID).unwrap_or_else(|| Uuid::now_v7().to_string());
     let correlation_id = header_id(&req, &CORRELATION_ID).unwrap_or_else(|| request_id.clone());
     let route = req
@@ -236,6 +278,17 @@ async fn request_context(
     let span = tracing::info_span!("request", service = service.0, %method, path = %req.uri().path(), %request_id, %correlation_id);
     let started = Instant::now();
     let handled = async move {
+        // Held until the answer is made; none left: the listener is at its cap.
+        let Ok(_working) = limits.in_flight.try_acquire_owned() else {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "This service is working on as many requests as it takes at once; try again \
+                 shortly.",
+            )
+            .with_retry_after(1)
+            .into_response();
+        };
         if let Some(why) = refused {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -282,6 +335,7 @@ async fn request_context(
     metrics::counter!("kassa_http_requests_total", &labels).increment(1);
     metrics::histogram!("kassa_http_request_duration_seconds", &labels[..3])
         .record(elapsed.as_secs_f64());
+    secure_headers(response.headers_mut());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
@@ -470,7 +524,10 @@ pub fn service_app(
             panic_response,
         ))
         .layer(middleware::from_fn_with_state(
-            settings.request_timeout,
+            Limits {
+                request_timeout: settings.request_timeout,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight.max(1))),
+            },
             request_context,
         ))
         .layer(Extension(ServiceName(name)))
@@ -493,14 +550,21 @@ pub fn https_ready() {
 /// Serves `app` on `listener` until `shutdown`; requests in flight then are finished.
 ///
 /// A request whose head hyper cannot parse never reaches `app`; hyper's own answer to it (400,
-/// 414 or 431) is written as a problem by the connection wrapper in `raw_errors.rs`.
+/// 414 or 431) is written as a problem by the connection wrapper in `raw_errors.rs`, which also
+/// closes a connection whose request head is late and holds the listener to
+/// `settings.max_connections`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: Shutdown,
+    settings: &HttpSettings,
 ) -> std::io::Result<()> {
     axum::serve(
-        raw_errors::ProblemListener(listener),
+        raw_errors::ProblemListener {
+            listener,
+            header_read_timeout: settings.header_read_timeout,
+            connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1))),
+        },
         app.into_make_service_with_connect_info::<ClientAddr>(),
     )
     .with_graceful_shutdown(async move { shutdown.wait().await })
@@ -842,7 +906,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (trigger, shutdown) = crate::shutdown::channel();
-        let server = tokio::spawn(serve(listener, app, shutdown));
+        let settings = HttpSettings::default();
+        let server = tokio::spawn(async move { serve(listener, app, shutdown, &settings).await });
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.write_all(raw).await.unwrap();
         let mut answer = Vec::new();
@@ -853,6 +918,137 @@ mod tests {
         trigger.trigger();
         server.await.unwrap().unwrap();
         String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// A real server running `app` with `settings`: its address, and what stops it.
+    async fn server(
+        app: Router,
+        settings: HttpSettings,
+    ) -> (std::net::SocketAddr, crate::shutdown::ShutdownTrigger) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        tokio::spawn(async move { serve(listener, app, shutdown, &settings).await });
+        (addr, trigger)
+    }
+
+    /// Reads until the server closes the connection (or 5 s pass: a failure); what it sent.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closed the connection")
+            .ok();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_head_that_does_not_arrive_in_time_closes_its_connection() {
+        let settings = HttpSettings {
+            header_read_timeout: Duration::from_millis(300),
+            ..HttpSettings::default()
+        };
+        let (addr, _stop) = server(app(Router::new().route("/", get(live))), settings).await;
+        // Never finishes its head.
+        let started = Instant::now();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: kassa\r\n")
+            .await
+            .unwrap();
+        assert_eq!(until_closed(&mut slow).await, "");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // Sends its head a byte at a time, each in time, the whole too late.
+        let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let mut closed = false;
+        for byte in b"GET / HTTP/1.1\r\nHost: kassa\r\nX-Slow: yes\r\n\r\n" {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let answer = until_closed(&mut trickle).await;
+        assert!(closed || !answer.contains("200 OK"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // A head in time is answered, and the connection, idle afterwards, is closed.
+        let mut prompt = tokio::net::TcpStream::connect(addr).await.unwrap();
+        prompt
+            .write_all(b"GET / HTTP/1.1\r\nHost: kassa\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = until_closed(&mut prompt).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_for_one_to_close() {
+        let settings = HttpSettings {
+            max_connections: 2,
+            ..HttpSettings::default()
+        };
+        let (addr, _stop) = server(app(Router::new().route("/", get(live))), settings).await;
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        third
+            .write_all(b"GET / HTTP/1.1\r\nHost: kassa\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let waited = tokio::time::timeout(Duration::from_millis(300), third.read(&mut byte)).await;
+        assert!(
+            waited.is_err(),
+            "the third connection was served past the cap"
+        );
+        drop(first);
+        let answer = until_closed(&mut third).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_cap_in_flight_are_answered_busy() {
+        async fn slow() -> &'static str {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "done"
+        }
+        let settings = HttpSettings {
+            max_in_flight: 1,
+            ..HttpSettings::default()
+        };
+        let app = app_with(Router::new().route("/slow", get(slow)), &settings);
+        let get_slow = || Request::builder().uri("/slow").body(Body::empty()).unwrap();
+        let (a, b) = tokio::join!(app.clone().oneshot(get_slow()), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            app.clone().oneshot(get_slow()).await
+        });
+        assert_eq!(a.unwrap().status(), StatusCode::OK);
+        let busy = b.unwrap();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(body_json(busy).await["code"], "busy");
+        // Once the first is answered, the next is taken.
+        assert_eq!(
+            app.oneshot(get_slow()).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_the_security_headers() {
+        let app = app(Router::new().route("/", get(live)));
+        for path in ["/", "/nowhere", "/health/live"] {
+            let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(req).await.unwrap();
+            let headers = response.headers();
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+            assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+            assert_eq!(
+                headers["content-security-policy"], "frame-ancestors 'none'",
+                "{path}"
+            );
+            assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        }
     }
 
     #[tokio::test]

@@ -5,17 +5,27 @@
 //! connection is wrapped: a response head with one of those statuses, no content type and an
 //! empty body (which no kassa handler sends: every error of theirs is a problem) is written out
 //! as the same status with a problem+json body. Everything else passes through untouched.
+//!
+//! The same wrapper holds a listener's limits, which hyper (as axum serves it) does not: a
+//! connection must send each request's head within the header-read timeout (and an idle
+//! keep-alive connection its next one), or it is closed; and a listener holds at most so many
+//! connections at once, the next waiting in the kernel's backlog until one closes.
 
 use std::{
+    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Sleep,
 };
 
 /// The address a request's connection came from, as `ConnectInfo<ClientAddr>` (absent for a
@@ -32,33 +42,114 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Prob
     }
 }
 
-/// A TCP listener whose connections answer hyper's own parse errors as problems.
-pub(crate) struct ProblemListener(pub TcpListener);
+/// A TCP listener whose connections answer hyper's own parse errors as problems, send their
+/// request heads in time, and are at most so many at once.
+pub(crate) struct ProblemListener {
+    pub listener: TcpListener,
+    pub header_read_timeout: Duration,
+    pub connections: Arc<Semaphore>,
+}
 
 impl axum::serve::Listener for ProblemListener {
     type Io = ProblemIo;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (inner, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        // Not accepted until a connection closes: the next one waits in the backlog.
+        let permit = self
+            .connections
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        let (inner, addr) = axum::serve::Listener::accept(&mut self.listener).await;
         (
             ProblemIo {
                 inner,
                 replacing: None,
+                head: Head::new(self.header_read_timeout),
+                _permit: permit,
             },
             addr,
         )
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
+        self.listener.local_addr()
     }
 }
 
-/// A connection that writes hyper's bare parse-error answers as problems.
+/// A connection that writes hyper's bare parse-error answers as problems, and is closed when a
+/// request's head does not arrive in time.
 pub(crate) struct ProblemIo {
     inner: TcpStream,
     replacing: Option<Replacing>,
+    head: Head,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Waiting for a request head: from the connection's start, and again after each response,
+/// until the blank line that ends the head has been read.
+struct Head {
+    timeout: Duration,
+    /// Set while a head is awaited.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// How much of `\r\n\r\n` the bytes read so far end with.
+    matched: u8,
+}
+
+impl Head {
+    fn new(timeout: Duration) -> Self {
+        Head {
+            timeout,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            matched: 0,
+        }
+    }
+
+    /// Notes bytes read; the head is in once they complete its blank line.
+    fn read(&mut self, bytes: &[u8]) {
+        if self.deadline.is_none() {
+            return;
+        }
+        for &b in bytes {
+            self.matched = match (self.matched, b) {
+                (0 | 2, b'\r') => self.matched + 1,
+                (1 | 3, b'\n') => self.matched + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            if self.matched == 4 {
+                self.deadline = None;
+                self.matched = 0;
+                return;
+            }
+        }
+    }
+
+    /// A response went out: the next request's head is awaited from now. The deadline is
+    /// polled once, so that its passing wakes the connection even if it reads nothing more.
+    fn answered(&mut self, cx: &mut Context<'_>) {
+        if self.deadline.is_none() {
+            let mut deadline = Box::pin(tokio::time::sleep(self.timeout));
+            let _ = deadline.as_mut().poll(cx);
+            self.deadline = Some(deadline);
+        }
+    }
+
+    /// Whether the head awaited is late (registering the waker when it is not yet).
+    fn late(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+    }
+}
+
+fn late_head() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the request head did not arrive within the header-read timeout",
+    )
 }
 
 /// A bare answer being written as a problem: the bytes going out instead, how many went, and
@@ -150,7 +241,20 @@ impl AsyncRead for ProblemIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                // A head sent a byte at a time is as late as one never sent.
+                if this.head.late(cx) {
+                    return Poll::Ready(Err(late_head()));
+                }
+                this.head.read(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.head.late(cx) => Poll::Ready(Err(late_head())),
+            other => other,
+        }
     }
 }
 
@@ -161,6 +265,7 @@ impl AsyncWrite for ProblemIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.head.answered(cx);
         if this.replacing.is_none() {
             match problem_for(buf) {
                 Some(bytes) => {
@@ -188,7 +293,10 @@ impl AsyncWrite for ProblemIo {
             Some(first) if this.replacing.is_some() || (!more && problem_for(first).is_some()) => {
                 Pin::new(this).poll_write(cx, first)
             }
-            _ => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            _ => {
+                this.head.answered(cx);
+                Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+            }
         }
     }
 
