@@ -34,7 +34,9 @@ pub static SERVICE: Service = Service {
     settings: &[
         limits::AUTH_RATE_LIMIT,
         limits::ORDER_RATE_LIMIT,
+        limits::POS_ORDER_RATE_LIMIT,
         limits::CLIENT_IP_HEADER,
+        limits::TRUSTED_PROXIES,
     ],
     tasks: &[],
     openapi: || openapi(Vec::new(), &[]),
@@ -260,18 +262,27 @@ pub fn openapi(
         }
     }
     for (path, item) in doc.paths.paths.iter_mut() {
-        if let Some(rule) = rules.iter().find(|r| r.covers(path)) {
+        for rule in rules.iter().filter(|r| r.covers_path(path)) {
             let description = format!(
                 "Too many requests from this client: at most {} per {} s (`rate_limited`). \
                  `Retry-After` says when the window ends.",
                 rule.limit.max,
                 rule.limit.window.as_secs()
             );
-            for operation in openapi::operations_mut(item) {
-                operation.responses.responses.insert(
-                    "429".into(),
-                    RefOr::T(openapi::problem_response(429, &description)),
-                );
+            let operations = [
+                (axum::http::Method::GET, item.get.as_mut()),
+                (axum::http::Method::POST, item.post.as_mut()),
+                (axum::http::Method::PUT, item.put.as_mut()),
+                (axum::http::Method::PATCH, item.patch.as_mut()),
+                (axum::http::Method::DELETE, item.delete.as_mut()),
+            ];
+            for (method, operation) in operations {
+                if let Some(operation) = operation.filter(|_| rule.covers(&method, path)) {
+                    operation.responses.responses.insert(
+                        "429".into(),
+                        RefOr::T(openapi::problem_response(429, &description)),
+                    );
+                }
             }
         }
     }

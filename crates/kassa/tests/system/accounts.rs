@@ -13,6 +13,7 @@ const SERVICES: &[&str] = &["gateway", "users", "orders", "payments"];
 on_both_backends!(
     an_account_signs_in_and_saves_a_card,
     sign_ins_are_rate_limited_per_client,
+    orders_placed_at_a_till_are_rate_limited_per_client,
     orders_are_charged_to_the_saved_card,
 );
 
@@ -137,6 +138,74 @@ async fn sign_ins_are_rate_limited_per_client(backend: Backend) {
     // Other routes are not counted.
     let (status, _) = app.get("/api/orders?limit=1").await;
     assert_eq!(status, 200);
+    app.stop().await;
+}
+
+/// Seed 003's and seed 001's order routes count against one limit per client, creations only;
+/// the proxy's word for the client is taken from a trusted proxy (loopback, by default) only.
+async fn orders_placed_at_a_till_are_rate_limited_per_client(backend: Backend) {
+    let app = spawn_app_with(backend, SERVICES, |s| {
+        s.options.set("pos-order-rate-limit", "3/1m");
+        s.options.set("client-ip-header", "X-Forwarded-For");
+    })
+    .await;
+    let c = &app.client;
+    let place = |path: &'static str, body: Value, client: &'static str| {
+        let (c, gw) = (c.clone(), app.gateway.clone());
+        async move {
+            post(
+                &c,
+                &format!("{gw}{path}"),
+                &[("x-forwarded-for", client)],
+                body,
+            )
+            .await
+            .status()
+        }
+    };
+    let seed003 = || json!({"userId": support::USER, "total": 10});
+    let seed001 = || json!({"totalAmount": 10});
+    assert_eq!(
+        place("/api/orders", seed003(), "203.0.113.9").await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        place("/orders/CreateOrder", seed001(), "203.0.113.9").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        place("/api/orders", seed003(), "203.0.113.9").await,
+        StatusCode::ACCEPTED
+    );
+    // Reading orders is not placing them.
+    let (status, _) = app.get("/api/orders?limit=1").await;
+    assert_eq!(status, 200);
+    for (path, body) in [
+        ("/api/orders", seed003()),
+        ("/api/Order/CreateOrder", seed001()),
+    ] {
+        let limited = place(path, body, "203.0.113.9").await;
+        assert_eq!(limited, StatusCode::TOO_MANY_REQUESTS, "{path}");
+    }
+    // Another till has its own count; an IPv6 client is counted by its /64.
+    assert_eq!(
+        place("/api/orders", seed003(), "198.51.100.4").await,
+        StatusCode::ACCEPTED
+    );
+    for client in [
+        "2001:db8:7:1::1",
+        "2001:db8:7:1::2",
+        "[2001:db8:7:1::3]:5555",
+    ] {
+        assert_eq!(
+            place("/api/orders", seed003(), client).await,
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(
+        place("/api/orders", seed003(), "2001:db8:7:1:ffff::9").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     app.stop().await;
 }
 
