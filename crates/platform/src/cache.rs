@@ -207,13 +207,23 @@ impl moka::Expiry<String, Stored> for TimeToLive {
 /// The embedded mode's cache: bounded, with a time to live per entry.
 pub struct MemoryCache {
     entries: moka::future::Cache<String, Stored>,
+    /// Counters ([`Cache::count`]: rate limits) apart from the entries, so that a churn of
+    /// cached reads cannot evict a client's count and so reset its limit.
+    counters: moka::future::Cache<String, Stored>,
 }
+
+/// Counters an in-memory cache keeps at most: clients counted in one window.
+const MAX_COUNTERS: u64 = 100_000;
 
 impl MemoryCache {
     pub fn new(max_entries: u64) -> Self {
         MemoryCache {
             entries: moka::future::Cache::builder()
                 .max_capacity(max_entries)
+                .expire_after(TimeToLive)
+                .build(),
+            counters: moka::future::Cache::builder()
+                .max_capacity(MAX_COUNTERS)
                 .expire_after(TimeToLive)
                 .build(),
         }
@@ -269,7 +279,7 @@ impl Cache for MemoryCache {
         // The value: the count, then when the window ends (milliseconds since 1970).
         let now = now_millis();
         let entry = self
-            .entries
+            .counters
             .entry(key.to_owned())
             .and_compute_with(|current| {
                 let (count, ends) = current
@@ -617,6 +627,35 @@ mod tests {
             assert_eq!(cache.count(&key, window).await.map(|c| c.0), Some(1));
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_churn_of_entries_does_not_reset_a_count() {
+        // Room for ten entries: a thousand reads cached after the counts would evict them all.
+        let cache = MemoryCache::new(10);
+        let window = Duration::from_secs(60);
+        for n in 1..=3 {
+            assert_eq!(
+                cache.count("ratelimit:signin:1", window).await.map(|c| c.0),
+                Some(n)
+            );
+        }
+        for i in 0..1_000 {
+            cache
+                .set(
+                    &format!("order:{i}"),
+                    b"{}".to_vec(),
+                    Duration::from_secs(60),
+                )
+                .await;
+        }
+        cache.entries.run_pending_tasks().await;
+        cache.counters.run_pending_tasks().await;
+        assert!(cache.entries.entry_count() <= 10);
+        assert_eq!(
+            cache.count("ratelimit:signin:1", window).await.map(|c| c.0),
+            Some(4)
+        );
     }
 
     /// One step of a cache scenario.
