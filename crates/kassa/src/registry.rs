@@ -108,7 +108,8 @@ mod tests {
     fn operation_ids_are_each_taken_once_in_the_merged_document() {
         // A link names its target by operation id: two operations with one id would send a
         // client (or a fuzzer following the links) to the wrong one.
-        let doc = kassa_gateway::openapi(SERVICES.iter().map(|s| (s.openapi)()).collect(), &[]);
+        let doc =
+            kassa_gateway::openapi(SERVICES.iter().map(|s| (s.openapi)()).collect(), &[], None);
         let mut ids = HashSet::new();
         for (path, item) in &doc.paths.paths {
             for operation in kassa_platform::http::openapi::operations_mut(&mut item.clone()) {

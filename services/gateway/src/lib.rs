@@ -35,11 +35,12 @@ pub static SERVICE: Service = Service {
         limits::AUTH_RATE_LIMIT,
         limits::ORDER_RATE_LIMIT,
         limits::POS_ORDER_RATE_LIMIT,
+        limits::SIGNIN_ACCOUNT_LIMIT,
         limits::CLIENT_IP_HEADER,
         limits::TRUSTED_PROXIES,
     ],
     tasks: &[],
-    openapi: || openapi(Vec::new(), &[]),
+    openapi: || openapi(Vec::new(), &[], None),
     build,
 };
 
@@ -71,11 +72,16 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     let limiter = Arc::new(limits::Limiter::from_options(
         &infra.options,
         infra.cache.clone(),
+        infra.http.body_limit,
     )?);
-    let rules = limiter.rules.clone();
+    let (rules, per_account) = (limiter.rules.clone(), limiter.per_account);
     let router = router.layer(axum::middleware::from_fn_with_state(limiter, limits::limit));
     Ok(ServiceParts::api(router, move || {
-        openapi(docs.iter().map(|document| document()).collect(), &rules)
+        openapi(
+            docs.iter().map(|document| document()).collect(),
+            &rules,
+            per_account,
+        )
     }))
 }
 
@@ -223,6 +229,7 @@ async fn over_http(
 pub fn openapi(
     parts: Vec<utoipa::openapi::OpenApi>,
     rules: &[limits::Rule],
+    per_account: Option<limits::Limit>,
 ) -> utoipa::openapi::OpenApi {
     let mut doc = utoipa::openapi::OpenApiBuilder::new()
         .info(
@@ -284,6 +291,28 @@ pub fn openapi(
                     );
                 }
             }
+        }
+    }
+    if let Some(limit) = per_account {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let Some(operation) = item.post.as_mut().filter(|_| limits::is_signin(path)) else {
+                continue;
+            };
+            operation
+                .responses
+                .responses
+                .entry("429".into())
+                .or_insert_with(|| {
+                    RefOr::T(openapi::problem_response(
+                        429,
+                        &format!(
+                            "Too many sign-ins to this account, from any clients: at most {} per \
+                             {} s (`rate_limited`). `Retry-After` says when the window ends.",
+                            limit.max,
+                            limit.window.as_secs()
+                        ),
+                    ))
+                });
         }
     }
     let components = doc.components.get_or_insert_with(Default::default);

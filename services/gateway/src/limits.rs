@@ -55,6 +55,13 @@ pub const POS_ORDER_RATE_LIMIT: Setting = Setting {
     secret: false,
 };
 
+pub const SIGNIN_ACCOUNT_LIMIT: Setting = Setting {
+    name: "signin-account-limit",
+    default: "10/15m",
+    help: "Sign-ins to one account, from any number of clients: COUNT/WINDOW, or off",
+    secret: false,
+};
+
 pub const CLIENT_IP_HEADER: Setting = Setting {
     name: "client-ip-header",
     default: "",
@@ -253,13 +260,21 @@ const POS_ORDERS: &[&str] = &[
 
 pub struct Limiter {
     pub rules: Vec<Rule>,
+    /// Sign-ins to one account, whichever clients send them.
+    pub per_account: Option<Limit>,
+    /// The most of a sign-in's body read to find its account.
+    body_limit: usize,
     cache: Arc<dyn Cache>,
     client_header: Option<HeaderName>,
     trusted: Vec<Block>,
 }
 
 impl Limiter {
-    pub fn from_options(options: &Options, cache: Arc<dyn Cache>) -> Result<Self, BuildError> {
+    pub fn from_options(
+        options: &Options,
+        cache: Arc<dyn Cache>,
+        body_limit: usize,
+    ) -> Result<Self, BuildError> {
         let mut rules = Vec::new();
         type Counted = (
             &'static Setting,
@@ -307,8 +322,11 @@ impl Limiter {
                     .map_err(|e| BuildError::setting(&CLIENT_IP_HEADER, e.to_string()))?,
             ),
         };
+        let Configured(per_account) = options.get(&SIGNIN_ACCOUNT_LIMIT)?;
         Ok(Limiter {
             rules,
+            per_account,
+            body_limit,
             cache,
             client_header,
             trusted,
@@ -339,40 +357,96 @@ impl Limiter {
     }
 }
 
-/// The middleware: counts the request against the rule that covers its path, if any.
+/// The middleware: counts the request against the rule that covers its path, if any, and a
+/// sign-in also against its account.
 pub async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let Some(rule) = limiter.rules.iter().find(|r| r.covers(req.method(), path)) else {
+    if let Some(rule) = limiter.rules.iter().find(|r| r.covers(req.method(), path)) {
+        let key = format!("ratelimit:{}:{}", rule.name, limiter.client(&req));
+        if let Some(refused) = limiter
+            .over(&key, rule.name, rule.limit, "one client")
+            .await
+        {
+            return refused;
+        }
+    }
+    let Some(per_account) = limiter
+        .per_account
+        .filter(|_| req.method() == Method::POST && is_signin(path))
+    else {
         return next.run(req).await;
     };
-    let key = format!("ratelimit:{}:{}", rule.name, limiter.client(&req));
-    match limiter.cache.count(&key, rule.limit.window).await {
-        Some((count, left)) if count > rule.limit.max => {
-            let seconds = u32::try_from(left.as_millis().div_ceil(1000))
-                .unwrap_or(u32::MAX)
-                .max(1);
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "Too many requests to {}: at most {} per {} s from one client. Try again in \
-                     {seconds} s.",
-                    rule.name,
-                    rule.limit.max,
-                    rule.limit.window.as_secs()
-                ),
+    // The account is named in the body: read it (as far as a service would take), count it,
+    // and hand the same bytes on.
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, limiter.body_limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "The body is larger than this service accepts.",
             )
-            .with_retry_after(seconds)
-            .enveloped()
-            .into_response()
+            .into_response();
         }
-        Some(_) => next.run(req).await,
-        None => {
-            tracing::warn!(
-                rule = rule.name,
-                "rate limit not counted: the cache did not answer"
-            );
-            next.run(req).await
+    };
+    if let Some(email) = email_in(&bytes) {
+        let key = format!("ratelimit:signin-account:{email}");
+        if let Some(refused) = limiter
+            .over(&key, "sign-in", per_account, "one account")
+            .await
+        {
+            return refused;
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Whether `path` signs in: seed 004's `/auth/signin`, under the gateway's `/api` too.
+pub fn is_signin(path: &str) -> bool {
+    matches!(
+        normalised(path).as_str(),
+        "/auth/signin" | "/api/auth/signin"
+    )
+}
+
+/// The account a sign-in names: its `email`, trimmed and in lower case, as users finds it.
+fn email_in(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let email = value.get("email")?.as_str()?.trim().to_ascii_lowercase();
+    (!email.is_empty() && email.len() <= 320).then_some(email)
+}
+
+impl Limiter {
+    /// Counts one more under `key`; the answer to send instead when that is over `limit`.
+    async fn over(&self, key: &str, what: &str, limit: Limit, from: &str) -> Option<Response> {
+        match self.cache.count(key, limit.window).await {
+            Some((count, left)) if count > limit.max => {
+                let seconds = u32::try_from(left.as_millis().div_ceil(1000))
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                Some(
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!(
+                            "Too many requests to {what}: at most {} per {} s from {from}. Try \
+                             again in {seconds} s.",
+                            limit.max,
+                            limit.window.as_secs()
+                        ),
+                    )
+                    .with_retry_after(seconds)
+                    .enveloped()
+                    .into_response(),
+                )
+            }
+            Some(_) => None,
+            None => {
+                tracing::warn!(what, "rate limit not counted: the cache did not answer");
+                None
+            }
         }
     }
 }
@@ -441,6 +515,20 @@ mod tests {
             assert!(!orders.covers(&Method::GET, placing), "{placing}");
         }
         assert!(!orders.covers(&Method::POST, "/api/Order/GetAllOrders"));
+    }
+
+    #[test]
+    fn a_sign_in_names_its_account() {
+        assert!(is_signin("/api/auth/signin"));
+        assert!(is_signin("/AUTH//SignIn"));
+        assert!(!is_signin("/api/auth/signup"));
+        assert_eq!(
+            email_in(br#"{"email":" Ada@Example.com ","password":"x"}"#).as_deref(),
+            Some("ada@example.com")
+        );
+        assert_eq!(email_in(br#"{"email":""}"#), None);
+        assert_eq!(email_in(b"not json"), None);
+        assert_eq!(email_in(br#"{"email":7}"#), None);
     }
 
     #[test]

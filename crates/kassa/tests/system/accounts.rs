@@ -14,6 +14,7 @@ on_both_backends!(
     an_account_signs_in_and_saves_a_card,
     sign_ins_are_rate_limited_per_client,
     orders_placed_at_a_till_are_rate_limited_per_client,
+    sign_ins_to_one_account_are_limited_from_any_client,
     orders_are_charged_to_the_saved_card,
 );
 
@@ -205,6 +206,58 @@ async fn orders_placed_at_a_till_are_rate_limited_per_client(backend: Backend) {
     assert_eq!(
         place("/api/orders", seed003(), "2001:db8:7:1:ffff::9").await,
         StatusCode::TOO_MANY_REQUESTS
+    );
+    app.stop().await;
+}
+
+/// Guessing one account's password from many addresses: each address is under its own limit, the
+/// account's sign-ins are counted together, whatever the letter case of its address.
+async fn sign_ins_to_one_account_are_limited_from_any_client(backend: Backend) {
+    let app = spawn_app_with(backend, SERVICES, |s| {
+        s.options.set("auth-rate-limit", "off");
+        s.options.set("signin-account-limit", "3/1m");
+        s.options.set("client-ip-header", "X-Forwarded-For");
+    })
+    .await;
+    let c = &app.client;
+    let email = format!("{}@example.com", support::unique("target"));
+    let signup = post(
+        c,
+        &format!("{}/api/auth/signup", app.gateway),
+        &[],
+        json!({"name": "Target", "email": email, "password": "the right one"}),
+    )
+    .await;
+    assert_eq!(signup.status(), StatusCode::CREATED);
+    let signin = |email: String, password: &'static str, client: &'static str| {
+        let (c, gw) = (c.clone(), app.gateway.clone());
+        async move {
+            post(
+                &c,
+                &format!("{gw}/api/auth/signin"),
+                &[("x-forwarded-for", client)],
+                json!({"email": email, "password": password}),
+            )
+            .await
+            .status()
+        }
+    };
+    for client in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        assert_eq!(
+            signin(email.clone(), "a guess", client).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // A fourth address, and the right password: the account's window is used up.
+    let shouted = email.to_ascii_uppercase();
+    assert_eq!(
+        signin(shouted, "the right one", "192.0.2.4").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another account is not held back.
+    assert_eq!(
+        signin("someone-else@example.com".into(), "a guess", "192.0.2.4").await,
+        StatusCode::UNAUTHORIZED
     );
     app.stop().await;
 }
