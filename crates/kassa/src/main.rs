@@ -190,6 +190,10 @@ struct Common {
         global = true
     )]
     max_requests_in_flight: usize,
+    /// Web origins whose pages may call the API from a browser, cookies included
+    /// (comma-separated: https://shop.example,http://localhost:5173); none: only the API's own.
+    #[arg(long, env = "KASSA_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    cors_origins: Vec<String>,
     /// Log format: text or json.
     #[arg(long, env = "KASSA_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
@@ -375,6 +379,7 @@ impl Common {
         s.http.header_read_timeout = Duration::from_secs(self.header_read_timeout_secs.max(1));
         s.http.max_connections = self.max_connections.max(1);
         s.http.max_in_flight = self.max_requests_in_flight.max(1);
+        s.http.cors_origins = self.cors_origins.clone();
         s.http.tokens = settings::token_secret(self.token_secret.as_deref(), &s.infrastructure)?;
         s.http.require_token = self.require_token;
         Ok(s)

@@ -221,10 +221,17 @@ fn cross_site(parts: &axum::http::request::Parts) -> bool {
             .get(name)
             .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
     };
+    let origin = text(header::ORIGIN);
+    // A page of an origin the installation lets call it (KASSA_CORS_ORIGINS) is its own.
+    if let (Some(origin), Some(cors)) = (origin, parts.extensions.get::<crate::http::Cors>())
+        && cors.allows(origin)
+    {
+        return false;
+    }
     if let Some(site) = text(axum::http::HeaderName::from_static("sec-fetch-site")) {
         return site.eq_ignore_ascii_case("cross-site");
     }
-    let Some(origin) = text(header::ORIGIN) else {
+    let Some(origin) = origin else {
         return false;
     };
     // `null` (a sandboxed or privacy-sensitive context) is no site of ours.
@@ -609,6 +616,36 @@ mod caller_tests {
             assert_eq!(refused.status, StatusCode::FORBIDDEN, "{headers:?}");
             assert_eq!(refused.json["code"], "cross_site_request");
         }
+        // A page of an origin the installation lets call it: its own, even from another site.
+        let allowed = app.clone().layer(axum::Extension(crate::http::Cors::new(&[
+            "https://shop.example".into(),
+        ])));
+        let from_shop = call(
+            &allowed,
+            Method::POST,
+            "/who",
+            &[
+                ("cookie", cookie.as_str()),
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://shop.example"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(from_shop.status, StatusCode::OK);
+        let from_elsewhere = call(
+            &allowed,
+            Method::POST,
+            "/who",
+            &[
+                ("cookie", cookie.as_str()),
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(from_elsewhere.status, StatusCode::FORBIDDEN);
         // Let through: the site's own pages (another port of the same host is the same site),
         // a client that is no browser, a read, and the token in a header.
         for (method, headers) in [

@@ -62,6 +62,9 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Requests a listener works on at once; more are answered 503 with `Retry-After`.
     pub max_in_flight: usize,
+    /// The web origins (`https://shop.example`) whose pages may call the API from a browser,
+    /// cookies included ([`Cors`]); none: only pages of the API's own origin.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpSettings {
@@ -74,6 +77,7 @@ impl Default for HttpSettings {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_in_flight: 1024,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -235,6 +239,85 @@ struct Limits {
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
+/// The web origins allowed to call from a browser (a request extension, read by
+/// [`crate::auth`] too: a page of an allowed origin may act with the cookie).
+#[derive(Debug, Clone, Default)]
+pub struct Cors(pub Arc<Vec<String>>);
+
+impl Cors {
+    /// Origins as configured: scheme, host and port, compared without letter case or a
+    /// trailing slash.
+    pub fn new(origins: &[String]) -> Self {
+        Cors(Arc::new(
+            origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        ))
+    }
+
+    /// Whether `origin` (an `Origin` header's value) is allowed.
+    pub fn allows(&self, origin: &str) -> bool {
+        let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        self.0.contains(&origin)
+    }
+}
+
+/// The answer to a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`): 204 with
+/// what an allowed origin may send, or 403 for another origin.
+fn preflight(cors: &Cors, origin: Option<&HeaderValue>) -> Response {
+    let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|o| cors.allows(o))) else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "Pages of this origin may not call this API from a browser (KASSA_CORS_ORIGINS).",
+        )
+        .into_response();
+    };
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "authorization, content-type, idempotency-key, if-match, x-request-id, \
+             x-correlation-id, x-api-key",
+        ),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
+/// An allowed origin's page may read the answer (and the ids and `Retry-After` on it).
+fn allow_origin(cors: &Cors, origin: Option<&HeaderValue>, headers: &mut axum::http::HeaderMap) {
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|o| cors.allows(o))) else {
+        return;
+    };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("x-request-id, x-correlation-id, retry-after, location, etag"),
+    );
+}
+
 /// Headers on every answer: its body is what its content type says (`nosniff`), no page of
 /// another site frames it, and no address is passed on as a referrer.
 fn secure_headers(headers: &mut axum::http::HeaderMap) {
@@ -271,12 +354,19 @@ async fn request_context(
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let refused = refused_path(req.uri().path());
+    let cors = req.extensions().get::<Cors>().cloned().unwrap_or_default();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let is_preflight = method == axum::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     req.extensions_mut().insert(RequestIds {
         request_id: request_id.clone(),
         correlation_id: correlation_id.clone(),
     });
     let span = tracing::info_span!("request", service = service.0, %method, path = %req.uri().path(), %request_id, %correlation_id);
     let started = Instant::now();
+    let preflight_answer = is_preflight.then(|| preflight(&cors, origin.as_ref()));
     let handled = async move {
         // Held until the answer is made; none left: the listener is at its cap.
         let Ok(_working) = limits.in_flight.try_acquire_owned() else {
@@ -296,6 +386,9 @@ async fn request_context(
                 format!("The path has {why}; name the route itself."),
             )
             .into_response();
+        }
+        if let Some(answer) = preflight_answer {
+            return answer;
         }
         match tokio::time::timeout(limit, next.run(req)).await {
             Ok(response) => errors_as_problems(response).await,
@@ -336,6 +429,9 @@ async fn request_context(
     metrics::histogram!("kassa_http_request_duration_seconds", &labels[..3])
         .record(elapsed.as_secs_f64());
     secure_headers(response.headers_mut());
+    if !is_preflight {
+        allow_origin(&cors, origin.as_ref(), response.headers_mut());
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
@@ -535,6 +631,7 @@ pub fn service_app(
         .layer(Extension(crate::auth::TokenRequired(
             settings.require_token,
         )))
+        .layer(Extension(Cors::new(&settings.cors_origins)))
 }
 
 /// Makes HTTPS available to the HTTP clients of this process (Stripe, services over `https://`
@@ -1031,6 +1128,81 @@ mod tests {
         assert_eq!(
             app.oneshot(get_slow()).await.unwrap().status(),
             StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn only_configured_origins_may_call_from_a_browser() {
+        let settings = HttpSettings {
+            cors_origins: vec!["https://Shop.example/".into()],
+            ..HttpSettings::default()
+        };
+        let app = app_with(Router::new().route("/", get(live)), &settings);
+        let ask = |method: &str, origin: &str, preflight: bool| {
+            let mut req = Request::builder()
+                .method(method)
+                .uri("/")
+                .header("origin", origin);
+            if preflight {
+                req = req.header("access-control-request-method", "POST").header(
+                    "access-control-request-headers",
+                    "content-type, authorization",
+                );
+            }
+            app.clone().oneshot(req.body(Body::empty()).unwrap())
+        };
+        // The allowed origin's preflight, and its request: it may read the answer.
+        let pre = ask("OPTIONS", "https://shop.example", true).await.unwrap();
+        assert_eq!(pre.status(), StatusCode::NO_CONTENT);
+        let h = pre.headers();
+        assert_eq!(h["access-control-allow-origin"], "https://shop.example");
+        assert_eq!(h["access-control-allow-credentials"], "true");
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
+        assert!(
+            h["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .contains("authorization")
+        );
+        let answer = ask("GET", "https://shop.example", false).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(
+            answer.headers()["access-control-allow-origin"],
+            "https://shop.example"
+        );
+        assert!(
+            answer.headers()["access-control-expose-headers"]
+                .to_str()
+                .unwrap()
+                .contains("x-request-id")
+        );
+        // Another origin: its preflight refused, and its answers not readable by its page.
+        let pre = ask("OPTIONS", "https://evil.example", true).await.unwrap();
+        assert_eq!(pre.status(), StatusCode::FORBIDDEN);
+        assert!(!pre.headers().contains_key("access-control-allow-origin"));
+        assert_eq!(body_json(pre).await["code"], "origin_not_allowed");
+        let answer = ask("GET", "https://evil.example", false).await.unwrap();
+        assert!(!answer.headers().contains_key("access-control-allow-origin"));
+        // With none configured, no origin is let in.
+        let closed = app_with(
+            Router::new().route("/", get(live)),
+            &HttpSettings::default(),
+        );
+        let req = Request::builder()
+            .method("OPTIONS")
+            .uri("/")
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "GET")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            closed.oneshot(req).await.unwrap().status(),
+            StatusCode::FORBIDDEN
         );
     }
 
