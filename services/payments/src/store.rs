@@ -387,12 +387,16 @@ pub async fn cancelled_among(tx: &mut Tx, ids: &[Uuid]) -> DbResult<HashSet<Uuid
     rows.iter().map(|r| r.get("id")).collect()
 }
 
+/// Sets a payment's provider reference unless it has one.
+const KEEP_REFERENCE: &str =
+    "UPDATE payments SET provider_reference = $1 WHERE id = $2 AND provider_reference IS NULL";
+
 /// Records the provider's id for the charges of payments that did not take their approval
 /// (cancelled meanwhile), so that voiding them can name the charge; a reference already kept
 /// stays.
 pub async fn keep_references(tx: &mut Tx, charges: &[(Uuid, &str)]) -> DbResult<()> {
     for (id, reference) in charges {
-        sql("UPDATE payments SET provider_reference = $1 WHERE id = $2 AND provider_reference IS NULL")
+        sql(KEEP_REFERENCE)
             .bind(*reference)
             .bind(*id)
             .execute(&mut *tx)
@@ -405,7 +409,7 @@ pub async fn keep_references(tx: &mut Tx, charges: &[(Uuid, &str)]) -> DbResult<
 /// PaymentIntent still processing): the outcome the provider sends later must name it. A
 /// reference already kept stays.
 pub async fn keep_reference(db: &Db, id: Uuid, reference: &str) -> DbResult<()> {
-    sql("UPDATE payments SET provider_reference = $1 WHERE id = $2 AND provider_reference IS NULL")
+    sql(KEEP_REFERENCE)
         .bind(reference)
         .bind(id)
         .execute(db)

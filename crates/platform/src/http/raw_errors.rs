@@ -92,8 +92,10 @@ pub(crate) struct ProblemIo {
 /// until the blank line that ends the head has been read.
 struct Head {
     timeout: Duration,
-    /// Set while a head is awaited.
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the head awaited is late; one timer a connection, set again for each head.
+    deadline: Pin<Box<Sleep>>,
+    /// Whether a head is awaited.
+    awaited: bool,
     /// How much of `\r\n\r\n` the bytes read so far end with.
     matched: u8,
 }
@@ -102,14 +104,15 @@ impl Head {
     fn new(timeout: Duration) -> Self {
         Head {
             timeout,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            awaited: true,
             matched: 0,
         }
     }
 
     /// Notes bytes read; the head is in once they complete its blank line.
     fn read(&mut self, bytes: &[u8]) {
-        if self.deadline.is_none() {
+        if !self.awaited {
             return;
         }
         for &b in bytes {
@@ -120,7 +123,7 @@ impl Head {
                 _ => 0,
             };
             if self.matched == 4 {
-                self.deadline = None;
+                self.awaited = false;
                 self.matched = 0;
                 return;
             }
@@ -130,18 +133,18 @@ impl Head {
     /// A response went out: the next request's head is awaited from now. The deadline is
     /// polled once, so that its passing wakes the connection even if it reads nothing more.
     fn answered(&mut self, cx: &mut Context<'_>) {
-        if self.deadline.is_none() {
-            let mut deadline = Box::pin(tokio::time::sleep(self.timeout));
-            let _ = deadline.as_mut().poll(cx);
-            self.deadline = Some(deadline);
+        if !self.awaited {
+            self.awaited = true;
+            self.deadline
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.timeout);
+            let _ = self.deadline.as_mut().poll(cx);
         }
     }
 
     /// Whether the head awaited is late (registering the waker when it is not yet).
     fn late(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline
-            .as_mut()
-            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+        self.awaited && self.deadline.as_mut().poll(cx).is_ready()
     }
 }
 
