@@ -9,7 +9,6 @@ use std::{
 };
 
 use kassa_platform::auth::{self, Secret};
-use serde_json::{Value, json};
 
 use crate::support::{self, unique};
 
@@ -122,27 +121,9 @@ async fn kassa_up_takes_its_secret_from_a_file_and_keeps_its_data_to_itself() {
     let gateway = gateway.expect("kassa up printed the gateway's address");
 
     // Sign-in hands out tokens signed with the secret from the file.
-    let http = support::http_client();
-    let email = format!("{ns}@example.com");
-    let signup = http
-        .post(format!("{gateway}/api/auth/signup"))
-        .json(&json!({"name": "Ada", "email": email, "password": "analytical engine"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signup.status(), 201);
-    let signin: Value = http
-        .post(format!("{gateway}/api/auth/signin"))
-        .json(&json!({"email": email, "password": "analytical engine"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = signin["data"]["token"].as_str().expect("a token");
+    let (token, _) = support::signed_up(&support::http_client(), &gateway).await;
     let from_file = Secret::new(secret).unwrap();
-    assert!(auth::verify(&from_file, token, chrono::Utc::now()).is_ok());
+    assert!(auth::verify(&from_file, &token, chrono::Utc::now()).is_ok());
     assert!(
         !data.join("token-secret").exists(),
         "a secret was given: none is made"

@@ -267,12 +267,26 @@ impl Cors {
         let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
         self.0.contains(&origin)
     }
+
+    /// A request's `Origin` header, if it names an allowed origin.
+    fn allowed<'a>(&self, origin: Option<&'a HeaderValue>) -> Option<&'a HeaderValue> {
+        origin.filter(|o| o.to_str().is_ok_and(|o| self.allows(o)))
+    }
+}
+
+/// Lets `origin`'s page read the answer, cookies included.
+fn credentialed(headers: &mut axum::http::HeaderMap, origin: &HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
 }
 
 /// The answer to a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`): 204 with
 /// what an allowed origin may send, or 403 for another origin.
 fn preflight(cors: &Cors, origin: Option<&HeaderValue>) -> Response {
-    let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|o| cors.allows(o))) else {
+    let Some(origin) = cors.allowed(origin) else {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
@@ -282,11 +296,7 @@ fn preflight(cors: &Cors, origin: Option<&HeaderValue>) -> Response {
     };
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
+    credentialed(headers, origin);
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
@@ -309,14 +319,10 @@ fn preflight(cors: &Cors, origin: Option<&HeaderValue>) -> Response {
 /// An allowed origin's page may read the answer (and the ids and `Retry-After` on it).
 fn allow_origin(cors: &Cors, origin: Option<&HeaderValue>, headers: &mut axum::http::HeaderMap) {
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
-    let Some(origin) = origin.filter(|o| o.to_str().is_ok_and(|o| cors.allows(o))) else {
+    let Some(origin) = cors.allowed(origin) else {
         return;
     };
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
+    credentialed(headers, origin);
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("x-request-id, x-correlation-id, retry-after, location, etag"),

@@ -415,27 +415,7 @@ impl TestApp {
     /// [`Self::customer_with_card`], also answering the customer's address.
     pub async fn customer_with_card_as(&self, card: &str) -> (String, String) {
         let (gw, c) = (&self.gateway, &self.client);
-        let email = format!("{}@example.com", unique("c"));
-        let password = "correct horse battery";
-        let up = post_with(
-            c,
-            &format!("{gw}/api/auth/signup"),
-            &[],
-            serde_json::json!({"name": "A Customer", "email": email, "password": password}),
-        )
-        .await;
-        assert_eq!(up.status(), reqwest::StatusCode::CREATED);
-        let signed: Value = post_with(
-            c,
-            &format!("{gw}/api/auth/signin"),
-            &[],
-            serde_json::json!({"email": email, "password": password}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        let token = signed["data"]["token"].as_str().unwrap().to_owned();
+        let (token, email) = signed_up(c, gw).await;
         let saved = post_with(
         c,
         &format!("{gw}/api/payment-methods/add"),
@@ -828,6 +808,33 @@ pub async fn post_with(
         req = req.header(*k, *v);
     }
     req.send().await.unwrap()
+}
+
+/// Signs a new customer up through the gateway at `gw`, then in, as seed 004's clients do: the
+/// token and the customer's address.
+pub async fn signed_up(c: &reqwest::Client, gw: &str) -> (String, String) {
+    let email = format!("{}@example.com", unique("c"));
+    let password = "correct horse battery";
+    let up = post_with(
+        c,
+        &format!("{gw}/api/auth/signup"),
+        &[],
+        serde_json::json!({"name": "A Customer", "email": email, "password": password}),
+    )
+    .await;
+    assert_eq!(up.status(), reqwest::StatusCode::CREATED);
+    let signed: Value = post_with(
+        c,
+        &format!("{gw}/api/auth/signin"),
+        &[],
+        serde_json::json!({"email": email, "password": password}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = signed["data"]["token"].as_str().unwrap().to_owned();
+    (token, email)
 }
 
 /// An HTTP client for the tests (HTTPS-capable, as every client of the process is).
