@@ -101,6 +101,7 @@ impl Running {
         }
         service_app(
             service.name,
+            service.access,
             parts.api,
             parts.openapi,
             readiness,
@@ -200,7 +201,10 @@ fn describe(location: &kassa_platform::db::DbLocation) -> String {
 }
 
 /// Starts `services` in this process.
-pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow::Result<Running> {
+pub async fn start(
+    mut settings: Settings,
+    services: &[&'static Service],
+) -> anyhow::Result<Running> {
     kassa_platform::http::https_ready();
     let (trigger, shutdown) = shutdown::channel();
     let (bus, cache): (Arc<dyn EventBus>, Arc<dyn Cache>) = match &settings.infrastructure {
@@ -237,6 +241,16 @@ pub async fn start(settings: Settings, services: &[&'static Service]) -> anyhow:
         tracing::warn!(error = %e, "event bus not reachable yet; events wait in the outbox until it is");
     }
     let directory = kassa_platform::peer::Directory::default();
+    // API keys and people's roles are the users service's to tell, wherever it runs.
+    settings.http.principals = Some(kassa_platform::principals::Principals::new(
+        kassa_platform::principals::PeerKeeper::new(directory.clone(), settings.http.tokens.clone()),
+    ));
+    if !settings.http.open_routes.0.is_empty() {
+        tracing::warn!(
+            groups = %settings.http.open_routes.0.join(","),
+            "route groups open to anonymous callers (KASSA_OPEN_ROUTES): see docs/security.md for what each exposes"
+        );
+    }
     let mut running = Running {
         addrs: BTreeMap::new(),
         trigger,

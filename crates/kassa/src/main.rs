@@ -206,10 +206,11 @@ struct Common {
         hide_env_values = true
     )]
     token_secret: Option<String>,
-    /// Seed 003's order and payment routes answer signed-in callers only (a customer their own
-    /// orders and payments, an admin all); otherwise they stay open to its clients.
-    #[arg(long, env = "KASSA_REQUIRE_TOKEN", global = true)]
-    require_token: bool,
+    /// Route groups opened to callers with no credential, for a seed's clients that send none
+    /// (seed000, seed001, seed002, seed003); they still see only what no one owns. See
+    /// docs/security.md for what each exposes.
+    #[arg(long, env = "KASSA_OPEN_ROUTES", value_delimiter = ',', global = true)]
+    open_routes: Vec<String>,
 }
 
 #[derive(Args, Clone)]
@@ -381,7 +382,7 @@ impl Common {
         s.http.max_in_flight = self.max_requests_in_flight.max(1);
         s.http.cors_origins = self.cors_origins.clone();
         s.http.tokens = settings::token_secret(self.token_secret.as_deref(), &s.infrastructure)?;
-        s.http.require_token = self.require_token;
+        s.http.open_routes = settings::open_routes(&self.open_routes)?;
         Ok(s)
     }
 
@@ -512,40 +513,61 @@ fn read_per_service(mut matches: &ArgMatches) -> anyhow::Result<PerService> {
     Ok(out)
 }
 
-/// `kassa <service> <task>` for every service with operator tasks.
+/// Every service's operator tasks, with the service whose database each runs on.
+fn all_tasks() -> impl Iterator<Item = (&'static Service, &'static kassa_platform::service::Task)> {
+    registry::SERVICES
+        .iter()
+        .flat_map(|s| s.tasks.iter().map(move |t| (*s, t)))
+}
+
+/// `kassa <group> <task>` for every operator task (`kassa keys create`).
 fn task_commands(mut cli: clap::Command) -> clap::Command {
-    for s in registry::SERVICES.iter().filter(|s| !s.tasks.is_empty()) {
-        let mut service = clap::Command::new(s.name)
-            .about(format!("Tasks an operator runs on the {} service", s.name))
+    let mut groups: Vec<&str> = all_tasks().map(|(_, t)| t.command[0]).collect();
+    groups.sort();
+    groups.dedup();
+    for group in groups {
+        let mut command = clap::Command::new(group)
+            .about(format!("Operator commands: {group}"))
             .subcommand_required(true);
-        for t in s.tasks {
-            let task = clap::Command::new(t.name).about(t.help);
-            service = service.subcommand(Target::augment_args(Common::augment_args(task)));
+        for (_, t) in all_tasks().filter(|(_, t)| t.command[0] == group) {
+            let mut task = clap::Command::new(t.command[1]).about(t.help);
+            for arg in t.args {
+                let mut a = clap::Arg::new(arg.name).help(arg.help).required(true);
+                if !arg.positional {
+                    a = a.long(arg.name);
+                }
+                task = task.arg(a);
+            }
+            command = command.subcommand(Target::augment_args(Common::augment_args(task)));
         }
-        cli = cli.subcommand(service);
+        cli = cli.subcommand(command);
     }
     cli
 }
 
 async fn run_task(
-    service: &'static Service,
+    group: &str,
     matches: &ArgMatches,
     per_service: &PerService,
 ) -> anyhow::Result<()> {
     let (name, matches) = matches.subcommand().context("name a task")?;
-    let task = service
-        .tasks
-        .iter()
-        .find(|t| t.name == name)
-        .with_context(|| format!("{} has no task {name}", service.name))?;
+    let (service, task) = all_tasks()
+        .find(|(_, t)| t.command == [group, name])
+        .with_context(|| format!("there is no command `{group} {name}`"))?;
     let common = Common::from_arg_matches(matches)?;
     let target = Target::from_arg_matches(matches)?;
     common.init_logs();
     let settings = common.settings(target.infrastructure(per_service)?, per_service)?;
     let db = kassa::app::open_database(&settings, service).await?;
+    let args = task
+        .args
+        .iter()
+        .filter_map(|a| Some((a.name.to_owned(), matches.get_one::<String>(a.name)?.clone())))
+        .collect();
     let said = (task.run)(TaskInput {
         db: db.clone(),
         options: settings.options.clone(),
+        args,
     })
     .await;
     db.close().await;
@@ -598,9 +620,9 @@ async fn run(matches: ArgMatches) -> anyhow::Result<()> {
     kassa_platform::http::https_ready();
     let per_service = read_per_service(&matches)?;
     if let Some((name, sub)) = matches.subcommand()
-        && let Some(service) = registry::find(name).filter(|s| !s.tasks.is_empty())
+        && all_tasks().any(|(_, t)| t.command[0] == name)
     {
-        return run_task(service, sub, &per_service).await;
+        return run_task(name, sub, &per_service).await;
     }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {

@@ -105,11 +105,51 @@ mod tests {
     }
 
     #[test]
+    fn every_route_declares_who_may_call_it() {
+        for service in SERVICES {
+            let doc = service.document();
+            let undeclared = kassa_platform::access::undeclared(&doc, service.access);
+            assert!(
+                undeclared.is_empty(),
+                "{}: routes without an access rule: {undeclared:?}",
+                service.name
+            );
+            // And no rule names a route the service does not document.
+            for rule in service.access.iter().flat_map(|r| r.iter()) {
+                if rule.path == kassa_platform::access::FORWARDED {
+                    continue;
+                }
+                let item = doc
+                    .paths
+                    .paths
+                    .iter()
+                    .find(|(path, _)| kassa_platform::access::same_route(rule.path, path))
+                    .map(|(_, item)| item);
+                let documented = item.is_some_and(|item| {
+                    let method = rule.verb.method();
+                    match method.as_str() {
+                        "GET" => item.get.is_some(),
+                        "POST" => item.post.is_some(),
+                        "PUT" => item.put.is_some(),
+                        "PATCH" => item.patch.is_some(),
+                        _ => item.delete.is_some(),
+                    }
+                });
+                assert!(
+                    documented,
+                    "{}: a rule for {:?} {}, which its document does not hold",
+                    service.name, rule.verb, rule.path
+                );
+            }
+        }
+    }
+
+    #[test]
     fn operation_ids_are_each_taken_once_in_the_merged_document() {
         // A link names its target by operation id: two operations with one id would send a
         // client (or a fuzzer following the links) to the wrong one.
         let doc =
-            kassa_gateway::openapi(SERVICES.iter().map(|s| (s.openapi)()).collect(), &[], None);
+            kassa_gateway::openapi(SERVICES.iter().map(|s| s.document()).collect(), &[], None);
         let mut ids = HashSet::new();
         for (path, item) in &doc.paths.paths {
             for operation in kassa_platform::http::openapi::operations_mut(&mut item.clone()) {

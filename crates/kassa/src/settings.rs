@@ -172,6 +172,34 @@ impl Settings {
     }
 }
 
+/// The route groups the operator opens to anonymous callers (`KASSA_OPEN_ROUTES`): each must be
+/// a group some route is in, so that a misspelt one is not silently nothing.
+pub fn open_routes(
+    groups: &[String],
+) -> anyhow::Result<kassa_platform::access::OpenGroups> {
+    let known: std::collections::BTreeSet<&str> = crate::registry::SERVICES
+        .iter()
+        .flat_map(|s| s.access.iter().flat_map(|rules| rules.iter()))
+        .filter_map(|rule| rule.group)
+        .collect();
+    let mut open = Vec::new();
+    for group in groups.iter().map(|g| g.trim().to_ascii_lowercase()) {
+        if group.is_empty() {
+            continue;
+        }
+        if !known.contains(group.as_str()) {
+            anyhow::bail!(
+                "KASSA_OPEN_ROUTES: `{group}` is no route group; the groups are {}",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        open.push(group);
+    }
+    open.sort();
+    open.dedup();
+    Ok(kassa_platform::access::OpenGroups(open))
+}
+
 /// The token secret: the one given, else (embedded) the one kept in the data folder, made
 /// there on first start; a distributed process given none accepts no token.
 pub fn token_secret(

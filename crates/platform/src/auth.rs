@@ -59,16 +59,76 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a caller may do: the role of a person's token or of an API key. Which routes each
+/// role may call is each route's [`crate::access::Policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Reads and changes what is theirs.
+    /// A person with an account: reads and changes what is theirs.
     Customer,
-    /// Reads everything.
+    /// The shop's staff (a cashier, a gym's trainer): works on everyone's orders and records.
+    Staff,
+    /// A self-service kiosk: places orders and takes their payment.
+    Kiosk,
+    /// A pickup dispenser: checks pickup codes and hands out goods.
+    Device,
+    /// A gym's front desk: members, classes, enrolments and their payments.
+    Desk,
+    /// The operator's monitoring: reads `/metrics`.
+    Monitor,
+    /// Everything.
     Admin,
     /// One of kassa's services calling another.
     Service,
+}
+
+impl Role {
+    pub const ALL: [Role; 8] = [
+        Role::Customer,
+        Role::Staff,
+        Role::Kiosk,
+        Role::Device,
+        Role::Desk,
+        Role::Monitor,
+        Role::Admin,
+        Role::Service,
+    ];
+
+    /// Its name in tokens, keys and commands.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Staff => "staff",
+            Role::Kiosk => "kiosk",
+            Role::Device => "device",
+            Role::Desk => "desk",
+            Role::Monitor => "monitor",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+
+    /// Whether only a person's stored role may grant it: a token that claims it is checked
+    /// against the users service on each request ([`crate::principals`]).
+    fn is_kept(self) -> bool {
+        !matches!(self, Role::Customer | Role::Service)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| {
+                format!(
+                    "`{text}` is no role; one of: {}",
+                    Role::ALL.map(Role::name).join(", ")
+                )
+            })
+    }
 }
 
 /// What a token says.
@@ -82,6 +142,9 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, in seconds since 1970.
     pub exp: i64,
+    /// The name of the API key these claims stand for; `None` for a token. Never in a token.
+    #[serde(skip)]
+    pub key: Option<String>,
 }
 
 impl Claims {
@@ -99,6 +162,7 @@ impl Claims {
             role,
             iat: now.timestamp(),
             exp: (now + lifetime).timestamp(),
+            key: None,
         }
     }
 }
@@ -133,6 +197,18 @@ pub fn issue(secret: &Secret, claims: &Claims) -> String {
     mac.update(signing_input.as_bytes());
     let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     format!("{signing_input}.{signature}")
+}
+
+/// A token for this process's calls to other services (role `service`), good for five minutes.
+pub fn service_token(secret: &Secret) -> String {
+    let claims = Claims::new(
+        Uuid::nil(),
+        "service@kassa.invalid",
+        Role::Service,
+        Utc::now(),
+        chrono::Duration::minutes(5),
+    );
+    issue(secret, &claims)
 }
 
 #[derive(Deserialize)]
@@ -183,6 +259,20 @@ enum Shown {
     /// The `token` cookie, which a browser sends by itself: with an unsafe method, the request
     /// must come from the site itself (see [`cross_site`]).
     Cookie,
+    /// The `X-Api-Key` header.
+    Key,
+}
+
+/// A request's credential: `Authorization: Bearer` (a token or an API key), else the `token`
+/// cookie, else `X-Api-Key`. A person's own token comes first, so a machine that holds a key
+/// and acts for a signed-in person shows theirs.
+fn shown_credential(headers: &axum::http::HeaderMap) -> Option<(&str, Shown)> {
+    shown_token(headers).or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|key| (key.trim(), Shown::Key))
+    })
 }
 
 fn shown_token(headers: &axum::http::HeaderMap) -> Option<(&str, Shown)> {
@@ -259,9 +349,10 @@ fn host_of(authority: &str) -> &str {
 #[derive(Debug, Clone, Default)]
 pub struct Tokens(pub Option<Secret>);
 
-/// Who made a request: anonymous when it shows no token, else the checked claims of its token.
-/// A token that does not check (forged, expired, or shown where no secret is configured) is a
-/// 401, never taken for an anonymous call.
+/// Who made a request: anonymous when it shows no credential, else the checked claims of its
+/// token or what its API key stands for. A credential that does not check (forged, expired,
+/// revoked, or shown where no secret is configured) is a 401, never taken for an anonymous
+/// call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Anonymous,
@@ -269,6 +360,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Its role; `None` for an anonymous caller.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Known(claims) => Some(claims.role),
+        }
+    }
+
     /// The claims of a caller that must be known: anonymous is a 401.
     pub fn known(&self) -> Result<&Claims, crate::http::ApiError> {
         match self {
@@ -280,120 +379,73 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may read what belongs to `owner`: its owner, an admin, or a service.
+    /// Whether the caller may read what belongs to `owner`: its owner, or a caller who is not
+    /// a customer (the route's policy let it in).
     pub fn may_read(&self, owner: Uuid) -> bool {
         match self {
             Caller::Known(claims) => match claims.role {
-                Role::Admin | Role::Service => true,
                 Role::Customer => claims.user_id == owner,
+                _ => true,
             },
-            Caller::Anonymous => false,
-        }
-    }
-}
-
-/// Whether the installation closes the routes that are open by default (seed 003's order and
-/// payment routes) to anonymous callers (`--require-token`); a request extension, as [`Tokens`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokenRequired(pub bool);
-
-/// The caller of a route that is open by default: anonymous callers are let in unless the
-/// installation requires a token ([`TokenRequired`]), and a signed-in customer sees and acts on
-/// their own things only, whichever way the installation is set.
-#[derive(Debug, Clone)]
-pub struct Access {
-    pub caller: Caller,
-    required: bool,
-}
-
-impl Access {
-    pub fn new(caller: Caller, required: bool) -> Self {
-        Access { caller, required }
-    }
-
-    /// Whose things the caller may see: `None` everyone's (an anonymous caller where the route
-    /// is open, an admin, a service), `Some(user)` a customer's own. An anonymous caller where a
-    /// token is required is a 401.
-    pub fn sees(&self) -> Result<Option<Uuid>, crate::http::ApiError> {
-        match &self.caller {
-            Caller::Anonymous if self.required => self.caller.known().map(|_| None),
-            Caller::Anonymous => Ok(None),
-            Caller::Known(claims) => Ok(match claims.role {
-                Role::Customer => Some(claims.user_id),
-                Role::Admin | Role::Service => None,
-            }),
+            Caller::Anonymous => owner.is_nil(),
         }
     }
 
-    /// Whether the caller may see what belongs to `owner` (an unowned thing, `None`, is
-    /// everyone's). A caller that may not is told the thing does not exist, so ids of other
-    /// customers' things cannot be probed.
-    pub fn may_see(&self, owner: Option<Uuid>) -> Result<bool, crate::http::ApiError> {
-        Ok(match self.sees()? {
-            None => true,
-            Some(user) => owner == Some(user),
-        })
-    }
-
-    /// For figures over everyone's things (totals, statistics): customers are refused (403);
-    /// anonymous callers as [`Self::sees`] says.
-    pub fn sees_everything(&self) -> Result<(), crate::http::ApiError> {
-        match self.sees()? {
-            None => Ok(()),
-            Some(_) => Err(crate::http::ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "admin_only",
-                "Only an admin sees figures over every customer.",
-            )),
+    /// The caller of a request, from its credential ([`shown_credential`]). Once found, it is
+    /// kept in the request's extensions.
+    pub async fn resolve(
+        parts: &mut axum::http::request::Parts,
+    ) -> Result<Caller, crate::http::ApiError> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
         }
-    }
-
-    /// For a request that acts for `user` (names them in its body, in `field`): a signed-in
-    /// customer or admin acts for themselves only (403 otherwise); a service acts for anyone;
-    /// anonymous callers as [`Self::sees`] says.
-    pub fn acts_for(&self, user: Uuid, field: &str) -> Result<(), crate::http::ApiError> {
-        self.sees()?;
-        match &self.caller {
-            Caller::Known(claims) if claims.role != Role::Service && claims.user_id != user => {
-                Err(crate::http::ApiError::new(
-                    axum::http::StatusCode::FORBIDDEN,
-                    "user_mismatch",
-                    format!("`{field}` must be the signed-in user's own id."),
-                )
-                .with_param(field))
+        let caller = match shown_credential(&parts.headers) {
+            None => Caller::Anonymous,
+            Some((text, Shown::Key)) => Caller::of_key(parts, text).await?,
+            Some((text, Shown::Header)) if crate::principals::ShownKey::parse(text).is_some() => {
+                Caller::of_key(parts, text).await?
             }
-            _ => Ok(()),
-        }
-    }
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
-    type Rejection = crate::http::ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        let required = parts.extensions.get::<TokenRequired>().is_some_and(|r| r.0);
-        Ok(Access { caller, required })
-    }
-}
-
-fn unauthorized(code: &'static str, detail: impl Into<String>) -> crate::http::ApiError {
-    crate::http::ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, detail)
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
-    type Rejection = crate::http::ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let Some((token, shown)) = shown_token(&parts.headers) else {
-            return Ok(Caller::Anonymous);
+            Some((text, shown)) => Caller::of_token(parts, text, shown).await?,
         };
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+
+    async fn of_key(
+        parts: &axum::http::request::Parts,
+        text: &str,
+    ) -> Result<Caller, crate::http::ApiError> {
+        let refused = || {
+            unauthorized(
+                "invalid_key",
+                "The API key is not one of this installation's, or it was revoked.",
+            )
+        };
+        let key = crate::principals::ShownKey::parse(text).ok_or_else(refused)?;
+        let principals = parts
+            .extensions
+            .get::<crate::principals::Principals>()
+            .ok_or_else(refused)?;
+        let record = principals
+            .key(&key)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .ok_or_else(refused)?;
+        Ok(Caller::Known(Claims {
+            user_id: key.id,
+            email: String::new(),
+            role: record.role,
+            iat: 0,
+            exp: i64::MAX,
+            key: Some(record.name.clone()),
+        }))
+    }
+
+    async fn of_token(
+        parts: &axum::http::request::Parts,
+        token: &str,
+        shown: Shown,
+    ) -> Result<Caller, crate::http::ApiError> {
         if shown == Shown::Cookie && cross_site(parts) {
             return Err(crate::http::ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
@@ -413,9 +465,129 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
                      it accepts no token.",
                 )
             })?;
-        verify(secret, token, Utc::now())
-            .map(Caller::Known)
-            .map_err(|e| unauthorized("invalid_token", format!("{e}; sign in again.")))
+        let mut claims = verify(secret, token, Utc::now())
+            .map_err(|e| unauthorized("invalid_token", format!("{e}; sign in again.")))?;
+        // A role beyond a customer's is the one the users service keeps now: a role
+        // withdrawn since the token was issued no longer counts.
+        if claims.role.is_kept()
+            && let Some(principals) = parts.extensions.get::<crate::principals::Principals>()
+        {
+            claims.role = principals
+                .role(claims.user_id)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .ok_or_else(|| {
+                    unauthorized("invalid_token", "The token's account no longer exists.")
+                })?;
+        }
+        Ok(Caller::Known(claims))
+    }
+}
+
+fn unavailable(reason: &str) -> crate::http::ApiError {
+    tracing::warn!(reason, "the users service could not be asked about a credential");
+    crate::http::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "credentials_unavailable",
+        "The credential cannot be checked now; try again shortly.",
+    )
+}
+
+/// What a request is allowed to see and do, for routes a customer shares with others: a
+/// signed-in customer sees and acts on their own things only; an anonymous caller (let in
+/// where the operator opened the route's group) only what no one owns; every other role the
+/// route's policy let in sees everything.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub caller: Caller,
+}
+
+impl Access {
+    pub fn new(caller: Caller) -> Self {
+        Access { caller }
+    }
+
+    /// Whose things the caller may see: `None` everyone's, `Some(user)` that user's own. An
+    /// anonymous caller sees those of the nil user, which is no one: what no one owns.
+    pub fn sees(&self) -> Result<Option<Uuid>, crate::http::ApiError> {
+        Ok(match &self.caller {
+            Caller::Anonymous => Some(Uuid::nil()),
+            Caller::Known(claims) => match claims.role {
+                Role::Customer => Some(claims.user_id),
+                _ => None,
+            },
+        })
+    }
+
+    /// Whether the caller may see what belongs to `owner` (`None`: no one). A caller that may
+    /// not is told the thing does not exist, so ids of other customers' things cannot be
+    /// probed.
+    pub fn may_see(&self, owner: Option<Uuid>) -> Result<bool, crate::http::ApiError> {
+        Ok(match self.sees()? {
+            None => true,
+            Some(user) => owner.unwrap_or(Uuid::nil()) == user,
+        })
+    }
+
+    /// For figures over everyone's things (totals, statistics): customers and anonymous
+    /// callers are refused (403).
+    pub fn sees_everything(&self) -> Result<(), crate::http::ApiError> {
+        match self.sees()? {
+            None => Ok(()),
+            Some(_) => Err(crate::http::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "admin_only",
+                "Only staff and admins see figures over every customer.",
+            )),
+        }
+    }
+
+    /// For a request that acts for `user` (names them in its body, in `field`): a signed-in
+    /// customer or admin acts for themselves only (403 otherwise); staff, machines and
+    /// services act for anyone; anonymous callers for anyone as well (their group is open).
+    pub fn acts_for(&self, user: Uuid, field: &str) -> Result<(), crate::http::ApiError> {
+        match &self.caller {
+            Caller::Known(claims)
+                if matches!(claims.role, Role::Customer | Role::Admin)
+                    && claims.user_id != user =>
+            {
+                Err(crate::http::ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "user_mismatch",
+                    format!("`{field}` must be the signed-in user's own id."),
+                )
+                .with_param(field))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
+    type Rejection = crate::http::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Access {
+            caller: Caller::resolve(parts).await?,
+        })
+    }
+}
+
+fn unauthorized(code: &'static str, detail: impl Into<String>) -> crate::http::ApiError {
+    crate::http::ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, detail)
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = crate::http::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Caller::resolve(parts).await
     }
 }
 

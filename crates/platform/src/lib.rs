@@ -2,6 +2,7 @@
 //! adapters, the messaging guarantees (outbox, inbox, retries, dead letters), idempotency keys,
 //! HTTP plumbing and telemetry.
 
+pub mod access;
 pub mod auth;
 pub mod bus;
 pub mod cache;
@@ -18,6 +19,7 @@ pub mod migrate;
 pub mod outbox;
 pub mod password;
 pub mod peer;
+pub mod principals;
 pub mod qr;
 pub mod redact;
 pub mod resource;

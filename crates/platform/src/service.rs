@@ -30,6 +30,9 @@ pub struct Service {
     /// Path prefixes the gateway forwards to this service (`/api/orders` forwards the prefix and
     /// everything below it).
     pub routes: &'static [&'static str],
+    /// Who may call each of its routes: one rule per operation, declared beside its routes and
+    /// enforced for every request ([`crate::access`]).
+    pub access: crate::access::Rules,
     /// The event types its consumer is bound to; its queue is named after the service.
     pub consumes: &'static [&'static str],
     /// Its own settings, offered as flags and `KASSA_*` variables.
@@ -56,6 +59,15 @@ impl Service {
     /// `KASSA_<NAME>_<what>`, the environment variable of one of its per-service settings.
     pub fn env(&self, what: &str) -> String {
         format!("KASSA_{}_{what}", self.name.to_ascii_uppercase())
+    }
+}
+
+impl Service {
+    /// Its OpenAPI document, with who may call each operation.
+    pub fn document(&self) -> utoipa::openapi::OpenApi {
+        let mut doc = (self.openapi)();
+        crate::access::document(&mut doc, self.access);
+        doc
     }
 }
 
@@ -87,25 +99,46 @@ impl Setting {
 }
 
 /// A command an operator runs against a service's database, outside its running processes
-/// (`kassa analytics rebuild`). It may run while they do: it is written to be safe beside them.
+/// (`kassa analytics rebuild`, `kassa keys create --role kiosk --name lobby`). It may run while
+/// they do: it is written to be safe beside them.
 #[derive(Debug, Clone, Copy)]
 pub struct Task {
-    /// Kebab case: `rebuild`.
-    pub name: &'static str,
+    /// The words after `kassa` that run it, kebab case: `["analytics", "rebuild"]`.
+    pub command: [&'static str; 2],
     /// One line for `--help`.
     pub help: &'static str,
+    /// What it is told on the command line.
+    pub args: &'static [TaskArg],
     /// Does it and says what it did, in a line for the operator.
     pub run: fn(TaskInput) -> TaskRun,
+}
+
+/// One argument of a [`Task`]: `--name VALUE`, or a value in its place (`EMAIL`) when
+/// `positional`. Every argument is required.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskArg {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub positional: bool,
 }
 
 /// A [`Task`] under way.
 pub type TaskRun = Pin<Box<dyn Future<Output = Result<String, BuildError>> + Send>>;
 
-/// What a [`Task`] is given: the service's database (migrated) and its settings.
+/// What a [`Task`] is given: the service's database (migrated), its settings, and its
+/// arguments by name.
 #[derive(Clone)]
 pub struct TaskInput {
     pub db: Db,
     pub options: Options,
+    pub args: BTreeMap<String, String>,
+}
+
+impl TaskInput {
+    /// The value of argument `name` (every argument is required, so it is there).
+    pub fn arg(&self, name: &str) -> &str {
+        self.args.get(name).map_or("", String::as_str)
+    }
 }
 
 /// The values given for services' settings, by setting name; a setting given none has its

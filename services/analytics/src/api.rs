@@ -13,6 +13,7 @@ use chrono::{NaiveDate, SecondsFormat};
 use chrono_tz::Tz;
 use kassa_contracts::{Currency, money::raw_number};
 use kassa_platform::{
+    access::{Policy, Rule},
     auth::Access,
     db::Db,
     http::{
@@ -810,6 +811,14 @@ pub async fn recent_orders(
     let asked = asked(query.as_deref(), &["status"], true, &state)?;
     Ok(Json(recent_of(&state, &asked, pagination).await?))
 }
+
+/// The figures over every customer are the staff's.
+pub const RULES: &[Rule] = &[
+    Rule::get("/api/v1/reports/reports/summary", Policy::STAFF),
+    Rule::get("/api/v1/reports/reports/favorites", Policy::STAFF),
+    Rule::get("/api/v1/reports/reports/sales-trend", Policy::STAFF),
+    Rule::get("/api/v1/reports/reports/recent-orders", Policy::STAFF),
+];
 
 pub fn router(state: AppState) -> Router {
     Router::new()

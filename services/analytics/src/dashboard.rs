@@ -17,6 +17,7 @@ use axum::{
 };
 use chrono::Duration;
 use kassa_platform::{
+    access::{Policy, Rule},
     auth::Access,
     http::{
         ApiResult, Pagination,
@@ -389,6 +390,9 @@ pub async fn dashboard(
     )
         .into_response())
 }
+
+/// The dashboard shows the staff's figures, to a signed-in member of staff (the cookie).
+pub const RULES: &[Rule] = &[Rule::get("/dashboard", Policy::STAFF)];
 
 pub fn router(state: AppState) -> Router {
     Router::new()

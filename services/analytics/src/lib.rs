@@ -68,6 +68,7 @@ pub static SERVICE: Service = Service {
     default_port: 8000,
     migrations: Some(&MIGRATIONS),
     routes: &["/api/v1/reports", "/dashboard"],
+    access: &[api::RULES, dashboard::RULES],
     // Every event of every service.
     consumes: &["#"],
     settings: &[TIME_ZONE, CLICKHOUSE_URL, REPORT_STORE],

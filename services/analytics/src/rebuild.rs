@@ -17,7 +17,8 @@ use crate::facts;
 
 /// `kassa analytics rebuild`.
 pub const TASK: Task = Task {
-    name: "rebuild",
+    command: ["analytics", "rebuild"],
+    args: &[],
     help: "Empty the report tables and make them again from every event analytics kept",
     run: |input| Box::pin(async move { run(input).await }),
 };

@@ -10,6 +10,7 @@ use axum::{
     routing::{get, put},
 };
 use kassa_platform::{
+    access::{Policy, Rule},
     http::{
         ApiError, ApiJson, ApiResult, PathId, RequestIds,
         openapi::{self, InvalidBody, InvalidParams, ProblemResponses},
@@ -95,6 +96,12 @@ pub async fn set(
     }
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Anyone sees what is on sale; the staff say what is.
+pub const RULES: &[Rule] = &[
+    Rule::get(ON_SALE, Policy::PUBLIC),
+    Rule::put("/api/Product/{id}/availability", Policy::STAFF),
+];
 
 /// The seed's availability routes over `products`.
 pub fn router(products: Records<Products>) -> Router {

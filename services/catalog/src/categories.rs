@@ -2,6 +2,7 @@
 //! is not deleted: move or delete its products first.
 
 use kassa_platform::{
+    access::{Policy, Rule},
     db::{Db, Tx, sql},
     http::{ApiError, Router},
     resource::{Field, Mount, Records, Resource, ResourceSpec, Stored, Unique},
@@ -77,6 +78,10 @@ impl Resource for Categories {
         Ok(())
     }
 }
+
+/// Anyone reads the categories; the staff change them.
+pub const RULES: &[Rule] =
+    kassa_platform::record_rules!("/api/categories", Policy::PUBLIC, Policy::STAFF);
 
 /// The categories in `db`.
 pub fn records(db: Db) -> Records<Categories> {

@@ -12,6 +12,7 @@ pub mod availability;
 pub mod categories;
 
 use kassa_platform::{
+    access::Policy,
     db::{Tx, sql},
     http::ApiError,
     resource::{Field, Resource, ResourceSpec, Stored, Unique},
@@ -24,7 +25,9 @@ use uuid::Uuid;
 kassa_platform::records_service! {
     name: "catalog", port: 5003, resource: Products,
     mounts: [kassa "/api/products", seed "/api/Product"],
+    access: { read: Policy::PUBLIC, write: Policy::STAFF },
     more_routes: ["/api/categories"],
+    more_access: [categories::RULES, availability::RULES],
     migrations: [1 "0001_catalog"],
     document: document,
     extend: extend,

@@ -17,6 +17,7 @@ use kassa_contracts::{
     events::{EnrollmentCreated, EnrollmentDeleted, Event},
 };
 use kassa_platform::{
+    access::{Policy, Rule},
     db::{Db, DbError, DbResult, Row, Tx, sql, sql_assembled},
     http::{
         ApiError, ApiJson, ApiResult, Page, Pagination, PathId, RequestIds,
@@ -266,6 +267,15 @@ pub async fn list(
             .await?,
     ))
 }
+
+/// Who is enrolled is the front desk's and the staff's to see and change.
+pub const RULES: &[Rule] = &[
+    Rule::get("/api/classes/{id}/enrollments", DESK),
+    Rule::post("/api/classes/{id}/enrollments", DESK),
+    Rule::delete("/api/classes/{id}/enrollments/{memberId}", DESK),
+];
+
+const DESK: Policy = Policy::STAFF.and(&[kassa_platform::auth::Role::Desk]);
 
 pub fn router(db: Db) -> Router {
     Router::new()

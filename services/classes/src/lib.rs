@@ -10,6 +10,8 @@ pub mod enrollments;
 pub mod known;
 
 use kassa_platform::{
+    access::Policy,
+    auth::Role,
     db::{Tx, sql},
     http::ApiError,
     resource::{Field, Resource, ResourceSpec, Stored},
@@ -22,6 +24,8 @@ use uuid::Uuid;
 kassa_platform::records_service! {
     name: "classes", port: 5041, resource: Classes,
     mounts: [kassa "/api/classes", seed "/Class/member"],
+    access: { read: Policy::PUBLIC, write: Policy::STAFF.and(&[Role::Desk]), seed_group: "seed000" },
+    more_access: [enrollments::RULES],
     migrations: [1 "0001_classes"],
     document: document,
     consumes: &known::TOPICS, extend: extend,

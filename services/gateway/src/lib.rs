@@ -30,6 +30,12 @@ pub static SERVICE: Service = Service {
     default_port: 3000,
     migrations: None,
     routes: &[],
+    // Every route it forwards is its service's, whose rules decide who may call it.
+    access: &[&[kassa_platform::access::Rule::new(
+        kassa_platform::access::Verb::Get,
+        kassa_platform::access::FORWARDED,
+        kassa_platform::access::Policy::PUBLIC,
+    )]],
     consumes: &[],
     settings: &[
         limits::AUTH_RATE_LIMIT,
@@ -67,7 +73,7 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
                     any(forward).with_state(route.clone()),
                 );
         }
-        docs.push(peer.service.openapi);
+        docs.push(peer.service);
     }
     let limiter = Arc::new(limits::Limiter::from_options(
         &infra.options,
@@ -78,7 +84,7 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     let router = router.layer(axum::middleware::from_fn_with_state(limiter, limits::limit));
     Ok(ServiceParts::api(router, move || {
         openapi(
-            docs.iter().map(|document| document()).collect(),
+            docs.iter().map(|service| forwarded_part(service)).collect(),
             &rules,
             per_account,
         )
@@ -226,6 +232,19 @@ async fn over_http(
 
 /// The gateway's OpenAPI document: the routed services' documents in one, with the answers of
 /// its rate limits (`rules`) on the operations they cover.
+/// The operations of `service`'s document the gateway forwards to it: those under its route
+/// prefixes (not its internal routes, which only kassa's services call, on its own port).
+pub fn forwarded_part(service: &Service) -> utoipa::openapi::OpenApi {
+    let mut doc = service.document();
+    doc.paths.paths.retain(|path, _| {
+        service.routes.iter().any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    });
+    doc
+}
+
 pub fn openapi(
     parts: Vec<utoipa::openapi::OpenApi>,
     rules: &[limits::Rule],

@@ -12,6 +12,8 @@ use axum::{
 use chrono::Duration;
 use kassa_contracts::events::OrderItem;
 use kassa_platform::{
+    access::{Policy, Rule},
+    auth::Role,
     auth::{Access, Caller},
     db::Db,
     http::{
@@ -505,6 +507,25 @@ pub async fn release(
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Stock is the staff's to see and change (a kiosk reads it); a reservation is the orders
+/// service's, holding an order's items.
+pub const RULES: &[Rule] = &[
+    Rule::get("/api/Inventory", STOCK_READERS).opens_with("seed002"),
+    Rule::put("/api/Inventory/{id}", Policy::STAFF),
+    Rule::get("/api/StockMovement/{inventoryId}", Policy::STAFF),
+    Rule::get("/api/inventory", STOCK_READERS),
+    Rule::get("/api/inventory/{id}", STOCK_READERS),
+    Rule::get("/api/inventory/{id}/movements", Policy::STAFF),
+    Rule::post("/api/inventory/{id}/restock", Policy::STAFF),
+    Rule::post("/api/inventory/{id}/write-off", Policy::STAFF),
+    Rule::post("/api/reservations", HOLDERS),
+    Rule::get("/api/reservations/{orderId}", HOLDERS),
+    Rule::delete("/api/reservations/{orderId}", HOLDERS),
+];
+
+const STOCK_READERS: Policy = Policy::STAFF.and(&[Role::Kiosk]);
+const HOLDERS: Policy = Policy::STAFF.and(&[Role::Service]);
 
 pub fn router(state: AppState) -> Router {
     Router::new()

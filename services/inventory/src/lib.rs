@@ -42,6 +42,7 @@ pub static SERVICE: Service = Service {
         "/api/inventory",
         "/api/reservations",
     ],
+    access: &[api::RULES],
     consumes: &events::TOPICS,
     settings: &[EXPIRY_SWEEP],
     tasks: &[],

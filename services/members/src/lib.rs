@@ -14,11 +14,16 @@ use uuid::Uuid;
 kassa_platform::records_service! {
     name: "members", port: 5062, resource: Members,
     mounts: [kassa "/api/members", seed "/Member"],
+    access: { read: DESK, write: DESK, seed_group: "seed000" },
     migrations: [1 "0001_members"],
     consumes: &enrolment::TOPICS, extend: follow_enrolments,
 }
 
 pub mod enrolment;
+
+/// Members' names, addresses and phone numbers are the front desk's and the staff's alone.
+const DESK: kassa_platform::access::Policy =
+    kassa_platform::access::Policy::STAFF.and(&[kassa_platform::auth::Role::Desk]);
 
 /// Members follow their enrolment from the classes service's events.
 fn follow_enrolments(

@@ -53,6 +53,7 @@ pub static SERVICE: Service = Service {
     default_port: 5007,
     migrations: Some(&MIGRATIONS),
     routes: &[],
+    access: &[],
     consumes: &notifier::TOPICS,
     settings: &[SMTP_URL, MAIL_DIR, MAIL_FROM],
     tasks: &[],

@@ -13,6 +13,8 @@ use kassa_contracts::{
     json::timestamp,
 };
 use kassa_platform::{
+    access::{Policy, Rule},
+    auth::Role,
     auth::Access,
     db::Db,
     http::{
@@ -54,6 +56,20 @@ pub struct AppState {
     /// Holds an order's items.
     pub inventory: crate::items::Inventory,
 }
+
+/// Customers place and follow their own orders; the staff, a kiosk and kassa's services anyone's.
+const PLACES: Policy = Policy::CUSTOMER.and(&[Role::Kiosk, Role::Service]);
+
+/// Seed 003's routes: its clients may be let in anonymously (`seed003`), and then see only
+/// the orders no one owns.
+pub const RULES: &[Rule] = &[
+    Rule::get("/api/orders", Policy::CUSTOMER).opens_with("seed003"),
+    Rule::post("/api/orders", PLACES).opens_with("seed003"),
+    Rule::get("/api/orders/{id}", PLACES).opens_with("seed003"),
+    Rule::patch("/api/orders/{id}", Policy::CUSTOMER.and(&[Role::Kiosk])).opens_with("seed003"),
+    Rule::delete("/api/orders/{id}", Policy::CUSTOMER.and(&[Role::Kiosk])).opens_with("seed002"),
+    Rule::patch("/api/orders/{id}/cancel", Policy::CUSTOMER).opens_with("seed003"),
+];
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -18,6 +18,7 @@ use kassa_contracts::{
     events::{OrderCreated, SAVED_CARD},
 };
 use kassa_platform::{
+    access::{Policy, Rule},
     auth::Caller,
     http::{
         ApiError, ApiJson, ApiResult, RequestIds,
@@ -41,6 +42,14 @@ use crate::{
     domain::{Order, OrderStatus},
     store,
 };
+
+/// Seed 004's routes are for signed-in customers (and the staff).
+pub const RULES: &[Rule] = &[
+    Rule::post("/order/create", Policy::CUSTOMER),
+    Rule::post("/api/order/create", Policy::CUSTOMER),
+    Rule::get("/order/status/{orderId}", Policy::CUSTOMER),
+    Rule::get("/api/order/status/{orderId}", Policy::CUSTOMER),
+];
 
 pub fn router(state: AppState) -> Router {
     let routes = |prefix: &str| {

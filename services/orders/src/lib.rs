@@ -49,6 +49,7 @@ pub static SERVICE: Service = Service {
         "/api/Order",
         "/orders",
     ],
+    access: &[api::RULES, numbered::RULES, customer::RULES],
     consumes: &events::TOPICS,
     settings: &[CURRENCY],
     tasks: &[],
@@ -89,7 +90,8 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
                 infra.directory.clone(),
                 "catalog",
                 kassa_platform::peer::PeerSettings::default(),
-            )),
+            )
+            .as_service(infra.http.tokens.clone())),
             cache: infra.cache.clone(),
         },
         inventory: items::Inventory {
@@ -97,7 +99,8 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
                 infra.directory.clone(),
                 "inventory",
                 kassa_platform::peer::PeerSettings::default(),
-            )),
+            )
+            .as_service(infra.http.tokens.clone())),
         },
     };
     Ok(ServiceParts::api(

@@ -17,6 +17,8 @@ use axum::{
 };
 use kassa_contracts::{Envelope, Money, events::OrderCreated};
 use kassa_platform::{
+    access::{Policy, Rule},
+    auth::Role,
     auth::Access,
     db::Db,
     http::{
@@ -46,6 +48,23 @@ use crate::{
     domain::{Order, OrderStatus},
     store,
 };
+
+/// Seed 001's till: customers their own orders, the staff and a kiosk anyone's; its clients may
+/// be let in anonymously (`seed001`), and then see only the orders no one owns.
+pub const RULES: &[Rule] = &[
+    Rule::post("/api/Order/CreateOrder", TILL).opens_with("seed001"),
+    Rule::get("/api/Order/GetAllOrders", Policy::CUSTOMER).opens_with("seed001"),
+    Rule::get("/api/Order/GetOrderById/{id}", TILL).opens_with("seed001"),
+    Rule::put("/api/Order/UpdateOrderById/{id}", Policy::CUSTOMER).opens_with("seed001"),
+    Rule::delete("/api/Order/DeleteOrderById/{id}", TILL).opens_with("seed001"),
+    Rule::post("/orders/CreateOrder", TILL).opens_with("seed001"),
+    Rule::get("/orders/GetAllOrders", Policy::CUSTOMER).opens_with("seed001"),
+    Rule::get("/orders/GetOrderById/{id}", TILL).opens_with("seed001"),
+    Rule::put("/orders/UpdateOrderById/{id}", Policy::CUSTOMER).opens_with("seed001"),
+    Rule::delete("/orders/DeleteOrderById/{id}", TILL).opens_with("seed001"),
+];
+
+const TILL: Policy = Policy::CUSTOMER.and(&[Role::Kiosk]);
 
 pub fn router(state: AppState) -> Router {
     let routes = |prefix: &str| {

@@ -12,6 +12,8 @@ use axum::{
 };
 use kassa_contracts::json::timestamp;
 use kassa_platform::{
+    access::{Policy, Rule},
+    auth::Role,
     auth::Access,
     cache::Cache,
     db::Db,
@@ -40,6 +42,19 @@ pub struct AppState {
     pub db: Db,
     pub cache: Arc<dyn Cache>,
 }
+
+/// Seed 003's payments: customers their own, the staff everyone's and the figures over them; its
+/// clients may be let in anonymously (`seed003`), and then see only the payments no one owns.
+pub const RULES: &[Rule] = &[
+    Rule::get("/api/payments", Policy::CUSTOMER).opens_with("seed003"),
+    Rule::get("/api/payments/stats", Policy::STAFF),
+    Rule::get(
+        "/api/payments/order/{orderId}",
+        Policy::CUSTOMER.and(&[Role::Kiosk, Role::Service]),
+    )
+    .opens_with("seed003"),
+    Rule::get("/api/payments/{id}", Policy::CUSTOMER).opens_with("seed003"),
+];
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -21,6 +21,8 @@ use kassa_contracts::{
     events::{PaymentApproved, PaymentCompleted, PaymentOutcome},
 };
 use kassa_platform::{
+    access::{Policy, Rule},
+    auth::Role,
     auth::Access,
     cache::Cache,
     db::Db,
@@ -393,6 +395,19 @@ pub async fn qris_png(
     let png = kassa_platform::qr::png(&payload, 8).map_err(image_error)?;
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
+
+/// Seed 002's in-person payments: a kiosk (or the customer, for their own order) chooses Cash
+/// or QRIS and shows the code; the staff and a kiosk confirm what was paid in person.
+pub const RULES: &[Rule] = &[
+    Rule::get("/api/all", Policy::STAFF).opens_with("seed002"),
+    Rule::post("/api/Payment", KIOSK).opens_with("seed002"),
+    Rule::post("/api/Payment/{id}/confirm", Policy::STAFF.and(&[Role::Kiosk])),
+    Rule::get("/api/Payment/order/{id}", KIOSK.and(&[Role::Service])).opens_with("seed002"),
+    Rule::get("/api/Payment/{id}/qris.svg", KIOSK),
+    Rule::get("/api/Payment/{id}/qris.png", KIOSK),
+];
+
+const KIOSK: Policy = Policy::CUSTOMER.and(&[Role::Kiosk]);
 
 pub fn router(state: InPersonState) -> Router {
     Router::new()

@@ -120,6 +120,14 @@ pub static SERVICE: Service = Service {
         "/api/all",
         "/payments",
     ],
+    access: &[
+        api::RULES,
+        numbered::RULES,
+        in_person::RULES,
+        webhook::RULES,
+        manual::RULES[0],
+        manual::RULES[1],
+    ],
     consumes: &events::TOPICS,
     settings: &[
         PROVIDER_LATENCY_MS,

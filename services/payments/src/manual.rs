@@ -14,6 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kassa_contracts::Currency;
 use kassa_platform::{
+    access::{Policy, Rule},
+    auth::Role,
     db::Tx,
     http::{ApiError, openapi::currency_input},
     known,
@@ -35,6 +37,15 @@ pub const MOUNTS: &[Mount] = &[
     Mount::kassa("/api/payments/manual"),
     Mount::seed("/Payment"),
 ];
+
+/// The gym's front desk and the staff record and settle manual payments; seed 000's clients may
+/// be let in anonymously (`seed000`).
+pub const RULES: &[&[Rule]] = &[
+    kassa_platform::record_rules!("/api/payments/manual", DESK, DESK),
+    kassa_platform::record_rules!("/Payment", DESK, DESK, seed, Some("seed000")),
+];
+
+const DESK: Policy = Policy::STAFF.and(&[Role::Desk]);
 
 /// Where a payment stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

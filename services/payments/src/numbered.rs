@@ -14,6 +14,7 @@ use axum::{
     routing::get,
 };
 use kassa_platform::{
+    access::{Policy, Rule},
     auth::Access,
     http::{
         ApiError, ApiResult, Pagination,
@@ -37,6 +38,15 @@ use crate::{
     domain::{Payment, PaymentStatus},
     store,
 };
+
+/// Seed 001's payments: customers their own, the staff everyone's; its clients may be let in
+/// anonymously (`seed001`), and then see only the payments no one owns.
+pub const RULES: &[Rule] = &[
+    Rule::get("/api/Payment/GetAllPayments", Policy::CUSTOMER).opens_with("seed001"),
+    Rule::get("/api/Payment/GetPaymentById/{id}", Policy::CUSTOMER).opens_with("seed001"),
+    Rule::get("/payments/GetAllPayments", Policy::CUSTOMER).opens_with("seed001"),
+    Rule::get("/payments/GetPaymentById/{id}", Policy::CUSTOMER).opens_with("seed001"),
+];
 
 pub fn router(state: AppState) -> Router {
     let routes = |prefix: &str| {

@@ -20,6 +20,7 @@ use axum::{
 };
 use kassa_contracts::EventContext;
 use kassa_platform::{
+    access::{Policy, Rule},
     cache::Cache,
     db::Db,
     http::{ApiError, ApiResult, openapi},
@@ -47,6 +48,9 @@ pub struct Webhook {
     /// The webhook's signing secret (`whsec_…`); none: every request is refused.
     pub secret: Option<String>,
 }
+
+/// Stripe sends no credential of kassa's: the request's signature is its proof.
+pub const RULES: &[Rule] = &[Rule::post(PATH, Policy::PUBLIC)];
 
 pub fn router(webhook: Webhook) -> Router {
     Router::new()

@@ -12,6 +12,12 @@ use uuid::Uuid;
 kassa_platform::records_service! {
     name: "personnel", port: 5104, resource: Personnel,
     mounts: [kassa "/api/personnel", seed "/Personal"],
+    // Staff records are the staff's (and admins') alone.
+    access: {
+        read: kassa_platform::access::Policy::STAFF,
+        write: kassa_platform::access::Policy::STAFF,
+        seed_group: "seed000",
+    },
     migrations: [1 "0001_personnel"],
 }
 

@@ -15,6 +15,8 @@ use axum::{
     routing::{get, post},
 };
 use kassa_platform::{
+    access::{Policy, Rule},
+    auth::Role,
     auth::Access,
     db::{Db, sql},
     http::{
@@ -285,6 +287,18 @@ pub async fn image(
     let svg = kassa_platform::qr::svg(&id.to_string()).map_err(|_| ApiError::internal())?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
 }
+
+/// A kiosk and the staff make an order's pickup codes and show them; a dispenser's request is
+/// proved by its signature (so it needs no credential of its own); only an admin registers a
+/// dispenser, whose secret the answer holds.
+pub const RULES: &[Rule] = &[
+    Rule::post("/api/QrCode/generate", KIOSK),
+    Rule::post("/api/QrCode/validate", Policy::PUBLIC),
+    Rule::post("/api/QrCode/devices", Policy::ADMIN),
+    Rule::get("/api/QrCode/{id}/qr.svg", KIOSK),
+];
+
+const KIOSK: Policy = Policy::STAFF.and(&[Role::Kiosk]);
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -27,6 +27,7 @@ pub static SERVICE: Service = Service {
     default_port: 5005,
     migrations: Some(&MIGRATIONS),
     routes: &["/api/QrCode"],
+    access: &[api::RULES],
     consumes: &events::TOPICS,
     settings: &[],
     tasks: &[],

@@ -19,6 +19,7 @@ use kassa_contracts::{
     json::timestamp,
 };
 use kassa_platform::{
+    access::{Policy, Rule},
     auth::{self, Caller, Claims, Role},
     db::{DbError, Row, sql},
     http::{
@@ -45,6 +46,16 @@ pub fn seed_routes(prefix: &str) -> Router<Users> {
         .route(&format!("{prefix}/auth/signup"), post(signup))
         .route(&format!("{prefix}/auth/signin"), post(signin))
 }
+
+/// Anyone signs up and in; a person reads and changes their own account.
+pub const RULES: &[Rule] = &[
+    Rule::post("/auth/signup", Policy::PUBLIC),
+    Rule::post("/api/auth/signup", Policy::PUBLIC),
+    Rule::post("/auth/signin", Policy::PUBLIC),
+    Rule::post("/api/auth/signin", Policy::PUBLIC),
+    Rule::get("/api/users/me", Policy::CUSTOMER),
+    Rule::patch("/api/users/me", Policy::CUSTOMER),
+];
 
 pub fn routes() -> Router<Users> {
     Router::new().route("/api/users/me", get(read_me).patch(update_me))
@@ -150,16 +161,9 @@ pub struct Profile {
 }
 
 fn roles() -> utoipa::openapi::schema::Schema {
-    openapi::text_enum(["customer", "admin", "service"])
+    openapi::text_enum(Role::ALL.map(Role::name))
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Customer => "customer",
-        Role::Admin => "admin",
-        Role::Service => "service",
-    }
-}
 
 /// A user as stored.
 pub(crate) struct User {
@@ -217,6 +221,13 @@ async fn find_by_email(users: &Users, email: &str) -> Result<Option<User>, DbErr
 
 /// The account a token names; a token whose account is gone is no longer valid.
 pub(crate) async fn signed_in(users: &Users, claims: &Claims) -> Result<User, ApiError> {
+    if let Some(key) = &claims.key {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_a_person",
+            format!("The API key `{key}` is no person's account: sign in as the person."),
+        ));
+    }
     find(users, claims.user_id).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -278,7 +289,6 @@ fn email_taken() -> ApiError {
 #[utoipa::path(post, path = "/auth/signup", tag = "users", request_body(content = inline(Signup), content_type = "application/json"),
     responses(
         (status = 201, body = inline(Answer<SignedUp>), description = "The account exists; sign in to get a token."),
-        (status = 403, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "The address is one of the installation's admins' (`address_reserved`): their accounts are made before they are listed."),
         (status = 409, body = openapi::Problem, content_type = openapi::PROBLEM_JSON, description = "Another account has this email address (`email_taken`)."),
         InvalidBody,
     ))]
@@ -301,16 +311,6 @@ pub async fn signup(
         ));
     }
     let email = body.email.to_string();
-    // An address listed as an admin's is an account the operator made before listing it: no
-    // one may sign up as it and so become an admin.
-    if users.admins.contains(&email) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "address_reserved",
-            "This address cannot be signed up with.",
-        )
-        .with_param("email"));
-    }
     // Refused before the hashing work when it can be; the constraint decides a race.
     if find_by_email(&users, &email).await?.is_some() {
         return Err(email_taken());
@@ -405,11 +405,10 @@ pub async fn signin(
     {
         return Err(invalid_credentials());
     }
-    let role = if users.admins.contains(&user.email) {
-        Role::Admin
-    } else {
-        Role::Customer
-    };
+    // The role an operator granted (`kassa users grant-admin`), kept with the account.
+    let role = crate::principals::kept_role(&users.db, user.id)
+        .await?
+        .unwrap_or(Role::Customer);
     let claims = Claims::new(user.id, &user.email, role, Utc::now(), TOKEN_LIFETIME);
     let token = auth::issue(&users.secret, &claims);
     let cookie = format!(
@@ -435,7 +434,7 @@ fn profile_of(user: User, role: Role) -> Profile {
         name: user.name,
         email: user.email,
         phone_number: user.phone_number,
-        role: role_name(role),
+        role: role.name(),
         created_at: user.created_at,
         updated_at: user.updated_at,
     }

@@ -13,8 +13,9 @@
 pub mod accounts;
 pub mod card;
 pub mod methods;
+pub mod principals;
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
 
 use axum::Router;
 use kassa_platform::{
@@ -25,7 +26,7 @@ use kassa_platform::{
         openapi::{self, ProblemResponses, TokenSecurity},
     },
     migrate::Migrations,
-    service::{BuildError, Infra, Service, ServiceParts, Setting},
+    service::{BuildError, Infra, Service, ServiceParts},
 };
 use tokio::sync::Semaphore;
 use utoipa::OpenApi;
@@ -33,15 +34,7 @@ use utoipa::OpenApi;
 pub const NAME: &str = "users";
 
 pub const MIGRATIONS: Migrations =
-    kassa_platform::migrations!(NAME, [1 "0001_users", 2 "0002_provider_customers"]);
-
-/// The accounts whose tokens carry the `admin` role.
-pub const ADMIN_EMAILS: Setting = Setting {
-    name: "admin-emails",
-    default: "",
-    help: "Email addresses (comma-separated) whose sign-ins get the admin role",
-    secret: false,
-};
+    kassa_platform::migrations!(NAME, [1 "0001_users", 2 "0002_provider_customers", 3 "0003_roles_and_keys"]);
 
 pub static SERVICE: Service = Service {
     name: NAME,
@@ -54,9 +47,10 @@ pub static SERVICE: Service = Service {
         "/api/payment-methods",
         "/api/users",
     ],
+    access: &[accounts::RULES, methods::RULES, principals::RULES],
     consumes: &[],
-    settings: &[ADMIN_EMAILS],
-    tasks: &[],
+    settings: &[],
+    tasks: principals::TASKS,
     openapi: document,
     build,
 };
@@ -67,8 +61,6 @@ pub struct Users {
     pub db: Db,
     /// Signs the tokens sign-in answers.
     pub secret: Secret,
-    /// Addresses (lower case) whose tokens carry the admin role.
-    pub admins: Arc<HashSet<String>>,
     pub tokenizer: Arc<dyn card::Tokenizer>,
     /// Password hashing costs 19 MiB and tens of milliseconds each: at most one per core at a
     /// time, the rest wait their turn instead of taking every core and the memory with them.
@@ -81,22 +73,11 @@ impl Users {
         Users {
             db,
             secret,
-            admins: Arc::default(),
             tokenizer: Arc::new(card::SimulatedTokenizer),
             hashing: Arc::new(Semaphore::new(cores)),
         }
     }
 
-    pub fn with_admins(mut self, emails: impl IntoIterator<Item = String>) -> Self {
-        self.admins = Arc::new(
-            emails
-                .into_iter()
-                .map(|e| e.trim().to_ascii_lowercase())
-                .filter(|e| !e.is_empty())
-                .collect(),
-        );
-        self
-    }
 
     /// Runs password work (`kassa_platform::password`) on the blocking pool, one per core.
     pub(crate) async fn hashing<T: Send + 'static>(
@@ -127,6 +108,7 @@ pub fn api(users: Users) -> Router {
         .merge(seed("/api"))
         .merge(accounts::routes())
         .merge(methods::routes())
+        .merge(principals::routes())
         .with_state(users)
 }
 
@@ -137,6 +119,7 @@ pub fn api(users: Users) -> Router {
         accounts::signup, accounts::signin, accounts::read_me, accounts::update_me,
         methods::add_payment_method, methods::payment_method_for_payments,
         methods::list_payment_methods, methods::remove_payment_method,
+        principals::key, principals::role,
     ),
     modifiers(&ProblemResponses, &TokenSecurity),
     tags((name = "users", description = "Accounts and saved cards."))
@@ -160,9 +143,7 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
                 .into(),
         )
     })?;
-    let admins: String = infra.options.get(&ADMIN_EMAILS)?;
-    let mut users =
-        Users::new(infra.db()?, secret).with_admins(admins.split(',').map(str::to_owned));
+    let mut users = Users::new(infra.db()?, secret);
     if let Some(stripe) = kassa_platform::stripe::Stripe::from_options(&infra.options)? {
         users.tokenizer = Arc::new(card::StripeTokenizer::new(stripe));
     }

@@ -15,6 +15,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use kassa_contracts::json::timestamp;
 use kassa_platform::{
+    access::{Policy, Rule},
     auth::{Caller, Role},
     db::{DbError, Row, sql},
     http::{
@@ -47,6 +48,17 @@ pub fn seed_routes(prefix: &str) -> Router<Users> {
             get(payment_method_for_payments),
         )
 }
+
+/// A person saves, lists and removes their own cards; the payments service looks up the card
+/// of the person it charges.
+pub const RULES: &[Rule] = &[
+    Rule::post("/payment-methods/add", Policy::CUSTOMER),
+    Rule::post("/api/payment-methods/add", Policy::CUSTOMER),
+    Rule::get("/payment-methods/get/{userId}", Policy::SERVICE),
+    Rule::get("/api/payment-methods/get/{userId}", Policy::SERVICE),
+    Rule::get("/api/users/me/payment-methods", Policy::CUSTOMER),
+    Rule::delete("/api/users/me/payment-methods/{id}", Policy::CUSTOMER),
+];
 
 pub fn routes() -> Router<Users> {
     Router::new()

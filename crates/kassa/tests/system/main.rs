@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod access;
 mod accounts;
 mod analytics;
 mod authorization;

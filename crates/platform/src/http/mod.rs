@@ -52,9 +52,11 @@ pub struct HttpSettings {
     /// The secret that signs and checks access tokens ([`crate::auth`]); none: no token is
     /// accepted.
     pub tokens: Option<crate::auth::Secret>,
-    /// Whether routes open by default (seed 003's) answer signed-in callers only
-    /// ([`crate::auth::Access`]).
-    pub require_token: bool,
+    /// The route groups opened to anonymous callers (`KASSA_OPEN_ROUTES`, [`crate::access`]).
+    pub open_routes: crate::access::OpenGroups,
+    /// Where API keys and people's roles are checked; none: no key is accepted, and a token's
+    /// role is taken as it says (a process with no users service to ask, and tests).
+    pub principals: Option<crate::principals::Principals>,
     /// How long a connection may take to send a request's head (and an idle keep-alive
     /// connection its next one) before it is closed.
     pub header_read_timeout: Duration,
@@ -73,7 +75,8 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
             tokens: None,
-            require_token: false,
+            open_routes: Default::default(),
+            principals: None,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_in_flight: 1024,
@@ -602,6 +605,7 @@ async fn document_json(State(document): State<Arc<LazyDocument>>) -> ApiResult<R
 /// Wraps a service's API routes with everything a kassa service serves.
 pub fn service_app(
     name: &'static str,
+    rules: crate::access::Rules,
     api: Router,
     openapi: crate::service::Document,
     readiness: Readiness,
@@ -612,16 +616,26 @@ pub fn service_app(
         .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
         .into();
     let document = Arc::new(LazyDocument {
-        make: openapi,
+        make: Arc::new(move || {
+            let mut doc = openapi();
+            crate::access::document(&mut doc, rules);
+            doc
+        }),
         json: tokio::sync::OnceCell::new(),
     });
-    Router::new()
+    let app = Router::new()
         .merge(api)
         .merge(swagger)
         .route("/openapi.json", get(document_json).with_state(document))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready).with_state(readiness))
         .route("/metrics", get(render_metrics))
+        // Each route's rule, checked before its handler runs (a route without one answers no
+        // one); not the fallback's: a path no route matches is a 404 to anyone.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(crate::access::Table::new(rules, settings.open_routes.clone())),
+            crate::access::enforce,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(settings.body_limit))
@@ -639,10 +653,11 @@ pub fn service_app(
         ))
         .layer(Extension(ServiceName(name)))
         .layer(Extension(crate::auth::Tokens(settings.tokens.clone())))
-        .layer(Extension(crate::auth::TokenRequired(
-            settings.require_token,
-        )))
-        .layer(Extension(Cors::new(&settings.cors_origins)))
+        .layer(Extension(Cors::new(&settings.cors_origins)));
+    match &settings.principals {
+        Some(principals) => app.layer(Extension(principals.clone())),
+        None => app,
+    }
 }
 
 /// Makes HTTPS available to the HTTP clients of this process (Stripe, services over `https://`
@@ -724,6 +739,13 @@ mod tests {
         app_with(api, &HttpSettings::default())
     }
 
+    /// The test routes are anyone's.
+    const ANYONE: crate::access::Rules = &[&[crate::access::Rule::new(
+        crate::access::Verb::Get,
+        crate::access::FORWARDED,
+        crate::access::Policy::PUBLIC,
+    )]];
+
     fn app_with(api: Router, settings: &HttpSettings) -> Router {
         let (_trigger, shutdown) = crate::shutdown::channel();
         let readiness = Readiness {
@@ -734,6 +756,7 @@ mod tests {
         };
         service_app(
             "test",
+            ANYONE,
             api,
             Arc::new(|| utoipa::openapi::OpenApiBuilder::new().build()),
             readiness,

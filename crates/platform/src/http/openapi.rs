@@ -40,17 +40,20 @@ const RESPONSES: &[(&str, u16, &str)] = &[
     (
         "Unauthorized",
         401,
-        "No token was shown where one is needed (`token_required`), or the token shown is not \
-         valid: forged, expired, or not kassa's (`invalid_token`). Sign in \
-         (`POST /api/auth/signin`) and send the token as `Authorization: Bearer …` or in the \
-         `token` cookie.",
+        "No credential was shown where one is needed (`token_required`), or the one shown is \
+         not valid: a token forged, expired, or not kassa's (`invalid_token`), an API key \
+         unknown or revoked (`invalid_key`). Sign in (`POST /api/auth/signin`) and send the \
+         token as `Authorization: Bearer …` or in the `token` cookie, or send an API key \
+         (`X-Api-Key` or `Authorization: Bearer`).",
     ),
     (
         "Forbidden",
         403,
-        "The token is valid but its holder may not do this (`forbidden`), or a change was sent \
-         with the `token` cookie from another site's page (`cross_site_request`: send the token \
-         as `Authorization: Bearer …`).",
+        "The credential is valid but its role may not call this route (`role_not_allowed`), \
+         or its holder may not do this (`forbidden`; `not_a_person`: an API key on a person's \
+         own routes), or a change was sent with the `token` \
+         cookie from another site's page (`cross_site_request`: send the token as \
+         `Authorization: Bearer …`).",
     ),
     (
         "PayloadTooLarge",
@@ -174,31 +177,47 @@ impl IntoResponses for RoleRequired {
 /// []))` on the operations that read it.
 pub struct TokenSecurity;
 
+/// Registers the ways a caller shows who it is: `bearer` (a token, or an API key),
+/// `cookie` (the token in the `token` cookie), `apiKey` (`X-Api-Key`).
+pub fn security_schemes(doc: &mut OpenApi) {
+    use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        utoipa::openapi::security::SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "The token `POST /api/auth/signin` answers (HS256, 1 h), or an API key \
+                     (`kassa_…`, made by `kassa keys create`).",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "cookie",
+        utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Cookie(
+            ApiKeyValue::with_description(
+                "token",
+                "The same token, in the cookie `POST /api/auth/signin` sets.",
+            ),
+        )),
+    );
+    components.add_security_scheme(
+        "apiKey",
+        utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Header(
+            ApiKeyValue::with_description(
+                "X-Api-Key",
+                "An API key with a role (kiosk, device, desk, staff, monitor, service, admin), \
+                 made by `kassa keys create`.",
+            ),
+        )),
+    );
+}
+
 impl Modify for TokenSecurity {
     fn modify(&self, doc: &mut OpenApi) {
-        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
-        let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            utoipa::openapi::security::SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some(
-                        "The token `POST /api/auth/signin` answers (HS256, 1 h).",
-                    ))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "cookie",
-            utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Cookie(
-                ApiKeyValue::with_description(
-                    "token",
-                    "The same token, in the cookie `POST /api/auth/signin` sets.",
-                ),
-            )),
-        );
+        security_schemes(doc);
         // A change sent with the cookie from another site's page is refused with 403
         // (`crate::auth`): every such operation that takes the cookie says so.
         for item in doc.paths.paths.values_mut() {

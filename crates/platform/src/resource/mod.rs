@@ -279,9 +279,14 @@ mod tests;
 /// kassa_platform::records_service! {
 ///     name: "members", port: 5062, resource: Members,
 ///     mounts: [kassa "/api/members", seed "/Member"],
+///     access: { read: Policy::STAFF, write: Policy::STAFF, seed_group: "seed002" },
 ///     migrations: [1 "0001_members"],
 /// }
 /// ```
+///
+/// `access` says who may read the records (`GET`) and who may change them, under every
+/// mount; a seed mount's routes are in `seed_group`, which the operator may open to anonymous
+/// callers. Routes the service adds have their rules in `more_access: [RULES, …]`.
 ///
 /// Migration `0001_members` is read from `migrations/postgres/0001_members.sql` and
 /// `migrations/sqlite/0001_members.sql` beside the crate's `src`. The service's document is
@@ -295,7 +300,9 @@ macro_rules! records_service {
     (
         name: $name:literal, port: $port:literal, resource: $resource:ty,
         mounts: [$($style:ident $prefix:literal),+ $(,)?],
+        access: { read: $read:expr, write: $write:expr $(, seed_group: $group:literal)? $(,)? },
         $(more_routes: [$($more:literal),+ $(,)?],)?
+        $(more_access: [$($more_rules:expr),+ $(,)?],)?
         migrations: [$($version:literal $file:literal),+ $(,)?]
         $(, document: $document:path)?
         $(, consumes: $consumes:expr)?
@@ -306,6 +313,11 @@ macro_rules! records_service {
         pub const MIGRATIONS: $crate::migrate::Migrations =
             $crate::migrations!(NAME, [$($version $file),+]);
 
+        /// The route group of the seed mounts, which the operator may open to anonymous
+        /// callers.
+        const SEED_GROUP: ::std::option::Option<&'static str> =
+            $crate::records_service!(@group $($group)?);
+
         /// The prefixes the routes are served under, each in its style.
         pub const MOUNTS: &[$crate::resource::Mount] = &[$($crate::resource::Mount::$style($prefix)),+];
 
@@ -314,6 +326,10 @@ macro_rules! records_service {
             default_port: $port,
             migrations: Some(&MIGRATIONS),
             routes: &[$($prefix,)+ $($($more,)+)?],
+            access: &[
+                $($crate::record_rules!($prefix, $read, $write, $style, SEED_GROUP),)+
+                $($($more_rules,)+)?
+            ],
             consumes: $crate::records_service!(@consumes $($consumes)?),
             settings: &[],
             tasks: &[],
@@ -341,6 +357,8 @@ macro_rules! records_service {
     };
     (@document $resource:ty) => { || $crate::resource::document::<$resource>(MOUNTS) };
     (@document $resource:ty, $document:path) => { $document };
+    (@group) => { ::std::option::Option::None };
+    (@group $group:literal) => { ::std::option::Option::Some($group) };
     (@consumes) => { &[] };
     (@consumes $consumes:expr) => { $consumes };
     (@extend $infra:ident, $parts:ident, $records:ident) => {{

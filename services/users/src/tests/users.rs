@@ -19,17 +19,24 @@ use uuid::Uuid;
 const SECRET: &str = "the users tests' secret, 32 bytes or more";
 
 async fn app(db: &Db) -> Router {
-    app_with_admins(db, &["Boss@Example.com"]).await
-}
-
-async fn app_with_admins(db: &Db, admins: &[&str]) -> Router {
     migrate::run(db, &[&migrate::PLATFORM, &kassa_users::MIGRATIONS])
         .await
         .unwrap();
     let secret = Secret::new(SECRET).unwrap();
-    let users =
-        Users::new(db.clone(), secret.clone()).with_admins(admins.iter().map(|a| a.to_string()));
+    let users = Users::new(db.clone(), secret.clone());
     kassa_users::api(users).layer(Extension(Tokens(Some(secret))))
+}
+
+/// `kassa users grant-admin EMAIL` against `db`.
+async fn grant_admin(db: &Db, email: &str) -> Result<String, String> {
+    let task = kassa_users::principals::GRANT_ADMIN;
+    (task.run)(kassa_platform::service::TaskInput {
+        db: db.clone(),
+        options: Default::default(),
+        args: [("email".to_owned(), email.to_owned())].into(),
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn bearer(token: &str) -> String {
@@ -198,21 +205,17 @@ async fn accounts(t: Throwaway) {
         assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
         assert!(refused.header("set-cookie").is_none());
     }
-    // An address configured as an admin's cannot be signed up with; its account, made before
-    // the address was listed, signs in as an admin.
-    let reserved = call(
-        &app,
-        Method::POST,
-        "/auth/signup",
-        &[],
-        Some(json!({"name": "Not the boss", "email": "boss@example.com", "password": "whatever"})),
-    )
-    .await;
+    // An admin is made by the operator's command, once the account exists; signing up with
+    // an address makes no one an admin.
+    assert!(grant_admin(&t.db, "boss@example.com").await.unwrap_err().contains("signs up first"));
+    signup(&app, "boss@example.com").await;
+    let before = signin(&app, "boss@example.com").await;
+    let me = call(&app, Method::GET, "/api/users/me", &[("authorization", &bearer(&before))], None).await;
+    assert_eq!(me.json["role"], "customer");
     assert_eq!(
-        (reserved.status, reserved.json["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("address_reserved"))
+        grant_admin(&t.db, "Boss@Example.com").await.unwrap(),
+        "users: boss@example.com is now admin"
     );
-    signup(&app_with_admins(&t.db, &[]).await, "boss@example.com").await;
     let boss = signin(&app, "boss@example.com").await;
     let me = call(
         &app,

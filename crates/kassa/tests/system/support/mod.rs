@@ -18,7 +18,7 @@ use std::{
 };
 
 use kassa::{Infrastructure, Running, Settings, registry};
-use kassa_platform::bus::RetryPolicy;
+use kassa_platform::{auth::Role, bus::RetryPolicy};
 use serde_json::{Value, json};
 
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -189,7 +189,13 @@ pub struct TestApp {
     pub gateway: String,
     pub orders: String,
     pub payments: String,
+    /// A client that shows an admin's API key (`X-Api-Key`) unless a request shows a token of
+    /// its own: the operator's view, for scenarios about what the system does.
     pub client: reqwest::Client,
+    /// A client that shows no credential at all.
+    pub anon: reqwest::Client,
+    /// The admin key `client` shows.
+    pub admin_key: String,
     pub settings: Settings,
     running: Option<Running>,
     /// Removes the app's databases, queues, topics and folder when the test ends, passed or
@@ -231,10 +237,14 @@ pub async fn spawn_app_with(
     services: &[&str],
     adjust: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let services: Vec<&'static kassa_platform::service::Service> = services
+    let mut services: Vec<&'static kassa_platform::service::Service> = services
         .iter()
         .map(|name| registry::find(name).unwrap_or_else(|| panic!("no service {name}")))
         .collect();
+    // The users service tells every other who an API key is: the test's own key included.
+    if !services.iter().any(|s| s.name == "users") {
+        services.push(&kassa_users::SERVICE);
+    }
     require_backend(backend);
     let namespace = unique("t");
     let mut settings = test_settings(backend, &namespace);
@@ -274,13 +284,16 @@ pub async fn spawn_app_with(
             .map(|addr| format!("http://{addr}"))
             .unwrap_or_default()
     };
+    let admin_key = key_in(&settings, Role::Admin, "tests").await;
     TestApp {
         backend,
         gateway: url("gateway"),
         orders: url("orders"),
         payments: url("payments"),
         namespace,
-        client: http_client(),
+        client: client_with_key(&admin_key),
+        anon: http_client(),
+        admin_key,
         settings,
         running: Some(running),
         leftovers,
@@ -841,4 +854,74 @@ pub async fn signed_up(c: &reqwest::Client, gw: &str) -> (String, String) {
 pub fn http_client() -> reqwest::Client {
     kassa_platform::http::https_ready();
     reqwest::Client::new()
+}
+
+/// A client that shows `key` (`X-Api-Key`) with every request; a request's own
+/// `Authorization` or `token` cookie comes first.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    kassa_platform::http::https_ready();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(key).expect("a key is ASCII");
+    value.set_sensitive(true);
+    headers.insert("x-api-key", value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client")
+}
+
+/// The rule of the route `method path` (a path as a client sends it, ids and all), from the
+/// services' own declarations.
+pub fn rule_for(method: &reqwest::Method, path: &str) -> Option<kassa_platform::access::Rule> {
+    let verb = kassa_platform::access::Verb::of(method)?;
+    let path = path.split('?').next().unwrap_or(path);
+    let sent: Vec<&str> = path.split('/').collect();
+    registry::SERVICES
+        .iter()
+        .flat_map(|s| s.access.iter().flat_map(|rules| rules.iter()))
+        .chain(kassa_platform::access::PLATFORM)
+        .find(|rule| {
+            let template: Vec<&str> = rule.path.split('/').collect();
+            rule.verb == verb
+                && template.len() == sent.len()
+                && template
+                    .iter()
+                    .zip(&sent)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+        })
+        .copied()
+}
+
+/// Gives the account `email` the role `role` (`kassa users set-role`) in the installation
+/// `settings` describe.
+pub async fn grant(settings: &Settings, email: &str, role: Role) {
+    let db = kassa::app::open_database(settings, &kassa_users::SERVICE)
+        .await
+        .expect("the users database opens");
+    let task = kassa_users::principals::SET_ROLE;
+    (task.run)(kassa_platform::service::TaskInput {
+        db: db.clone(),
+        options: Default::default(),
+        args: [
+            ("email".to_owned(), email.to_owned()),
+            ("role".to_owned(), role.name().to_owned()),
+        ]
+        .into(),
+    })
+    .await
+    .expect("the role is granted");
+    db.close().await;
+}
+
+/// An API key with `role`, named `name`, made in the users database of the installation
+/// `settings` describe, as `kassa keys create` makes one.
+pub async fn key_in(settings: &Settings, role: Role, name: &str) -> String {
+    let db = kassa::app::open_database(settings, &kassa_users::SERVICE)
+        .await
+        .expect("the users database opens");
+    let key = kassa_users::principals::make_key(&db, role, name)
+        .await
+        .expect("a key is made");
+    db.close().await;
+    key
 }
