@@ -243,7 +243,10 @@ pub async fn start(
     let directory = kassa_platform::peer::Directory::default();
     // API keys and people's roles are the users service's to tell, wherever it runs.
     settings.http.principals = Some(kassa_platform::principals::Principals::new(
-        kassa_platform::principals::PeerKeeper::new(directory.clone(), settings.http.tokens.clone()),
+        kassa_platform::principals::PeerKeeper::new(
+            directory.clone(),
+            settings.http.tokens.clone(),
+        ),
     ));
     if !settings.http.open_routes.0.is_empty() {
         tracing::warn!(

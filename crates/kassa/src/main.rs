@@ -562,7 +562,12 @@ async fn run_task(
     let args = task
         .args
         .iter()
-        .filter_map(|a| Some((a.name.to_owned(), matches.get_one::<String>(a.name)?.clone())))
+        .filter_map(|a| {
+            Some((
+                a.name.to_owned(),
+                matches.get_one::<String>(a.name)?.clone(),
+            ))
+        })
         .collect();
     let said = (task.run)(TaskInput {
         db: db.clone(),

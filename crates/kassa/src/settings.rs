@@ -174,9 +174,7 @@ impl Settings {
 
 /// The route groups the operator opens to anonymous callers (`KASSA_OPEN_ROUTES`): each must be
 /// a group some route is in, so that a misspelt one is not silently nothing.
-pub fn open_routes(
-    groups: &[String],
-) -> anyhow::Result<kassa_platform::access::OpenGroups> {
+pub fn open_routes(groups: &[String]) -> anyhow::Result<kassa_platform::access::OpenGroups> {
     let known: std::collections::BTreeSet<&str> = crate::registry::SERVICES
         .iter()
         .flat_map(|s| s.access.iter().flat_map(|rules| rules.iter()))

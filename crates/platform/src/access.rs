@@ -480,7 +480,13 @@ mod tests {
 
     #[test]
     fn the_records_kit_names_six_routes_a_mount_and_opens_seed_mounts_only() {
-        const SEED: &[Rule] = crate::record_rules!("/Member", Policy::STAFF, Policy::STAFF, seed, Some("seed002"));
+        const SEED: &[Rule] = crate::record_rules!(
+            "/Member",
+            Policy::STAFF,
+            Policy::STAFF,
+            seed,
+            Some("seed002")
+        );
         const KASSA: &[Rule] = crate::record_rules!("/api/members", Policy::STAFF, Policy::STAFF);
         assert_eq!(SEED.len(), 6);
         assert!(SEED.iter().all(|r| r.group == Some("seed002")));

@@ -485,7 +485,10 @@ impl Caller {
 }
 
 fn unavailable(reason: &str) -> crate::http::ApiError {
-    tracing::warn!(reason, "the users service could not be asked about a credential");
+    tracing::warn!(
+        reason,
+        "the users service could not be asked about a credential"
+    );
     crate::http::ApiError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         "credentials_unavailable",
@@ -543,14 +546,12 @@ impl Access {
     }
 
     /// For a request that acts for `user` (names them in its body, in `field`): a signed-in
-    /// customer or admin acts for themselves only (403 otherwise); staff, machines and
-    /// services act for anyone; anonymous callers for anyone as well (their group is open).
+    /// customer acts for themselves only (403 otherwise); the staff, admins, machines and
+    /// services act for anyone (a till places a customer's order); anonymous callers for
+    /// anyone as well (their group is open), and see nothing of it afterwards.
     pub fn acts_for(&self, user: Uuid, field: &str) -> Result<(), crate::http::ApiError> {
         match &self.caller {
-            Caller::Known(claims)
-                if matches!(claims.role, Role::Customer | Role::Admin)
-                    && claims.user_id != user =>
-            {
+            Caller::Known(claims) if claims.role == Role::Customer && claims.user_id != user => {
                 Err(crate::http::ApiError::new(
                     axum::http::StatusCode::FORBIDDEN,
                     "user_mismatch",

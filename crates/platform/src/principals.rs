@@ -173,8 +173,7 @@ impl PeerKeeper {
             ..Default::default()
         };
         PeerKeeper {
-            client: crate::peer::PeerClient::new(directory, "users", settings)
-                .as_service(secret),
+            client: crate::peer::PeerClient::new(directory, "users", settings).as_service(secret),
         }
     }
 
@@ -201,7 +200,8 @@ impl Keeper for PeerKeeper {
 
     fn role(&self, id: Uuid) -> Lookup<'_, Option<Role>> {
         Box::pin(async move {
-            let kept: Option<KeptRole> = self.ask(ROLE_PATH.replace("{id}", &id.to_string())).await?;
+            let kept: Option<KeptRole> =
+                self.ask(ROLE_PATH.replace("{id}", &id.to_string())).await?;
             Ok(kept.map(|k| k.role))
         })
     }
@@ -223,7 +223,13 @@ mod tests {
         altered.pop();
         altered.push(if text.ends_with('A') { 'B' } else { 'A' });
         assert!(!ShownKey::parse(&altered).unwrap().matches(&hash));
-        for bad in ["", "kassa_", "kassa_nothex_secret", "eyJhbGciOi.x.y", &text[1..]] {
+        for bad in [
+            "",
+            "kassa_",
+            "kassa_nothex_secret",
+            "eyJhbGciOi.x.y",
+            &text[1..],
+        ] {
             assert_eq!(ShownKey::parse(bad), None, "{bad}");
         }
     }

@@ -412,3 +412,16 @@ async fn execute(conn: &mut sqlx::PgConnection, statement: &str) {
         .await
         .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
+
+/// `app` with every request made by a caller of `role` (a router called without the HTTP
+/// layer that checks credentials: a service crate's own tests of its routes).
+pub fn acting_as(app: axum::Router, role: crate::auth::Role) -> axum::Router {
+    let claims = crate::auth::Claims::new(
+        uuid::Uuid::now_v7(),
+        format!("{}@example.com", role.name()),
+        role,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    );
+    app.layer(axum::Extension(crate::auth::Caller::Known(claims)))
+}

@@ -14,8 +14,8 @@ use kassa_contracts::{
 };
 use kassa_platform::{
     access::{Policy, Rule},
-    auth::Role,
     auth::Access,
+    auth::Role,
     db::Db,
     http::{
         ApiError, ApiJson, ApiResult, PathId, RequestIds, not_null,

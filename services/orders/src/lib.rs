@@ -86,21 +86,25 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
         default_currency: config.default_currency,
         placer,
         catalog: items::Catalog {
-            client: std::sync::Arc::new(kassa_platform::peer::PeerClient::new(
-                infra.directory.clone(),
-                "catalog",
-                kassa_platform::peer::PeerSettings::default(),
-            )
-            .as_service(infra.http.tokens.clone())),
+            client: std::sync::Arc::new(
+                kassa_platform::peer::PeerClient::new(
+                    infra.directory.clone(),
+                    "catalog",
+                    kassa_platform::peer::PeerSettings::default(),
+                )
+                .as_service(infra.http.tokens.clone()),
+            ),
             cache: infra.cache.clone(),
         },
         inventory: items::Inventory {
-            client: std::sync::Arc::new(kassa_platform::peer::PeerClient::new(
-                infra.directory.clone(),
-                "inventory",
-                kassa_platform::peer::PeerSettings::default(),
-            )
-            .as_service(infra.http.tokens.clone())),
+            client: std::sync::Arc::new(
+                kassa_platform::peer::PeerClient::new(
+                    infra.directory.clone(),
+                    "inventory",
+                    kassa_platform::peer::PeerSettings::default(),
+                )
+                .as_service(infra.http.tokens.clone()),
+            ),
         },
     };
     Ok(ServiceParts::api(

@@ -18,8 +18,8 @@ use axum::{
 use kassa_contracts::{Envelope, Money, events::OrderCreated};
 use kassa_platform::{
     access::{Policy, Rule},
-    auth::Role,
     auth::Access,
+    auth::Role,
     db::Db,
     http::{
         ApiError, ApiJson, ApiResult, Pagination, RequestIds, not_null,

@@ -13,8 +13,8 @@ use axum::{
 use kassa_contracts::json::timestamp;
 use kassa_platform::{
     access::{Policy, Rule},
-    auth::Role,
     auth::Access,
+    auth::Role,
     cache::Cache,
     db::Db,
     http::{

@@ -22,8 +22,8 @@ use kassa_contracts::{
 };
 use kassa_platform::{
     access::{Policy, Rule},
-    auth::Role,
     auth::Access,
+    auth::Role,
     cache::Cache,
     db::Db,
     http::{
@@ -401,7 +401,10 @@ pub async fn qris_png(
 pub const RULES: &[Rule] = &[
     Rule::get("/api/all", Policy::STAFF).opens_with("seed002"),
     Rule::post("/api/Payment", KIOSK).opens_with("seed002"),
-    Rule::post("/api/Payment/{id}/confirm", Policy::STAFF.and(&[Role::Kiosk])),
+    Rule::post(
+        "/api/Payment/{id}/confirm",
+        Policy::STAFF.and(&[Role::Kiosk]),
+    ),
     Rule::get("/api/Payment/order/{id}", KIOSK.and(&[Role::Service])).opens_with("seed002"),
     Rule::get("/api/Payment/{id}/qris.svg", KIOSK),
     Rule::get("/api/Payment/{id}/qris.png", KIOSK),

@@ -16,8 +16,8 @@ use axum::{
 };
 use kassa_platform::{
     access::{Policy, Rule},
-    auth::Role,
     auth::Access,
+    auth::Role,
     db::{Db, sql},
     http::{
         ApiError, ApiJson, ApiResult, PathId, RequestIds,

@@ -164,7 +164,6 @@ fn roles() -> utoipa::openapi::schema::Schema {
     openapi::text_enum(Role::ALL.map(Role::name))
 }
 
-
 /// A user as stored.
 pub(crate) struct User {
     pub id: Uuid,

@@ -33,8 +33,7 @@ use utoipa::OpenApi;
 
 pub const NAME: &str = "users";
 
-pub const MIGRATIONS: Migrations =
-    kassa_platform::migrations!(NAME, [1 "0001_users", 2 "0002_provider_customers", 3 "0003_roles_and_keys"]);
+pub const MIGRATIONS: Migrations = kassa_platform::migrations!(NAME, [1 "0001_users", 2 "0002_provider_customers", 3 "0003_roles_and_keys"]);
 
 pub static SERVICE: Service = Service {
     name: NAME,
@@ -77,7 +76,6 @@ impl Users {
             hashing: Arc::new(Semaphore::new(cores)),
         }
     }
-
 
     /// Runs password work (`kassa_platform::password`) on the blocking pool, one per core.
     pub(crate) async fn hashing<T: Send + 'static>(

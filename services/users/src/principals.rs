@@ -51,7 +51,8 @@ pub async fn key(State(users): State<Users>, Path(id): Path<String>) -> ApiResul
         .bind(id)
         .fetch_optional(&users.db)
         .await?;
-    let row = row.ok_or_else(|| ApiError::not_found("key_not_found", "No live key has this id."))?;
+    let row =
+        row.ok_or_else(|| ApiError::not_found("key_not_found", "No live key has this id."))?;
     Ok(Json(KeyRecord {
         name: row.get("name")?,
         role: role_of(&row.get::<String>("role")?)?,

@@ -65,7 +65,13 @@ fn mint(id: Uuid, email: &str, role: Role) -> String {
     let secret = Secret::new(TOKEN_SECRET).unwrap();
     auth::issue(
         &secret,
-        &Claims::new(id, email, role, chrono::Utc::now(), chrono::Duration::hours(1)),
+        &Claims::new(
+            id,
+            email,
+            role,
+            chrono::Utc::now(),
+            chrono::Duration::hours(1),
+        ),
     )
 }
 
@@ -213,10 +219,16 @@ async fn every_route_lets_in_whom_its_rule_names(backend: Backend) {
             }
         }
     }
-    assert!(calls.len() > 300, "every route of every service: {}", calls.len());
-    let cases = calls
-        .iter()
-        .flat_map(|(door, rule)| callers.iter().map(move |(who, cred)| (door, rule, *who, cred)));
+    assert!(
+        calls.len() > 300,
+        "every route of every service: {}",
+        calls.len()
+    );
+    let cases = calls.iter().flat_map(|(door, rule)| {
+        callers
+            .iter()
+            .map(move |(who, cred)| (door, rule, *who, cred))
+    });
     let wrong: Vec<String> = futures_util::stream::iter(cases)
         .map(|(door, rule, who, credential)| {
             let app = &app;
@@ -228,7 +240,10 @@ async fn every_route_lets_in_whom_its_rule_names(backend: Backend) {
                 if let Some((header, value)) = credential {
                     request = request.header(*header, value);
                 }
-                if matches!(rule.verb.method(), Method::POST | Method::PUT | Method::PATCH) {
+                if matches!(
+                    rule.verb.method(),
+                    Method::POST | Method::PUT | Method::PATCH
+                ) {
                     request = request
                         .header("content-type", "application/json")
                         .body("{}");
@@ -242,7 +257,12 @@ async fn every_route_lets_in_whom_its_rule_names(backend: Backend) {
                     None => code.is_none(),
                     Some(refusal) => {
                         code == Some(refusal)
-                            && status == if refusal == "role_not_allowed" { 403 } else { 401 }
+                            && status
+                                == if refusal == "role_not_allowed" {
+                                    403
+                                } else {
+                                    401
+                                }
                     }
                 };
                 (!right).then(|| {
@@ -259,7 +279,12 @@ async fn every_route_lets_in_whom_its_rule_names(backend: Backend) {
         .filter_map(|wrong| async move { wrong })
         .collect()
         .await;
-    assert!(wrong.is_empty(), "{} wrong:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     app.stop().await;
 }
 
@@ -282,7 +307,11 @@ async fn a_revoked_key_is_refused_within_a_second(backend: Backend) {
     };
     let doors = [app.gateway.clone(), app.url_of("inventory")];
     for door in &doors {
-        assert_eq!(stock(door.clone()).await, 200, "the kiosk reads stock at {door}");
+        assert_eq!(
+            stock(door.clone()).await,
+            200,
+            "the kiosk reads stock at {door}"
+        );
     }
     revoke(&app, "lobby").await;
     let revoked = Instant::now();

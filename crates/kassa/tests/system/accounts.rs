@@ -67,7 +67,12 @@ async fn an_account_signs_in_and_saves_a_card(backend: Backend) {
         .unwrap();
     assert_eq!(me["data"][0]["last4"], "4242");
     // Anonymous: refused at every signed-in route.
-    let anonymous = c.get(format!("{gw}/api/users/me")).send().await.unwrap();
+    let anonymous = app
+        .anon
+        .get(format!("{gw}/api/users/me"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
@@ -343,7 +348,7 @@ async fn orders_are_charged_to_the_saved_card(backend: Backend) {
     assert!(theirs["data"]["orderId"].is_string(), "{theirs}");
     assert_ne!(theirs["data"]["orderId"], first["data"]["orderId"]);
     let anonymous = app
-        .client
+        .anon
         .get(format!("{gw}/api/order/status/{paid}"))
         .send()
         .await

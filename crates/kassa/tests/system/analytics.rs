@@ -462,6 +462,42 @@ async fn the_dashboard_in_chromium_shows_what_the_reports_say() {
     )
     .await;
 
+    // The dashboard is the staff's: a member of staff signs in, and the browser holds the
+    // token in its cookie. Chromium is handed that cookie as a browser gets it, from a page
+    // of the same host (cookies are not kept apart by port) that sets it and sends it on.
+    let (_, email) = support::signed_up(&app.anon, &app.gateway).await;
+    support::grant(&app.settings, &email, kassa_platform::auth::Role::Staff).await;
+    let signed_in: serde_json::Value = app
+        .anon
+        .post(format!("{}/api/auth/signin", app.gateway))
+        .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signed_in["data"]["token"].as_str().unwrap().to_owned();
+    let dashboard = format!("{}/dashboard", app.gateway);
+    let hop = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move {
+            (
+                axum::http::StatusCode::FOUND,
+                [
+                    (
+                        "set-cookie",
+                        format!("token={token}; Path=/; HttpOnly; SameSite=Lax"),
+                    ),
+                    ("location", dashboard),
+                ],
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hop_url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hop).await });
+
     let profile = tempdir("kassa-chromium");
     let out = Command::new(chromium)
         .args([
@@ -477,7 +513,7 @@ async fn the_dashboard_in_chromium_shows_what_the_reports_say() {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
-        .arg(format!("{}/dashboard", app.gateway))
+        .arg(&hop_url)
         .output()
         .expect("chromium runs");
     let _ = std::fs::remove_dir_all(&profile);

@@ -23,6 +23,9 @@ struct Kassa {
     log: PathBuf,
     /// `http://host:port` of each service it runs, as it printed them.
     urls: HashMap<String, String>,
+    /// An admin's API key of this installation, made with `kassa keys create` once it runs.
+    key: String,
+    /// A client that shows `key`.
     http: reqwest::Client,
 }
 
@@ -37,6 +40,26 @@ impl Kassa {
         if args.first() == Some(&"serve") {
             support::require_backend(backend);
         }
+        // A process that serves routes tells who an API key is through the users service: one
+        // that does not run it here (and is not told where it runs) serves a replica of it, on
+        // the installation's one users database.
+        let mut args: Vec<&str> = args.to_vec();
+        let served = if args.first() == Some(&"serve") {
+            args.iter()
+                .skip(1)
+                .take_while(|a| !a.starts_with("--"))
+                .copied()
+                .collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
+        let mut services = services;
+        let routes = served.iter().any(|s| *s != "notifications");
+        if routes && !served.contains(&"users") && !args.contains(&"--users-url") {
+            args.insert(served.len() + 1, "users");
+            args.extend(["--users-port", "0"]);
+            services += 1;
+        }
         let log = std::env::temp_dir().join(format!("kassa-e2e-{namespace}-{}.log", unique("")));
         let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
         if backend == Backend::Kafka {
@@ -47,7 +70,7 @@ impl Kassa {
                 .env("KASSA_KAFKA_REPLICATION", "1");
         }
         let mut child = command
-            .args(args)
+            .args(&args)
             .args(["--namespace", namespace])
             .env("KASSA_DATABASE_URL", PG_URL)
             .env("KASSA_REDIS_URL", REDIS_URL)
@@ -81,12 +104,53 @@ impl Kassa {
             }
         }
         std::thread::spawn(move || for _ in lines {});
+        let key = Kassa::make_key(namespace, &args);
         Kassa {
             child,
             log,
             urls,
-            http: support::http_client(),
+            http: support::client_with_key(&key),
+            key,
         }
+    }
+
+    /// `kassa keys create --role admin`, against the installation `args` start.
+    fn make_key(namespace: &str, args: &[&str]) -> String {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
+        command
+            .args([
+                "keys",
+                "create",
+                "--role",
+                "admin",
+                "--name",
+                &unique("e2e"),
+            ])
+            .args(["--namespace", namespace])
+            .env("RUST_LOG", "warn");
+        match args.iter().position(|a| *a == "--data-dir") {
+            // `kassa up`: embedded, in its data folder.
+            Some(i) if args.first() == Some(&"up") => {
+                command.args(["--data-dir", args[i + 1]]);
+            }
+            _ => {
+                command.env("KASSA_DATABASE_URL", PG_URL);
+            }
+        }
+        let out = command.output().expect("kassa keys create runs");
+        assert!(
+            out.status.success(),
+            "kassa keys create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(key.starts_with("kassa_"), "{key}");
+        key
+    }
+
+    /// A client of `service` that shows this installation's admin key.
+    fn client(&self, service: &str) -> Client {
+        Client::new(self.url(service), &self.key)
     }
 
     /// Where `service` listens, read back from what the process printed.
@@ -134,12 +198,15 @@ struct Client {
 }
 
 impl Client {
-    fn new(base: &str) -> Self {
+    fn new(base: &str, key: &str) -> Self {
         kassa_platform::http::https_ready();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-api-key", key.parse().unwrap());
         Client {
             base: base.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .default_headers(headers)
                 .build()
                 .unwrap(),
         }
@@ -295,7 +362,7 @@ async fn killing_payments_mid_flow_loses_nothing_and_doubles_nothing(backend: Ba
         ],
         2,
     );
-    let client = Client::new(front.url("gateway"));
+    let client = front.client("gateway");
 
     let mut ids = Vec::new();
     for _ in 0..40 {
@@ -424,11 +491,11 @@ async fn orders_are_accepted_while_the_broker_is_down_and_complete_when_it_is_ba
         ],
         3,
     );
-    let client = Client::new(kassa.url("gateway"));
+    let client = kassa.client("gateway");
     client.place_and_settle("5").await;
 
     switch.send_replace(false);
-    let orders = Client::new(kassa.url("orders"));
+    let orders = kassa.client("orders");
     eventually(
         "orders to see the broker gone",
         Duration::from_secs(10),
@@ -505,7 +572,7 @@ async fn a_malformed_message_is_dead_lettered_without_a_hot_loop(backend: Backen
     ];
     args.extend(common);
     let kassa = Kassa::start_on(backend, &ns, &args, 3);
-    let client = Client::new(kassa.url("gateway"));
+    let client = kassa.client("gateway");
 
     // Poison what payments reads, as a buggy producer would.
     let (dead_letters, poisoned) = poison(backend, &ns).await;
@@ -610,7 +677,7 @@ async fn fifty_concurrent_posts_with_one_key_make_one_order() {
         ],
         3,
     );
-    let client = Arc::new(Client::new(kassa.url("gateway")));
+    let client = Arc::new(kassa.client("gateway"));
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let client = client.clone();
@@ -655,7 +722,7 @@ async fn kassa_up_stops_gracefully_and_resumes_where_it_stopped() {
         Kassa::start(&ns, &args, 3)
     };
     let mut kassa = up("2000");
-    let client = Client::new(kassa.url("gateway"));
+    let client = kassa.client("gateway");
     let mut ids = Vec::new();
     for _ in 0..20 {
         let (status, body) = client.place("9.5", None).await;
@@ -684,7 +751,7 @@ async fn kassa_up_stops_gracefully_and_resumes_where_it_stopped() {
     assert!(kassa.log().contains("stopped"), "{}", kassa.log());
 
     let again = up("0");
-    let client = Client::new(again.url("gateway"));
+    let client = again.client("gateway");
     let statuses = client.all_terminal(&ids, Duration::from_secs(30)).await;
     assert!(statuses.iter().all(|s| s == "PAID"), "{statuses:?}");
     let listed = client.get("/api/payments?limit=100").await.unwrap();
@@ -770,7 +837,7 @@ async fn two_payments_replicas_share_the_work_and_charge_each_order_once(backend
         ],
         2,
     );
-    let client = Client::new(front.url("gateway"));
+    let client = front.client("gateway");
     if backend == Backend::Kafka {
         // The group gives each replica its partitions once both have joined.
         for replica in [&one, &two] {
@@ -879,6 +946,8 @@ async fn a_database_outage_delays_payments_and_dead_letters_nothing() {
     support::require(Service::PostgreSql);
     let (proxy_port, switch) = tcp_proxy("127.0.0.1:5432").await;
     let db_via_proxy = format!("postgres://postgres@127.0.0.1:{proxy_port}/postgres");
+    // Who a key is, is asked of users on the database that stays up.
+    let users = Kassa::start(&ns, &["serve", "users", "--users-port", "0"], 1);
     let payments = Kassa::start(
         &ns,
         &[
@@ -886,6 +955,8 @@ async fn a_database_outage_delays_payments_and_dead_letters_nothing() {
             "payments",
             "--payments-port",
             "0",
+            "--users-url",
+            users.url("users"),
             "--database-url",
             &db_via_proxy,
             "--max-attempts",
@@ -912,7 +983,7 @@ async fn a_database_outage_delays_payments_and_dead_letters_nothing() {
         ],
         2,
     );
-    let client = Client::new(front.url("gateway"));
+    let client = front.client("gateway");
     client.place_and_settle("3").await;
 
     switch.send_replace(false);
@@ -1016,7 +1087,8 @@ async fn gym_replicas_share_one_capacity_and_one_cache() {
         Kassa::start(&ns, &replica, 2),
         Kassa::start(&ns, &replica, 2),
     ];
-    let http = support::http_client();
+    // The front desk's calls, with the installation's key.
+    let http = members.http.clone();
     let mut ids = Vec::new();
     for i in 0..20 {
         let (status, member) = send_json(
@@ -1304,8 +1376,11 @@ async fn killing_inventory_mid_burst_keeps_every_unit_counted() {
         6,
     );
     let gateway = front.url("gateway").to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", front.key.parse().unwrap());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()
         .unwrap();
     let send = async |method: reqwest::Method, path: &str, body: Option<Value>| {

@@ -426,7 +426,8 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     // An oversized body is refused once the limit is passed, without reading the rest: speak raw
     // HTTP and stop writing there, so the test sees the answer rather than a reset connection.
     let head = format!(
-        "POST /api/orders HTTP/1.1\r\nhost: kassa\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"pad\":\"{}",
+        "POST /api/orders HTTP/1.1\r\nhost: kassa\r\nx-api-key: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"pad\":\"{}",
+        app.admin_key,
         2 * 1024 * 1024,
         "x".repeat(100 * 1024)
     );

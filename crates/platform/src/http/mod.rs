@@ -633,7 +633,10 @@ pub fn service_app(
         // Each route's rule, checked before its handler runs (a route without one answers no
         // one); not the fallback's: a path no route matches is a 404 to anyone.
         .route_layer(middleware::from_fn_with_state(
-            Arc::new(crate::access::Table::new(rules, settings.open_routes.clone())),
+            Arc::new(crate::access::Table::new(
+                rules,
+                settings.open_routes.clone(),
+            )),
             crate::access::enforce,
         ))
         .fallback(no_route)

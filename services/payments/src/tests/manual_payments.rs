@@ -29,10 +29,14 @@ async fn app(db: &Db, cache: Arc<dyn Cache>) -> Router {
         .await
         .unwrap();
     let records = kassa_payments::manual_payments(db.clone(), cache.clone());
-    resource::router(records, manual::MOUNTS).merge(api::router(api::AppState {
-        db: db.clone(),
-        cache,
-    }))
+    // As the gym's front desk calls them.
+    kassa_platform::testing::acting_as(
+        resource::router(records, manual::MOUNTS).merge(api::router(api::AppState {
+            db: db.clone(),
+            cache,
+        })),
+        kassa_platform::auth::Role::Desk,
+    )
 }
 
 /// What payments notes of a member from `member.created` (the consumer's path is the gym test's,

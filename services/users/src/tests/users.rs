@@ -207,10 +207,22 @@ async fn accounts(t: Throwaway) {
     }
     // An admin is made by the operator's command, once the account exists; signing up with
     // an address makes no one an admin.
-    assert!(grant_admin(&t.db, "boss@example.com").await.unwrap_err().contains("signs up first"));
+    assert!(
+        grant_admin(&t.db, "boss@example.com")
+            .await
+            .unwrap_err()
+            .contains("signs up first")
+    );
     signup(&app, "boss@example.com").await;
     let before = signin(&app, "boss@example.com").await;
-    let me = call(&app, Method::GET, "/api/users/me", &[("authorization", &bearer(&before))], None).await;
+    let me = call(
+        &app,
+        Method::GET,
+        "/api/users/me",
+        &[("authorization", &bearer(&before))],
+        None,
+    )
+    .await;
     assert_eq!(me.json["role"], "customer");
     assert_eq!(
         grant_admin(&t.db, "Boss@Example.com").await.unwrap(),
