@@ -24,6 +24,25 @@ export KASSA_ORDER_RATE_LIMIT=off KASSA_POS_ORDER_RATE_LIMIT=off
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# Every process shares one token secret, and one that serves routes runs the users service too,
+# which says who an API key is; the load calls with an admin's key, made as an operator makes
+# one (`kassa keys create`).
+export KASSA_TOKEN_SECRET="the benchmarks' token secret, 32 bytes or more"
+with_users() { # with_users SERVER-ARGS: `serve A B …` with users among them
+  if [ "$1" = serve ] && [[ " $* " != *" users "* ]]; then
+    echo serve users "${@:2}"
+  else
+    echo "$@"
+  fi
+}
+admin_key() { # admin_key --namespace NS | --data-dir DIR
+  if [ "$1" = --data-dir ]; then
+    "$kassa" keys create --role admin --name "bench-$RANDOM$RANDOM" "$@"
+  else
+    "$kassa" keys create --role admin --name "bench-$RANDOM$RANDOM" "$@" --database-url "$PG"
+  fi
+}
+
 # ONLY="startup reads" runs just those parts: startup embedded distributed rates latency reads
 # lists reports soak kafka. The soak (ten rounds of N orders against one process) runs only when named, as it takes
 # five minutes: ONLY=soak, or ONLY=soak with PostgreSQL's autovacuum on and off in turn.
@@ -34,15 +53,25 @@ run() { # run LABEL SERVER-ARGS -- BENCH-ARGS
   local server=()
   while [ "$1" != "--" ]; do server+=("$1"); shift; done; shift
   local data; data=$(mktemp -d)
-  [ "${server[0]}" = up ] && server+=(--data-dir "$data")
+  read -r -a server <<<"$(with_users "${server[@]}")"
+  local target=()
+  if [ "${server[0]}" = up ]; then
+    server+=(--data-dir "$data")
+    target=(--data-dir "$data")
+  else
+    for i in "${!server[@]}"; do
+      [ "${server[$i]}" = --namespace ] && target=(--namespace "${server[$((i + 1))]}")
+    done
+  fi
   "$kassa" "${server[@]}" >/dev/null 2>&1 &
   local pid=$!
   sleep 3
+  local key; key=$(admin_key "${target[@]}")
   # AFTER_START="command" runs once the server is up, before the load.
   if [ -n "${AFTER_START:-}" ]; then eval "$AFTER_START"; fi
   local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   echo "== $label (server RSS before load: ${rss} kB)"
-  "$kassa" bench --json "$@"
+  "$kassa" bench --json --key "$key" "$@"
   stop "$pid"
   rm -rf "$data"
 }
@@ -89,19 +118,20 @@ want soak && run "distributed soak, 10 rounds, autovacuum $(psql "$PG" -Atc 'sho
 # Reading one APPROVED payment through the gateway (served from the Redis cache) against
 # /health/live of the same process, each with wrk for 10 s at 64 connections.
 reads() {
-  "$kassa" serve gateway orders payments --namespace "${ns}f" >/dev/null 2>&1 &
+  "$kassa" serve users gateway orders payments --namespace "${ns}f" >/dev/null 2>&1 &
   local pid=$!
   sleep 3
-  "$kassa" bench --json -n 200 -c 16 >/dev/null
+  local key; key=$(admin_key --namespace "${ns}f")
+  "$kassa" bench --json --key "$key" -n 200 -c 16 >/dev/null
   local payment
-  payment=$(curl -s 'http://127.0.0.1:3000/api/payments?limit=1' |
+  payment=$(curl -s -H "x-api-key: $key" 'http://127.0.0.1:3000/api/payments?limit=1' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
   echo "== reads through the gateway (payment $payment)"
   for path in "/api/payments/$payment" /health/live; do
     # Two seconds to open the connections (to Redis too), then the measured ten.
-    wrk -t2 -c64 -d2s "http://127.0.0.1:3000$path" >/dev/null
+    wrk -t2 -c64 -d2s -H "x-api-key: $key" "http://127.0.0.1:3000$path" >/dev/null
     printf '%s: ' "$path"
-    wrk -t2 -c64 -d10s "http://127.0.0.1:3000$path" | awk '/Requests\/sec/ {print $2 " req/s"} /Non-2xx/ {print "  " $0}'
+    wrk -t2 -c64 -d10s -H "x-api-key: $key" "http://127.0.0.1:3000$path" | awk '/Requests\/sec/ {print $2 " req/s"} /Non-2xx/ {print "  " $0}'
   done
   stop "$pid"
 }
@@ -114,12 +144,13 @@ want reads && reads
 # their token. The tables are not analysed first: with autovacuum off (as on this machine's
 # PostgreSQL) nothing would, and the plans must be fast without statistics.
 lists() {
-  local db="${ns}h" secret="the benchmarks' token secret, 32 bytes or more"
-  KASSA_TOKEN_SECRET="$secret" "$kassa" serve gateway orders payments members --namespace "$db" >/dev/null 2>&1 &
+  local db="${ns}h" secret=$KASSA_TOKEN_SECRET
+  "$kassa" serve users gateway orders payments members --namespace "$db" >/dev/null 2>&1 &
   local pid=$!
-  for port in 3000 5001 5019 5062; do
+  for port in 3000 5001 5019 5062 5006; do
     until curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready"; do sleep 0.1; done
   done
+  local key; key=$(admin_key --namespace "$db")
   local pay="${PG%/*}/${db}_payments" mem="${PG%/*}/${db}_members" ord="${PG%/*}/${db}_orders"
   local customer="00000000-0000-4000-8000-000000000007"
   psql "$ord" -q -c "INSERT INTO orders (id, number, user_id, total_minor, currency, status, created_at, updated_at)
@@ -162,7 +193,7 @@ print(head + "." + b64(hmac.new(os.environ["SECRET"].encode(), head.encode(), ha
     "/orders/GetAllOrders" "/orders/GetAllOrders?page=700" "/orders/GetOrderById/77777" \
     "/payments/GetAllPayments" "/payments/GetAllPayments?page=1000" "/payments/GetPaymentById/$payment" \
     "customer /api/orders?limit=20" "customer /api/orders?page=5&limit=20" "customer /api/payments?limit=20"; do
-    local auth=()
+    local auth=(-H "x-api-key: $key")
     if [[ $path == customer* ]]; then
       path=${path#customer }
       auth=(-H "Authorization: Bearer $token")
@@ -232,9 +263,10 @@ reports() {
   "$kassa" analytics rebuild --namespace "$db" --database-url "$PG" >/dev/null
   t1=$(date +%s%N)
   echo "== reports with 100,000 orders ($events events; rebuilt from them in $(( (t1 - t0) / 1000000 )) ms; p50 / p99 over one connection, 5 s each)"
-  "$kassa" serve analytics --namespace "$db" --database-url "$PG" >/dev/null 2>&1 &
+  "$kassa" serve analytics users --namespace "$db" --database-url "$PG" >/dev/null 2>&1 &
   local pid=$!
   until curl -sf -o /dev/null "http://127.0.0.1:8000/health/ready"; do sleep 0.1; done
+  local key; key=$(admin_key --namespace "$db")
   local today week ago r=/api/v1/reports/reports
   today=$(date -u +%F); week=$(date -u -d '6 days ago' +%F); ago=$(date -u -d '89 days ago' +%F)
   for path in "$r/summary" "$r/summary?from=$ago&to=$today" "$r/summary?from=$ago&to=$today&timeZone=Asia/Jakarta" \
@@ -244,7 +276,7 @@ reports() {
     "$r/recent-orders" "$r/recent-orders?page=500&limit=20" "$r/recent-orders?status=CANCELLED&from=$week&to=$today" \
     "/dashboard"; do
     printf '%s: ' "$path"
-    wrk -t1 -c1 -d5s --latency "http://127.0.0.1:8000$path" |
+    wrk -t1 -c1 -d5s --latency -H "x-api-key: $key" "http://127.0.0.1:8000$path" |
       awk '/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$0} END {print p50 " / " p99 " " bad}'
   done
   stop "$pid"
@@ -254,7 +286,7 @@ want reports && reports
 
 # The distributed runs leave their databases behind; drop them.
 for suffix in a b c d e f g h k q r z; do
-  for service in orders payments members analytics; do
+  for service in orders payments members analytics users; do
     psql "$PG" -q -c "DROP DATABASE IF EXISTS \"${ns}${suffix}_${service}\" WITH (FORCE)" || true
   done
 done

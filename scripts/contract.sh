@@ -3,7 +3,8 @@
 # storage, free ports, a fresh data folder) and runs schemathesis with every check and every
 # phase, the stateful one (following the documents' links) included, against the document of
 # every service `kassa up` runs (SERVICES="orders members" for some), and once more against the
-# gateway's, which holds them all. Exits non-zero on any failure.
+# gateway's, which holds them all, as an admin (a person signed in). Exits non-zero on any
+# failure.
 #
 # Fuzzing draws EXAMPLES cases for an operation that takes a body, and a fifth of that for a
 # plain one (GET, DELETE: only a path and a query to vary). The gateway's run checks the
@@ -86,6 +87,24 @@ for instance in services gateway; do
   done
 done
 
+# Each instance's admin: a person who signs up, is made an admin by the operator's command, and
+# signs in; schemathesis calls every operation with their token (an operation's refusal of a
+# caller with no credential, or the wrong one, is its `ignored_auth` check).
+admin_token() { # admin_token INSTANCE
+  local gw email
+  gw=$(awk '$1 == "gateway" { print $2 }' "$data/$1.out")
+  email="contract-admin-$1@example.com"
+  curl -fsS -o /dev/null -X POST "$gw/api/auth/signup" -H 'content-type: application/json' \
+    -d "{\"name\":\"Contract Admin\",\"email\":\"$email\",\"password\":\"contract password\"}"
+  RUST_LOG=warn "$kassa" users grant-admin "$email" --data-dir "$data/$1" >/dev/null
+  curl -fsS -X POST "$gw/api/auth/signin" -H 'content-type: application/json' \
+    -d "{\"email\":\"$email\",\"password\":\"contract password\"}" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["token"])'
+}
+token_services=$(admin_token services)
+token_gateway=$(admin_token gateway)
+declare -A tokens=([services]=$token_services [gateway]=$token_gateway)
+
 # A member each instance's services know of (from `member.created`), for the bodies that name
 # one (`memberId` of a payment or an enrolment; see contract_hooks.py): with random ids those
 # are refused as unknown members, and what follows a created payment would go untested.
@@ -93,10 +112,12 @@ known_member() { # known_member INSTANCE: creates a member and waits until payme
   local gw id
   gw=$(awk '$1 == "gateway" { print $2 }' "$data/$1.out")
   id=$(curl -fsS -X POST "$gw/api/members" -H 'content-type: application/json' \
+    -H "authorization: Bearer ${tokens[$1]}" \
     -d "{\"name\":\"Contract\",\"email\":\"contract-$1@example.com\",\"phoneNumber\":\"+4915112345678\"}" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
   for _ in $(seq 100); do
     if curl -fsS -o /dev/null -X POST "$gw/api/payments/manual" -H 'content-type: application/json' \
+      -H "authorization: Bearer ${tokens[$1]}" \
       -d "{\"memberId\":\"$id\",\"amount\":1,\"paymentMethod\":\"Cash\"}" 2>/dev/null; then
       echo "$id"
       return
@@ -163,6 +184,7 @@ for service in $SERVICES; do
   # From the temporary folder, where schemathesis leaves its `.schemathesis` cache.
   instance=services
   [ "$service" = gateway ] && instance=gateway
+  args+=(--header "Authorization: Bearer ${tokens[$instance]}")
   (cd "$data" && KNOWN_MEMBER=${members[$instance]} exec "$st" --config-file "$config" "${args[@]}") \
     >"$data/$service.log" 2>&1 &
   runs[$service]=$!

@@ -21,6 +21,8 @@ use uuid::Uuid;
 pub struct BenchOptions {
     /// The gateway's base URL.
     pub url: String,
+    /// The API key every request shows (`X-Api-Key`).
+    pub key: Option<String>,
     pub orders: usize,
     pub concurrency: usize,
     /// Orders per second to offer; as fast as possible when `None`.
@@ -144,15 +146,38 @@ pub async fn soak(
 
 async fn prepare(options: &BenchOptions) -> anyhow::Result<(reqwest::Client, String, Option<f64>)> {
     let base = options.url.trim_end_matches('/').to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &options.key {
+        let mut value = reqwest::header::HeaderValue::from_str(key.trim())
+            .context("the API key (--key) is not one")?;
+        value.set_sensitive(true);
+        headers.insert("x-api-key", value);
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency.max(1))
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()?;
     client
         .get(format!("{base}/health/live"))
         .send()
         .await
         .with_context(|| format!("no kassa answers at {base}"))?;
+    // One order's worth of credentials: a run whose every order is refused for who it is
+    // measures nothing.
+    let probe = client
+        .get(format!("{base}/api/orders/{}", Uuid::nil()))
+        .send()
+        .await
+        .with_context(|| format!("no kassa answers at {base}"))?;
+    if matches!(probe.status().as_u16(), 401 | 403) {
+        bail!(
+            "kassa at {base} refuses this caller ({}): give kassa bench an API key that may place \
+             orders (--key or KASSA_BENCH_KEY; make one with `kassa keys create --role kiosk \
+             --name bench`)",
+            probe.status()
+        );
+    }
     let pgbench_tps = match &options.pgbench {
         Some(url) => Some(pgbench_insert_tps(url, options.concurrency.min(32)).await?),
         None => None,

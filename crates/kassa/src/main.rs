@@ -108,6 +108,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The API key it calls with (`kassa keys create --role kiosk --name bench`; an admin's
+        /// key also reads the server's memory from `/metrics`).
+        #[arg(long, env = "KASSA_BENCH_KEY", hide_env_values = true)]
+        key: Option<String>,
     },
 }
 
@@ -731,8 +735,10 @@ async fn run(matches: ArgMatches) -> anyhow::Result<()> {
             pgbench,
             rounds,
             json,
+            key,
         } => {
             let options = BenchOptions {
+                key,
                 url,
                 orders,
                 concurrency,

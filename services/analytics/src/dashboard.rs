@@ -391,17 +391,62 @@ pub async fn dashboard(
         .into_response())
 }
 
-/// The dashboard shows the staff's figures, to a signed-in member of staff (the cookie).
-pub const RULES: &[Rule] = &[Rule::get("/dashboard", Policy::STAFF)];
+/// A form for a member of staff to sign in with, before the dashboard: it sends the address
+/// and password to `/api/auth/signin` (through the gateway, which serves both), whose answer
+/// sets the `token` cookie, and goes on to the dashboard.
+#[utoipa::path(get, path = "/dashboard/signin", tag = "Reports", operation_id = "dashboard_signin",
+    responses(
+        (status = 200, content_type = "text/html", body = String, description = "The form, with a \
+            Content-Security-Policy that runs only its own style and script.",
+            headers(("Content-Security-Policy" = String, description = "`default-src 'none'; script-src 'nonce-…'; style-src 'nonce-…'; connect-src 'self'; …`"))),
+    ))]
+pub async fn signin_page() -> Response {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>kassa: sign in</title><style nonce="{nonce}">{STYLE} form{{display:grid;gap:.6rem;max-width:20rem;margin:3rem auto}} input,button{{font:inherit;padding:.4rem}}</style></head><body><header><strong>kassa</strong><span>the dashboard is the staff's</span></header><main><form id="signin"><label>Email <input name="email" type="email" autocomplete="username" required></label><label>Password <input name="password" type="password" autocomplete="current-password" required></label><button>Sign in</button><p id="said" role="status"></p></form></main><script nonce="{nonce}">{SIGNIN_SCRIPT}</script></body></html>"#
+    );
+    let policy = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (header::CONTENT_SECURITY_POLICY, policy),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// Signs in with the form's fields and opens the dashboard (the answer set the cookie).
+const SIGNIN_SCRIPT: &str = r#"document.getElementById('signin').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const said = document.getElementById('said');
+  const r = await fetch('/api/auth/signin', {method: 'POST', credentials: 'same-origin',
+    headers: {'content-type': 'application/json'},
+    body: JSON.stringify({email: form.get('email'), password: form.get('password')})});
+  if (r.ok) { location.assign('/dashboard'); } else { said.textContent = 'Not signed in: ' + r.status; }
+});"#;
+
+/// The dashboard shows the staff's figures, to a signed-in member of staff (the cookie); its
+/// sign-in form is anyone's.
+pub const RULES: &[Rule] = &[
+    Rule::get("/dashboard", Policy::STAFF),
+    Rule::get("/dashboard/signin", Policy::PUBLIC),
+];
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/dashboard", get(dashboard))
+        .route("/dashboard/signin", get(signin_page))
         .with_state(state)
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(dashboard), components(schemas(api::TimeZoneName)), modifiers(&ProblemResponses))]
+#[openapi(paths(dashboard, signin_page), components(schemas(api::TimeZoneName)), modifiers(&ProblemResponses))]
 pub struct ApiDoc;
 
 #[cfg(test)]
