@@ -689,4 +689,13 @@ mod tests {
             "postgres://h/x?sslmode=disable"
         );
     }
+
+    #[test]
+    fn open_route_groups_are_known_ones() {
+        let open = open_routes(&[" SEED001".into(), "seed003".into(), "seed001".into()]).unwrap();
+        assert_eq!(open.0, vec!["seed001", "seed003"]);
+        let e = open_routes(&["seed009".into()]).unwrap_err().to_string();
+        assert!(e.contains("seed009") && e.contains("seed000"), "{e}");
+        assert!(open_routes(&[]).unwrap().0.is_empty());
+    }
 }

@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 on_both_backends!(
     every_route_lets_in_whom_its_rule_names,
-    a_revoked_key_is_refused_within_a_second
+    a_revoked_key_is_refused_within_a_second,
+    an_open_group_lets_anonymous_callers_in_to_what_no_one_owns
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,5 +326,81 @@ async fn a_revoked_key_is_refused_within_a_second(backend: Backend) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    app.stop().await;
+}
+
+async fn an_open_group_lets_anonymous_callers_in_to_what_no_one_owns(backend: Backend) {
+    let app = spawn_app_with(backend, &["gateway", "orders", "payments", "users"], |s| {
+        s.http.open_routes = kassa_platform::access::OpenGroups(vec!["seed001".into()]);
+        s.options.set("pos-order-rate-limit", "off");
+    })
+    .await;
+    let gw = &app.gateway;
+    let (token, _) = support::signed_up(&app.anon, gw).await;
+    let create = async |token: Option<&str>| {
+        let mut request = app
+            .anon
+            .post(format!("{gw}/orders/CreateOrder"))
+            .json(&serde_json::json!({"totalAmount": 10}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 201);
+        answer.json::<Value>().await.unwrap()["orderID"]
+            .as_i64()
+            .unwrap()
+    };
+    let theirs = create(Some(&token)).await;
+    let nobodys = create(None).await;
+    let read = async |path: String| {
+        let answer = app.anon.get(format!("{gw}{path}")).send().await.unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    // Seed 001's routes are open: an anonymous caller reads what no one owns, and the
+    // customer's order is not there for them.
+    assert_eq!(read(format!("/orders/GetOrderById/{nobodys}")).await.0, 200);
+    assert_eq!(read(format!("/orders/GetOrderById/{theirs}")).await.0, 404);
+    let (status, all) = read("/orders/GetAllOrders".into()).await;
+    assert_eq!(status, 200);
+    let numbers: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["orderID"].as_i64())
+        .collect();
+    assert!(
+        numbers.contains(&nobodys) && !numbers.contains(&theirs),
+        "{all}"
+    );
+    let payments = support::eventually(
+        "both orders' payments are made",
+        Duration::from_secs(10),
+        async || {
+            app.client
+                .get(format!("{gw}/payments/GetAllPayments"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        },
+        |p| p.as_array().is_some_and(|p| p.len() >= 2),
+    )
+    .await;
+    let (_, anonymous) = read("/payments/GetAllPayments".into()).await;
+    let orders_of = |list: &Value| -> Vec<i64> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["orderID"].as_i64())
+            .collect()
+    };
+    assert!(orders_of(&payments).contains(&theirs), "{payments}");
+    assert_eq!(orders_of(&anonymous), vec![nobodys], "{anonymous}");
+    // Other groups stay closed.
+    assert_eq!(read("/api/orders".into()).await.0, 401);
     app.stop().await;
 }

@@ -446,6 +446,8 @@ fn cases(w: &World) -> Vec<Case> {
             [anon(200), 403, 403, 200, 200],
         ),
         case(M::GET, "/dashboard", None, [anon(200), 403, 403, 200, 200]),
+        // Its sign-in form is anyone's, and shows no one's figures.
+        case(M::GET, "/dashboard/signin", None, [200; 5]),
         // Pickup codes: the kiosk (open), an admin or a service makes them and registers
         // dispensers; a dispenser's signature, never a token, redeems one.
         case(
