@@ -81,30 +81,27 @@ fn build(infra: &Infra) -> Result<ServiceParts, BuildError> {
     let config = Config::from_options(&infra.options)?;
     let db = infra.db()?;
     let (placer, writer) = placing::Placer::start(db.clone());
+    // The catalog and the inventory, called as a service.
+    let peer = |name| {
+        std::sync::Arc::new(
+            kassa_platform::peer::PeerClient::new(
+                infra.directory.clone(),
+                name,
+                kassa_platform::peer::PeerSettings::default(),
+            )
+            .as_service(infra.http.tokens.clone()),
+        )
+    };
     let state = api::AppState {
         db: db.clone(),
         default_currency: config.default_currency,
         placer,
         catalog: items::Catalog {
-            client: std::sync::Arc::new(
-                kassa_platform::peer::PeerClient::new(
-                    infra.directory.clone(),
-                    "catalog",
-                    kassa_platform::peer::PeerSettings::default(),
-                )
-                .as_service(infra.http.tokens.clone()),
-            ),
+            client: peer("catalog"),
             cache: infra.cache.clone(),
         },
         inventory: items::Inventory {
-            client: std::sync::Arc::new(
-                kassa_platform::peer::PeerClient::new(
-                    infra.directory.clone(),
-                    "inventory",
-                    kassa_platform::peer::PeerSettings::default(),
-                )
-                .as_service(infra.http.tokens.clone()),
-            ),
+            client: peer("inventory"),
         },
     };
     Ok(ServiceParts::api(

@@ -3,9 +3,8 @@
 //! it stays PROCESSING, and once its lease runs out it is taken up and looked up again, so
 //! users being down delays a payment and never fails it.
 
-use chrono::Utc;
 use kassa_platform::{
-    auth::{self, Claims, Role, Secret},
+    auth::{self, Secret},
     peer::PeerClient,
 };
 use serde::Deserialize;
@@ -69,14 +68,7 @@ impl Cards {
                     .into(),
             );
         };
-        let claims = Claims::new(
-            Uuid::nil(),
-            "payments@kassa.invalid",
-            Role::Service,
-            Utc::now(),
-            chrono::Duration::minutes(5),
-        );
-        let token = auth::issue(secret, &claims);
+        let token = auth::service_token(secret);
         let path = format!("/payment-methods/get/{user_id}");
         match self.users.get(&path, Some(&token)).await {
             Err(e) => Lookup::Unavailable(e.to_string()),

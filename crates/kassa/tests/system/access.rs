@@ -79,16 +79,7 @@ fn mint(id: Uuid, email: &str, role: Role) -> String {
 /// A signed-up person's token and id.
 async fn person(app: &TestApp) -> (String, Uuid, String) {
     let (token, email) = support::signed_up(&app.anon, &app.gateway).await;
-    let me: Value = app
-        .anon
-        .get(format!("{}/api/users/me", app.gateway))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = support::me(&app.anon, &app.gateway, &token).await;
     let id = me["id"].as_str().unwrap().parse().unwrap();
     (token, id, email)
 }

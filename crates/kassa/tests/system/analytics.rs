@@ -467,17 +467,7 @@ async fn the_dashboard_in_chromium_shows_what_the_reports_say() {
     // of the same host (cookies are not kept apart by port) that sets it and sends it on.
     let (_, email) = support::signed_up(&app.anon, &app.gateway).await;
     support::grant(&app.settings, &email, kassa_platform::auth::Role::Staff).await;
-    let signed_in: serde_json::Value = app
-        .anon
-        .post(format!("{}/api/auth/signin", app.gateway))
-        .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = signed_in["data"]["token"].as_str().unwrap().to_owned();
+    let token = support::signed_in(&app.anon, &app.gateway, &email).await;
     let dashboard = format!("{}/dashboard", app.gateway);
     let hop = axum::Router::new().route(
         "/",

@@ -827,7 +827,7 @@ pub async fn post_with(
 /// token and the customer's address.
 pub async fn signed_up(c: &reqwest::Client, gw: &str) -> (String, String) {
     let email = format!("{}@example.com", unique("c"));
-    let password = "correct horse battery";
+    let password = PASSWORD;
     let up = post_with(
         c,
         &format!("{gw}/api/auth/signup"),
@@ -836,18 +836,38 @@ pub async fn signed_up(c: &reqwest::Client, gw: &str) -> (String, String) {
     )
     .await;
     assert_eq!(up.status(), reqwest::StatusCode::CREATED);
+    (signed_in(c, gw, &email).await, email)
+}
+
+/// The password [`signed_up`] gives every account.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A token of the account `email` (made by [`signed_up`]), signed in now: its role is the one
+/// the account holds now.
+pub async fn signed_in(c: &reqwest::Client, gw: &str, email: &str) -> String {
     let signed: Value = post_with(
         c,
         &format!("{gw}/api/auth/signin"),
         &[],
-        serde_json::json!({"email": email, "password": password}),
+        serde_json::json!({"email": email, "password": PASSWORD}),
     )
     .await
     .json()
     .await
     .unwrap();
-    let token = signed["data"]["token"].as_str().unwrap().to_owned();
-    (token, email)
+    signed["data"]["token"].as_str().unwrap().to_owned()
+}
+
+/// What `GET /api/users/me` answers the holder of `token`.
+pub async fn me(c: &reqwest::Client, gw: &str, token: &str) -> Value {
+    c.get(format!("{gw}/api/users/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// An HTTP client for the tests (HTTPS-capable, as every client of the process is).
