@@ -530,8 +530,12 @@ fn task_commands(mut cli: clap::Command) -> clap::Command {
     groups.sort();
     groups.dedup();
     for group in groups {
+        let names: Vec<&str> = all_tasks()
+            .filter(|(_, t)| t.command[0] == group)
+            .map(|(_, t)| t.command[1])
+            .collect();
         let mut command = clap::Command::new(group)
-            .about(format!("Operator commands: {group}"))
+            .about(format!("Operator commands: {group} {}", names.join(", ")))
             .subcommand_required(true);
         for (_, t) in all_tasks().filter(|(_, t)| t.command[0] == group) {
             let mut task = clap::Command::new(t.command[1]).about(t.help);
