@@ -107,8 +107,8 @@ pub trait Keeper: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Principals {
     keeper: Arc<dyn Keeper>,
-    keys: moka::future::Cache<Uuid, Option<Arc<KeyRecord>>>,
-    roles: moka::future::Cache<Uuid, Option<Role>>,
+    keys: Arc<Recent<Option<Arc<KeyRecord>>>>,
+    roles: Arc<Recent<Option<Role>>>,
 }
 
 impl std::fmt::Debug for Principals {
@@ -121,38 +121,70 @@ impl Principals {
     pub fn new(keeper: impl Keeper) -> Self {
         Principals {
             keeper: Arc::new(keeper),
-            keys: moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(REVOCATION_DELAY)
-                .build(),
-            roles: moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(REVOCATION_DELAY)
-                .build(),
+            keys: Arc::default(),
+            roles: Arc::default(),
         }
     }
 
     /// The key shown, if it is a live key and its secret is the one kept.
     pub async fn key(&self, shown: &ShownKey<'_>) -> Result<Option<Arc<KeyRecord>>, String> {
-        let keeper = self.keeper.clone();
-        let id = shown.id;
-        let record = self
-            .keys
-            .try_get_with(id, async move {
-                keeper.key(id).await.map(|found| found.map(Arc::new))
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let record = match self.keys.get(shown.id) {
+            Some(record) => record,
+            None => {
+                let record = self.keeper.key(shown.id).await?.map(Arc::new);
+                self.keys.put(shown.id, record.clone());
+                record
+            }
+        };
         Ok(record.filter(|r| shown.matches(&r.hash)))
     }
 
     /// The role user `id` holds now.
     pub async fn role(&self, id: Uuid) -> Result<Option<Role>, String> {
-        let keeper = self.keeper.clone();
-        self.roles
-            .try_get_with(id, async move { keeper.role(id).await })
-            .await
-            .map_err(|e| e.to_string())
+        if let Some(role) = self.roles.get(id) {
+            return Ok(role);
+        }
+        let role = self.keeper.role(id).await?;
+        self.roles.put(id, role);
+        Ok(role)
+    }
+}
+
+/// The most answers [`Recent`] holds; past it, the stale ones go (all, if none is).
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Answers by id, each good for [`REVOCATION_DELAY`] from when it was asked. A miss is asked
+/// again by whoever meets it (two requests at once may both ask: at most a few calls a second).
+struct Recent<V> {
+    entries: std::sync::Mutex<std::collections::HashMap<Uuid, (std::time::Instant, V)>>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            entries: Default::default(),
+        }
+    }
+}
+
+impl<V: Clone> Recent<V> {
+    fn get(&self, id: Uuid) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&id)
+            .filter(|(at, _)| at.elapsed() < REVOCATION_DELAY)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, id: Uuid, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_REMEMBERED {
+            entries.retain(|_, (at, _)| at.elapsed() < REVOCATION_DELAY);
+            if entries.len() >= MAX_REMEMBERED {
+                entries.clear();
+            }
+        }
+        entries.insert(id, (std::time::Instant::now(), value));
     }
 }
 
@@ -210,6 +242,21 @@ impl Keeper for PeerKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_is_remembered_for_the_revocation_delay_and_the_map_stays_bounded() {
+        let recent: Recent<u32> = Recent::default();
+        let id = Uuid::new_v4();
+        assert_eq!(recent.get(id), None);
+        recent.put(id, 7);
+        assert_eq!(recent.get(id), Some(7));
+        recent.entries.lock().unwrap().get_mut(&id).unwrap().0 -= REVOCATION_DELAY;
+        assert_eq!(recent.get(id), None, "stale after the delay");
+        for _ in 0..MAX_REMEMBERED + 5 {
+            recent.put(Uuid::new_v4(), 1);
+        }
+        assert!(recent.entries.lock().unwrap().len() <= MAX_REMEMBERED);
+    }
 
     #[test]
     fn a_new_key_parses_back_and_matches_only_its_hash() {
