@@ -13,7 +13,7 @@ use kassa_platform::{
     access::{Policy, Rule},
     auth::Role,
     db::{Db, DbError, sql},
-    http::{ApiError, ApiResult, openapi::Problem, parse_uuid},
+    http::{ApiError, ApiResult, openapi, openapi::Problem, parse_uuid},
     principals::{self, KeptRole, KeyRecord},
     service::{BuildError, Task, TaskArg, TaskInput},
 };
@@ -39,7 +39,7 @@ fn role_of(text: &str) -> Result<Role, DbError> {
 
 /// A live API key, for a service checking it.
 #[utoipa::path(get, path = "/internal/keys/{id}", tag = "users",
-    params(("id" = String, Path, description = "The key's id: the 32 hex digits after `kassa_`.")),
+    params(("id" = inline(openapi::Id), Path, description = "The key's id: the 32 hex digits after `kassa_`, as a UUID.")),
     responses(
         (status = 200, body = inline(KeyRecord), description = "The key: its name, role and the SHA-256 of its secret."),
         (status = 400, body = Problem, content_type = kassa_platform::http::openapi::PROBLEM_JSON, description = "The id is not a UUID (`invalid_id`)."),
@@ -63,7 +63,7 @@ pub async fn key(State(users): State<Users>, Path(id): Path<String>) -> ApiResul
 /// The role a person holds now, for a service checking a token that claims more than a
 /// customer's.
 #[utoipa::path(get, path = "/internal/users/{id}/role", tag = "users",
-    params(("id" = Uuid, Path, description = "The user's id.")),
+    params(("id" = inline(openapi::Id), Path, description = "The user's id.")),
     responses(
         (status = 200, body = inline(KeptRole), description = "Their role."),
         (status = 400, body = Problem, content_type = kassa_platform::http::openapi::PROBLEM_JSON, description = "The id is not a UUID (`invalid_id`)."),
