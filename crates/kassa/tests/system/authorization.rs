@@ -107,7 +107,19 @@ async fn send(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut req = app.anon.request(method, format!("{}{path}", app.gateway));
+    send_to(app, &app.gateway, method, path, token, body).await
+}
+
+/// [`send`] to the listener at `base`.
+async fn send_to(
+    app: &TestApp,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = app.anon.request(method, format!("{base}{path}"));
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
@@ -502,11 +514,29 @@ fn body_for(case: &Case) -> Option<Value> {
 async fn check(app: &TestApp, w: &World, cases: &[Case]) {
     let order = [Who::Anonymous, Who::B, Who::A, Who::Admin, Who::Service];
     let mut wrong = Vec::new();
-    for case in cases {
-        for who in order {
+    // An anonymous caller also knocks on the door of the route's own service.
+    let doors = |who: Who, case: &Case| {
+        let mut doors = vec![app.gateway.clone()];
+        if who == Who::Anonymous {
+            let (service, _) = support::route_of(&case.method, &case.path)
+                .unwrap_or_else(|| panic!("no rule for {} {}", case.method, case.path));
+            doors.push(app.url_of(service.name));
+        }
+        doors
+    };
+    let calls = cases.iter().flat_map(|case| {
+        order.into_iter().flat_map(move |who| {
+            doors(who, case)
+                .into_iter()
+                .map(move |door| (case, who, door))
+        })
+    });
+    for (case, who, door) in calls {
+        {
             let body = body_for(case);
-            let (status, answer) = send(
+            let (status, answer) = send_to(
                 app,
+                &door,
                 case.method.clone(),
                 &case.path,
                 w.token(who),
@@ -520,7 +550,7 @@ async fn check(app: &TestApp, w: &World, cases: &[Case]) {
             };
             if status != expected {
                 wrong.push(format!(
-                    "{} {} as {who:?}: {status}, expected {expected}: {answer}",
+                    "{} {door}{} as {who:?}: {status}, expected {expected}: {answer}",
                     case.method, case.path
                 ));
             }

@@ -893,23 +893,37 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
 /// The rule of the route `method path` (a path as a client sends it, ids and all), from the
 /// services' own declarations.
 pub fn rule_for(method: &reqwest::Method, path: &str) -> Option<kassa_platform::access::Rule> {
+    route_of(method, path).map(|(_, rule)| rule)
+}
+
+/// The service that serves `method path` (a path as a client sends it) and the route's rule.
+pub fn route_of(
+    method: &reqwest::Method,
+    path: &str,
+) -> Option<(
+    &'static kassa_platform::service::Service,
+    kassa_platform::access::Rule,
+)> {
     let verb = kassa_platform::access::Verb::of(method)?;
     let path = path.split('?').next().unwrap_or(path);
     let sent: Vec<&str> = path.split('/').collect();
-    registry::SERVICES
-        .iter()
-        .flat_map(|s| s.access.iter().flat_map(|rules| rules.iter()))
-        .chain(kassa_platform::access::PLATFORM)
-        .find(|rule| {
-            let template: Vec<&str> = rule.path.split('/').collect();
-            rule.verb == verb
-                && template.len() == sent.len()
-                && template
-                    .iter()
-                    .zip(&sent)
-                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
-        })
-        .copied()
+    registry::SERVICES.iter().find_map(|service| {
+        service
+            .access
+            .iter()
+            .flat_map(|rules| rules.iter())
+            .chain(kassa_platform::access::PLATFORM)
+            .find(|rule| {
+                let template: Vec<&str> = rule.path.split('/').collect();
+                rule.verb == verb
+                    && template.len() == sent.len()
+                    && template
+                        .iter()
+                        .zip(&sent)
+                        .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+            })
+            .map(|rule| (*service, *rule))
+    })
 }
 
 /// Gives the account `email` the role `role` (`kassa users set-role`) in the installation
