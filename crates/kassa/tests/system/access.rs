@@ -128,18 +128,8 @@ async fn callers(app: &TestApp) -> Vec<(Who, Credential)> {
 
 /// `kassa keys revoke NAME`.
 async fn revoke(app: &TestApp, name: &str) {
-    let db = kassa::app::open_database(&app.settings, &kassa_users::SERVICE)
-        .await
-        .unwrap();
     let task = kassa_users::principals::REVOKE_KEY;
-    (task.run)(kassa_platform::service::TaskInput {
-        db: db.clone(),
-        options: Default::default(),
-        args: [("name".to_owned(), name.to_owned())].into(),
-    })
-    .await
-    .expect("the key is revoked");
-    db.close().await;
+    support::users_task(&app.settings, task, &[("name", name)]).await;
 }
 
 /// A path of `template` with each parameter filled: an id no record has.

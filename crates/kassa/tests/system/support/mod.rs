@@ -926,25 +926,34 @@ pub fn route_of(
     })
 }
 
-/// Gives the account `email` the role `role` (`kassa users set-role`) in the installation
-/// `settings` describe.
-pub async fn grant(settings: &Settings, email: &str, role: Role) {
+/// Runs the operator's command `task` (`kassa users set-role`, `kassa keys revoke`) with
+/// `args` against the users database of the installation `settings` describe.
+pub async fn users_task(
+    settings: &Settings,
+    task: kassa_platform::service::Task,
+    args: &[(&str, &str)],
+) -> String {
     let db = kassa::app::open_database(settings, &kassa_users::SERVICE)
         .await
         .expect("the users database opens");
-    let task = kassa_users::principals::SET_ROLE;
-    (task.run)(kassa_platform::service::TaskInput {
+    let said = (task.run)(kassa_platform::service::TaskInput {
         db: db.clone(),
         options: Default::default(),
-        args: [
-            ("email".to_owned(), email.to_owned()),
-            ("role".to_owned(), role.name().to_owned()),
-        ]
-        .into(),
+        args: args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
     })
-    .await
-    .expect("the role is granted");
+    .await;
     db.close().await;
+    said.unwrap_or_else(|e| panic!("kassa {}: {e}", task.command.join(" ")))
+}
+
+/// Gives the account `email` the role `role` (`kassa users set-role`) in the installation
+/// `settings` describe.
+pub async fn grant(settings: &Settings, email: &str, role: Role) {
+    let task = kassa_users::principals::SET_ROLE;
+    users_task(settings, task, &[("email", email), ("role", role.name())]).await;
 }
 
 /// An API key with `role`, named `name`, made in the users database of the installation
