@@ -1,14 +1,17 @@
-//! Who is calling: the tokens kassa issues and accepts.
+//! Who is calling: the tokens kassa issues and accepts, and the API keys machines show
+//! ([`crate::principals`]), read into a [`Caller`].
 //!
 //! A token is a JWT signed with HMAC-SHA256 (HS256) from the installation's secret, carrying the
-//! user's id (`userId`), `email` and `role` (`customer`, `admin`, or `service` for kassa's own
-//! services calling each other), when it was issued (`iat`) and when it expires (`exp`).
+//! user's id (`userId`), `email` and [`Role`] (`customer`, `staff`, `admin`, or `service` for
+//! kassa's own services calling each other), when it was issued (`iat`) and when it expires
+//! (`exp`). A role beyond a customer's is checked against the one the account holds now.
 //! Seed 004's clients read the same claims (`userId`, `email`) from the token it issued.
 //!
 //! Only HS256 is accepted: the header's `alg` must say so (a token that names `none` or another
 //! algorithm is refused, whatever its signature), the signature is compared in constant time,
 //! and an expired token is refused. A caller shows its token in `Authorization: Bearer …` or,
-//! as seed 004's browser clients do, in the `token` cookie.
+//! as seed 004's browser clients do, in the `token` cookie; a machine its key in `X-Api-Key`
+//! or `Authorization: Bearer`.
 
 use std::fmt;
 
