@@ -394,7 +394,7 @@ impl Caller {
         }
     }
 
-    /// The caller of a request, from its credential ([`shown_credential`]). Once found, it is
+    /// The caller of a request, from its credential (`Authorization: Bearer`, else the `token` cookie, else `X-Api-Key`). Once found, it is
     /// kept in the request's extensions.
     pub async fn resolve(
         parts: &mut axum::http::request::Parts,
