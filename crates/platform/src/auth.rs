@@ -394,8 +394,8 @@ impl Caller {
         }
     }
 
-    /// The caller of a request, from its credential (`Authorization: Bearer`, else the `token` cookie, else `X-Api-Key`). Once found, it is
-    /// kept in the request's extensions.
+    /// The caller of a request, from its credential (`Authorization: Bearer`, else the `token`
+    /// cookie, else `X-Api-Key`). Once found, it is kept in the request's extensions.
     pub async fn resolve(
         parts: &mut axum::http::request::Parts,
     ) -> Result<Caller, crate::http::ApiError> {
