@@ -125,16 +125,7 @@ mod tests {
                     .iter()
                     .find(|(path, _)| kassa_platform::access::same_route(rule.path, path))
                     .map(|(_, item)| item);
-                let documented = item.is_some_and(|item| {
-                    let method = rule.verb.method();
-                    match method.as_str() {
-                        "GET" => item.get.is_some(),
-                        "POST" => item.post.is_some(),
-                        "PUT" => item.put.is_some(),
-                        "PATCH" => item.patch.is_some(),
-                        _ => item.delete.is_some(),
-                    }
-                });
+                let documented = item.is_some_and(|item| rule.verb.operation(item).is_some());
                 assert!(
                     documented,
                     "{}: a rule for {:?} {}, which its document does not hold",

@@ -20,6 +20,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use utoipa::openapi::path::{Operation, PathItem};
+
 use crate::{
     auth::{Caller, Role},
     http::ApiError,
@@ -36,6 +38,8 @@ pub enum Verb {
 }
 
 impl Verb {
+    pub const ALL: [Verb; 5] = [Verb::Get, Verb::Post, Verb::Put, Verb::Patch, Verb::Delete];
+
     pub fn of(method: &Method) -> Option<Verb> {
         Some(match *method {
             Method::GET | Method::HEAD => Verb::Get,
@@ -45,6 +49,27 @@ impl Verb {
             Method::DELETE => Verb::Delete,
             _ => return None,
         })
+    }
+
+    /// The operation of a document's path item for this method, if it has one.
+    pub fn operation(self, item: &PathItem) -> Option<&Operation> {
+        match self {
+            Verb::Get => item.get.as_ref(),
+            Verb::Post => item.post.as_ref(),
+            Verb::Put => item.put.as_ref(),
+            Verb::Patch => item.patch.as_ref(),
+            Verb::Delete => item.delete.as_ref(),
+        }
+    }
+
+    fn operation_mut(self, item: &mut PathItem) -> Option<&mut Operation> {
+        match self {
+            Verb::Get => item.get.as_mut(),
+            Verb::Post => item.post.as_mut(),
+            Verb::Put => item.put.as_mut(),
+            Verb::Patch => item.patch.as_mut(),
+            Verb::Delete => item.delete.as_mut(),
+        }
     }
 
     pub fn method(self) -> Method {
@@ -292,16 +317,13 @@ impl Table {
 /// Lets a request through to its route only if the route's rule admits its caller, who is
 /// then known to the handler ([`Caller`] is kept in the request's extensions).
 pub async fn enforce(State(table): State<Arc<Table>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let found = Verb::of(req.method())
-        .zip(route.as_deref())
-        .and_then(|(verb, path)| table.find(verb, path));
+        .zip(route.as_ref())
+        .and_then(|(verb, path)| table.find(verb, path.as_str()));
     let Some((policy, group)) = found else {
-        if let Some(path) = route.as_deref()
-            && table.knows(path)
+        if let Some(path) = &route
+            && table.knows(path.as_str())
         {
             // The route answers other methods: this one is not allowed, to anyone.
             return ApiError::new(
@@ -311,7 +333,7 @@ pub async fn enforce(State(table): State<Arc<Table>>, req: Request, next: Next) 
             )
             .into_response();
         }
-        tracing::error!(route = ?route, method = %req.method(), "a route without an access policy was called");
+        tracing::error!(route = ?route.as_ref().map(MatchedPath::as_str), method = %req.method(), "a route without an access policy was called");
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "route_closed",
@@ -324,6 +346,7 @@ pub async fn enforce(State(table): State<Arc<Table>>, req: Request, next: Next) 
         // public route (sign-in, health) does not wait on the users service to check one.
         return next.run(req).await;
     }
+    // Resolving keeps the caller in the request's extensions, for the handler.
     let (mut parts, body) = req.into_parts();
     let caller = match Caller::resolve(&mut parts).await {
         Ok(caller) => caller,
@@ -332,7 +355,6 @@ pub async fn enforce(State(table): State<Arc<Table>>, req: Request, next: Next) 
     if !table.admits(policy, group, &caller) {
         return refusal(&caller, policy).into_response();
     }
-    parts.extensions.insert(caller);
     next.run(Request::from_parts(parts, body)).await
 }
 
@@ -366,19 +388,15 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi, rules: Rules) {
     crate::http::openapi::security_schemes(doc);
     utoipa::Modify::modify(&crate::http::openapi::ProblemResponses, doc);
     for (path, item) in doc.paths.paths.iter_mut() {
-        for verb in [Verb::Get, Verb::Post, Verb::Put, Verb::Patch, Verb::Delete] {
-            let operation = match verb {
-                Verb::Get => item.get.as_mut(),
-                Verb::Post => item.post.as_mut(),
-                Verb::Put => item.put.as_mut(),
-                Verb::Patch => item.patch.as_mut(),
-                Verb::Delete => item.delete.as_mut(),
+        for verb in Verb::ALL {
+            let Some(operation) = verb.operation_mut(item) else {
+                continue;
             };
-            let Some(operation) = operation else { continue };
             let Some(rule) = each(rules).find(|r| r.verb == verb && same_route(r.path, path))
             else {
                 if !forwards {
-                    // Said loudly so that the test over every document finds it.
+                    // Such a route is refused to everyone (`route_closed`): its document says
+                    // so (and `undeclared` lists it, for the test over every service).
                     operation.description = Some(format!(
                         "NO ACCESS POLICY: this operation answers no one. {}",
                         operation.description.clone().unwrap_or_default()
@@ -443,14 +461,8 @@ pub fn same_route(a: &str, b: &str) -> bool {
 pub fn undeclared(doc: &utoipa::openapi::OpenApi, rules: Rules) -> Vec<String> {
     let mut missing = Vec::new();
     for (path, item) in &doc.paths.paths {
-        for (verb, present) in [
-            (Verb::Get, item.get.is_some()),
-            (Verb::Post, item.post.is_some()),
-            (Verb::Put, item.put.is_some()),
-            (Verb::Patch, item.patch.is_some()),
-            (Verb::Delete, item.delete.is_some()),
-        ] {
-            if present
+        for verb in Verb::ALL {
+            if verb.operation(item).is_some()
                 && !each(rules)
                     .any(|r| r.verb == verb && (same_route(r.path, path) || r.path == FORWARDED))
             {

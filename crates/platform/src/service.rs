@@ -56,6 +56,14 @@ impl Service {
         !self.consumes.is_empty()
     }
 
+    /// Whether the gateway forwards `path` to it: whether `path` is under one of its route
+    /// prefixes.
+    pub fn forwards(&self, path: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|prefix| crate::http::under(path, prefix))
+    }
+
     /// `KASSA_<NAME>_<what>`, the environment variable of one of its per-service settings.
     pub fn env(&self, what: &str) -> String {
         format!("KASSA_{}_{what}", self.name.to_ascii_uppercase())

@@ -230,21 +230,16 @@ async fn over_http(
         .map_err(|_| ApiError::internal())
 }
 
-/// The gateway's OpenAPI document: the routed services' documents in one, with the answers of
-/// its rate limits (`rules`) on the operations they cover.
 /// The operations of `service`'s document the gateway forwards to it: those under its route
 /// prefixes (not its internal routes, which only kassa's services call, on its own port).
 pub fn forwarded_part(service: &Service) -> utoipa::openapi::OpenApi {
     let mut doc = service.document();
-    doc.paths.paths.retain(|path, _| {
-        service.routes.iter().any(|prefix| {
-            path.strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
-    });
+    doc.paths.paths.retain(|path, _| service.forwards(path));
     doc
 }
 
+/// The gateway's OpenAPI document: the routed services' documents in one, with the answers of
+/// its rate limits (`rules`) on the operations they cover.
 pub fn openapi(
     parts: Vec<utoipa::openapi::OpenApi>,
     rules: &[limits::Rule],

@@ -228,11 +228,9 @@ impl Rule {
     /// or repeated slashes.
     pub fn covers_path(&self, path: &str) -> bool {
         let path = normalised(path);
-        self.prefixes.iter().any(|prefix| {
-            let prefix = prefix.to_ascii_lowercase();
-            path.strip_prefix(&prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+        self.prefixes
+            .iter()
+            .any(|prefix| kassa_platform::http::under(&path, &prefix.to_ascii_lowercase()))
     }
 }
 

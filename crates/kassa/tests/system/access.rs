@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use kassa_platform::{
     access::{PLATFORM, Rule},
-    auth::{self, Claims, Role, Secret},
+    auth::{self, Role, Secret},
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -62,20 +62,6 @@ impl Who {
 /// What a caller sends: a header and its value.
 type Credential = Option<(&'static str, String)>;
 
-fn mint(id: Uuid, email: &str, role: Role) -> String {
-    let secret = Secret::new(TOKEN_SECRET).unwrap();
-    auth::issue(
-        &secret,
-        &Claims::new(
-            id,
-            email,
-            role,
-            chrono::Utc::now(),
-            chrono::Duration::hours(1),
-        ),
-    )
-}
-
 /// A signed-up person's token and id.
 async fn person(app: &TestApp) -> (String, Uuid, String) {
     let (token, email) = support::signed_up(&app.anon, &app.gateway).await;
@@ -93,7 +79,7 @@ async fn callers(app: &TestApp) -> Vec<(Who, Credential)> {
     // users service agrees.
     let (_, staff_id, staff_email) = person(app).await;
     support::grant(&app.settings, &staff_email, Role::Staff).await;
-    let staff = mint(staff_id, &staff_email, Role::Staff);
+    let staff = support::token(staff_id, &staff_email, Role::Staff);
     let revoked = support::key_in(&app.settings, Role::Admin, "revoked").await;
     revoke(app, "revoked").await;
     vec![
@@ -191,12 +177,7 @@ async fn every_route_lets_in_whom_its_rule_names(backend: Backend) {
                 continue;
             }
             calls.push((port.clone(), *rule));
-            let forwarded = service.routes.iter().any(|prefix| {
-                rule.path
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            });
-            if forwarded {
+            if service.forwards(rule.path) {
                 calls.push((app.gateway.clone(), *rule));
             }
         }

@@ -11,11 +11,10 @@ use crate::support;
 
 use std::collections::BTreeSet;
 
-use chrono::Utc;
-use kassa_platform::auth::{self, Claims, Role, Secret};
+use kassa_platform::auth::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, TOKEN_SECRET, TestApp, spawn_app_with, unique};
+use support::{Backend, TestApp, spawn_app_with, unique};
 use uuid::Uuid;
 
 /// These scenarios exercise every service.
@@ -135,14 +134,6 @@ async fn send_to(
     )
 }
 
-fn mint(id: Uuid, email: &str, role: Role) -> String {
-    let secret = Secret::new(TOKEN_SECRET).unwrap();
-    auth::issue(
-        &secret,
-        &Claims::new(id, email, role, Utc::now(), chrono::Duration::hours(1)),
-    )
-}
-
 /// A customer with a saved card and one paid order.
 async fn customer(app: &TestApp) -> Customer {
     let (token, email) = app.customer_with_card_as("4242424242424242").await;
@@ -202,9 +193,9 @@ async fn world(app: &TestApp) -> World {
     World {
         a,
         b,
-        admin: mint(admin_id, &admin_email, Role::Admin),
+        admin: support::token(admin_id, &admin_email, Role::Admin),
         admin_email,
-        service: mint(Uuid::now_v7(), "payments@kassa.internal", Role::Service),
+        service: support::token(Uuid::now_v7(), "payments@kassa.internal", Role::Service),
     }
 }
 

@@ -132,6 +132,13 @@ fn header_id(req: &Request, name: &HeaderName) -> Option<String> {
     safe.then(|| value.to_owned())
 }
 
+/// Whether `path` is `prefix` or below it (`/api/orders/1` is under `/api/orders`,
+/// `/api/ordersx` is not).
+pub fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Why `path` is refused before it is routed: a dot segment (`.` or `..`, raw or percent-encoded)
 /// or an encoded slash or backslash (`%2F`, `%5C`, also encoded twice), or a raw backslash. No
 /// kassa route has one, and a proxy or HTTP client that resolves them would reach another route

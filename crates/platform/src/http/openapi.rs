@@ -590,7 +590,7 @@ pub fn also_under(doc: &mut OpenApi, prefix: &str, alias: &str, suffix: &str) {
         .iter()
         .filter_map(|(path, item)| {
             let rest = path.strip_prefix(prefix)?;
-            (rest.is_empty() || rest.starts_with('/')).then(|| {
+            super::under(path, prefix).then(|| {
                 let mut item = item.clone();
                 for operation in operations_mut(&mut item) {
                     if let Some(id) = &mut operation.operation_id {

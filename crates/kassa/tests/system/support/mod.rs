@@ -926,6 +926,20 @@ pub fn route_of(
     })
 }
 
+/// A token for user `id` with `role`, signed with the tests' secret as the users service signs
+/// them, good for an hour.
+pub fn token(id: uuid::Uuid, email: &str, role: Role) -> String {
+    let secret = kassa_platform::auth::Secret::new(TOKEN_SECRET).expect("long enough");
+    let claims = kassa_platform::auth::Claims::new(
+        id,
+        email,
+        role,
+        chrono::Utc::now(),
+        chrono::Duration::hours(1),
+    );
+    kassa_platform::auth::issue(&secret, &claims)
+}
+
 /// Runs the operator's command `task` (`kassa users set-role`, `kassa keys revoke`) with
 /// `args` against the users database of the installation `settings` describe.
 pub async fn users_task(
